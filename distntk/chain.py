@@ -1,0 +1,317 @@
+"""Finite ergodic Markov chains, their window chains and the Poisson equation.
+
+MODEL.md sections 1 and 4.1.
+
+A chain on states ``0..S-1`` has a row-stochastic transition matrix ``P``
+(shape ``(S, S)``), irreducible and aperiodic, and carries an input vector
+``x_s`` in ``R^d`` per state (``inputs``, shape ``(S, d)``).  Its stationary law
+``pi`` (shape ``(S,)``) solves ``pi P = pi``, ``sum(pi) = 1``.
+
+Window chain.  For a window length ``L`` the histories ``H_L`` are all state
+windows ``z = (z_1, ..., z_L)`` (oldest first) with positive stationary
+probability ``pi_L(z) = pi(z_1) prod_j P(z_j, z_{j+1})``.  The windows form a
+Markov chain with ``P_L(z -> (z_2..z_L, s')) = P(z_L, s')``, itself ergodic.
+``histories`` has shape ``(H, L)``, listed in lexicographic order.
+
+Poisson equation.  For ``F : states -> R^m`` (array ``(S, m)``) with
+``F~ = F - pi F`` the equation ``(I - P) u = F~`` has a unique solution with
+``pi u = 0``: ``u = Z F~`` with the fundamental matrix
+``Z = (I - P + 1 pi^T)^{-1}`` (``pi Z = pi`` keeps the normalisation).  The
+Markov-chain central limit theorem for ``sum_k F(s_k)`` then has covariance
+
+    Sigma = E_pi[ F~ u^T + u F~^T - F~ F~^T ]                          (m, m)
+
+which equals ``sum_{j in Z} Cov_pi(F(s_0), F(s_j))``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from math import gcd
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse
+from scipy.sparse.csgraph import breadth_first_order, connected_components
+
+__all__ = [
+    "ChainError",
+    "MarkovChain",
+    "WindowChain",
+    "markov_chain",
+    "window_chain",
+    "fundamental_matrix",
+    "poisson",
+    "asymptotic_covariance",
+]
+
+_ROW_TOL = 1e-10
+
+
+class ChainError(ValueError):
+    """An invalid or non-ergodic chain; the message says what was expected."""
+
+
+@dataclass(frozen=True, eq=False)
+class MarkovChain:
+    """A validated ergodic chain. Build it with :func:`markov_chain`."""
+
+    P: np.ndarray  # (S, S) row-stochastic
+    inputs: np.ndarray  # (S, d)
+    pi: np.ndarray  # (S,)
+
+    @property
+    def n_states(self) -> int:
+        return self.P.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.inputs.shape[1]
+
+    @cached_property
+    def _cumulative(self) -> np.ndarray:
+        cum = np.cumsum(self.P, axis=1)
+        cum[:, -1] = 1.0  # guard against round-off so searchsorted never overflows
+        return cum
+
+    def simulate(self, n: int, rng: np.random.Generator, start: int | None = None) -> np.ndarray:
+        """Path ``s_0..s_{n-1}`` (int64), ``s_0 ~ pi`` unless ``start`` is given.
+
+        Draws exactly ``n`` uniforms from ``rng`` (the first picks ``s_0``, also
+        when ``start`` is given) so that a path depends only on its generator.
+        """
+        u = rng.random(n)
+        out = np.empty(n, dtype=np.int64)
+        if n == 0:
+            return out
+        cum_pi = np.cumsum(self.pi)
+        cum_pi[-1] = 1.0
+        out[0] = np.searchsorted(cum_pi, u[0], side="right") if start is None else start
+        _walk(self._cumulative, u, out)
+        return out
+
+
+def _walk(cum: np.ndarray, u: np.ndarray, out: np.ndarray) -> None:
+    """Fill ``out[1:]`` by inverse-CDF steps from ``out[0]`` (in place)."""
+    s = out[0]
+    for k in range(1, len(out)):
+        s = np.searchsorted(cum[s], u[k], side="right")
+        out[k] = s
+
+
+try:  # numba makes the sequential walk ~100x faster; it is a declared dependency
+    import numba as _numba
+
+    @_numba.njit(cache=True)
+    def _walk_jit(cum, u, out):  # pragma: no cover - compiled
+        s = out[0]
+        for k in range(1, len(out)):
+            row = cum[s]
+            j = 0
+            while j < row.shape[0] - 1 and row[j] <= u[k]:
+                j += 1
+            s = j
+            out[k] = s
+
+    _walk = _walk_jit  # noqa: F811  (identical results: both pick the first j with cum[j] > u)
+except ImportError:  # pragma: no cover
+    pass
+
+
+def _period(P: np.ndarray) -> int:
+    """Period of an irreducible chain: gcd of level differences along edges."""
+    S = P.shape[0]
+    order, pred = breadth_first_order(scipy.sparse.csr_matrix(P > 0), 0, directed=True)
+    level = np.full(S, -1)
+    level[0] = 0
+    for v in order[1:]:
+        level[v] = level[pred[v]] + 1
+    g = 0
+    rows, cols = np.nonzero(P > 0)
+    for i, j in zip(rows, cols):
+        g = gcd(g, int(level[i] + 1 - level[j]))
+    return abs(g)
+
+
+def _stationary(P: np.ndarray) -> np.ndarray:
+    """Solve ``pi (I - P) = 0``, ``sum pi = 1`` (unique for an irreducible chain)."""
+    S = P.shape[0]
+    A = (np.eye(S) - P).T.copy()
+    A[-1, :] = 1.0  # replace one redundant balance equation by the normalisation
+    rhs = np.zeros(S)
+    rhs[-1] = 1.0
+    pi = np.linalg.solve(A, rhs)
+    pi = np.clip(pi, 0.0, None)
+    return pi / pi.sum()
+
+
+def markov_chain(P, inputs=None) -> MarkovChain:
+    """Validate ``P`` (and the state inputs) and return a :class:`MarkovChain`.
+
+    ``inputs`` defaults to the state index as a 1-d input.  Raises
+    :class:`ChainError` with a one-line message on any violation.
+    """
+    P = np.array(P, dtype=float)
+    if P.ndim != 2 or P.shape[0] != P.shape[1] or P.shape[0] == 0:
+        raise ChainError(f"transition matrix has shape {P.shape}; expected a non-empty square (S, S) matrix")
+    if not np.all(np.isfinite(P)):
+        raise ChainError("transition matrix has non-finite entries; expected probabilities in [0, 1]")
+    if np.any(P < 0):
+        i, j = np.argwhere(P < 0)[0]
+        raise ChainError(f"transition matrix entry ({i}, {j}) is {P[i, j]:g}; entries must be >= 0")
+    sums = P.sum(axis=1)
+    bad = np.flatnonzero(np.abs(sums - 1.0) > _ROW_TOL)
+    if bad.size:
+        r = int(bad[0])
+        raise ChainError(f"transition matrix row {r} sums to {sums[r]:.6g}; rows must sum to 1")
+    P = P / sums[:, None]
+    S = P.shape[0]
+    n_comp, _ = connected_components(scipy.sparse.csr_matrix(P > 0), directed=True, connection="strong")
+    if n_comp > 1:
+        raise ChainError(
+            f"transition matrix is reducible ({n_comp} communicating classes); expected an irreducible chain"
+        )
+    d = _period(P)
+    if d != 1:
+        raise ChainError(f"chain is periodic with period {d}; expected an aperiodic chain")
+    if inputs is None:
+        inputs = np.arange(S, dtype=float)[:, None]
+    X = np.array(inputs, dtype=float)
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.ndim != 2 or X.shape[0] != S:
+        raise ChainError(f"state inputs have shape {np.shape(inputs)}; expected ({S}, d), one input vector per state")
+    if not np.all(np.isfinite(X)):
+        raise ChainError("state inputs have non-finite entries; expected finite numbers")
+    pi = _stationary(P)
+    for arr in (P, X, pi):
+        arr.setflags(write=False)
+    return MarkovChain(P=P, inputs=X, pi=pi)
+
+
+@dataclass(frozen=True, eq=False)
+class WindowChain:
+    """The chain of length-``L`` windows (MODEL 4.1). Build with :func:`window_chain`."""
+
+    chain: MarkovChain
+    histories: np.ndarray  # (H, L) states, oldest first
+    pi: np.ndarray  # (H,)
+    P: scipy.sparse.csr_matrix  # (H, H)
+
+    @property
+    def L(self) -> int:
+        return self.histories.shape[1]
+
+    @property
+    def n_histories(self) -> int:
+        return self.histories.shape[0]
+
+    def index(self, windows) -> np.ndarray:
+        """Row indices of the given windows (``(..., L)`` states) in ``histories``."""
+        w = np.asarray(windows, dtype=np.int64)
+        if w.shape[-1] != self.L:
+            raise ChainError(f"window has length {w.shape[-1]}; expected L = {self.L}")
+        codes = _encode(w, self.chain.n_states)
+        pos = np.searchsorted(self._codes, codes)
+        pos = np.minimum(pos, len(self._codes) - 1)
+        if np.any(self._codes[pos] != codes):
+            raise ChainError("window has zero stationary probability; expected a history of the window chain")
+        return pos
+
+    @cached_property
+    def _codes(self) -> np.ndarray:
+        return _encode(self.histories, self.chain.n_states)
+
+    def most_likely(self, k: int) -> np.ndarray:
+        """Indices of the ``k`` most probable windows (ties broken by order)."""
+        return np.argsort(-self.pi, kind="stable")[:k]
+
+    @cached_property
+    def fundamental(self) -> np.ndarray:
+        """Dense ``Z = (I - P_L + 1 pi_L^T)^{-1}``, shape ``(H, H)``."""
+        return fundamental_matrix(self.P.toarray(), self.pi)
+
+
+def _encode(w: np.ndarray, S: int) -> np.ndarray:
+    code = np.zeros(w.shape[:-1], dtype=np.int64)
+    for j in range(w.shape[-1]):
+        code = code * S + w[..., j]
+    return code
+
+
+def window_chain(chain: MarkovChain, L: int, max_histories: int = 1 << 14) -> WindowChain:
+    """Enumerate ``H_L`` and build ``P_L`` and ``pi_L`` (MODEL 4.1)."""
+    if int(L) != L or L < 1:
+        raise ChainError(f"window length is {L}; expected an integer >= 1")
+    L = int(L)
+    S = chain.n_states
+    P = chain.P
+    hist = np.arange(S, dtype=np.int64)[:, None]
+    prob = chain.pi.copy()
+    keep = prob > 0
+    hist, prob = hist[keep], prob[keep]
+    for _ in range(L - 1):
+        last = hist[:, -1]
+        rows, nxt = np.nonzero(P[last] > 0)
+        if len(rows) > max_histories:
+            raise ChainError(
+                f"window length {L} gives more than {max_histories} histories; expected a smaller L "
+                "(or raise max_histories)"
+            )
+        hist = np.concatenate([hist[rows], nxt[:, None]], axis=1)
+        prob = prob[rows] * P[last[rows], nxt]
+    order = np.argsort(_encode(hist, S), kind="stable")
+    hist, prob = hist[order], prob[order]
+    H = len(hist)
+    codes = _encode(hist, S)
+    # successor of z is (z_2..z_L, s'); its code is (code(z) mod S^{L-1}) * S + s'
+    base = (codes % (S ** (L - 1))) * S if L > 1 else np.zeros(H, dtype=np.int64)
+    r_idx, s_next = np.nonzero(P[hist[:, -1]] > 0)
+    succ_codes = base[r_idx] + s_next
+    c_idx = np.searchsorted(codes, succ_codes)
+    vals = P[hist[r_idx, -1], s_next]
+    PL = scipy.sparse.csr_matrix((vals, (r_idx, c_idx)), shape=(H, H))
+    pi = prob / prob.sum()
+    hist.setflags(write=False)
+    pi.setflags(write=False)
+    return WindowChain(chain=chain, histories=hist, pi=pi, P=PL)
+
+
+def fundamental_matrix(P, pi) -> np.ndarray:
+    """``Z = (I - P + 1 pi^T)^{-1}`` (dense), the pi-normalised Poisson inverse."""
+    P = P.toarray() if scipy.sparse.issparse(P) else np.asarray(P, dtype=float)
+    S = P.shape[0]
+    A = np.eye(S) - P + np.outer(np.ones(S), pi)
+    return scipy.linalg.inv(A, check_finite=False)
+
+
+def poisson(P, pi, F, Z: np.ndarray | None = None) -> np.ndarray:
+    """Solve ``(I - P) u = F - pi F`` with ``pi u = 0``.
+
+    ``F`` has shape ``(S,)`` or ``(S, m)``; ``u`` has the same shape.  Pass a
+    precomputed fundamental matrix ``Z`` to reuse one factorisation.
+    """
+    F = np.asarray(F, dtype=float)
+    pi = np.asarray(pi, dtype=float)
+    if Z is None:
+        Z = fundamental_matrix(P, pi)
+    Ft = F - np.tensordot(pi, F, axes=(0, 0))
+    return Z @ Ft
+
+
+def asymptotic_covariance(P, pi, F, Z: np.ndarray | None = None) -> np.ndarray:
+    """CLT covariance ``lim n^{-1} Cov(sum_{k<n} F(s_k))`` of a stationary chain.
+
+    ``E_pi[F~ u^T + u F~^T - F~ F~^T]`` with ``u`` the Poisson solution; ``F``
+    of shape ``(S,)`` gives a scalar, ``(S, m)`` an ``(m, m)`` matrix.
+    """
+    F = np.asarray(F, dtype=float)
+    pi = np.asarray(pi, dtype=float)
+    scalar = F.ndim == 1
+    F2 = F[:, None] if scalar else F
+    u = poisson(P, pi, F2, Z)
+    Ft = F2 - pi @ F2
+    cross = (Ft * pi[:, None]).T @ u
+    cov = cross + cross.T - (Ft * pi[:, None]).T @ Ft
+    return float(cov[0, 0]) if scalar else cov

@@ -1,0 +1,127 @@
+"""An experiment: what to simulate and what to compare it with.
+
+An :class:`Experiment` fixes a chain, a target, a model, the horizon ``T`` and
+recording grid ``times``, the window length ``L`` (MODEL.md 3), the probe
+windows, the widths and the replica counts.  It splits the replicas into work
+units ``(width, init, data block)`` — one unit trains ``len(block)`` data
+sequences that share one initialisation (arrays ``R x N``, MODEL.md 2) — and
+computes a unit in-process with :meth:`Experiment.compute`, returning
+``output[data, time, probe]``.  Nothing here knows who runs a unit: the Ray
+layer (``service.py``) schedules them as opaque calls.
+
+:meth:`Experiment.predictions` solves the limit once and returns an
+``xarray.Dataset`` on ``(time, probe)``:
+
+* ``h``: the limit ``h_t(z)`` (MODEL 4.3);
+* ``nvar_poisson``, ``nvar_iid``: ``V_t(z, z)`` and its i.i.d. counterpart,
+  i.e. the predicted ``N * Var(g^N_t(z) | theta)`` (MODEL 5.1);
+* ``var_init_coef``: ``(E_t C_0 E_t^T)(z, z)``; the predicted
+  ``Var_theta E[g | theta]`` is ``N^{1-2beta}`` times it (MODEL 5.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import xarray as xr
+
+from .chain import MarkovChain
+from .limit import Limit, solve_limit
+from .rnn import RNNConfig, run_replicas
+from .target import Target
+
+__all__ = ["Unit", "Experiment"]
+
+
+@dataclass(frozen=True, order=True)
+class Unit:
+    """One work unit: ``width`` x one ``init`` x data seeds ``[data_start, data_stop)``."""
+
+    width: int
+    init: int
+    data_start: int
+    data_stop: int
+
+    @property
+    def data(self) -> range:
+        return range(self.data_start, self.data_stop)
+
+
+@dataclass(frozen=True, eq=False)
+class Experiment:
+    chain: MarkovChain
+    target: Target
+    model: RNNConfig
+    T: float
+    times: tuple[float, ...]
+    L: int
+    probes: np.ndarray  # (P, L) state windows
+    widths: tuple[int, ...]
+    n_init: int
+    n_data: int
+    block: int = 16
+    seed: int = 0
+    kernel: str = "reference"
+    kernel_resolution: int | None = None
+    name: str = "experiment"
+    _limit: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def units(self) -> list[Unit]:
+        """All units, in a fixed order (width, init, block)."""
+        out = []
+        for N in self.widths:
+            for i in range(self.n_init):
+                for lo in range(0, self.n_data, self.block):
+                    out.append(Unit(int(N), i, lo, min(lo + self.block, self.n_data)))
+        return out
+
+    def compute(self, unit: Unit) -> np.ndarray:
+        """``output[data, time, probe]`` for one unit (deterministic in the seeds)."""
+        return run_replicas(
+            self.model, self.chain, self.target, unit.width, self.T, self.times, self.probes,
+            root=self.seed, width_key=unit.width, init=unit.init, data=list(unit.data), L=self.L,
+            kernel=self.kernel,
+        )
+
+    def limit(self) -> Limit:
+        """The solved limit problem (computed once per experiment object)."""
+        if "limit" not in self._limit:
+            self._limit["limit"] = solve_limit(self.model, self.chain, self.target, L=self.L,
+                                               resolution=self.kernel_resolution)
+        return self._limit["limit"]
+
+    def probe_labels(self) -> list[str]:
+        return ["".join(str(int(s)) for s in z) for z in self.probes]
+
+    def predictions(self) -> xr.Dataset:
+        """Limit and variance predictions on ``(time, probe)``; see the module docstring."""
+        lim = self.limit()
+        idx = lim.window.index(self.probes)
+        E = np.zeros((len(idx), lim.window.n_histories))
+        E[np.arange(len(idx)), idx] = 1.0
+        t = np.asarray(self.times, dtype=float)
+        fv = lim.fluctuation_variances(t, E)
+        diag = lambda a: np.diagonal(a, axis1=1, axis2=2)  # noqa: E731
+        coords = {"time": t, "probe": self.probe_labels()}
+        dims = ("time", "probe")
+        return xr.Dataset(
+            {
+                "h": (dims, lim.h(t)[:, idx]),
+                "nvar_poisson": (dims, diag(fv["poisson"])),
+                "nvar_iid": (dims, diag(fv["iid"])),
+                "var_init_coef": (dims, diag(lim.init_variance(t, E))),
+                "f": (("probe",), lim.f[idx]),
+                "pi_probe": (("probe",), lim.window.pi[idx]),
+            },
+            coords=coords,
+            attrs={
+                "L": self.L,
+                "memory_bound": lim.memory_bound,
+                "kernel_error": lim.kernel.error,
+                "kernel_method": lim.kernel.method,
+                "kernel_nodes": lim.kernel.n_nodes,
+                "n_histories": lim.window.n_histories,
+                "beta": self.model.beta,
+            },
+        )
