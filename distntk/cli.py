@@ -36,7 +36,7 @@ def _demo(args) -> int:
     exp = _section6_experiment()
     pred = exp.predictions()
     N = exp.widths[0]
-    out = np.stack([exp.compute(u) for u in exp.units()])  # (init, data, time, probe)
+    out = np.stack([exp.compute(u)["output"] for u in exp.units()])  # (init, data, time, probe)
     mean = out.mean(axis=(0, 1))
     nvar = N * out.var(axis=1, ddof=1).mean(axis=0)
     print(f"MODEL.md section 6 case: N = {N}, {exp.n_init} inits x {exp.n_data} data sequences, L = {exp.L}")

@@ -6,7 +6,9 @@ windows, the widths and the replica counts.  It splits the replicas into work
 units ``(width, init, data block)`` — one unit trains ``len(block)`` data
 sequences that share one initialisation (arrays ``R x N``, MODEL.md 2) — and
 computes a unit in-process with :meth:`Experiment.compute`, returning
-``output[data, time, probe]``.  Nothing here knows who runs a unit: the Ray
+``{"output": [data, time, probe], "risk": [data, time]}``; ``risk`` is the
+stationary risk ``R(g) = 1/2 sum_z pi_L(z) (f(z) - g(z))^2`` over all histories
+(present when ``record_risk``).  Nothing here knows who runs a unit: the Ray
 layer (``service.py``) schedules them as opaque calls.
 
 :meth:`Experiment.predictions` solves the limit once and returns an
@@ -16,7 +18,10 @@ layer (``service.py``) schedules them as opaque calls.
 * ``nvar_poisson``, ``nvar_iid``: ``V_t(z, z)`` and its i.i.d. counterpart,
   i.e. the predicted ``N * Var(g^N_t(z) | theta)`` (MODEL 5.1);
 * ``var_init_coef``: ``(E_t C_0 E_t^T)(z, z)``; the predicted
-  ``Var_theta E[g | theta]`` is ``N^{1-2beta}`` times it (MODEL 5.2).
+  ``Var_theta E[g | theta]`` is ``N^{1-2beta}`` times it (MODEL 5.2);
+* ``risk_h``, ``nvar_risk_poisson``, ``nvar_risk_iid``, ``var_risk_init_coef`` on
+  ``(time,)``: the same for the stationary risk, linearised around ``h_t``:
+  ``delta R = l_t . delta g`` with ``l_t = -pi_L * (f - h_t)``.
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ class Experiment:
     kernel: str = "reference"
     kernel_resolution: int | None = None
     name: str = "experiment"
+    record_risk: bool = True
     _limit: dict = field(default_factory=dict, repr=False, compare=False)
 
     def units(self) -> list[Unit]:
@@ -76,13 +82,23 @@ class Experiment:
                     out.append(Unit(int(N), i, lo, min(lo + self.block, self.n_data)))
         return out
 
-    def compute(self, unit: Unit) -> np.ndarray:
-        """``output[data, time, probe]`` for one unit (deterministic in the seeds)."""
-        return run_replicas(
+    def compute(self, unit: Unit) -> dict[str, np.ndarray]:
+        """``{"output": (data, time, probe), "risk": (data, time)}`` for one unit.
+
+        Deterministic in the seeds: the same unit gives the same bits anywhere.
+        """
+        risk = None
+        if self.record_risk:
+            win = self.limit().window
+            risk = (win.histories, win.pi, self.limit().f)
+        res = run_replicas(
             self.model, self.chain, self.target, unit.width, self.T, self.times, self.probes,
             root=self.seed, width_key=unit.width, init=unit.init, data=list(unit.data), L=self.L,
-            kernel=self.kernel,
+            kernel=self.kernel, risk=risk,
         )
+        if risk is None:
+            return {"output": res}
+        return {"output": res[0], "risk": res[1]}
 
     def limit(self) -> Limit:
         """The solved limit problem (computed once per experiment object)."""
@@ -105,8 +121,20 @@ class Experiment:
         diag = lambda a: np.diagonal(a, axis1=1, axis2=2)  # noqa: E731
         coords = {"time": t, "probe": self.probe_labels()}
         dims = ("time", "probe")
+        r = lim.residual(t)  # (n_t, H)
+        ell = -lim.window.pi * r  # gradient of the risk in g, one functional per time
+        risk_p, risk_i, risk_0 = [], [], []
+        for i, ti in enumerate(t):
+            fv_r = lim.fluctuation_variances([ti], ell[i : i + 1])
+            risk_p.append(fv_r["poisson"][0, 0, 0])
+            risk_i.append(fv_r["iid"][0, 0, 0])
+            risk_0.append(lim.init_variance([ti], ell[i : i + 1])[0, 0, 0])
         return xr.Dataset(
             {
+                "risk_h": (("time",), 0.5 * (r**2) @ lim.window.pi),
+                "nvar_risk_poisson": (("time",), np.array(risk_p)),
+                "nvar_risk_iid": (("time",), np.array(risk_i)),
+                "var_risk_init_coef": (("time",), np.array(risk_0)),
                 "h": (dims, lim.h(t)[:, idx]),
                 "nvar_poisson": (dims, diag(fv["poisson"])),
                 "nvar_iid": (dims, diag(fv["iid"])),

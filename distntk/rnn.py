@@ -58,6 +58,7 @@ __all__ = [
     "sample_data",
     "memory_and_jacobian",
     "probe_outputs",
+    "history_outputs",
     "run_replicas",
 ]
 
@@ -245,6 +246,43 @@ def probe_outputs(p: Params, probe_x: np.ndarray, scale: float, activation: str)
     return scale * np.einsum("rn,rnp->rp", p.c, s)
 
 
+def _prefix_tree(histories: np.ndarray):
+    """Levels of the prefix tree of ``histories (H, L)``: per level ``(parent, state)``.
+
+    Windows run oldest first, so windows sharing a prefix share the memory
+    state along it; level ``j`` holds the distinct prefixes of length ``j + 1``.
+    The last level is ordered like ``histories`` (which are sorted).
+    """
+    levels = []
+    prev_inv = np.zeros(len(histories), dtype=np.int64)
+    for j in range(histories.shape[1]):
+        keys = prev_inv * (histories.max() + 1) + histories[:, j]
+        uniq, first, inv = np.unique(keys, return_index=True, return_inverse=True)
+        levels.append((prev_inv[first], histories[first, j]))
+        prev_inv = inv
+    return levels, prev_inv
+
+
+def history_outputs(p: Params, inputs: np.ndarray, histories: np.ndarray, scale: float, activation: str,
+                    tree=None) -> np.ndarray:
+    """``g^N(z)`` on every window of ``histories (H, L)``; returns ``(R, H)``.
+
+    Walks the prefix tree, so the cost is ``N`` times the number of distinct
+    prefixes (at most ``2H`` for a binary chain) per replica, not ``N H L``.
+    """
+    act = ACTIVATIONS[activation][0]
+    levels, last = tree if tree is not None else _prefix_tree(histories)
+    R, N = p.c.shape
+    out = np.empty((R, len(histories)))
+    for r in range(R):
+        s = np.zeros((N, 1))
+        wx = p.w[r] @ inputs.T + p.a[r][:, None]  # (N, S): w.x_s + a for every state
+        for parent, state in levels:
+            s = act(wx[:, state] + p.b[r][:, None] * s[:, parent])[0]
+        out[r] = scale * (p.c[r] @ s)[last]
+    return out
+
+
 def run_replicas(
     cfg: RNNConfig,
     chain: MarkovChain,
@@ -259,11 +297,15 @@ def run_replicas(
     data: list[int] | np.ndarray,
     L: int,
     kernel: str = "reference",
-) -> np.ndarray:
-    """Train ``len(data)`` replicas sharing initialisation ``init``; return ``(R, n_times, P)``.
+    risk: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+):
+    """Train ``len(data)`` replicas sharing initialisation ``init``.
 
-    ``probes`` are state windows ``(P, L)``; ``times`` a sorted grid in ``[0, T]``.
-    ``width_key`` is the width used in the seed keys (normally ``N``).
+    Returns ``output (R, n_times, P)`` on the probe windows ``(P, L)`` at the
+    sorted grid ``times`` in ``[0, T]``; with ``risk = (histories, pi, f)`` also
+    the stationary risk ``1/2 sum_z pi(z) (f(z) - g(z))^2`` as ``(R, n_times)``,
+    returned as a second array.  ``width_key`` is the width used in the seed
+    keys (normally ``N``).
     """
     times = np.asarray(times, dtype=float)
     if times.ndim != 1 or np.any(np.diff(times) < 0) or times[0] < 0 or times[-1] > T:
@@ -291,10 +333,17 @@ def run_replicas(
     eta, scale, rtrl = cfg.eta(N), cfg.scale(N), cfg.gradient == "rtrl"
     seg(p, state, xs[:, :B], ys[:, :0], eta, scale, cfg.activation, rtrl, False)
     out = np.empty((R, len(times), len(probe_x)))
+    if risk is not None:
+        hist, pi_h, f_h = risk
+        tree = _prefix_tree(np.asarray(hist))
+        risk_out = np.empty((R, len(times)))
     done = 0
     for i, k in enumerate(rec_steps):
         if k > done:
             seg(p, state, xs[:, B + done : B + k], ys[:, done:k], eta, scale, cfg.activation, rtrl, True)
             done = k
         out[:, i, :] = probe_outputs(p, probe_x, scale, cfg.activation)
-    return out
+        if risk is not None:
+            g = history_outputs(p, chain.inputs, hist, scale, cfg.activation, tree)
+            risk_out[:, i] = 0.5 * ((f_h - g) ** 2) @ pi_h
+    return out if risk is None else (out, risk_out)
