@@ -28,7 +28,7 @@ def _section6_experiment():
     win = window_chain(chain, L)
     probes = win.histories[win.most_likely(3)]
     return Experiment(chain=chain, target=target, model=RNNConfig(), T=2.0, times=(0.5, 1.0, 1.5, 2.0), L=L,
-                      probes=probes, widths=(256,), n_init=4, n_data=64, block=64, seed=2026, name="section6")
+                      probes=probes, widths=(1024,), n_init=8, n_data=64, block=64, seed=2026, name="section6")
 
 
 def _demo(args) -> int:
