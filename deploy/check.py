@@ -16,10 +16,10 @@ cloud account or a cluster:
 * KubeRay manifest (``apiVersion: ray.io/v1``): ``kuberay-schema`` --
   ``deploy/kuberay/schema.json``, a minimal schema of the fields used that rejects
   unknown fields, as ``kubectl apply`` does against the real CRD.
-* Dockerfile: ``dockerfile`` -- known instructions only; single stage from ``rayproject/ray:<ray>-py3XX[-cpu]``
-  with that Ray inside pyproject's ``ray`` requirement and that Python inside
-  ``requires-python``; a non-root USER before the first RUN and at the end; no ADD of
-  URLs; the image's version label equal to pyproject's version.
+* Dockerfile: ``dockerfile`` -- known instructions only; a single stage from
+  ``rayproject/ray:<ray>-py3XX[-cpu]`` with that Ray inside pyproject's ``ray``
+  requirement and that Python inside ``requires-python``; a USER before the first RUN
+  and never root; no ADD of URLs; the version label equal to pyproject's version.
 
 One line per (file, check): ``OK``, ``SKIP (reason)``, or ``FAIL`` followed by one
 indented line per error. Exit status 1 when any check failed, 2 on unreadable input.
@@ -188,6 +188,12 @@ def _ray_requirement(project: dict):
     raise LookupError("pyproject.toml lists no ray dependency")
 
 
+def _specifier(text: str):
+    from packaging.specifiers import SpecifierSet
+
+    return SpecifierSet(text)
+
+
 _INSTRUCTIONS = frozenset({
     "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL",
     "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR",
@@ -206,7 +212,7 @@ def dockerfile_errors(text: str, repo: Path = REPO) -> list[str]:
     if len(froms) != 1:
         errors.append(f"expected one FROM (a single-stage image), found {len(froms)}")
     for args in froms[:1]:
-        image = args.split()[0]
+        image = (args.split() or [""])[0]
         m = _RAY_IMAGE.match(image)
         if not m:
             errors.append(f"FROM {image}: expected rayproject/ray:<x.y.z>-py3XX[-cpu], Ray's CPU base image")
@@ -219,18 +225,16 @@ def dockerfile_errors(text: str, repo: Path = REPO) -> list[str]:
                 errors.append(f"FROM {image}: Python {python} is outside requires-python "
                               f"{project.get('requires-python')}")
 
-    users = [(i, args.split()[0]) for i, (instr, args) in enumerate(steps) if instr == "USER"]
+    users = [(i, (args.split() or [""])[0]) for i, (instr, args) in enumerate(steps) if instr == "USER"]
     first_run = next((i for i, (instr, _) in enumerate(steps) if instr == "RUN"), len(steps))
     if not users:
         errors.append("no USER instruction: name the base image's non-root user (ray) explicitly")
     else:
         if users[0][0] > first_run:
             errors.append("a RUN comes before the first USER: nothing should run as an unnamed user")
-        root = [u for _, u in users if u.split(":")[0] in ("root", "0")]
+        root = [u for _, u in users if u.split(":")[0] in ("root", "0", "")]
         if root:
-            errors.append(f"USER {root[0]}: the image must not switch to root")
-        if users[-1][1].split(":")[0] in ("root", "0"):
-            errors.append("the final USER is root; Ray images run as the non-root user `ray`")
+            errors.append(f"USER {root[0] or '<empty>'}: stay the non-root user `ray` of Ray's images throughout")
 
     for instr, args in steps:
         if instr == "ADD" and re.search(r"(^|\s)(https?|ftp|git)://|(^|\s)git@", args):
@@ -242,12 +246,6 @@ def dockerfile_errors(text: str, repo: Path = REPO) -> list[str]:
         errors.append(f"LABEL org.opencontainers.image.version={version or '<missing>'}: "
                       f"expected pyproject's version {project['version']}")
     return errors
-
-
-def _specifier(text: str):
-    from packaging.specifiers import SpecifierSet
-
-    return SpecifierSet(text)
 
 
 # --- dispatch ---------------------------------------------------------------------
