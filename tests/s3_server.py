@@ -27,6 +27,18 @@ Fixtures (made available to every test by ``tests/conftest.py``):
 * ``s3_server`` (session) -- the running server, an ``S3Server``.
 * ``s3_bucket`` (function) -- a fresh, empty bucket on it, an ``S3Bucket``, with the
   environment pointed at the server for the duration of the test.
+
+A command-line run against it::
+
+    def test_run_on_s3(s3_bucket):
+        store = s3_bucket.url("stores/quickstart.zarr")
+        subprocess.run(["distntk", "run", "jobs/quickstart.toml", "--store", store], check=True)
+        # os.environ already points at the server; for an explicit environment pass
+        # env=s3_bucket.server.subprocess_env().
+
+Ray workers see the server only if their raylet started after the environment was
+set: a Ray cluster started earlier in the session (a session-scoped ``ray.init``)
+needs ``runtime_env={"env_vars": s3_bucket.server.env()}`` instead.
 """
 
 from __future__ import annotations
