@@ -274,10 +274,11 @@ def _assess(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_level)
     pred_p, pred_i = nvar_p / N, nvar_i / N
     pred_b = N ** (1.0 - 2.0 * beta) * var0
     out = comp.copy()
-    out["h"] = h
-    out["pred_within_poisson"] = pred_p
-    out["pred_within_iid"] = pred_i
-    out["pred_between"] = pred_b
+    like = comp["within"]
+    out["h"] = h.broadcast_like(like)
+    out["pred_within_poisson"] = pred_p.broadcast_like(like)
+    out["pred_within_iid"] = pred_i.broadcast_like(like)
+    out["pred_between"] = pred_b.broadcast_like(like)
     # within vs the data-driven predictions: init-robust interval (module docstring)
     half = q_t(np.maximum(comp.n_init_within - 1.0, 1.0)) * comp.within_se
     for name, pred in (("poisson", pred_p), ("iid", pred_i)):
@@ -345,6 +346,9 @@ def estimate(ds: xr.Dataset, level: float = 0.95, verdict_level: float = 0.99) -
                     ds["var_risk_init_coef"], width, beta, level, verdict_level)
         for k, v in r.data_vars.items():
             out[f"risk_{k}"] = v
+    for name in ("pi_probe", "f"):
+        if name in ds:
+            out[name] = ds[name]
     out.attrs = {
         "level": level,
         "verdict_level": verdict_level,
