@@ -41,7 +41,16 @@ inits, ``I'`` the inits with ``n_i >= 2``, ``w_i = (n_i - 1) / df_w``)::
     within_dispersion = within_se^2 / (2 MSW^2 / df_w)          (about 1 if sigma_w is common)
 
 which is unbiased whatever the spread of ``Var(g | theta)`` and whatever the
-kurtosis of ``e``.
+kurtosis of ``e``.  The comparison interval is taken on the log scale,
+``MSW exp(+- t_{I'-1} within_se / MSW)``: the ``s_i^2`` are right-skewed, and in
+20000 simulated designs per row (95%, Gaussian ``e``, log-normal spread of
+``sigma_w^2`` across inits)::
+
+    I   n   spread   chi-square   t, linear   t, log scale
+    16  32  0        0.953        0.948       0.951
+    16  32  0.2      0.869        0.943       0.948
+    8   64  0.2      0.798        0.941       0.945
+    16  32  0.4      0.680        0.929       0.938
 
 Between (unweighted means, Thomas & Hultquist 1978; the balanced ANOVA when
 ``n_i = n``).  ``ybar_i`` init means over the ``I`` inits,
@@ -88,7 +97,7 @@ Comparisons (at ``verdict_level``, default 99%).  Each gives a ratio or
 difference, its interval and a verdict ``"consistent"`` (the interval holds 1,
 resp. 0), ``"inconsistent"`` or ``"n/a"``::
 
-    ratio_poisson = N within / nvar_poisson     within +- t_{I'-1} within_se   (the headline)
+    ratio_poisson = N within / nvar_poisson     x exp(+- t_{I'-1} within_se / within)   (headline)
     ratio_iid     = N within / nvar_iid         same interval
     ratio_init    = between / (N^{1-2beta} var_init_coef)     MLS interval
     mean_error    = mean - h                    +- t_{I-1} mean_se
@@ -280,11 +289,12 @@ def _assess(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_level)
     out["pred_within_iid"] = pred_i.broadcast_like(like)
     out["pred_between"] = pred_b.broadcast_like(like)
     # within vs the data-driven predictions: init-robust interval (module docstring)
-    half = q_t(np.maximum(comp.n_init_within - 1.0, 1.0)) * comp.within_se
+    # log scale: the per-init variances are right-skewed, and the log interval keeps coverage (module doc)
+    spread = np.exp(q_t(np.maximum(comp.n_init_within - 1.0, 1.0)) * comp.within_se / comp.within)
     for name, pred in (("poisson", pred_p), ("iid", pred_i)):
         out[f"ratio_{name}"] = comp.within / pred
-        out[f"ratio_{name}_lo"] = np.maximum(comp.within - half, 0.0) / pred
-        out[f"ratio_{name}_hi"] = (comp.within + half) / pred
+        out[f"ratio_{name}_lo"] = out[f"ratio_{name}"] / spread
+        out[f"ratio_{name}_hi"] = out[f"ratio_{name}"] * spread
         out[f"verdict_{name}"] = _verdict(out[f"ratio_{name}_lo"], out[f"ratio_{name}_hi"], 1.0)
     lo_b, hi_b = xr.apply_ufunc(
         lambda S1, n1, S2, n2, c: _mls(S1, n1, S2, n2, c, verdict_level),
