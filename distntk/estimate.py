@@ -116,7 +116,9 @@ errors say (only with >= 3 widths).  Points with ``q < 2 se_q`` are noise, not a
 magnitude, and are left out of the fit (their number is reported; leaving them
 out biases the fitted magnitude up, not the verdict that a slope is resolved).
 The orders MODEL.md implies are printed next to the slopes: init fluctuations
-``N^{1/2-beta}``, data fluctuations ``N^{-1/2}``.
+``N^{1/2-beta}``, data fluctuations ``N^{-1/2}``.  They are tested directly on
+the fluctuation sizes ``sqrt(between)`` and ``sqrt(within)`` (same fit; ``se``
+by the delta method, ``se(sqrt v) = se(v) / (2 sqrt v)``), with a verdict at 99%.
 
 Memory fixed point (MODEL 3).  :func:`memory_contraction` runs one finite-N
 network twice over the same data path with frozen parameters, from
@@ -374,7 +376,7 @@ def estimate(ds: xr.Dataset, level: float = 0.95, verdict_level: float = 0.99) -
 # --------------------------------------------------------------------------- rates
 
 
-_RATE_QUANTITIES = ("mean_error", "ratio_poisson", "ratio_init")
+_RATE_QUANTITIES = ("mean_error", "ratio_poisson", "ratio_init", "sd_within", "sd_between")
 
 
 def _rate_inputs(est: xr.Dataset, prefix: str):
@@ -384,13 +386,18 @@ def _rate_inputs(est: xr.Dataset, prefix: str):
         "mean_error": np.abs(e("mean_error")),
         "ratio_poisson": np.abs(e("ratio_poisson") - 1.0),
         "ratio_init": np.abs(e("ratio_init") - 1.0),
+        "sd_within": np.sqrt(e("within")),
+        "sd_between": np.sqrt(e("between")),
     }
     se_b = np.sqrt(2.0 * (e("ms_between") ** 2 / (e("n_init") - 1.0) + e("within") ** 2 / e("df_within"))) / e("n_tilde")
-    se = {
-        "mean_error": e("mean_se"),
-        "ratio_poisson": e("within_se") / e("pred_within_poisson"),
-        "ratio_init": se_b / e("pred_between"),
-    }
+    with np.errstate(divide="ignore", invalid="ignore"):
+        se = {
+            "mean_error": e("mean_se"),
+            "ratio_poisson": e("within_se") / e("pred_within_poisson"),
+            "ratio_init": se_b / e("pred_between"),
+            "sd_within": e("within_se") / (2.0 * q["sd_within"]),
+            "sd_between": se_b / (2.0 * q["sd_between"]),
+        }
     return q, se
 
 
@@ -424,15 +431,20 @@ def _wls_slope(x, q, se, min_sigma, level):
 
 
 def convergence_rates(est: xr.Dataset, level: float = 0.95, min_sigma: float = 2.0) -> xr.Dataset:
-    """Log-log slopes across widths for ``|mean - h|``, ``|ratio_poisson - 1|``, ``|ratio_init - 1|``.
+    """Log-log slopes across widths of the deviations from the limit and of the fluctuation sizes.
 
-    ``est`` is the output of :func:`estimate`.  Returns a Dataset on
+    Quantities: ``mean_error`` ``|mean - h|``, ``ratio_poisson``
+    ``|N within / V_t - 1|``, ``ratio_init`` ``|between / pred - 1|``, and the
+    fluctuation sizes ``sd_within = sqrt(within)`` and ``sd_between =
+    sqrt(between)``, whose MODEL orders are ``N^{-1/2}`` and ``N^{1/2-beta}``
+    (``expected_slope``; NaN for the deviations, for which MODEL.md states no
+    order).  ``est`` is the output of :func:`estimate`.  Returns a Dataset on
     ``(quantity, time, probe)`` with ``slope, slope_lo, slope_hi, slope_se,
-    intercept, n_used, chi2_dof`` and the fitted inputs ``value, value_se`` on
+    intercept, n_used, chi2_dof, slope_verdict`` (slope vs ``expected_slope``
+    at 99%) and the fitted inputs ``value, value_se`` on
     ``(quantity, width, time, probe)``; ``risk_`` variables likewise without
-    ``probe``.  Attributes ``order_init = 1/2 - beta`` and ``order_data = -1/2``
-    are the MODEL.md orders to read the slopes against.  See the module
-    docstring for the weighting and the ``min_sigma`` rule.
+    ``probe``.  Attributes ``order_init = 1/2 - beta``, ``order_data = -1/2``.
+    See the module docstring for the weighting and the ``min_sigma`` rule.
     """
     beta = float(est.attrs["beta"])
     x = est["width"].values.astype(float)
@@ -454,6 +466,15 @@ def convergence_rates(est: xr.Dataset, level: float = 0.95, min_sigma: float = 2
         out[prefix + "value"] = qa
         out[prefix + "value_se"] = sa
     out = out.assign_coords({d: est[d] for d in est.dims if d in out.dims and d != "quantity"})
+    # MODEL orders of the fluctuation sizes; the deviations have no order stated in MODEL.md
+    expected = {"sd_within": -0.5, "sd_between": 0.5 - beta}
+    out["expected_slope"] = ("quantity", [expected.get(k, np.nan) for k in _RATE_QUANTITIES])
+    z99 = stats.norm.isf(0.005)
+    for prefix in prefixes:
+        dev = np.abs(out[prefix + "slope"] - out["expected_slope"])
+        ok = np.isfinite(dev) & np.isfinite(out[prefix + "slope_se"])
+        out[prefix + "slope_verdict"] = xr.where(
+            ok, xr.where(dev <= z99 * out[prefix + "slope_se"], "consistent", "inconsistent"), "n/a").astype(object)
     out.attrs = {"level": level, "min_sigma": min_sigma, "beta": beta,
                  "order_init": 0.5 - beta, "order_data": -0.5}
     return out

@@ -47,6 +47,8 @@ _QUANTITY_LABELS = {
     "mean_error": "|mean - h_t|",
     "ratio_poisson": "|N Var / V_t - 1|",
     "ratio_init": "|between / pred - 1|",
+    "sd_within": "sd across data sqrt(within)",
+    "sd_between": "sd across inits sqrt(between)",
 }
 
 
@@ -181,7 +183,10 @@ def plot_convergence(rates: xr.Dataset, cell: dict):
                 ax.plot(N, anchor * (N / Nm) ** o_init, ":", color="gray", label=f"N^(1/2-beta) = N^{o_init:.2f}")
                 ax.plot(N, anchor * (N / Nm) ** o_data, "-.", color="gray", label=f"N^{o_data:.2f}")
             ax.set_xscale("log")
-            ax.set_yscale("log")
+            if ok.any():
+                ax.set_yscale("log")
+            else:
+                ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center")
             ax.set_xticks(N, [str(int(n)) for n in N])
             ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             ax.set_xlabel("N")
@@ -322,24 +327,29 @@ def summary(est: xr.Dataset, rates: xr.Dataset | None = None, mem: xr.Dataset | 
 
 def _rate_summary(est, rates) -> str:
     cell = _headline(est)
-    W = rates.sizes.get("width", 0)
-    head = (f"- **Rates** (log-log slopes across {W} widths at probe {cell['probe']}, t = {cell['time']:g}; "
+    W = int((est["n_init"] > 0).any([d for d in est["n_init"].dims if d != "width"]).sum())
+    head = (f"- **Rates** (log-log slopes across {W} widths with data, probe {cell['probe']}, t = {cell['time']:g}; "
             f"MODEL orders: init fluctuations N^(1/2-beta) = N^{rates.attrs['order_init']:.2f}, data fluctuations "
-            f"N^{rates.attrs['order_data']:.2f}): ")
+            f"N^{rates.attrs['order_data']:.2f}). ")
     if W < 2:
-        return head + "need at least two widths."
-    parts = []
+        return head + "Need at least two widths with data."
+    sizes, devs = [], []
     for q in rates["quantity"].values:
-        s = rates["slope"].sel(quantity=q, **cell)
-        n_used = int(rates["n_used"].sel(quantity=q, **cell))
-        if np.isfinite(float(s)):
-            parts.append(f"{_QUANTITY_LABELS[q]} slope {float(s):.2f} "
-                         f"[{float(rates['slope_lo'].sel(quantity=q, **cell)):.2f}, "
-                         f"{float(rates['slope_hi'].sel(quantity=q, **cell)):.2f}] from {n_used} widths")
+        r = rates.sel(quantity=q, **cell)
+        s, n_used = float(r["slope"]), int(r["n_used"])
+        label = _QUANTITY_LABELS[q]
+        if not np.isfinite(s):
+            text = f"{label}: not resolved (within 2 standard errors of 0 at {W - n_used} of {W} widths)"
         else:
-            parts.append(f"{_QUANTITY_LABELS[q]} not resolved (within 2 standard errors of 0 at "
-                         f"{W - n_used} of {W} widths)")
-    return head + "; ".join(parts) + "."
+            text = f"{label}: slope {s:.2f} [{float(r['slope_lo']):.2f}, {float(r['slope_hi']):.2f}] from {n_used} widths"
+        if np.isfinite(float(r["expected_slope"])):
+            if np.isfinite(s):
+                text += f", MODEL {float(r['expected_slope']):.2f}: {r['slope_verdict'].item()} at 99%"
+            sizes.append(text)
+        else:
+            devs.append(text)
+    return (head + "Fluctuation sizes: " + "; ".join(sizes) + ". Deviations from the limit: "
+            + "; ".join(devs) + ".")
 
 
 def _ci(v, lo, hi, f=".3g"):
@@ -349,8 +359,9 @@ def _ci(v, lo, hi, f=".3g"):
 
 
 def _table(header, rows):
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
+    esc = lambda c: str(c).replace("|", "\\|")  # noqa: E731  (a literal | would split the cell)
+    out = ["| " + " | ".join(map(esc, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
     return out
 
 
@@ -412,13 +423,17 @@ def _rate_table(rates, pre):
         for t in rates["time"].values:
             for p in probes:
                 sel = {"quantity": q, "time": t} | ({} if p is None else {"probe": p})
-                s = float(rates[pre + "slope"].sel(**sel))
+                r = rates.sel(**sel)
+                s, e = float(r[pre + "slope"]), float(r["expected_slope"])
                 rows.append([_QUANTITY_LABELS[q], f"{t:g}"] + ([] if p is None else [str(p)]) + [
-                    _ci(s, float(rates[pre + "slope_lo"].sel(**sel)), float(rates[pre + "slope_hi"].sel(**sel)),
-                        ".2f") if np.isfinite(s) else "not resolved",
-                    str(int(rates[pre + "n_used"].sel(**sel))),
+                    _ci(s, float(r[pre + "slope_lo"]), float(r[pre + "slope_hi"]), ".2f")
+                    if np.isfinite(s) else "not resolved",
+                    str(int(r[pre + "n_used"])),
+                    f"{e:.2f}" if np.isfinite(e) else "-",
+                    str(r[pre + "slope_verdict"].item()) if np.isfinite(e) else "-",
                 ])
-    cols = ["quantity", "t"] + ([] if pre else ["probe"]) + [f"slope [{rates.attrs['level']:.0%}]", "widths used"]
+    cols = ["quantity", "t"] + ([] if pre else ["probe"]) + [
+        f"slope [{rates.attrs['level']:.0%}]", "widths used", "MODEL order", "verdict [99%]"]
     return _table(cols, rows)
 
 
@@ -442,7 +457,7 @@ def write_report(dataset_or_path, out_dir, memory: xr.Dataset | None = None, lev
     rates = convergence_rates(est, level=level)
     missing = missing_units(ds)
     figs = {"nvar_vs_t.png": plot_nvar(est), "mean_vs_h.png": plot_mean(est)}
-    if est.sizes["width"] >= 2:
+    if int((est["n_init"] > 0).any([d for d in est["n_init"].dims if d != "width"]).sum()) >= 2:
         figs["convergence.png"] = plot_convergence(rates, _headline(est))
     if memory is not None:
         figs["memory.png"] = plot_memory(memory)
@@ -494,7 +509,7 @@ def write_report(dataset_or_path, out_dir, memory: xr.Dataset | None = None, lev
         if "risk_slope" in rates:
             md += ["Stationary risk:", ""] + _rate_table(rates, "risk_") + [""]
     else:
-        md += ["Needs at least two widths.", ""]
+        md += ["Needs at least two widths with data.", ""]
     md += ["## 6. Memory fixed point (MODEL 3)", ""]
     if memory is not None:
         m = memory.attrs

@@ -179,6 +179,15 @@ def test_rates_recover_a_known_slope():
     assert rates.attrs["order_init"] == pytest.approx(-0.25)
 
 
+def test_fluctuation_sizes_scale_with_the_model_orders():
+    """Exact synthetic store: sqrt(within) ~ N^{-1/2}, sqrt(between) ~ N^{1/2-beta}; 36 cells at 99%."""
+    rates = convergence_rates(estimate(_synthetic_store(np.random.default_rng(10))))
+    for q, expected in (("sd_within", -0.5), ("sd_between", -0.25)):
+        r = rates.sel(quantity=q)
+        assert float(r.expected_slope) == pytest.approx(expected)
+        assert int((r.slope_verdict == "consistent").sum()) >= r.slope.size - 2
+
+
 def test_rates_leave_noise_out():
     """No bias: |mean - h| is noise at every width, so no slope is claimed for most cells."""
     rates = convergence_rates(estimate(_synthetic_store(np.random.default_rng(9))))
@@ -246,8 +255,12 @@ def test_sticky_chain_poisson_consistent_iid_rejected(sticky_store):
 
 def test_sticky_chain_rates_dataset(sticky_store):
     rates = convergence_rates(estimate(sticky_store))
-    assert set(rates.quantity.values) == {"mean_error", "ratio_poisson", "ratio_init"}
+    assert set(rates.quantity.values) == {"mean_error", "ratio_poisson", "ratio_init", "sd_within", "sd_between"}
     assert rates.value.dims == ("quantity", "width", "time", "probe")
     assert rates.risk_slope.dims == ("quantity", "time")
+    # data fluctuations shrink like N^{-1/2} (MODEL 5.1) at the most likely window, t = T
+    sd = rates.sel(quantity="sd_within", time=2.0, probe=rates.probe.values[0])
+    assert sd.slope_verdict == "consistent" and sd.slope_hi < -0.3
+    assert int((rates.sel(quantity="sd_within").slope_verdict == "consistent").sum()) >= 9
     ok = np.isfinite(rates.slope)
     assert ((rates.slope_lo <= rates.slope) & (rates.slope <= rates.slope_hi)).where(ok, True).all()
