@@ -142,11 +142,11 @@ from .rnn import ACTIVATIONS, KERNELS, RNNConfig, data_seed, init_params, init_s
 
 __all__ = [
     "EstimateError",
-    "variance_components",
-    "estimate",
     "convergence_rates",
+    "estimate",
     "memory_contraction",
     "missing_units",
+    "variance_components",
 ]
 
 _VERDICTS = ("consistent", "inconsistent", "n/a")
@@ -389,7 +389,8 @@ def _rate_inputs(est: xr.Dataset, prefix: str):
         "sd_within": np.sqrt(e("within")),
         "sd_between": np.sqrt(e("between")),
     }
-    se_b = np.sqrt(2.0 * (e("ms_between") ** 2 / (e("n_init") - 1.0) + e("within") ** 2 / e("df_within"))) / e("n_tilde")
+    ms_b, ms_w = e("ms_between"), e("within")
+    se_b = np.sqrt(2.0 * (ms_b**2 / (e("n_init") - 1.0) + ms_w**2 / e("df_within"))) / e("n_tilde")
     with np.errstate(divide="ignore", invalid="ignore"):
         se = {
             "mean_error": e("mean_se"),

@@ -40,8 +40,8 @@ import xarray as xr  # noqa: E402
 
 from .estimate import EstimateError, convergence_rates, estimate, missing_units  # noqa: E402
 
-__all__ = ["write_report", "report_main", "open_dataset", "plot_nvar", "plot_mean", "plot_convergence",
-           "plot_memory", "summary"]
+__all__ = ["open_dataset", "plot_convergence", "plot_mean", "plot_memory", "plot_nvar", "report_main", "summary",
+           "write_report"]
 
 _QUANTITY_LABELS = {
     "mean_error": "|mean - h_t|",
@@ -100,7 +100,7 @@ def plot_nvar(est: xr.Dataset):
     for r, (label, pre, probe) in enumerate(rows):
         for c, N in enumerate(widths):
             ax = axes[r, c]
-            s = lambda k: _sel(est, pre + k, probe, width=N).values  # noqa: E731
+            s = lambda k, pre=pre, probe=probe, N=N: _sel(est, pre + k, probe, width=N).values  # noqa: E731
             nvar = N * s("within")
             ax.fill_between(t, s("ratio_poisson_lo") * N * s("pred_within_poisson"),
                             s("ratio_poisson_hi") * N * s("pred_within_poisson"),
@@ -128,9 +128,10 @@ def plot_mean(est: xr.Dataset):
     dt = 0.015 * (t.max() - t.min() if len(t) > 1 else 1.0)
     for k, (label, pre, probe) in enumerate(rows):
         ax = axes[0, k]
-        ax.plot(t, _sel(est, pre + "h", probe).isel(width=0).transpose("time").values, "-", color="k", label="h_t (limit)")
+        h = _sel(est, pre + "h", probe).isel(width=0).transpose("time").values
+        ax.plot(t, h, "-", color="k", label="h_t (limit)")
         for c, N in enumerate(widths):
-            s = lambda n: _sel(est, pre + n, probe, width=N).values  # noqa: E731
+            s = lambda n, pre=pre, probe=probe, N=N: _sel(est, pre + n, probe, width=N).values  # noqa: E731
             m = s("mean")
             err = np.stack([s("mean_error") - s("mean_error_lo"), s("mean_error_hi") - s("mean_error")])
             ax.errorbar(t + (c - (len(widths) - 1) / 2) * dt, m, yerr=err, fmt="o", ms=3, capsize=2,
@@ -269,7 +270,7 @@ def summary(est: xr.Dataset, rates: xr.Dataset | None = None, mem: xr.Dataset | 
             "only the Poisson equation accounts for."
         )
     disp = est["within_dispersion"].median(["time", "probe"])
-    noisy = [int(N) for N, d in zip(est["width"].values, disp.values) if np.isfinite(d) and d > 1.5]
+    noisy = [int(N) for N, d in zip(est["width"].values, disp.values, strict=True) if np.isfinite(d) and d > 1.5]
     if noisy:
         lines.append(
             f"- Var(g | theta) differs between initialisations more than sampling explains at N = "
@@ -341,7 +342,8 @@ def _rate_summary(est, rates) -> str:
         if not np.isfinite(s):
             text = f"{label}: not resolved (within 2 standard errors of 0 at {W - n_used} of {W} widths)"
         else:
-            text = f"{label}: slope {s:.2f} [{float(r['slope_lo']):.2f}, {float(r['slope_hi']):.2f}] from {n_used} widths"
+            ci = f"[{float(r['slope_lo']):.2f}, {float(r['slope_hi']):.2f}]"
+            text = f"{label}: slope {s:.2f} {ci} from {n_used} widths"
         if np.isfinite(float(r["expected_slope"])):
             if np.isfinite(s):
                 text += f", MODEL {float(r['expected_slope']):.2f}: {r['slope_verdict'].item()} at 99%"
@@ -366,46 +368,55 @@ def _table(header, rows):
 
 
 def _cells(est, pre):
-    """Iterate ``(label_cols, selector)`` over (width, time[, probe]) cells with data."""
+    """Iterate ``(label_cols, index)`` over (width, time[, probe]) cells with data; ``index`` into
+    arrays ordered like :func:`_arrays`."""
+    have = est[pre + "n_init"].transpose("width", ...).values > 0
     probes = [None] if pre else list(est["probe"].values)
-    for N in est["width"].values:
-        if not bool((est[pre + "n_init"].sel(width=N) > 0).any()):
+    for iw, N in enumerate(est["width"].values):
+        if not have[iw].any():
             continue
-        for t in est["time"].values:
-            for p in probes:
-                sel = {"width": N, "time": t} | ({} if p is None else {"probe": p})
+        for it, t in enumerate(est["time"].values):
+            for ip, p in enumerate(probes):
                 cols = [str(int(N)), f"{t:g}"] + ([] if p is None else [str(p)])
-                yield cols, sel
+                yield cols, (iw, it) + (() if p is None else (ip,))
+
+
+def _arrays(est, pre):
+    """Variables with prefix ``pre`` as NumPy arrays ordered (width, time[, probe]) (one pass, no .sel per cell)."""
+    dims = ("width", "time") + (() if pre else ("probe",))
+    return {k[len(pre):]: est[k].transpose(*dims).values for k in est.data_vars
+            if k.startswith(pre) and set(est[k].dims) == set(dims)}
 
 
 def _variance_tables(est, pre):
-    v = lambda k, sel: float(est[pre + k].sel(**sel))  # noqa: E731
+    a = _arrays(est, pre)
     cols = ["width", "t"] + ([] if pre else ["probe"])
     rows_w, rows_b, rows_m = [], [], []
-    for lab, sel in _cells(est, pre):
-        N = sel["width"]
+    for lab, i in _cells(est, pre):
+        v = lambda k, i=i: float(a[k][i])  # noqa: E731
+        N = int(lab[0])
         rows_w.append(lab + [
-            _ci(N * v("within", sel), N * v("within_lo", sel), N * v("within_hi", sel)),
-            f"{N * v('pred_within_poisson', sel):.3g}",
-            _ci(v("ratio_poisson", sel), v("ratio_poisson_lo", sel), v("ratio_poisson_hi", sel)),
-            str(est[pre + "verdict_poisson"].sel(**sel).item()),
-            f"{N * v('pred_within_iid', sel):.3g}",
-            _ci(v("ratio_iid", sel), v("ratio_iid_lo", sel), v("ratio_iid_hi", sel)),
-            str(est[pre + "verdict_iid"].sel(**sel).item()),
-            f"{v('within_dispersion', sel):.2f}",
+            _ci(N * v("within"), N * v("within_lo"), N * v("within_hi")),
+            f"{N * v('pred_within_poisson'):.3g}",
+            _ci(v("ratio_poisson"), v("ratio_poisson_lo"), v("ratio_poisson_hi")),
+            str(a["verdict_poisson"][i]),
+            f"{N * v('pred_within_iid'):.3g}",
+            _ci(v("ratio_iid"), v("ratio_iid_lo"), v("ratio_iid_hi")),
+            str(a["verdict_iid"][i]),
+            f"{v('within_dispersion'):.2f}",
         ])
         rows_b.append(lab + [
-            _ci(v("between", sel), v("between_lo", sel), v("between_hi", sel)),
-            f"{v('pred_between', sel):.3g}",
-            _ci(v("ratio_init", sel), v("ratio_init_lo", sel), v("ratio_init_hi", sel)),
-            str(est[pre + "verdict_init"].sel(**sel).item()),
-            f"{int(v('n_init', sel))}",
+            _ci(v("between"), v("between_lo"), v("between_hi")),
+            f"{v('pred_between'):.3g}",
+            _ci(v("ratio_init"), v("ratio_init_lo"), v("ratio_init_hi")),
+            str(a["verdict_init"][i]),
+            f"{int(v('n_init'))}",
         ])
         rows_m.append(lab + [
-            f"{v('mean', sel):.4g} ± {v('mean_se', sel):.2g}",
-            f"{v('h', sel):.4g}",
-            _ci(v("mean_error", sel), v("mean_error_lo", sel), v("mean_error_hi", sel)),
-            str(est[pre + "verdict_mean"].sel(**sel).item()),
+            f"{v('mean'):.4g} ± {v('mean_se'):.2g}",
+            f"{v('h'):.4g}",
+            _ci(v("mean_error"), v("mean_error_lo"), v("mean_error_hi")),
+            str(a["verdict_mean"][i]),
         ])
     lvl, vl = est.attrs["level"], est.attrs["verdict_level"]
     tw = _table(cols + [f"N·within [{lvl:.0%} chi²]", "Poisson V_t", f"ratio [{vl:.0%}]", "verdict",
@@ -419,18 +430,21 @@ def _variance_tables(est, pre):
 def _rate_table(rates, pre):
     rows = []
     probes = [None] if pre else list(rates["probe"].values)
-    for q in rates["quantity"].values:
-        for t in rates["time"].values:
-            for p in probes:
-                sel = {"quantity": q, "time": t} | ({} if p is None else {"probe": p})
-                r = rates.sel(**sel)
-                s, e = float(r[pre + "slope"]), float(r["expected_slope"])
+    dims = ("quantity", "time") + (() if pre else ("probe",))
+    a = {k: rates[pre + k].transpose(*dims).values for k in ("slope", "slope_lo", "slope_hi", "n_used",
+                                                                "slope_verdict")}
+    for iq, q in enumerate(rates["quantity"].values):
+        e = float(rates["expected_slope"].values[iq])
+        for it, t in enumerate(rates["time"].values):
+            for ip, p in enumerate(probes):
+                i = (iq, it) + (() if p is None else (ip,))
+                s = float(a["slope"][i])
                 rows.append([_QUANTITY_LABELS[q], f"{t:g}"] + ([] if p is None else [str(p)]) + [
-                    _ci(s, float(r[pre + "slope_lo"]), float(r[pre + "slope_hi"]), ".2f")
+                    _ci(s, float(a["slope_lo"][i]), float(a["slope_hi"][i]), ".2f")
                     if np.isfinite(s) else "not resolved",
-                    str(int(r[pre + "n_used"])),
+                    str(int(a["n_used"][i])),
                     f"{e:.2f}" if np.isfinite(e) else "-",
-                    str(r[pre + "slope_verdict"].item()) if np.isfinite(e) else "-",
+                    str(a["slope_verdict"][i]) if np.isfinite(e) else "-",
                 ])
     cols = ["quantity", "t"] + ([] if pre else ["probe"]) + [
         f"slope [{rates.attrs['level']:.0%}]", "widths used", "MODEL order", "verdict [99%]"]

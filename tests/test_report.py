@@ -105,7 +105,7 @@ def test_report_main_bad_store_is_one_line_error(tmp_path, capsys):
 
 @pytest.mark.parametrize("bad", ["nvar_poisson", "h"])
 def test_report_main_on_a_store_without_predictions(sticky, tmp_path, capsys, bad):
-    exp, results = sticky
+    exp, _ = sticky
     ds = assemble(exp, {}).sel(width=[128]).drop_vars(bad)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
