@@ -489,7 +489,8 @@ def memory_contraction(cfg: RNNConfig, chain: MarkovChain, width: int, n_steps: 
     """Distance between two memory trajectories of one network, same data, different start.
 
     Parameters come from ``init_params`` with the store's seed keys for
-    ``(width, init)``; the data path from ``data_seed(seed, width, init, 0)``;
+    ``(width, init)``; the data path is the start of replica
+    ``(width, init, 0)``'s path (same ``data_seed`` generator);
     trajectory A starts from ``S_{-1} = 0``, B from ``S_{-1}`` uniform on the
     activation's range.  Parameters stay frozen (MODEL 3 is about fixed
     ``theta``).  ``n_steps`` defaults to the steps needed for ``rho^k`` to reach

@@ -294,7 +294,7 @@ def summary(est: xr.Dataset, rates: xr.Dataset | None = None, mem: xr.Dataset | 
             f"- **Mean.** The simulated mean agrees with the limit h_t in {cm} of {nm} cells, within intervals "
             f"that include initialisation noise; the largest |mean - h_t| is {float(err.max()):.3g} (at N = {w_N})."
         )
-    if "risk_verdict_poisson" in est:
+    if "risk_verdict_poisson" in est and _count(est, "risk_verdict_poisson")[1]:
         cr, nr = _count(est, "risk_verdict_poisson")
         cri, nri = _count(est, "risk_verdict_iid")
         crm, nrm = _count(est, "risk_verdict_mean")
