@@ -1,0 +1,565 @@
+"""The report: plots and one Markdown file that turn a result store into evidence.
+
+:func:`write_report` takes a store (a ``Dataset`` in the CONTRACT schema or a
+path) and writes into ``out_dir``:
+
+* ``report.md`` -- opens with a plain-language summary of the verdicts, then
+  one section per comparison with its figure and a table, the convergence
+  rates, the memory fixed point (when given), the missing units and the method;
+* ``nvar_vs_t.png`` -- ``N * Var(g | theta)`` against ``t``, one column per
+  width, one row per probe (and the risk): simulated values with the 99%
+  init-robust band used for the verdicts, the Poisson prediction ``V_t`` and
+  the i.i.d. prediction (MODEL 5.1);
+* ``mean_vs_h.png`` -- the simulated mean with 99% intervals against ``h_t``;
+* ``convergence.png`` -- ``|mean - h|``, ``|ratio - 1|`` against ``N`` on
+  log-log axes with fitted slopes and the MODEL orders ``N^{1/2-beta}`` and
+  ``N^{-1/2}`` (MODEL 5.3), when there are at least two widths;
+* ``memory.png`` -- the memory contraction against ``rho^k`` (MODEL 3), when a
+  :func:`distntk.estimate.memory_contraction` result is passed.
+
+The numbers come from :mod:`distntk.estimate`; this module only draws and
+writes.  It works on a partially finished store: everything uses the done
+replicas, and the report names the missing units by (width, init, data range).
+``report_main(argv)`` is the ``distntk report STORE [--out DIR]`` entry point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display is ever needed
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+import numpy as np  # noqa: E402
+import xarray as xr  # noqa: E402
+
+from .estimate import EstimateError, convergence_rates, estimate, missing_units  # noqa: E402
+
+__all__ = ["open_dataset", "plot_convergence", "plot_mean", "plot_memory", "plot_nvar", "report_main", "summary",
+           "write_report"]
+
+_QUANTITY_LABELS = {
+    "mean_error": "|mean - h_t|",
+    "ratio_poisson": "|N Var / V_t - 1|",
+    "ratio_init": "|between / pred - 1|",
+    "sd_within": "sd across data sqrt(within)",
+    "sd_between": "sd across inits sqrt(between)",
+}
+
+
+# --------------------------------------------------------------------------- input
+
+
+def open_dataset(source) -> xr.Dataset:
+    """A store Dataset from a Dataset or a path/URL (through ``distntk.store`` when present)."""
+    if isinstance(source, xr.Dataset):
+        return source
+    path = os.fspath(source)
+    try:
+        from .store import open_store  # the store writer's reader (CONTRACT: all opening goes through store.py)
+    except ImportError:
+        open_store = None
+    if open_store is not None:
+        return open_store(path)
+    if "://" not in path and not Path(path).exists():
+        raise FileNotFoundError(f"store {path} does not exist; expected a result store written by `distntk run`")
+    if path.endswith(".nc"):
+        return xr.open_dataset(path)
+    return xr.open_zarr(path)
+
+
+# --------------------------------------------------------------------------- panels
+
+
+def _panels(est: xr.Dataset):
+    """``(label, prefix, probe)`` per row: one per probe, then the risk."""
+    rows = [(f"probe {p}", "", p) for p in est["probe"].values]
+    if "risk_within" in est:
+        rows.append(("stationary risk", "risk_", None))
+    return rows
+
+
+def _sel(est, name, probe, **idx):
+    da = est[name]
+    if probe is not None:
+        da = da.sel(probe=probe)
+    return da.sel(**idx) if idx else da
+
+
+def plot_nvar(est: xr.Dataset):
+    """``N * Var(g | theta)`` vs ``t`` per width (columns) and probe/risk (rows)."""
+    rows, widths = _panels(est), est["width"].values
+    fig, axes = plt.subplots(len(rows), len(widths), figsize=(3.2 * len(widths) + 0.6, 2.5 * len(rows) + 0.6),
+                             squeeze=False, sharex=True)
+    t = est["time"].values
+    for r, (label, pre, probe) in enumerate(rows):
+        for c, N in enumerate(widths):
+            ax = axes[r, c]
+            s = lambda k, pre=pre, probe=probe, N=N: _sel(est, pre + k, probe, width=N).values  # noqa: E731
+            nvar = N * s("within")
+            ax.fill_between(t, s("ratio_poisson_lo") * N * s("pred_within_poisson"),
+                            s("ratio_poisson_hi") * N * s("pred_within_poisson"),
+                            color="C0", alpha=0.25, lw=0, label="99% interval")
+            ax.plot(t, nvar, "o", color="C0", ms=4, label="simulated N Var")
+            ax.plot(t, N * s("pred_within_poisson"), "-", color="k", label="Poisson V_t")
+            ax.plot(t, N * s("pred_within_iid"), "--", color="C3", label="i.i.d.")
+            ax.set_ylim(bottom=0)
+            if r == 0:
+                ax.set_title(f"N = {N}")
+            if c == 0:
+                ax.set_ylabel(f"{label}\nN Var(g | theta)")
+            if r == len(rows) - 1:
+                ax.set_xlabel("t")
+    axes[0, -1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def plot_mean(est: xr.Dataset):
+    """Simulated mean (99% t intervals) against ``h_t``, one panel per probe/risk."""
+    rows, widths = _panels(est), est["width"].values
+    fig, axes = plt.subplots(1, len(rows), figsize=(3.3 * len(rows) + 0.5, 3.0), squeeze=False)
+    t = est["time"].values
+    dt = 0.015 * (t.max() - t.min() if len(t) > 1 else 1.0)
+    for k, (label, pre, probe) in enumerate(rows):
+        ax = axes[0, k]
+        h = _sel(est, pre + "h", probe).isel(width=0).transpose("time").values
+        ax.plot(t, h, "-", color="k", label="h_t (limit)")
+        for c, N in enumerate(widths):
+            s = lambda n, pre=pre, probe=probe, N=N: _sel(est, pre + n, probe, width=N).values  # noqa: E731
+            m = s("mean")
+            err = np.stack([s("mean_error") - s("mean_error_lo"), s("mean_error_hi") - s("mean_error")])
+            ax.errorbar(t + (c - (len(widths) - 1) / 2) * dt, m, yerr=err, fmt="o", ms=3, capsize=2,
+                        color=f"C{c}", label=f"N = {N}")
+        ax.set_title(label)
+        ax.set_xlabel("t")
+    axes[0, 0].set_ylabel("mean of g (risk)")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _headline(est: xr.Dataset) -> dict:
+    """The headline cell: the most probable probe window (when known) at the last time."""
+    if "pi_probe" in est:
+        probe = est["probe"].values[int(np.argmax(est["pi_probe"].values))]
+    else:
+        probe = est["probe"].values[0]
+    return {"probe": probe, "time": est["time"].values[-1]}
+
+
+def plot_convergence(rates: xr.Dataset, cell: dict):
+    """``|mean - h|`` and ``|ratio - 1|`` vs ``N`` (log-log) at ``cell`` and for the risk at ``cell['time']``."""
+    sets = [("", cell)] + ([("risk_", {"time": cell["time"]})] if "risk_slope" in rates else [])
+    qs = list(rates["quantity"].values)
+    fig, axes = plt.subplots(len(sets), len(qs), figsize=(3.4 * len(qs), 3.0 * len(sets)), squeeze=False)
+    N = rates["width"].values.astype(float)
+    o_init, o_data = rates.attrs["order_init"], rates.attrs["order_data"]
+    for r, (pre, sel) in enumerate(sets):
+        for c, q in enumerate(qs):
+            ax = axes[r, c]
+            v = rates[pre + "value"].sel(quantity=q, **sel).values
+            se = rates[pre + "value_se"].sel(quantity=q, **sel).values
+            resolved = v >= rates.attrs["min_sigma"] * se
+            lo = np.clip(v - 2 * se, v * 1e-2, None)
+            ax.errorbar(N, v, yerr=[v - lo, 2 * se], fmt="none", ecolor="C0", capsize=2)
+            ax.plot(N[resolved], v[resolved], "o", color="C0", label="resolved (> 2 se)")
+            ax.plot(N[~resolved], v[~resolved], "o", mfc="none", color="C0", label="within 2 se of 0")
+            slope = float(rates[pre + "slope"].sel(quantity=q, **sel))
+            if np.isfinite(slope):
+                b = float(rates[pre + "intercept"].sel(quantity=q, **sel))
+                lo_s = float(rates[pre + "slope_lo"].sel(quantity=q, **sel))
+                hi_s = float(rates[pre + "slope_hi"].sel(quantity=q, **sel))
+                ax.plot(N, np.exp(b) * N**slope, "-", color="C0",
+                        label=f"fit slope {slope:.2f} [{lo_s:.2f}, {hi_s:.2f}]")
+            ok = np.isfinite(v) & (v > 0)
+            if ok.any():
+                anchor = np.exp(np.nanmean(np.log(v[ok])))
+                Nm = np.exp(np.mean(np.log(N)))
+                ax.plot(N, anchor * (N / Nm) ** o_init, ":", color="gray", label=f"N^(1/2-beta) = N^{o_init:.2f}")
+                ax.plot(N, anchor * (N / Nm) ** o_data, "-.", color="gray", label=f"N^{o_data:.2f}")
+            ax.set_xscale("log")
+            if ok.any():
+                ax.set_yscale("log")
+            else:
+                ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center")
+            ax.set_xticks(N, [str(int(n)) for n in N])
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            ax.set_xlabel("N")
+            where = "risk" if pre else f"probe {sel['probe']}"
+            ax.set_title(f"{_QUANTITY_LABELS[q]}\n{where}, t = {sel['time']:g}", fontsize=9)
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def plot_memory(mem: xr.Dataset):
+    """Distance between two memory trajectories vs step, with the bound ``rho^(k+1) d_{-1}``."""
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    k = mem["step"].values
+    ax.semilogy(k, mem["distance"].values, "o-", ms=3, label="max_i |S_k - S'_k|")
+    ax.semilogy(k, mem["distance_rms"].values, "s-", ms=2, label="rms over units")
+    ax.semilogy(k, mem["bound"].values, "k--", label=f"rho^(k+1) d, rho = {mem.attrs['rho']:g}")
+    ax.set_xlabel("step k")
+    ax.set_title(f"memory contraction, N = {mem.attrs['width']}: rate {mem.attrs['rate']:.3f}/step, "
+                 f"log rho = {mem.attrs['log_rho']:.3f}", fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- text
+
+
+def _count(est, name, sel=None):
+    v = est[name] if sel is None else est[name].sel(**sel)
+    v = v.values.ravel()
+    return int(np.sum(v == "consistent")), int(np.sum(v != "n/a"))
+
+
+def _range(da, mask=None):
+    v = da.values.ravel()
+    if mask is not None:
+        v = v[mask.values.ravel()]
+    v = v[np.isfinite(v)]
+    return (np.nan, np.nan) if v.size == 0 else (float(v.min()), float(v.max()))
+
+
+def _fmt_units(units, limit=None):
+    lines = [f"- width {u.width}, init {u.init}, data {u.data_start}-{u.data_stop - 1}" for u in units[:limit]]
+    if limit is not None and len(units) > limit:
+        lines.append(f"- ... and {len(units) - limit} more")
+    return lines
+
+
+def summary(est: xr.Dataset, rates: xr.Dataset | None = None, mem: xr.Dataset | None = None,
+            missing=None) -> list[str]:
+    """The plain-language summary, as Markdown bullet lines."""
+    lines = []
+    vl = est.attrs["verdict_level"]
+    chance = 1 - vl
+    n_done, n_all = est.attrs["n_done"], est.attrs["n_replicas"]
+    have = est["n_init"] > 0
+    widths_done = [int(N) for N in est["width"].values if bool(have.sel(width=N).any())]
+    if not widths_done:
+        return ["- **No replica is done yet.** There is nothing to compare; the missing units are listed below."]
+    Nmax = widths_done[-1]
+    big = {"width": Nmax}
+    c, n = _count(est, "verdict_poisson", big)
+    lo, hi = _range(est["ratio_poisson"].sel(width=Nmax))
+    ca, na = _count(est, "verdict_poisson")
+    lines.append(
+        f"- **Headline: fluctuations across data sequences.** At the largest width with data (N = {Nmax}) the "
+        f"variance across data sequences at a fixed initialisation is {lo:.2f}-{hi:.2f} times the "
+        f"Poisson-equation prediction V_t/N, and consistent with it at {vl:.0%} in {c} of {n} (time, probe) cells. "
+        f"Over all widths: {ca} of {na} cells consistent (about {chance * na:.1f} would disagree by chance "
+        "if the prediction were exact)."
+    )
+    ci, ni = _count(est, "verdict_iid")
+    lo_i, hi_i = _range(est["ratio_iid"])
+    if ni:
+        verb = "is rejected" if ci == 0 else "fails"
+        lines.append(
+            f"- **The naive i.i.d. prediction {verb}** in {ni - ci} of {ni} cells: the simulated variance is "
+            f"{lo_i:.1f}-{hi_i:.1f} times what it predicts. Correlated inputs of the chain add variance that "
+            "only the Poisson equation accounts for."
+        )
+    disp = est["within_dispersion"].median(["time", "probe"])
+    noisy = [int(N) for N, d in zip(est["width"].values, disp.values, strict=True) if np.isfinite(d) and d > 1.5]
+    if noisy:
+        lines.append(
+            f"- Var(g | theta) differs between initialisations more than sampling explains at N = "
+            f"{', '.join(map(str, noisy))} (median dispersion "
+            f"{', '.join(f'{float(disp.sel(width=N)):.1f}' for N in noisy)}; 1 if it were common), a finite-N "
+            "effect of the initial offset; the comparisons use init-robust intervals that include it."
+        )
+    cb, nb = _count(est, "verdict_init")
+    lo_b, hi_b = _range(est["ratio_init"])
+    lines.append(
+        f"- **Fluctuations across initialisations.** The between-init variance agrees with the prediction "
+        f"N^(1-2 beta) E_t C_0 E_t^T in {cb} of {nb} cells (ratios {lo_b:.2f}-{hi_b:.2f}; with few inits these "
+        "intervals are wide)."
+    )
+    cm, nm = _count(est, "verdict_mean")
+    err = np.abs(est["mean_error"])
+    if np.isfinite(err).any():
+        ev = err.transpose("width", ...).values
+        w_N = int(est["width"].values[np.unravel_index(np.nanargmax(ev), ev.shape)[0]])
+        lines.append(
+            f"- **Mean.** The simulated mean agrees with the limit h_t in {cm} of {nm} cells, within intervals "
+            f"that include initialisation noise; the largest |mean - h_t| is {float(err.max()):.3g} (at N = {w_N})."
+        )
+    if "risk_verdict_poisson" in est and _count(est, "risk_verdict_poisson")[1]:
+        cr, nr = _count(est, "risk_verdict_poisson")
+        cri, nri = _count(est, "risk_verdict_iid")
+        crm, nrm = _count(est, "risk_verdict_mean")
+        lo_r, hi_r = _range(est["risk_ratio_poisson"])
+        lines.append(
+            f"- **Stationary risk.** Its variance across data sequences is {lo_r:.2f}-{hi_r:.2f} times the Poisson "
+            f"prediction (consistent in {cr} of {nr} (width, time) cells; the i.i.d. prediction consistent in "
+            f"{cri} of {nri}); its mean agrees with the limit risk in {crm} of {nrm}."
+        )
+    if rates is not None:
+        lines.append(_rate_summary(est, rates))
+    if mem is not None:
+        ok = "holds" if mem.attrs["bound_holds"] else "is VIOLATED"
+        lines.append(
+            f"- **Memory fixed point.** Two memory trajectories of one N = {mem.attrs['width']} network, started "
+            f"apart and driven by the same data, get closer by a factor {np.exp(mem.attrs['rate']):.3f} per step "
+            f"(log-rate {mem.attrs['rate']:.3f}) against the contraction bound rho = {mem.attrs['rho']:g} "
+            f"(log rho = {mem.attrs['log_rho']:.3f}); the bound rho^k {ok}."
+        )
+    if n_done == n_all:
+        lines.append(f"- **Complete store:** all {n_all} replicas done.")
+    else:
+        k = len(missing) if missing is not None else None
+        lines.append(
+            f"- **Partial store:** {n_done} of {n_all} replicas done ({n_done / n_all:.0%})"
+            + (f"; {k} units missing, listed at the end." if k is not None else ".")
+            + " Every number uses the done replicas only."
+        )
+    return lines
+
+
+def _rate_summary(est, rates) -> str:
+    cell = _headline(est)
+    W = int((est["n_init"] > 0).any([d for d in est["n_init"].dims if d != "width"]).sum())
+    head = (f"- **Rates** (log-log slopes across {W} widths with data, probe {cell['probe']}, t = {cell['time']:g}; "
+            f"MODEL orders: init fluctuations N^(1/2-beta) = N^{rates.attrs['order_init']:.2f}, data fluctuations "
+            f"N^{rates.attrs['order_data']:.2f}). ")
+    if W < 2:
+        return head + "Need at least two widths with data."
+    sizes, devs = [], []
+    for q in rates["quantity"].values:
+        r = rates.sel(quantity=q, **cell)
+        s, n_used = float(r["slope"]), int(r["n_used"])
+        label = _QUANTITY_LABELS[q]
+        if not np.isfinite(s):
+            text = f"{label}: not resolved (within 2 standard errors of 0 at {W - n_used} of {W} widths)"
+        else:
+            ci = f"[{float(r['slope_lo']):.2f}, {float(r['slope_hi']):.2f}]"
+            text = f"{label}: slope {s:.2f} {ci} from {n_used} widths"
+        if np.isfinite(float(r["expected_slope"])):
+            if np.isfinite(s):
+                text += f", MODEL {float(r['expected_slope']):.2f}: {r['slope_verdict'].item()} at 99%"
+            sizes.append(text)
+        else:
+            devs.append(text)
+    return (head + "Fluctuation sizes: " + "; ".join(sizes) + ". Deviations from the limit: "
+            + "; ".join(devs) + ".")
+
+
+def _ci(v, lo, hi, f=".3g"):
+    if not np.isfinite(v):
+        return "n/a"
+    return f"{v:{f}} [{lo:{f}}, {hi:{f}}]"
+
+
+def _table(header, rows):
+    esc = lambda c: str(c).replace("|", "\\|")  # noqa: E731  (a literal | would split the cell)
+    out = ["| " + " | ".join(map(esc, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
+    return out
+
+
+def _cells(est, pre):
+    """Iterate ``(label_cols, index)`` over (width, time[, probe]) cells with data; ``index`` into
+    arrays ordered like :func:`_arrays`."""
+    have = est[pre + "n_init"].transpose("width", ...).values > 0
+    probes = [None] if pre else list(est["probe"].values)
+    for iw, N in enumerate(est["width"].values):
+        if not have[iw].any():
+            continue
+        for it, t in enumerate(est["time"].values):
+            for ip, p in enumerate(probes):
+                cols = [str(int(N)), f"{t:g}"] + ([] if p is None else [str(p)])
+                yield cols, (iw, it) + (() if p is None else (ip,))
+
+
+def _arrays(est, pre):
+    """Variables with prefix ``pre`` as NumPy arrays ordered (width, time[, probe]) (one pass, no .sel per cell)."""
+    dims = ("width", "time") + (() if pre else ("probe",))
+    return {k[len(pre):]: est[k].transpose(*dims).values for k in est.data_vars
+            if k.startswith(pre) and set(est[k].dims) == set(dims)}
+
+
+def _variance_tables(est, pre):
+    a = _arrays(est, pre)
+    cols = ["width", "t"] + ([] if pre else ["probe"])
+    rows_w, rows_b, rows_m = [], [], []
+    for lab, i in _cells(est, pre):
+        v = lambda k, i=i: float(a[k][i])  # noqa: E731
+        N = int(lab[0])
+        rows_w.append(lab + [
+            _ci(N * v("within"), N * v("within_lo"), N * v("within_hi")),
+            f"{N * v('pred_within_poisson'):.3g}",
+            _ci(v("ratio_poisson"), v("ratio_poisson_lo"), v("ratio_poisson_hi")),
+            str(a["verdict_poisson"][i]),
+            f"{N * v('pred_within_iid'):.3g}",
+            _ci(v("ratio_iid"), v("ratio_iid_lo"), v("ratio_iid_hi")),
+            str(a["verdict_iid"][i]),
+            f"{v('within_dispersion'):.2f}",
+        ])
+        rows_b.append(lab + [
+            _ci(v("between"), v("between_lo"), v("between_hi")),
+            f"{v('pred_between'):.3g}",
+            _ci(v("ratio_init"), v("ratio_init_lo"), v("ratio_init_hi")),
+            str(a["verdict_init"][i]),
+            f"{int(v('n_init'))}",
+        ])
+        rows_m.append(lab + [
+            f"{v('mean'):.4g} ± {v('mean_se'):.2g}",
+            f"{v('h'):.4g}",
+            _ci(v("mean_error"), v("mean_error_lo"), v("mean_error_hi")),
+            str(a["verdict_mean"][i]),
+        ])
+    lvl, vl = est.attrs["level"], est.attrs["verdict_level"]
+    tw = _table(cols + [f"N·within [{lvl:.0%} chi²]", "Poisson V_t", f"ratio [{vl:.0%}]", "verdict",
+                        "i.i.d.", f"ratio [{vl:.0%}]", "verdict", "dispersion"], rows_w)
+    tb = _table(cols + [f"between [{lvl:.0%} MLS]", "N^(1-2β)·coef", f"ratio [{vl:.0%}]", "verdict", "inits"],
+                rows_b)
+    tm = _table(cols + ["mean ± se", "h_t", f"mean − h [{vl:.0%}]", "verdict"], rows_m)
+    return tw, tb, tm
+
+
+def _rate_table(rates, pre):
+    rows = []
+    probes = [None] if pre else list(rates["probe"].values)
+    dims = ("quantity", "time") + (() if pre else ("probe",))
+    a = {k: rates[pre + k].transpose(*dims).values for k in ("slope", "slope_lo", "slope_hi", "n_used",
+                                                                "slope_verdict")}
+    for iq, q in enumerate(rates["quantity"].values):
+        e = float(rates["expected_slope"].values[iq])
+        for it, t in enumerate(rates["time"].values):
+            for ip, p in enumerate(probes):
+                i = (iq, it) + (() if p is None else (ip,))
+                s = float(a["slope"][i])
+                rows.append([_QUANTITY_LABELS[q], f"{t:g}"] + ([] if p is None else [str(p)]) + [
+                    _ci(s, float(a["slope_lo"][i]), float(a["slope_hi"][i]), ".2f")
+                    if np.isfinite(s) else "not resolved",
+                    str(int(a["n_used"][i])),
+                    f"{e:.2f}" if np.isfinite(e) else "-",
+                    str(a["slope_verdict"][i]) if np.isfinite(e) else "-",
+                ])
+    cols = ["quantity", "t"] + ([] if pre else ["probe"]) + [
+        f"slope [{rates.attrs['level']:.0%}]", "widths used", "MODEL order", "verdict [99%]"]
+    return _table(cols, rows)
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def write_report(dataset_or_path, out_dir, memory: xr.Dataset | None = None, level: float = 0.95,
+                 verdict_level: float = 0.99) -> Path:
+    """Write ``report.md`` and its PNGs into ``out_dir`` (created); return the report's path.
+
+    ``dataset_or_path`` is a store Dataset or a path/URL opened through
+    :func:`open_dataset`.  ``memory`` is an optional
+    :func:`distntk.estimate.memory_contraction` result (the store alone does
+    not hold the model's parameters).
+    """
+    ds = open_dataset(dataset_or_path)
+    source = dataset_or_path if not isinstance(dataset_or_path, xr.Dataset) else None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    est = estimate(ds, level=level, verdict_level=verdict_level)
+    rates = convergence_rates(est, level=level)
+    missing = missing_units(ds)
+    figs = {"nvar_vs_t.png": plot_nvar(est), "mean_vs_h.png": plot_mean(est)}
+    if int((est["n_init"] > 0).any([d for d in est["n_init"].dims if d != "width"]).sum()) >= 2:
+        figs["convergence.png"] = plot_convergence(rates, _headline(est))
+    if memory is not None:
+        figs["memory.png"] = plot_memory(memory)
+    for name, fig in figs.items():
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+
+    a = ds.attrs
+    title = a.get("title") or "distntk result store"
+    md = [f"# {title}", ""]
+    meta = [f"store `{source}`" if source is not None else "in-memory dataset"]
+    for k in ("spec_hash", "created", "updated", "distntk_version"):
+        if a.get(k):
+            meta.append(f"{k} `{str(a[k])[:16] if k == 'spec_hash' else a[k]}`")
+    md += [" · ".join(meta), "",
+           f"beta = {a.get('beta')}, alpha = {a.get('alpha')}, T = {a.get('T')}, L = {a.get('L')}, "
+           f"widths {', '.join(str(int(N)) for N in ds['width'].values)}, {ds.sizes['init']} inits x "
+           f"{ds.sizes['data']} data sequences, seed {a.get('seed')}.", ""]
+    md += ["## Summary", ""] + summary(est, rates, memory, missing) + [
+        "",
+        f"Verdicts are per cell at {verdict_level:.0%}: \"consistent\" means the interval contains the prediction. "
+        f"Even an exact prediction disagrees in about {1 - verdict_level:.0%} of cells; neighbouring times and probes "
+        "share replicas, so the cells are not independent.",
+        "",
+    ]
+    tw, tb, tm = _variance_tables(est, "")
+    md += ["## 1. Variance across data sequences: Poisson vs i.i.d. (MODEL 5.1)", "",
+           "![N Var vs t](nvar_vs_t.png)", "",
+           f"Points: N times the pooled within-init variance; band: the {verdict_level:.0%} init-robust interval "
+           "used for the verdicts; solid: Poisson prediction V_t; dashed: i.i.d. prediction. The table's "
+           f"chi-square interval ({level:.0%}) assumes Var(g | theta) is the same for every init; `dispersion` "
+           "(1 when it is) measures how far that holds.", ""] + tw + [""]
+    md += ["## 2. Variance across initialisations (MODEL 5.2)", ""] + tb + [""]
+    md += ["## 3. Mean vs the limit h_t (MODEL 4.3)", "", "![mean vs h](mean_vs_h.png)", "",
+           "Intervals: t with (inits - 1) degrees of freedom on the init means, so they include the "
+           "initialisation noise.", ""] + tm + [""]
+    if "risk_within" in est:
+        rw, rb, rm = _variance_tables(est, "risk_")
+        md += ["## 4. Stationary risk R(g) = 1/2 sum_z pi_L(z) (f(z) - g(z))^2", "",
+               "The same comparisons for the risk, linearised around h_t for the predictions.", ""]
+        md += rw + [""] + rb + [""] + rm + [""]
+    md += ["## 5. Convergence rates (MODEL 5.3)", ""]
+    if "convergence.png" in figs:
+        md += ["![convergence](convergence.png)", "",
+               f"Weighted least squares of log q on log N with delta-method errors; points within "
+               f"{rates.attrs['min_sigma']:g} standard errors of 0 are noise and left out. Reference orders: init "
+               f"fluctuations N^(1/2-beta) = N^{rates.attrs['order_init']:.2f}, data fluctuations N^-0.5.", ""]
+        md += _rate_table(rates, "") + [""]
+        if "risk_slope" in rates:
+            md += ["Stationary risk:", ""] + _rate_table(rates, "risk_") + [""]
+    else:
+        md += ["Needs at least two widths with data.", ""]
+    md += ["## 6. Memory fixed point (MODEL 3)", ""]
+    if memory is not None:
+        m = memory.attrs
+        md += ["![memory](memory.png)", "",
+               f"Width {m['width']}, init {m['init']}: fitted rate {m['rate']:.4f} ± {m['rate_se']:.1g} per step; "
+               f"log rho = {m['log_rho']:.4f}; log(max_i |b^i| sup|sigma'|) = {m['log_max_b']:.4f}; "
+               f"bound max_i |S_k - S'_k| <= rho^(k+1) d holds: {m['bound_holds']}.", ""]
+    else:
+        md += ["Not computed for this report (pass `memory=distntk.estimate.memory_contraction(...)`).", ""]
+    md += ["## Missing units", ""]
+    if missing:
+        md += [f"{len(missing)} units (width, init, data range) are not done:", ""] + _fmt_units(missing, 200) + [""]
+    else:
+        md += ["None: every unit is done.", ""]
+    md += ["## Method", "",
+           "One-way random effects per (width, time, probe): within-init variance = pooled variance across data "
+           "sequences (chi-square interval); between-init variance = (S_1^2 - MSW)/n~ from the unweighted init "
+           "means, truncated at 0, with the modified large-sample interval; mean = mean of the init means with a "
+           "t interval. Comparisons with V_t/N use an init-robust standard error. Formulas and the choice of "
+           "intervals: the docstring of `distntk/estimate.py`.", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(md))
+    return path
+
+
+def report_main(argv=None) -> int:
+    """``distntk report STORE [--out DIR]``: write the report and print its path (exit 0; 2 on bad input)."""
+    parser = argparse.ArgumentParser(prog="distntk report", description="Write the Markdown report for a store.")
+    parser.add_argument("store", help="result store (path or fsspec URL)")
+    parser.add_argument("--out", default=None, help="output directory (default: reports/<store name>)")
+    args = parser.parse_args(argv)
+    out = args.out or str(Path("reports") / (Path(args.store.rstrip("/")).stem or "store"))
+    try:
+        path = write_report(args.store, out)
+    except (EstimateError, FileNotFoundError, KeyError) as exc:
+        print(f"distntk: error: {exc}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
