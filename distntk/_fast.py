@@ -30,6 +30,7 @@ segments or replica blocks.  They differ from the NumPy reference by round-off o
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -83,15 +84,15 @@ def _tanh(u):
     p = p * r + 0.5
     p = p * r + 1.0
     p = p * r + 1.0
-    e = p * _double_from_bits((np.int64(n) + 1023) << 52)
+    s = p * _double_from_bits((np.int64(n) + 1023) << 52)
     z = a * a
     P = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z - 1.61468768441708447952e3
     Q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z + 4.84406305325125486048e3
     small = a <= 0.625
-    num = a * (Q + z * P) if small else e - 1.0
-    den = Q if small else e + 1.0
+    num = a * (Q + z * P) if small else s - 1.0
+    den = Q if small else s + 1.0
     t = num / den
-    return t if u >= 0.0 else -t
+    return t if u >= 0 else -t
 
 
 @njit(**_JIT)
@@ -101,11 +102,37 @@ def _tanh_array(u, out):
         out[i] = _tanh(u[i])
 
 
+@njit(inline="always", **_JIT)
+def _ordered_sum(x):
+    """``sum(x)`` in a fixed order (eight interleaved partial sums, then a fixed tree).
+
+    Kept out of the unit sweep so that the sweep has no loop-carried sum and
+    vectorises without re-association; the order does not depend on the CPU.
+    """
+    n = x.shape[0]
+    m = n - n % 8
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    for i in range(0, m, 8):
+        s0 += x[i]
+        s1 += x[i + 1]
+        s2 += x[i + 2]
+        s3 += x[i + 3]
+        s4 += x[i + 4]
+        s5 += x[i + 5]
+        s6 += x[i + 6]
+        s7 += x[i + 7]
+    t = ((s0 + s4) + (s2 + s6)) + ((s1 + s5) + (s3 + s7))
+    for i in range(m, n):
+        t += x[i]
+    return t
+
+
 @lru_cache(maxsize=None)
 def segment_kernel(d: int, rtrl: bool, sigmoid: bool):
     """Compiled segment kernel for input dimension ``d`` and the given options.
 
-    ``run(c, w, a, b, S, J, xs, ys, eta, scale, update)`` advances every replica
+    ``run(c, w, a, b, S, J, xs, ys, eta, scale, update)`` (a Python loop over
+    replicas around the compiled sweep) advances every replica
     ``xs.shape[1]`` steps in place; arrays as in :mod:`distntk.rnn`
     (``c, a, b, S (R, N)``, ``w (R, N, d)``, ``J (R, N, d + 2)``, ``xs (R, n, d)``,
     ``ys (R, n)``).
@@ -113,20 +140,11 @@ def segment_kernel(d: int, rtrl: bool, sigmoid: bool):
     D, RTRL, SIGMOID = int(d), bool(rtrl), bool(sigmoid)
     W0 = 4  # rows of Z: 0 c, 1 a, 2 b, 3 S, W0.. w, J0.. J (w-part, then a, then b)
     J0 = 4 + D
-    NROW = 6 + 2 * D
+    PR = 6 + 2 * D  # row of the products c^i S^i_k, summed in a fixed order by _ordered_sum
+    NROW = 7 + 2 * D
 
-    @njit(**_JIT)
-    def flush(Z, g):
-        """Apply the pending SGD update with factor ``g`` (pre-update ``c`` in ``g c J``)."""
-        for i in range(Z.shape[1]):
-            ci = Z[0, i]
-            gc = g * ci
-            Z[0, i] = ci + g * Z[3, i]
-            for j in range(D):
-                Z[W0 + j, i] = Z[W0 + j, i] + gc * Z[J0 + j, i]
-            Z[1, i] = Z[1, i] + gc * Z[J0 + D, i]
-            Z[2, i] = Z[2, i] + gc * Z[J0 + D + 1, i]
-
+    # Closures over constants only: numba's cache key includes the closure's cells,
+    # and a captured dispatcher would change it in every process (no cache hits).
     @njit(**_JIT)
     def steps(Z, xs, ys, eta, scale, update):
         """Advance one replica's block ``Z`` over ``xs (n, D)``; returns the pending ``g``."""
@@ -136,7 +154,7 @@ def segment_kernel(d: int, rtrl: bool, sigmoid: bool):
         for k in range(xs.shape[0]):
             acc = 0.0
             for i in range(N):
-                # pending update of step k-1 (exact no-op when g == 0)
+                # pending update of step k-1 (an exact no-op when g == 0)
                 ci = Z[0, i]
                 Si = Z[3, i]
                 gc = g * ci
@@ -170,34 +188,36 @@ def segment_kernel(d: int, rtrl: bool, sigmoid: bool):
                     Z[J0 + D, i] = ds
                     Z[J0 + D + 1, i] = ds * Si
                 Z[3, i] = s
-                acc += ci * s
-            g = escale * (ys[k] - scale * acc) if update else 0.0
+                Z[PR, i] = ci * s
+            if update:
+                g = escale * (ys[k] - scale * _ordered_sum(Z[PR]))
         return g
 
     @njit(**_JIT)
+    def flush(Z, g):
+        """The last pending update: the same operations as in the sweep."""
+        for i in range(Z.shape[1]):
+            ci = Z[0, i]
+            gc = g * ci
+            Z[0, i] = ci + g * Z[3, i]
+            for j in range(D):
+                Z[W0 + j, i] = Z[W0 + j, i] + gc * Z[J0 + j, i]
+            Z[1, i] = Z[1, i] + gc * Z[J0 + D, i]
+            Z[2, i] = Z[2, i] + gc * Z[J0 + D + 1, i]
+
     def run(c, w, a, b, S, J, xs, ys, eta, scale, update):
         R, N = c.shape
         Z = np.empty((NROW, N))  # scratch, allocated once per call and reused by every replica
         for r in range(R):
-            Z[0] = c[r]
-            Z[1] = a[r]
-            Z[2] = b[r]
-            Z[3] = S[r]
-            for j in range(D):
-                Z[W0 + j] = w[r, :, j]
-            for j in range(D + 2):
-                Z[J0 + j] = J[r, :, j]
+            Z[0], Z[1], Z[2], Z[3] = c[r], a[r], b[r], S[r]
+            Z[W0:J0] = w[r].T
+            Z[J0:PR] = J[r].T
             g = steps(Z, xs[r], ys[r], eta, scale, update)
             if g != 0.0:
                 flush(Z, g)
-            c[r] = Z[0]
-            a[r] = Z[1]
-            b[r] = Z[2]
-            S[r] = Z[3]
-            for j in range(D):
-                w[r, :, j] = Z[W0 + j]
-            for j in range(D + 2):
-                J[r, :, j] = Z[J0 + j]
+            c[r], a[r], b[r], S[r] = Z[0], Z[1], Z[2], Z[3]
+            w[r] = Z[W0:J0].T
+            J[r] = Z[J0:PR].T
 
     return run
 
