@@ -275,3 +275,61 @@ def common_prefix(windows: np.ndarray) -> np.ndarray:
         same = windows[1:] == windows[:-1]
         lcp[1:] = np.cumprod(same, axis=1).sum(axis=1)
     return lcp
+
+
+@lru_cache(maxsize=None)
+def memory_jacobian_kernel(d: int, rtrl: bool, sigmoid: bool):
+    """Compiled memory state and Jacobian of many parameter points on many windows.
+
+    ``run(w, a, b, inputs, windows, lcp, s_out, J_out)``: parameter points
+    ``w (d, Q)``, ``a, b (Q,)``; ``windows (H, L)`` sorted so that ``lcp`` (see
+    :func:`common_prefix`) lets window ``h`` reuse the states of window
+    ``h - 1``; fills ``s_out (H, Q)`` and ``J_out (H, d + 2, Q)`` (ordered
+    ``w, a, b``) as :func:`distntk.rnn.memory_and_jacobian` defines them.
+    Vectorised over the points; the cost is ``Q`` per distinct prefix.
+    """
+    D, RTRL, SIGMOID = int(d), bool(rtrl), bool(sigmoid)
+
+    @njit(**_JIT)
+    def run(w, a, b, inputs, windows, lcp, s_out, J_out):
+        Q = a.shape[0]
+        n_states = inputs.shape[0]
+        H, L = windows.shape
+        wx = np.empty((n_states, Q))
+        for q in range(n_states):
+            for i in range(Q):
+                v = 0.0
+                for j in range(D):
+                    v += w[j, i] * inputs[q, j]
+                wx[q, i] = v + a[i]
+        s = np.zeros((L + 1, Q))  # level 0 is the zero start
+        J = np.zeros((L + 1, D + 2, Q))
+        for h in range(H):
+            start = lcp[h] if h > 0 else 0
+            for lev in range(start, L):
+                q = windows[h, lev]
+                for i in range(Q):
+                    sp = s[lev, i]
+                    bi = b[i]
+                    u = wx[q, i] + bi * sp
+                    if SIGMOID:
+                        si = 0.5 * (1.0 + _tanh(0.5 * u))
+                        ds = si * (1.0 - si)
+                    else:
+                        si = _tanh(u)
+                        ds = 1.0 - si * si
+                    s[lev + 1, i] = si
+                    if RTRL:
+                        for j in range(D):
+                            J[lev + 1, j, i] = ds * (inputs[q, j] + bi * J[lev, j, i])
+                        J[lev + 1, D, i] = ds * (1.0 + bi * J[lev, D, i])
+                        J[lev + 1, D + 1, i] = ds * (sp + bi * J[lev, D + 1, i])
+                    else:
+                        for j in range(D):
+                            J[lev + 1, j, i] = ds * inputs[q, j]
+                        J[lev + 1, D, i] = ds
+                        J[lev + 1, D + 1, i] = ds * sp
+            s_out[h] = s[L]
+            J_out[h] = J[L]
+
+    return run
