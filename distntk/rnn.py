@@ -38,7 +38,7 @@ updates (``O(N)`` each: the recurrent matrix is diagonal), i.e. about
 ``T N^2`` unit-steps, plus ``N`` times the number of distinct window prefixes
 per record.  A batch of ``R`` replicas holds ``R N (2 d + 6)`` float64
 (parameters, ``S`` and ``J``); the data are drawn in pieces of
-``max(1024, N // 2)`` steps as training proceeds (:class:`_DataStream`), so the
+``max(256, N // 8)`` steps as training proceeds (:class:`_DataStream`), so the
 memory does not grow with ``T``.
 
 Seeds.  Replica ``(width, init, data)`` draws its initialisation from
@@ -400,7 +400,7 @@ def run_replicas(
     returned as a second array.  ``width_key`` is the width used in the seed
     keys (normally ``N``).  ``kernel`` names an entry of :data:`KERNELS`;
     ``"fast"`` also evaluates the records with the compiled window kernel.
-    The data are drawn ``chunk`` steps at a time (default ``max(1024, N // 2)``);
+    The data are drawn ``chunk`` steps at a time (default ``max(256, N // 8)``);
     the results do not depend on it.
     """
     if kernel not in KERNELS:
@@ -420,7 +420,7 @@ def run_replicas(
     p0 = init_params(cfg, N, d, np.random.default_rng(init_seed(root, width_key, init)))
     p = Params(*(np.repeat(arr, R, axis=0) for arr in (p0.c, p0.w, p0.a, p0.b)))
     streams = [_DataStream(chain, target, cfg, B, K, data_seed(root, width_key, init, j)) for j in data]
-    chunk = max(1024, N // 2) if chunk is None else max(1, int(chunk))
+    chunk = max(256, N // 8) if chunk is None else max(1, int(chunk))
     state = [np.zeros((R, N)), np.zeros((R, N, d + 2))]
     seg = KERNELS[kernel]
     eta, scale, rtrl = cfg.eta(N), cfg.scale(N), cfg.gradient == "rtrl"
