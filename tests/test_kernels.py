@@ -140,3 +140,23 @@ def test_numba_cache_works_on_a_fresh_copy(tmp_path):
                             check=True)
     assert first.stdout.split() == ["0", "2"]
     assert second.stdout.split() == ["2", "0"]
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+@pytest.mark.parametrize("rtrl", [True, False])
+def test_compiled_memory_jacobian_equals_reference(activation, rtrl):
+    """The limit's quadrature kernel (depth-first over prefixes) against rnn.memory_and_jacobian."""
+    from distntk.rnn import memory_and_jacobian
+
+    chain = markov_chain([[0.5, 0.3, 0.2], [0.2, 0.6, 0.2], [0.3, 0.3, 0.4]],
+                         [[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
+    win = window_chain(chain, 5)
+    rng = np.random.default_rng(0)
+    Q, d = 37, 2
+    w, a, b = rng.standard_normal((Q, d)), rng.standard_normal(Q), rng.uniform(-0.3, 0.3, Q)
+    s, J = memory_and_jacobian(w, a, b, chain.inputs[win.histories], activation, rtrl)
+    s_out, J_out = np.empty((win.n_histories, Q)), np.empty((win.n_histories, d + 2, Q))
+    _fast.memory_jacobian_kernel(d, rtrl, activation == "sigmoid")(
+        np.ascontiguousarray(w.T), a, b, chain.inputs, win.histories, _fast.common_prefix(win.histories), s_out, J_out)
+    np.testing.assert_allclose(s_out.T, s, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(J_out.transpose(2, 0, 1), J, rtol=1e-13, atol=1e-15)
