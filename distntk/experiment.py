@@ -67,7 +67,7 @@ class Experiment:
     n_data: int
     block: int = 16
     seed: int = 0
-    kernel: str = "reference"
+    kernel: str = "fast"
     kernel_resolution: int | None = None
     name: str = "experiment"
     record_risk: bool = True

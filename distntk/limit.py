@@ -53,10 +53,12 @@ import numpy as np
 import scipy.linalg
 from numpy.polynomial.hermite_e import hermegauss
 from numpy.polynomial.legendre import leggauss
+from scipy.linalg.blas import dsyrk as _syrk
 from scipy.stats import norm, qmc
 
 from .chain import ChainError, MarkovChain, WindowChain, window_chain
-from .rnn import RNNConfig, memory_and_jacobian
+from . import _fast
+from .rnn import RNNConfig
 from .target import Target
 
 __all__ = ["Kernel", "Limit", "window_length", "ntk", "solve_limit"]
@@ -126,26 +128,39 @@ def _rule_sobol(scales, m, seed):
     return np.stack(cols, axis=1), np.full(len(U), 1.0 / len(U))
 
 
-def _kernel_from_rule(cfg, xs, coords, pts, wts, block=512):
-    """Accumulate ``K`` and ``C_0`` over quadrature nodes, ``block`` nodes at a time."""
-    H, L, d = xs.shape
-    Kmat = np.zeros((H, H))
-    C = np.zeros((H, H))
+def _kernel_from_rule(cfg, window, coords, pts, wts, block=512):
+    """Accumulate ``K`` and ``C_0`` over quadrature nodes, ``block`` nodes at a time.
+
+    Per block, the compiled kernel walks the sorted histories depth first (each
+    distinct prefix once) for all nodes at once, and the weighted Gram matrices
+    are rank-``block (d + 3)`` symmetric updates (BLAS ``syrk``, upper triangle).
+    """
+    chain = window.chain
+    d, H = chain.dim, window.n_histories
+    hist = np.ascontiguousarray(window.histories, dtype=np.int64)
+    lcp = _fast.common_prefix(hist)
+    run = _fast.memory_jacobian_kernel(d, cfg.gradient == "rtrl", cfg.activation == "sigmoid")
+    Kmat = np.zeros((H, H), order="F")
+    C = np.zeros((H, H), order="F")
     full = np.zeros((len(pts), d + 2))  # columns (w_1..w_d, a, b)
     for j, col in enumerate(coords):
         full[:, col] = pts[:, j]
     for lo in range(0, len(pts), block):
         sl = slice(lo, lo + block)
-        s, J = memory_and_jacobian(full[sl, :d], full[sl, d], full[sl, d + 1], xs, cfg.activation,
-                                   cfg.gradient == "rtrl")
-        sw = s * np.sqrt(wts[sl])[:, None]  # (q, H)
-        Jw = J * np.sqrt(_E_C2 * wts[sl])[:, None, None]  # (q, H, d+2)
-        ss = sw.T @ sw
-        C += ss
-        Jf = Jw.transpose(1, 0, 2).reshape(H, -1)
-        Kmat += ss + Jf @ Jf.T
-    C *= _E_C2
-    return 0.5 * (Kmat + Kmat.T), 0.5 * (C + C.T)
+        q = len(full[sl])
+        s = np.empty((H, q))
+        J = np.empty((H, d + 2, q))
+        run(np.ascontiguousarray(full[sl, :d].T), np.ascontiguousarray(full[sl, d]),
+            np.ascontiguousarray(full[sl, d + 1]), chain.inputs, hist, lcp, s, J)
+        s *= np.sqrt(wts[sl])
+        J *= np.sqrt(_E_C2 * wts[sl])
+        # s.T and J.reshape(H, -1).T are Fortran-ordered views: syrk(trans=1) forms s s^T without copies
+        C = _syrk(1.0, s.T, beta=1.0, c=C, trans=1, overwrite_c=1)
+        Kmat = _syrk(1.0, J.reshape(H, -1).T, beta=1.0, c=Kmat, trans=1, overwrite_c=1)
+    Kmat += C
+    Kmat = np.triu(Kmat) + np.triu(Kmat, 1).T
+    C = _E_C2 * (np.triu(C) + np.triu(C, 1).T)
+    return np.ascontiguousarray(Kmat), np.ascontiguousarray(C)
 
 
 def ntk(cfg: RNNConfig, window: WindowChain, resolution: int | None = None, seed: int = 0) -> Kernel:
@@ -156,7 +171,6 @@ def ntk(cfg: RNNConfig, window: WindowChain, resolution: int | None = None, seed
     error from 13).
     """
     d = window.chain.dim
-    xs = window.chain.inputs[window.histories]  # (H, L, d)
     coords, scales = [], []
     for j in range(d):
         if cfg.sigma_w > 0:
@@ -170,19 +184,19 @@ def ntk(cfg: RNNConfig, window: WindowChain, resolution: int | None = None, seed
         scales.append(("uniform", cfg.b_max))
     if not scales:
         pts, wts = np.zeros((1, 0)), np.ones(1)
-        Kmat, C = _kernel_from_rule(cfg, xs, coords, pts, wts)
+        Kmat, C = _kernel_from_rule(cfg, window, coords, pts, wts)
         return Kernel(Kmat, C, 0.0, "exact", 1)
     if len(scales) <= 4:
         n = resolution or 20
-        coarse = _kernel_from_rule(cfg, xs, coords, *_rule_gauss(scales, max(n - 6, 2)))
+        coarse = _kernel_from_rule(cfg, window, coords, *_rule_gauss(scales, max(n - 6, 2)))
         pts, wts = _rule_gauss(scales, n)
         method = "gauss"
     else:
         m = resolution or 14
-        coarse = _kernel_from_rule(cfg, xs, coords, *_rule_sobol(scales, m - 1, seed + 1))
+        coarse = _kernel_from_rule(cfg, window, coords, *_rule_sobol(scales, m - 1, seed + 1))
         pts, wts = _rule_sobol(scales, m, seed)
         method = "sobol"
-    Kmat, C = _kernel_from_rule(cfg, xs, coords, pts, wts)
+    Kmat, C = _kernel_from_rule(cfg, window, coords, pts, wts)
     err = float(np.max(np.abs(Kmat - coarse[0])))
     return Kernel(Kmat, C, err, method, len(pts))
 
@@ -226,6 +240,13 @@ class Limit:
     def _coef_f(self):
         lam, Q, sq = self._eig
         return Q.T @ (sq * self.f)
+
+    @cached_property
+    def _C0_eig(self):
+        """``C_0`` in the eigenbasis, ``(Pi^{1/2} Q)^T C_0 (Pi^{1/2} Q)`` (two ``H^3`` products, once)."""
+        lam, Q, sq = self._eig
+        B = Q * sq[:, None]
+        return B.T @ self.kernel.C0 @ B
 
     @cached_property
     def _Z(self):
@@ -298,7 +319,7 @@ class Limit:
         Lmat = np.atleast_2d(np.asarray(functionals, dtype=float))
         lam, Q, sq = self._eig
         Acoef = Lmat @ (Q / sq[:, None])
-        Ct = (Q * sq[:, None]).T @ self.kernel.C0 @ (Q * sq[:, None])
+        Ct = self._C0_eig
         t = np.atleast_1d(np.asarray(times, dtype=float))
         B = np.exp(-self.cfg.alpha * np.outer(t, lam))[:, None, :] * Acoef[None]  # (n_t, P, H)
         return np.einsum("tph,hk,tqk->tpq", B, Ct, B)

@@ -28,7 +28,18 @@ parameters ``c, a, b`` are ``(R, N)``, ``w`` is ``(R, N, d)``; memory ``S`` is
 The per-segment update is a swappable kernel: :data:`KERNELS` maps a name to
 a function ``kernel(params, state, xs, ys, eta, scale, activation, rtrl, update)``
 that advances ``xs.shape[1]`` steps in place.  ``"reference"`` is plain NumPy
-and is the oracle the fast kernels are tested against.
+and is the oracle the fast kernels are tested against; ``"fast"`` (the default)
+is the compiled kernel of :mod:`distntk._fast` (one fused sweep over the units
+per step, SIMD ``tanh``), which with it also evaluates the records (probe
+outputs and the risk over all histories).
+
+Cost and memory.  One replica costs ``B + floor(T N)`` steps of ``N`` unit
+updates (``O(N)`` each: the recurrent matrix is diagonal), i.e. about
+``T N^2`` unit-steps, plus ``N`` times the number of distinct window prefixes
+per record.  A batch of ``R`` replicas holds ``R N (2 d + 6)`` float64
+(parameters, ``S`` and ``J``); the data are drawn in pieces of
+``max(256, N // 8)`` steps as training proceeds (:class:`_DataStream`), so the
+memory does not grow with ``T``.
 
 Seeds.  Replica ``(width, init, data)`` draws its initialisation from
 ``SeedSequence(root, spawn_key=(0, width, init))`` and its data (chain path,
@@ -43,7 +54,9 @@ from typing import Callable
 
 import numpy as np
 
+from . import _fast
 from .chain import MarkovChain
+from .chain import _walk as _chain_walk
 from .target import Target
 
 __all__ = [
@@ -208,7 +221,17 @@ def _segment_reference(p: Params, state, xs, ys, eta, scale, activation, rtrl, u
         p.b += gc * J[..., d + 1]
 
 
-KERNELS: dict[str, Callable] = {"reference": _segment_reference}
+def _segment_fast(p: Params, state, xs, ys, eta, scale, activation, rtrl, update=True):
+    """Compiled kernel with the reference's semantics (:mod:`distntk._fast`); in place."""
+    if activation not in ("tanh", "sigmoid"):
+        raise ModelError(f"the fast kernel knows activations 'tanh' and 'sigmoid', not {activation!r}")
+    S, J = state
+    run = _fast.segment_kernel(xs.shape[2], bool(rtrl), activation == "sigmoid")
+    run(p.c, p.w, p.a, p.b, S, J, np.ascontiguousarray(xs, dtype=float), np.ascontiguousarray(ys, dtype=float),
+        float(eta), float(scale), bool(update))
+
+
+KERNELS: dict[str, Callable] = {"reference": _segment_reference, "fast": _segment_fast}
 
 
 def memory_and_jacobian(w, a, b, xs, activation="tanh", rtrl=True):
@@ -283,6 +306,75 @@ def history_outputs(p: Params, inputs: np.ndarray, histories: np.ndarray, scale:
     return out
 
 
+def _window_outputs_fast(p: Params, inputs: np.ndarray, windows: np.ndarray, scale: float, activation: str,
+                        lcp: np.ndarray | None = None) -> np.ndarray:
+    """Compiled ``g^N(z)`` on ``windows (H, L)`` (any order; sorted shares most), ``(R, H)``."""
+    windows = np.ascontiguousarray(windows, dtype=np.int64)
+    lcp = _fast.common_prefix(windows) if lcp is None else lcp
+    out = np.empty((p.c.shape[0], len(windows)))
+    _fast.window_kernel(activation == "sigmoid")(p.c, p.w, p.a, p.b, np.ascontiguousarray(inputs, dtype=float),
+                                                 windows, lcp, float(scale), out)
+    return out
+
+
+class _DataStream:
+    """One replica's data, drawn in consecutive pieces.
+
+    Concatenated, the pieces equal :func:`sample_data` bit for bit: that draws
+    ``n = n_burn + n_train`` uniforms (the path), then ``n_train`` normals (the
+    noise) from one PCG64 generator.  Here the path generator is the same and the
+    noise comes from a second copy advanced past the ``n`` uniforms
+    (``Generator.random`` takes one 64-bit output per double, and neither it nor
+    ``standard_normal`` buffers anything between calls, so piece sizes do not
+    matter).  Targets are evaluated piecewise, which assumes (as every built-in
+    does) that a target acts row by row.
+    """
+
+    def __init__(self, chain: MarkovChain, target: Target, cfg: RNNConfig, n_burn: int, n_train: int, seed):
+        self.chain, self.target = chain, target
+        self.n_burn, self.n_train = n_burn, n_train
+        self.noise_std = cfg.noise_std
+        self._rng = np.random.Generator(np.random.PCG64(seed))
+        self._noise = None
+        if cfg.noise_std > 0:
+            bg = np.random.PCG64(seed)
+            bg.advance(n_burn + n_train)
+            self._noise = np.random.Generator(bg)
+        self._path = np.empty(0, dtype=np.int64)  # the last m - 1 states drawn (for target windows)
+        self._drawn = 0
+
+    def _states(self, n: int) -> np.ndarray:
+        if self._drawn == 0:
+            new = self.chain.simulate(n, self._rng)
+        else:
+            u = np.empty(n + 1)
+            u[1:] = self._rng.random(n)
+            walk = np.empty(n + 1, dtype=np.int64)
+            walk[0] = self._path[-1]
+            _chain_walk(self.chain._cumulative, u, walk)
+            new = walk[1:]
+        self._drawn += n
+        return new
+
+    def burn_in(self) -> np.ndarray:
+        """Inputs of the ``n_burn`` burn-in steps, ``(n_burn, d)``."""
+        path = self._states(self.n_burn)
+        self._path = path[len(path) - (self.target.m - 1):] if self.target.m > 1 else path[-1:]
+        return self.chain.inputs[path]
+
+    def train(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs ``(n, d)`` and targets ``(n,)`` of the next ``n`` training steps."""
+        m = self.target.m
+        path = np.concatenate([self._path[len(self._path) - (m - 1):] if m > 1 else self._path[:0],
+                               self._states(n)])
+        idx = np.arange(n)[:, None] + np.arange(m)[None, :]
+        y = self.target(self.chain.inputs[path[idx]]) if n else np.zeros(0)
+        if self._noise is not None:
+            y = y + self.noise_std * self._noise.standard_normal(n)
+        self._path = path[len(path) - max(m - 1, 1):]
+        return self.chain.inputs[path[m - 1:]], y
+
+
 def run_replicas(
     cfg: RNNConfig,
     chain: MarkovChain,
@@ -296,8 +388,9 @@ def run_replicas(
     init: int,
     data: list[int] | np.ndarray,
     L: int,
-    kernel: str = "reference",
+    kernel: str = "fast",
     risk: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    chunk: int | None = None,
 ):
     """Train ``len(data)`` replicas sharing initialisation ``init``.
 
@@ -305,8 +398,13 @@ def run_replicas(
     sorted grid ``times`` in ``[0, T]``; with ``risk = (histories, pi, f)`` also
     the stationary risk ``1/2 sum_z pi(z) (f(z) - g(z))^2`` as ``(R, n_times)``,
     returned as a second array.  ``width_key`` is the width used in the seed
-    keys (normally ``N``).
+    keys (normally ``N``).  ``kernel`` names an entry of :data:`KERNELS`;
+    ``"fast"`` also evaluates the records with the compiled window kernel.
+    The data are drawn ``chunk`` steps at a time (default ``max(256, N // 8)``);
+    the results do not depend on it.
     """
+    if kernel not in KERNELS:
+        raise ModelError(f"kernel is {kernel!r}; expected one of {sorted(KERNELS)}")
     times = np.asarray(times, dtype=float)
     if times.ndim != 1 or np.any(np.diff(times) < 0) or times[0] < 0 or times[-1] > T:
         raise ModelError(f"time grid must be sorted within [0, T = {T}]")
@@ -321,29 +419,43 @@ def run_replicas(
     d = chain.dim
     p0 = init_params(cfg, N, d, np.random.default_rng(init_seed(root, width_key, init)))
     p = Params(*(np.repeat(arr, R, axis=0) for arr in (p0.c, p0.w, p0.a, p0.b)))
-    xs = np.empty((R, B + K, d))
-    ys = np.empty((R, K))
-    for r, j in enumerate(data):
-        path, y = sample_data(chain, target, cfg, B, K, np.random.default_rng(data_seed(root, width_key, init, j)))
-        xs[r] = chain.inputs[path]
-        ys[r] = y
-    probe_x = chain.inputs[np.asarray(probes)]
+    streams = [_DataStream(chain, target, cfg, B, K, data_seed(root, width_key, init, j)) for j in data]
+    chunk = max(256, N // 8) if chunk is None else max(1, int(chunk))
     state = [np.zeros((R, N)), np.zeros((R, N, d + 2))]
     seg = KERNELS[kernel]
     eta, scale, rtrl = cfg.eta(N), cfg.scale(N), cfg.gradient == "rtrl"
-    seg(p, state, xs[:, :B], ys[:, :0], eta, scale, cfg.activation, rtrl, False)
-    out = np.empty((R, len(times), len(probe_x)))
+    xs_burn = np.stack([s.burn_in() for s in streams]) if R else np.empty((0, B, d))
+    seg(p, state, xs_burn, np.empty((R, 0)), eta, scale, cfg.activation, rtrl, False)
+    probes = np.asarray(probes)
+    if kernel == "fast":
+        lcp_probes = _fast.common_prefix(probes)
+        probe_out = lambda: _window_outputs_fast(p, chain.inputs, probes, scale, cfg.activation, lcp_probes)  # noqa: E731
+    else:
+        probe_x = chain.inputs[probes]
+        probe_out = lambda: probe_outputs(p, probe_x, scale, cfg.activation)  # noqa: E731
+    out = np.empty((R, len(times), len(probes)))
     if risk is not None:
         hist, pi_h, f_h = risk
-        tree = _prefix_tree(np.asarray(hist))
+        hist = np.asarray(hist)
+        if kernel == "fast":
+            lcp_hist = _fast.common_prefix(hist)
+            hist_out = lambda: _window_outputs_fast(p, chain.inputs, hist, scale, cfg.activation, lcp_hist)  # noqa: E731
+        else:
+            tree = _prefix_tree(hist)
+            hist_out = lambda: history_outputs(p, chain.inputs, hist, scale, cfg.activation, tree)  # noqa: E731
         risk_out = np.empty((R, len(times)))
     done = 0
     for i, k in enumerate(rec_steps):
-        if k > done:
-            seg(p, state, xs[:, B + done : B + k], ys[:, done:k], eta, scale, cfg.activation, rtrl, True)
-            done = k
-        out[:, i, :] = probe_outputs(p, probe_x, scale, cfg.activation)
+        while done < k:
+            n = min(k - done, chunk)
+            pieces = [s.train(n) for s in streams]
+            xs = np.stack([x for x, _ in pieces])
+            ys = np.stack([y for _, y in pieces])
+            seg(p, state, xs, ys, eta, scale, cfg.activation, rtrl, True)
+            done += n
+        out[:, i, :] = probe_out()
         if risk is not None:
-            g = history_outputs(p, chain.inputs, hist, scale, cfg.activation, tree)
-            risk_out[:, i] = 0.5 * ((f_h - g) ** 2) @ pi_h
+            g = hist_out()
+            for r in range(R):  # row by row: a matrix-vector product's rounding can depend on R
+                risk_out[r, i] = 0.5 * np.dot((f_h - g[r]) ** 2, pi_h)
     return out if risk is None else (out, risk_out)

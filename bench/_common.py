@@ -1,0 +1,62 @@
+"""Shared helpers for the benchmarks: machine information and repeated timing."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+
+
+def machine_info() -> list[str]:
+    import numba
+    import numpy
+    import scipy
+
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    lines = [
+        f"cpu: {cpu}; cores: {os.cpu_count()}; python {platform.python_version()}",
+        f"numpy {numpy.__version__}, scipy {scipy.__version__}, numba {numba.__version__}",
+    ]
+    try:
+        from threadpoolctl import threadpool_info
+
+        for pool in threadpool_info():
+            lines.append(f"blas: {pool.get('internal_api')} {pool.get('version')} core={pool.get('architecture')} "
+                         f"threads={pool.get('num_threads')}")
+    except ImportError:
+        lines.append("blas: (threadpoolctl not installed)")
+    env = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS",
+                                       "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS") if k in os.environ}
+    lines.append(f"env: {env}")
+    return lines
+
+
+def repeat(fn, n: int) -> list[float]:
+    """Wall-clock seconds of ``n`` calls of ``fn()``."""
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def median(xs) -> float:
+    return float(statistics.median(xs))
+
+
+def table(header: list[str], rows: list[list], fmt: list[str]) -> str:
+    cells = [header] + [[f.format(v) for f, v in zip(fmt, r)] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
+    lines = ["| " + " | ".join(c[i].rjust(widths[i]) for i in range(len(header))) + " |" for c in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)

@@ -1,0 +1,335 @@
+"""Compiled (numba) kernels for the finite-N RNN: training segments and window outputs.
+
+The mathematics is that of :mod:`distntk.rnn` (MODEL.md 2); these kernels compute
+exactly what :func:`distntk.rnn._segment_reference`, :func:`~distntk.rnn.probe_outputs`
+and :func:`~distntk.rnn.history_outputs` compute, in a different order of work.
+
+Fused training step.  Within one replica, step ``k`` of the reference is two sweeps
+over the units (forward: ``u, S, J``; then the SGD update with the scalar error
+``e_k``).  The update of unit ``i`` at step ``k`` needs only ``e_k`` and unit ``i``'s
+own ``S, J``, and the forward pass of step ``k + 1`` needs only unit ``i``'s updated
+parameters, so one sweep per step does both: apply the pending update (with
+``g = eta N^{-beta} e_{k-1}``; ``g = 0`` is an exact no-op), then advance the unit
+and accumulate ``c^i S^i_k`` for ``Yhat_k``.  The last pending update is applied
+at the end of the segment, so a segment ends in the reference's state.
+
+Layout.  Each replica's unit arrays are packed once per segment call into one
+scratch block ``Z`` (rows ``c, a, b, S, w_1..w_d, J_1..J_{d+2}``; shape
+``(2 d + 6, N)``, structure of arrays), so the unit loop streams contiguous rows
+and runs as SIMD code; at ``N <= 16384`` and ``d = 1`` a replica's block is 1 MiB
+and stays in L2 for the whole segment.  ``d``, the gradient option and the
+activation are compile-time constants (one compiled variant each).
+
+Reproducibility.  No fast-math: every operation is an IEEE double operation in a
+fixed order (the sum for ``Yhat_k`` runs over ``i`` in order), and ``tanh`` is
+computed by :func:`_tanh` from ``+ - * /``, ``floor`` and an exponent bit pattern,
+so the results do not depend on the CPU's vector width or on how a run is cut into
+segments or replica blocks.  They differ from the NumPy reference by round-off only
+(``_tanh`` is within 3 ulp of ``numpy.tanh``, the same as libm's).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+__all__: list[str] = []  # private: registered in distntk.rnn.KERNELS / OUTPUTS
+
+_JIT = dict(cache=True, error_model="numpy", fastmath=False)  # error_model: no zero-division checks, so loops vectorise
+
+
+@intrinsic
+def _double_from_bits(typingctx, bits):
+    """Reinterpret an int64 bit pattern as a float64 (LLVM bitcast)."""
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return sig, codegen
+
+
+@njit(inline="always", **_JIT)
+def _tanh(u):
+    """``tanh(u)`` to within 3 ulp, branch-free so that loops calling it vectorise.
+
+    ``|u| <= 0.625``: Cephes' rational approximation ``u + u z P(z) / Q(z)``,
+    ``z = u^2``.  Otherwise ``(e - 1) / (e + 1)`` with ``e = exp(2 |u|)``:
+    ``2|u| = n ln 2 + r``, ``|r| <= ln(2) / 2``, ``exp(r)`` by its Taylor
+    polynomial of degree 13 (truncation < 1e-17) and ``2^n`` built from its
+    exponent bits.  ``|u|`` is capped at 20, where ``tanh`` is 1 in double
+    precision; NaN propagates.
+    """
+    a = abs(u)
+    a = 20.0 if a > 20.0 else a
+    x = 2.0 * a
+    n = np.floor(x * 1.4426950408889634 + 0.5)
+    r = (x - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10
+    p = 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    s = p * _double_from_bits((np.int64(n) + 1023) << 52)
+    z = a * a
+    P = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z - 1.61468768441708447952e3
+    Q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z + 4.84406305325125486048e3
+    small = a <= 0.625
+    num = a * (Q + z * P) if small else s - 1.0
+    den = Q if small else s + 1.0
+    t = num / den
+    return t if u >= 0 else -t
+
+
+@njit(**_JIT)
+def _tanh_array(u, out):
+    """Elementwise :func:`_tanh` (for tests and the benchmark's throughput probe)."""
+    for i in range(u.shape[0]):
+        out[i] = _tanh(u[i])
+
+
+@njit(inline="always", **_JIT)
+def _ordered_sum(x):
+    """``sum(x)`` in a fixed order (eight interleaved partial sums, then a fixed tree).
+
+    Kept out of the unit sweep so that the sweep has no loop-carried sum and
+    vectorises without re-association; the order does not depend on the CPU.
+    """
+    n = x.shape[0]
+    m = n - n % 8
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    for i in range(0, m, 8):
+        s0 += x[i]
+        s1 += x[i + 1]
+        s2 += x[i + 2]
+        s3 += x[i + 3]
+        s4 += x[i + 4]
+        s5 += x[i + 5]
+        s6 += x[i + 6]
+        s7 += x[i + 7]
+    t = ((s0 + s4) + (s2 + s6)) + ((s1 + s5) + (s3 + s7))
+    for i in range(m, n):
+        t += x[i]
+    return t
+
+
+@lru_cache(maxsize=None)
+def segment_kernel(d: int, rtrl: bool, sigmoid: bool):
+    """Compiled segment kernel for input dimension ``d`` and the given options.
+
+    ``run(c, w, a, b, S, J, xs, ys, eta, scale, update)`` (a Python loop over
+    replicas around the compiled sweep) advances every replica
+    ``xs.shape[1]`` steps in place; arrays as in :mod:`distntk.rnn`
+    (``c, a, b, S (R, N)``, ``w (R, N, d)``, ``J (R, N, d + 2)``, ``xs (R, n, d)``,
+    ``ys (R, n)``).
+    """
+    D, RTRL, SIGMOID = int(d), bool(rtrl), bool(sigmoid)
+    W0 = 4  # rows of Z: 0 c, 1 a, 2 b, 3 S, W0.. w, J0.. J (w-part, then a, then b)
+    J0 = 4 + D
+    PR = 6 + 2 * D  # row of the products c^i S^i_k, summed in a fixed order by _ordered_sum
+    NROW = 7 + 2 * D
+
+    # Closures over constants only: numba's cache key includes the closure's cells,
+    # and a captured dispatcher would change it in every process (no cache hits).
+    @njit(**_JIT)
+    def steps(Z, xs, ys, eta, scale, update):
+        """Advance one replica's block ``Z`` over ``xs (n, D)``; returns the pending ``g``."""
+        N = Z.shape[1]
+        escale = eta * scale
+        g = 0.0
+        for k in range(xs.shape[0]):
+            acc = 0.0
+            for i in range(N):
+                # pending update of step k-1 (an exact no-op when g == 0)
+                ci = Z[0, i]
+                Si = Z[3, i]
+                gc = g * ci
+                ci = ci + g * Si
+                Z[0, i] = ci
+                u = 0.0
+                for j in range(D):
+                    wj = Z[W0 + j, i] + gc * Z[J0 + j, i]
+                    Z[W0 + j, i] = wj
+                    u += wj * xs[k, j]
+                ai = Z[1, i] + gc * Z[J0 + D, i]
+                bi = Z[2, i] + gc * Z[J0 + D + 1, i]
+                Z[1, i] = ai
+                Z[2, i] = bi
+                # step k: memory and its Jacobian (MODEL 2)
+                u = (u + ai) + bi * Si
+                if SIGMOID:
+                    s = 0.5 * (1.0 + _tanh(0.5 * u))
+                    ds = s * (1.0 - s)
+                else:
+                    s = _tanh(u)
+                    ds = 1.0 - s * s
+                if RTRL:
+                    for j in range(D):
+                        Z[J0 + j, i] = ds * (xs[k, j] + bi * Z[J0 + j, i])
+                    Z[J0 + D, i] = ds * (1.0 + bi * Z[J0 + D, i])
+                    Z[J0 + D + 1, i] = ds * (Si + bi * Z[J0 + D + 1, i])
+                else:
+                    for j in range(D):
+                        Z[J0 + j, i] = ds * xs[k, j]
+                    Z[J0 + D, i] = ds
+                    Z[J0 + D + 1, i] = ds * Si
+                Z[3, i] = s
+                Z[PR, i] = ci * s
+            if update:
+                g = escale * (ys[k] - scale * _ordered_sum(Z[PR]))
+        return g
+
+    @njit(**_JIT)
+    def flush(Z, g):
+        """The last pending update: the same operations as in the sweep."""
+        for i in range(Z.shape[1]):
+            ci = Z[0, i]
+            gc = g * ci
+            Z[0, i] = ci + g * Z[3, i]
+            for j in range(D):
+                Z[W0 + j, i] = Z[W0 + j, i] + gc * Z[J0 + j, i]
+            Z[1, i] = Z[1, i] + gc * Z[J0 + D, i]
+            Z[2, i] = Z[2, i] + gc * Z[J0 + D + 1, i]
+
+    def run(c, w, a, b, S, J, xs, ys, eta, scale, update):
+        R, N = c.shape
+        Z = np.empty((NROW, N))  # scratch, allocated once per call and reused by every replica
+        for r in range(R):
+            Z[0], Z[1], Z[2], Z[3] = c[r], a[r], b[r], S[r]
+            Z[W0:J0] = w[r].T
+            Z[J0:PR] = J[r].T
+            g = steps(Z, xs[r], ys[r], eta, scale, update)
+            if g != 0.0:
+                flush(Z, g)
+            c[r], a[r], b[r], S[r] = Z[0], Z[1], Z[2], Z[3]
+            w[r] = Z[W0:J0].T
+            J[r] = Z[J0:PR].T
+
+    run.compiled = (steps, flush)  # the numba dispatchers (tests read their cache statistics)
+    return run
+
+
+@lru_cache(maxsize=None)
+def window_kernel(sigmoid: bool):
+    """Compiled ``g^N(z)`` on a list of windows (depth-first over shared prefixes).
+
+    ``run(c, w, a, b, inputs, windows, lcp, scale, out)``: ``windows (H, L)``
+    states (oldest first), ``lcp[h]`` the length of the prefix window ``h``
+    shares with window ``h - 1`` (its memory states are reused), ``out (R, H)``.
+    The cost is ``N`` per distinct prefix in the order given (``<= 2H`` for
+    sorted binary histories) and the memory ``(L + 1) N`` per replica.
+    """
+    SIGMOID = bool(sigmoid)
+
+    @njit(**_JIT)
+    def run(c, w, a, b, inputs, windows, lcp, scale, out):
+        R, N = c.shape
+        n_states, D = inputs.shape
+        H, L = windows.shape
+        wx = np.empty((n_states, N))
+        s = np.zeros((L + 1, N))  # row j + 1: memory after j + 1 inputs; row 0 stays 0
+        for r in range(R):
+            for q in range(n_states):
+                for i in range(N):
+                    v = 0.0
+                    for j in range(D):
+                        v += w[r, i, j] * inputs[q, j]
+                    wx[q, i] = v + a[r, i]
+            for h in range(H):
+                start = lcp[h] if h > 0 else 0
+                for lev in range(start, L):
+                    q = windows[h, lev]
+                    for i in range(N):
+                        u = wx[q, i] + b[r, i] * s[lev, i]
+                        if SIGMOID:
+                            s[lev + 1, i] = 0.5 * (1.0 + _tanh(0.5 * u))
+                        else:
+                            s[lev + 1, i] = _tanh(u)
+                acc = 0.0
+                for i in range(N):
+                    acc += c[r, i] * s[L, i]
+                out[r, h] = scale * acc
+
+    return run
+
+
+def common_prefix(windows: np.ndarray) -> np.ndarray:
+    """``lcp[h]``: how many leading states window ``h`` shares with window ``h - 1`` (``lcp[0] = 0``)."""
+    windows = np.asarray(windows)
+    lcp = np.zeros(len(windows), dtype=np.int64)
+    if len(windows) > 1:
+        same = windows[1:] == windows[:-1]
+        lcp[1:] = np.cumprod(same, axis=1).sum(axis=1)
+    return lcp
+
+
+@lru_cache(maxsize=None)
+def memory_jacobian_kernel(d: int, rtrl: bool, sigmoid: bool):
+    """Compiled memory state and Jacobian of many parameter points on many windows.
+
+    ``run(w, a, b, inputs, windows, lcp, s_out, J_out)``: parameter points
+    ``w (d, Q)``, ``a, b (Q,)``; ``windows (H, L)`` sorted so that ``lcp`` (see
+    :func:`common_prefix`) lets window ``h`` reuse the states of window
+    ``h - 1``; fills ``s_out (H, Q)`` and ``J_out (H, d + 2, Q)`` (ordered
+    ``w, a, b``) as :func:`distntk.rnn.memory_and_jacobian` defines them.
+    Vectorised over the points; the cost is ``Q`` per distinct prefix.
+    """
+    D, RTRL, SIGMOID = int(d), bool(rtrl), bool(sigmoid)
+
+    @njit(**_JIT)
+    def run(w, a, b, inputs, windows, lcp, s_out, J_out):
+        Q = a.shape[0]
+        n_states = inputs.shape[0]
+        H, L = windows.shape
+        wx = np.empty((n_states, Q))
+        for q in range(n_states):
+            for i in range(Q):
+                v = 0.0
+                for j in range(D):
+                    v += w[j, i] * inputs[q, j]
+                wx[q, i] = v + a[i]
+        s = np.zeros((L + 1, Q))  # level 0 is the zero start
+        J = np.zeros((L + 1, D + 2, Q))
+        for h in range(H):
+            start = lcp[h] if h > 0 else 0
+            for lev in range(start, L):
+                q = windows[h, lev]
+                for i in range(Q):
+                    sp = s[lev, i]
+                    bi = b[i]
+                    u = wx[q, i] + bi * sp
+                    if SIGMOID:
+                        si = 0.5 * (1.0 + _tanh(0.5 * u))
+                        ds = si * (1.0 - si)
+                    else:
+                        si = _tanh(u)
+                        ds = 1.0 - si * si
+                    s[lev + 1, i] = si
+                    if RTRL:
+                        for j in range(D):
+                            J[lev + 1, j, i] = ds * (inputs[q, j] + bi * J[lev, j, i])
+                        J[lev + 1, D, i] = ds * (1.0 + bi * J[lev, D, i])
+                        J[lev + 1, D + 1, i] = ds * (sp + bi * J[lev, D + 1, i])
+                    else:
+                        for j in range(D):
+                            J[lev + 1, j, i] = ds * inputs[q, j]
+                        J[lev + 1, D, i] = ds
+                        J[lev + 1, D + 1, i] = ds * sp
+            s_out[h] = s[L]
+            J_out[h] = J[L]
+
+    return run
