@@ -77,18 +77,21 @@ class RunSummary:
 
 @ray.remote
 class _Worker:
-    """Holds the unit function; ``run`` calls it and times it.
+    """Calls the unit function and times it.
 
-    The function arrives as an object ref inside a list, so Ray passes the
-    constructor argument inline and a restarted actor fetches the function again
-    from the driver-owned object (alive for the whole run).
+    The function travels as an object ref boxed in a list with every call (Ray
+    then passes the argument inline instead of resolving it) and is fetched once
+    per actor life, so a restarted actor simply fetches it again from the
+    driver-owned object, alive for the whole run.
     """
 
-    def __init__(self, fn_box: list):
-        self._fn = ray.get(fn_box[0])
+    def __init__(self):
+        self._fn, self._key = None, None
         self._node = ray.get_runtime_context().get_node_id()
 
-    def run(self, unit):
+    def run(self, fn_box: list, unit):
+        if self._key != fn_box[0].hex():
+            self._fn, self._key = ray.get(fn_box[0]), fn_box[0].hex()
         t0 = time.perf_counter()
         out = self._fn(unit)
         return out, time.perf_counter() - t0, self._node
@@ -126,14 +129,14 @@ def connect(address: str | None = None, num_cpus: int | None = None, namespace: 
         ray.shutdown()
 
 
-def _new_actor(fn_ref, slot: int, gen: int, num_cpus: float, max_restarts: int, max_task_retries: int):
+def _new_actor(slot: int, gen: int, num_cpus: float, max_restarts: int, max_task_retries: int):
     return _Worker.options(
         name=f"{ACTOR_PREFIX}-{slot}" + (f".{gen}" if gen else ""),
         num_cpus=num_cpus,
         max_restarts=max_restarts,
         max_task_retries=max_task_retries,
         scheduling_strategy="SPREAD",
-    ).remote([fn_ref])
+    ).remote()
 
 
 def run_units(
@@ -166,9 +169,9 @@ def run_units(
     if not units:
         return RunSummary(seconds=0.0, actors=0, **summary)
 
-    fn_ref = ray.put(fn)
+    fn_box = [ray.put(fn)]  # one copy in the object store, owned by this driver
     opts = (num_cpus, max_restarts, max_task_retries)
-    pool = [_new_actor(fn_ref, k, 0, *opts) for k in range(n_actors)]
+    pool = [_new_actor(k, 0, *opts) for k in range(n_actors)]
     gens = [0] * n_actors
     load = [0] * n_actors
     queue = deque(units)
@@ -183,7 +186,7 @@ def run_units(
             u = queue.popleft()
             j = index[id(u)]
             attempts[j] = attempts.get(j, 0) + 1
-            inflight[pool[k].run.remote(u)] = (k, gens[k], u)
+            inflight[pool[k].run.remote(fn_box, u)] = (k, gens[k], u)
             load[k] += 1
 
     try:
@@ -213,7 +216,7 @@ def run_units(
                         with contextlib.suppress(Exception):
                             ray.kill(pool[k], no_restart=True)
                         gens[k] += 1
-                        pool[k] = _new_actor(fn_ref, k, gens[k], *opts)
+                        pool[k] = _new_actor(k, gens[k], *opts)
                 else:
                     if j not in delivered:
                         delivered.add(j)
