@@ -55,13 +55,16 @@ def _run(args) -> int:
         raise _UsageError(f"--actors {args.actors}: expected an integer >= 1")
     store = args.store or spec.store
     command = "distntk " + " ".join(shlex.quote(a) for a in args.argv)
-    where = f"Ray cluster {address}" if address else "embedded local Ray"
-    print(f"distntk run: spec {spec.name} ({spec.hash[:12]}), store {store}, {where}", file=sys.stderr)
+    where = f"Ray cluster {address}" if address else "an embedded local Ray"
+
+    def announce(todo: int, total: int) -> None:
+        plan = f"{todo} of {total} units to compute on {where}" if todo else f"all {total} units already done"
+        print(f"distntk run: spec {spec.name} ({spec.hash[:12]}), store {store}: {plan}", file=sys.stderr)
+
     t0 = time.perf_counter()
-    rep = run(spec, store, address=address, actors=args.actors, progress=not args.no_progress, command=command)
-    if rep.summary is None:
-        print(f"distntk run: all {rep.total} units of {store} are already done", file=sys.stderr)
-    else:
+    rep = run(spec, store, address=address, actors=args.actors, progress=not args.no_progress, command=command,
+              announce=announce)
+    if rep.summary is not None:
         s = rep.summary
         nodes = ", ".join(f"{n[:12]} {c}" for n, c in sorted(s.nodes.items()))
         print(f"distntk run: {rep.computed} units ({s.items} replicas) computed, {rep.skipped} already done, "

@@ -42,14 +42,21 @@ def run(
     progress: bool = True,
     storage_options: dict | None = None,
     on_unit: Callable | None = None,
+    announce: Callable[[int, int], None] | None = None,
     command: str = "",
 ) -> RunReport:
-    """Compute every unit of ``spec`` not yet done in ``store`` (default: the spec's store)."""
+    """Compute every unit of ``spec`` not yet done in ``store`` (default: the spec's store).
+
+    ``announce(n_todo, n_total)`` is called once the store is open (before Ray starts);
+    ``on_unit(unit, UnitInfo)`` after each unit is written.
+    """
     path = store or spec.store
     rs: ResultStore = open_or_create(path, spec, storage_options, command=command)
     exp = spec.experiment
     units = exp.units()
     todo = rs.pending(units)
+    if announce is not None:
+        announce(len(todo), len(units))
     if not todo:
         return RunReport(path, len(units), len(units), 0, None)
     rs.log(f"run: {len(todo)} of {len(units)} units to compute ({command or 'distntk.driver.run'})")
