@@ -76,6 +76,13 @@ def test_two_nodes_token_auth_job_submit(tmp_path):
                     "distntk", "run", "tiny.toml", "--store", str(store), "--actors", "2", "--no-progress"],
                    client, timeout=180)
         assert "succeeded" in job.stdout + job.stderr, job.stdout[-3000:]
+
+        # a driver outside the cluster joins it with --address (needs RAY_AUTH_MODE=token and the token too)
+        direct = subprocess.run(["distntk", "run", str(spec_path), "--store", str(tmp_path / "direct.zarr"),
+                                 "--address", f"127.0.0.1:{gcs}", "--actors", "2", "--no-progress"],
+                                env=client, capture_output=True, text=True, timeout=120)
+        assert direct.returncode == 0, direct.stderr[-3000:]
+        assert f"units to compute on Ray cluster 127.0.0.1:{gcs}" in direct.stderr
     finally:
         left = kill_marked(mark)
     assert left == []
@@ -86,6 +93,9 @@ def test_two_nodes_token_auth_job_submit(tmp_path):
     split = {("head" if alive[n] else "worker"): node_of_unit.count(n) for n in set(node_of_unit)}
     print(f"\nunits per node: {split} (of {len(node_of_unit)})")
     assert set(node_of_unit) == set(alive) and min(split.values()) > 0
+    other = open_store(tmp_path / "direct.zarr")
+    np.testing.assert_array_equal(other.output.values, ds.output.values)
+    assert set(other.unit_node.values.ravel()) <= set(alive)
     # the store equals the single-node (in-process) result, bit for bit
     e = spec.experiment
     for u in e.units():
