@@ -26,6 +26,14 @@ def _done_units(path, block):
     return int(done[:, :, ::block].sum())  # first replica of every unit
 
 
+def _name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def test_sigkill_then_rerun(tmp_path):
     # 48 units of 0.1-0.2 s each on the reference kernel: several seconds of work on 2 actors
     spec_path = tiny_spec(tmp_path / "resume.toml", widths=(768, 1536), T=2.0, times=(1.0, 2.0), n_init=6,
@@ -56,18 +64,22 @@ def test_sigkill_then_rerun(tmp_path):
         assert 6 <= n_before < n_units, f"{n_before} of {n_units} units done at the kill; units too fast?"
         assert (before.unit_writes.values[done_before] == 1).all()
 
-        # the embedded Ray of the killed driver goes away with it (Ray's reaper), leaving nothing behind
+        # The embedded Ray of the killed driver goes away with it.  Only Ray's per-node agents may linger
+        # for about a minute: when their raylet dies without a SIGTERM they first report its death to the
+        # GCS, which is gone as well, and exit when that call times out (ray/_private/process_watcher.py,
+        # report_raylet_error_logs).  kill_marked ends them below.
+        agents = {"ray::DashboardAgent", "ray::RuntimeEnvAgent", ""}
         t_end = time.time() + 20
-        while marked_pids(mark) and time.time() < t_end:
+        while {_name(p) for p in marked_pids(mark)} - agents and time.time() < t_end:
             time.sleep(0.5)
-        leftovers = marked_pids(mark)
+        leftovers = {p: _name(p) for p in marked_pids(mark)}
 
         rerun = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert rerun.returncode == 0, rerun.stderr
         assert f"{n_units - n_before} units" in rerun.stderr and f"{n_before} already done" in rerun.stderr
     finally:
         kill_marked(mark)
-    assert leftovers == [], f"processes of the killed run still alive: {leftovers}"
+    assert set(leftovers.values()) <= agents, leftovers
 
     after = open_store(store).load()
     assert after.done.values.all()
