@@ -34,7 +34,8 @@ from typing import Any, Callable, Iterable
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
-__all__ = ["UnitInfo", "RunSummary", "UnitFailed", "ServiceError", "ConnectError", "connect", "run_units", "cluster_cpus"]
+__all__ = ["UnitInfo", "RunSummary", "UnitFailed", "ServiceError", "ConnectError", "connect", "run_units",
+           "cluster_cpus"]
 
 ACTOR_PREFIX = "distntk-worker"
 
@@ -174,19 +175,17 @@ def run_units(
     pool = [_new_actor(k, 0, *opts) for k in range(n_actors)]
     gens = [0] * n_actors
     load = [0] * n_actors
-    queue = deque(units)
-    attempts: dict[int, int] = {}  # index in `units` -> tries so far
-    index = {id(u): j for j, u in enumerate(units)}
-    inflight: dict = {}  # ref -> (slot, gen, unit)
+    queue = deque(range(len(units)))  # indices into `units`
+    attempts = [0] * len(units)
+    inflight: dict = {}  # ref -> (slot, actor generation, unit index)
     delivered: set[int] = set()
     bar = _progress(len(units), desc, progress)
 
     def fill(k: int) -> None:
         while load[k] < in_flight and queue:
-            u = queue.popleft()
-            j = index[id(u)]
-            attempts[j] = attempts.get(j, 0) + 1
-            inflight[pool[k].run.remote(fn_box, u)] = (k, gens[k], u)
+            j = queue.popleft()
+            attempts[j] += 1
+            inflight[pool[k].run.remote(fn_box, units[j])] = (k, gens[k], j)
             load[k] += 1
 
     try:
@@ -198,9 +197,9 @@ def run_units(
                 bar.refresh()
                 continue
             for ref in ready:
-                k, gen, u = inflight.pop(ref)
+                k, gen, j = inflight.pop(ref)
                 load[k] -= 1
-                j = index[id(u)]
+                u = units[j]
                 try:
                     out, wall, node = ray.get(ref)
                 except RayTaskError as exc:
@@ -210,7 +209,7 @@ def run_units(
                         raise ServiceError(f"unit {u} failed {attempts[j]} times: actor lost "
                                            f"({type(exc).__name__})") from None
                     summary["retried"] += 1
-                    queue.appendleft(u)
+                    queue.appendleft(j)
                     gone = not isinstance(exc, ActorUnavailableError)  # unavailable: restarting
                     if gone and gens[k] == gen:  # this slot's actor is gone for good: replace it
                         with contextlib.suppress(Exception):

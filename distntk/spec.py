@@ -247,7 +247,7 @@ def _target(t: "_Table"):
     name = t.get("name", "string")
     if ":" in name:
         m = t.get("m", "integer")
-        t.finish(hint=f"a 'module:function' target takes only name and m")
+        t.finish(hint="a 'module:function' target takes only name and m")
         params, canon = {}, {"name": name, "m": m}
     else:
         if name not in BUILTIN_TARGETS:

@@ -180,7 +180,8 @@ def open_result_store(path, mode: str = "r+", storage_options: dict | None = Non
     except (OSError, ValueError) as exc:
         raise StoreError(f"cannot open store {path}: {_one_line(exc)}") from None
     if "spec_hash" not in g.attrs or "spec_canonical" not in g.attrs:
-        raise StoreError(f"{path} is a Zarr group but not a distntk store (no spec_hash attribute)")
+        raise StoreError(f"{path} is a Zarr group without distntk attributes (not a distntk store, or its "
+                         "creation was interrupted: remove it to start over)")
     return ResultStore(str(path), g)
 
 

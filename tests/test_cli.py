@@ -62,7 +62,8 @@ def test_bad_spec_in_a_real_process(tmp_path, entry, case):
     [
         (["run", "no-such.toml"], "distntk: error: spec file 'no-such.toml' not found"),
         (["query", "{tmp}/missing.zarr"], "distntk: error: no distntk store at"),
-        (["run", "{spec}", "--store", "/proc/distntk.zarr"], "distntk: error: cannot create store at /proc/distntk.zarr"),
+        (["run", "{spec}", "--store", "/proc/distntk.zarr"],
+         "distntk: error: cannot create store at /proc/distntk.zarr"),
         (["run", "{spec}", "--actors", "0"], "distntk: error: --actors 0: expected an integer >= 1"),
         (["query", "{store}", "--width", "5"], "distntk: error: --width 5: not in the store's widths [16, 32]"),
         (["query", "{store}", "--time", "0.7"], "distntk: error: --time 0.7: not on the store's time grid"),
@@ -126,7 +127,8 @@ def test_demo_runs_the_quickstart_through_ray_within_two_minutes(tmp_path):
     n_rows = len(q.experiment.widths) * len(q.experiment.times) * len(q.experiment.probes)
     rows = [ln for ln in p.stdout.splitlines() if ln.split() and ln.split()[0] in {"64", "128", "256"}]
     assert len(rows) == n_rows
-    assert f"{q.experiment.n_init * q.experiment.n_data}/{q.experiment.n_init * q.experiment.n_data} replicas" in p.stdout
+    per_width = q.experiment.n_init * q.experiment.n_data
+    assert f"{per_width}/{per_width} replicas" in p.stdout
     # the within-initialisation variance follows the Poisson prediction, not the i.i.d. one
     for ln in rows:
         nvar, poisson, iid = (float(x) for x in ln.split()[7:10])

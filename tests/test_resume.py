@@ -1,6 +1,5 @@
 """Resume after SIGKILL: `distntk run` as a subprocess, killed mid-way, then rerun."""
 
-import os
 import signal
 import subprocess
 import sys

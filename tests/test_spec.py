@@ -103,7 +103,8 @@ def test_invalid_toml_is_one_line():
 
 
 def test_zero_probability_window_is_rejected():
-    text = _with("[[0.8, 0.2], [0.3, 0.7]]", "[[0.5, 0.5], [1.0, 0.0]]").replace("most_likely = 2", 'windows = ["0110"]')
+    text = _with("[[0.8, 0.2], [0.3, 0.7]]", "[[0.5, 0.5], [1.0, 0.0]]")
+    text = text.replace("most_likely = 2", 'windows = ["0110"]')
     assert _error(text).startswith("probes.windows[0]: window has zero stationary probability")
 
 

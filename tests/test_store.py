@@ -110,5 +110,5 @@ def test_errors_are_one_line(spec, tmp_path):
     with pytest.raises(StoreError, match="^cannot create store at /proc/"):
         open_or_create("/proc/distntk-test.zarr", spec)
     zarr.open_group(str(tmp_path / "plain.zarr"), mode="w")
-    with pytest.raises(StoreError, match="not a distntk store"):
+    with pytest.raises(StoreError, match="without distntk attributes"):
         open_result_store(tmp_path / "plain.zarr")
