@@ -10,6 +10,7 @@ is shared: ``ray stop`` would end other people's clusters too.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -107,6 +108,14 @@ def marked_pids(mark: str) -> list[int]:
         if needle in env and state != "Z":
             out.append(int(d))
     return out
+
+
+def cleanup(mark: str, *dirs) -> list[int]:
+    """End this test's processes, then remove its Ray temp dirs; returns pids that would not die."""
+    left = kill_marked(mark)
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
+    return left
 
 
 def kill_marked(mark: str, grace: float = 5.0) -> list[int]:

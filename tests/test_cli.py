@@ -12,7 +12,7 @@ from distntk.cli import main
 from distntk.spec import load_spec
 from distntk.store import create_store, open_or_create
 
-from raytools import VENV_BIN, kill_marked, new_mark, scoped_env, short_tmp, tiny_spec
+from raytools import VENV_BIN, cleanup, new_mark, scoped_env, short_tmp, tiny_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,14 +111,15 @@ def test_query_formats_on_a_partial_store(tmp_path, capsys):
 @pytest.mark.timeout(150)
 def test_demo_runs_the_quickstart_through_ray_within_two_minutes(tmp_path):
     mark = new_mark()
-    env = scoped_env(tmp_path / "home", mark, RAY_TMPDIR=short_tmp("dndemo"))
+    temp = short_tmp("dndemo")
+    env = scoped_env(tmp_path / "home", mark, RAY_TMPDIR=temp)
     store = tmp_path / "quickstart.zarr"
     t0 = time.time()
     try:
         p = subprocess.run([f"{VENV_BIN}/distntk", "demo", "--store", str(store)], env=env, cwd=ROOT,
                            capture_output=True, text=True, timeout=140)
     finally:
-        kill_marked(mark)
+        cleanup(mark, temp)
     wall = time.time() - t0
     assert p.returncode == 0, p.stderr[-3000:]
     assert wall < 120, f"quickstart took {wall:.0f} s"

@@ -18,7 +18,7 @@ import pytest
 from distntk import open_store
 from distntk.spec import load_spec
 
-from raytools import free_port, kill_marked, new_mark, scoped_env, short_tmp, tiny_spec
+from raytools import cleanup, free_port, new_mark, scoped_env, short_tmp, tiny_spec
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -46,6 +46,7 @@ def test_two_nodes_token_auth_job_submit(tmp_path):
     cluster_env = scoped_env(tmp_path / "cluster-home", mark, RAY_AUTH_MODE="token")
     gcs, dash = free_port(), free_port()
     api = f"http://127.0.0.1:{dash}"
+    temp = short_tmp("dnmn")
     try:
         # the cluster's token: generated into the cluster user's ~/.ray/auth_token
         _ray(["get-auth-token", "--generate"], cluster_env)
@@ -53,7 +54,7 @@ def test_two_nodes_token_auth_job_submit(tmp_path):
         assert len(token) >= 32
         _ray(["start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--num-cpus=1",
               "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--ray-client-server-port={free_port()}",
-              f"--temp-dir={short_tmp('dnmn')}", "--disable-usage-stats", *_node_ports()], cluster_env)
+              f"--temp-dir={temp}", "--disable-usage-stats", *_node_ports()], cluster_env)
         _ray(["start", f"--address=127.0.0.1:{gcs}", "--num-cpus=1", "--disable-usage-stats", *_node_ports()],
              cluster_env)
 
@@ -84,7 +85,7 @@ def test_two_nodes_token_auth_job_submit(tmp_path):
         assert direct.returncode == 0, direct.stderr[-3000:]
         assert f"units to compute on Ray cluster 127.0.0.1:{gcs}" in direct.stderr
     finally:
-        left = kill_marked(mark)
+        left = cleanup(mark, temp)
     assert left == []
 
     ds = open_store(store)

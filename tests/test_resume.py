@@ -12,7 +12,7 @@ import zarr
 from distntk import open_store
 from distntk.spec import load_spec
 
-from raytools import kill_marked, marked_pids, new_mark, scoped_env, short_tmp, tiny_spec
+from raytools import cleanup, marked_pids, new_mark, scoped_env, short_tmp, tiny_spec
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -43,7 +43,8 @@ def test_sigkill_then_rerun(tmp_path):
     n_units = len(e.units())
     store = tmp_path / "resume.zarr"
     mark = new_mark()
-    env = scoped_env(tmp_path / "home", mark, RAY_TMPDIR=short_tmp("dnres"))
+    temp = short_tmp("dnres")
+    env = scoped_env(tmp_path / "home", mark, RAY_TMPDIR=temp)
     cmd = [sys.executable, "-m", "distntk", "run", str(spec_path), "--store", str(store), "--actors", "2",
            "--no-progress"]
     try:
@@ -77,7 +78,7 @@ def test_sigkill_then_rerun(tmp_path):
         assert rerun.returncode == 0, rerun.stderr
         assert f"{n_units - n_before} units" in rerun.stderr and f"{n_before} already done" in rerun.stderr
     finally:
-        kill_marked(mark)
+        cleanup(mark, temp)
     assert set(leftovers.values()) <= agents, leftovers
 
     after = open_store(store).load()

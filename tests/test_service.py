@@ -12,7 +12,7 @@ from distntk.service import ACTOR_PREFIX, UnitFailed, run_units
 from distntk.spec import load_spec
 from distntk.store import StoreError
 
-from raytools import kill_marked, new_mark, short_tmp, tiny_spec
+from raytools import cleanup, new_mark, short_tmp, tiny_spec
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,8 +28,8 @@ def local_ray(tmp_path_factory):
     os.environ.update(HOME=str(home), DISTNTK_TEST_MARK=mark,
                       PYTHONPATH=os.pathsep.join(p for p in (here, saved["PYTHONPATH"]) if p))
     os.environ.pop("RAY_ADDRESS", None)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=short_tmp("dnsvc"),
-             logging_level="WARNING")
+    temp = short_tmp("dnsvc")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=temp, logging_level="WARNING")
     try:
         yield
     finally:
@@ -39,7 +39,7 @@ def local_ray(tmp_path_factory):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        assert kill_marked(mark) == []
+        assert cleanup(mark, temp) == []
 
 
 def _assert_store_equals_in_process(path, spec):
