@@ -8,6 +8,8 @@ from .chain import ChainError, MarkovChain, markov_chain, window_chain
 from .experiment import Experiment, Unit
 from .limit import Limit, solve_limit
 from .rnn import ModelError, RNNConfig, run_replicas
+from .spec import Spec, SpecError, load_spec
+from .store import StoreError, open_store
 from .target import Target, make_target
 
 __version__ = "0.1.0"
@@ -19,10 +21,15 @@ __all__ = [
     "MarkovChain",
     "ModelError",
     "RNNConfig",
+    "Spec",
+    "SpecError",
+    "StoreError",
     "Target",
     "Unit",
+    "load_spec",
     "make_target",
     "markov_chain",
+    "open_store",
     "run_replicas",
     "solve_limit",
     "window_chain",

@@ -1,62 +1,149 @@
-"""Command line: ``distntk demo`` (more subcommands arrive with the service).
+"""Command line: ``distntk run``, ``distntk query`` and ``distntk demo``.
 
-Errors in user input print one line ``distntk: error: ...`` and exit with 2.
+    distntk run SPEC [--store PATH] [--address ADDR] [--actors K]
+    distntk query STORE [--width N] [--time t] [--probe k] [--format table|csv|json]
+    distntk demo [--store PATH]
+
+Errors in user input (specs, stores, chains, models, targets, selections)
+print one line ``distntk: error: ...`` on stderr and exit with 2; a run that
+fails for another reason exits with 1, also on one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
 import time
-
-import numpy as np
+from pathlib import Path
 
 __all__ = ["main"]
 
-
-def _section6_experiment():
-    from .chain import markov_chain
-    from .experiment import Experiment
-    from .rnn import RNNConfig
-    from .target import make_target
-
-    chain = markov_chain([[0.8, 0.2], [0.3, 0.7]], [-1.0, 1.0])
-    target = make_target("tanh_linear", inner=[1.0, 0.8], outer=[0.0, 0.0, 0.3])
-    L = 8
-    from .chain import window_chain
-
-    win = window_chain(chain, L)
-    probes = win.histories[win.most_likely(3)]
-    return Experiment(chain=chain, target=target, model=RNNConfig(), T=2.0, times=(0.5, 1.0, 1.5, 2.0), L=L,
-                      probes=probes, widths=(1024,), n_init=8, n_data=64, block=64, seed=2026, name="section6")
+_QUICKSTART = "jobs/quickstart.toml"
 
 
-def _demo(args) -> int:
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one-line error format of the rest of the CLI."""
+
+    def error(self, message):  # noqa: D401 - argparse API
+        raise _UsageError(f"{message} (see {self.prog} --help)")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _fail(msg: str, code: int) -> int:
+    print(f"distntk: error: {msg}".splitlines()[0], file=sys.stderr)
+    return code
+
+
+def _quickstart_path() -> Path:
+    """``jobs/quickstart.toml`` of this checkout (or of the current directory)."""
+    here = Path(__file__).resolve().parents[1] / _QUICKSTART
+    return here if here.exists() else Path(_QUICKSTART)
+
+
+def _run(args) -> int:
+    from .driver import run
+    from .spec import load_spec
+
+    spec = load_spec(args.spec)
+    address = args.address or os.environ.get("RAY_ADDRESS") or None
+    if args.actors is not None and args.actors < 1:
+        raise _UsageError(f"--actors {args.actors}: expected an integer >= 1")
+    store = args.store or spec.store
+    command = "distntk " + " ".join(shlex.quote(a) for a in args.argv)
+    where = f"Ray cluster {address}" if address else "an embedded local Ray"
+
+    def announce(todo: int, total: int) -> None:
+        plan = f"{todo} of {total} units to compute on {where}" if todo else f"all {total} units already done"
+        print(f"distntk run: spec {spec.name} ({spec.hash[:12]}), store {store}: {plan}", file=sys.stderr)
+
     t0 = time.perf_counter()
-    exp = _section6_experiment()
-    pred = exp.predictions()
-    N = exp.widths[0]
-    out = np.stack([exp.compute(u)["output"] for u in exp.units()])  # (init, data, time, probe)
-    mean = out.mean(axis=(0, 1))
-    nvar = N * out.var(axis=1, ddof=1).mean(axis=0)
-    print(f"MODEL.md section 6 case: N = {N}, {exp.n_init} inits x {exp.n_data} data sequences, L = {exp.L}")
-    print(f"{'probe':>9} {'t':>5} {'h_t':>8} {'sim mean':>9} {'N*Var sim':>10} {'N*Var Poisson':>14} {'N*Var iid':>10}")
-    for p, lab in enumerate(exp.probe_labels()):
-        for i, t in enumerate(exp.times):
-            print(f"{lab:>9} {t:5.2f} {pred.h.values[i, p]:8.4f} {mean[i, p]:9.4f} {nvar[i, p]:10.4f} "
-                  f"{pred.nvar_poisson.values[i, p]:14.4f} {pred.nvar_iid.values[i, p]:10.4f}")
-    print(f"wall time {time.perf_counter() - t0:.1f} s")
+    rep = run(spec, store, address=address, actors=args.actors, progress=not args.no_progress, command=command,
+              announce=announce)
+    if rep.summary is not None:
+        s = rep.summary
+        nodes = ", ".join(f"{n[:12]} {c}" for n, c in sorted(s.nodes.items()))
+        print(f"distntk run: {rep.computed} units ({s.items} replicas) computed, {rep.skipped} already done, "
+              f"{s.retried} retried; {s.actors} actors on {len(s.nodes)} node(s) [{nodes}]; "
+              f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    if args.print_query:
+        return _print_query(store, fmt="table")
+    print(f"query it with: distntk query {shlex.quote(store)}", file=sys.stderr)
     return 0
 
 
+def _print_query(path, width=None, time_=None, probe=None, fmt="table") -> int:
+    from .query import format_records, progress, summary
+    from .store import open_store
+
+    ds = open_store(path)
+    print(format_records(ds, summary(ds, width, time_, probe), progress(ds), fmt))
+    return 0
+
+
+def _query(args) -> int:
+    return _print_query(args.store, args.width, args.time, args.probe, args.format)
+
+
+def _demo(args) -> int:
+    spec = _quickstart_path()
+    t0 = time.perf_counter()
+    argv = ["run", str(spec), "--print-query"] + (["--store", args.store] if args.store else [])
+    code = main(argv)
+    print(f"demo wall time {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="distntk", description="Distributed Monte Carlo for the kernel limit of RNNs "
+                     "trained on ergodic data sequences.")
+    sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("run", help="compute an experiment spec into a Zarr store on Ray (resumes)")
+    p.add_argument("spec", help="TOML experiment spec, e.g. jobs/quickstart.toml")
+    p.add_argument("--store", help="store path or fsspec URL (default: the spec's `store`)")
+    p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else an embedded local Ray)")
+    p.add_argument("--actors", type=int, help="number of Ray actors (default: one per CPU)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--print-query", action="store_true", help="print the query table when done")
+
+    q = sub.add_parser("query", help="progress and simulation vs limit vs predictions of a store")
+    q.add_argument("store", help="store path or fsspec URL")
+    q.add_argument("--width", type=int, help="one width N")
+    q.add_argument("--time", type=float, help="one time t of the grid")
+    q.add_argument("--probe", help="one probe: index or window label")
+    q.add_argument("--format", choices=["table", "csv", "json"], default="table")
+
+    d = sub.add_parser("demo", help=f"run {_QUICKSTART} through Ray into a store and print the query table")
+    d.add_argument("--store", help="store path (default: the spec's, stores/quickstart.zarr)")
+    return parser
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="distntk", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("demo", help="run the MODEL.md section 6 case in-process and print the comparison table")
-    args = parser.parse_args(argv)
-    if args.cmd == "demo":
-        return _demo(args)
-    return 2
+    from .chain import ChainError
+    from .query import QueryError
+    from .rnn import ModelError
+    from .service import ConnectError, ServiceError
+    from .spec import SpecError
+    from .store import StoreError
+    from .target import TargetError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = _parser().parse_args(argv)
+        args.argv = argv
+        return {"run": _run, "query": _query, "demo": _demo}[args.cmd](args)
+    except (_UsageError, SpecError, StoreError, QueryError, ChainError, ModelError, TargetError,
+            ConnectError) as exc:
+        return _fail(str(exc), 2)
+    except ServiceError as exc:
+        return _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        return _fail("interrupted; rerun the same command to resume (done units are kept)", 130)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,136 @@
+"""The command line: one-line errors with exit code 2, query formats, the demo through Ray."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from distntk.cli import main
+from distntk.spec import load_spec
+from distntk.store import create_store, open_or_create
+
+from raytools import VENV_BIN, cleanup, new_mark, scoped_env, short_tmp, tiny_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BAD_SPECS = {
+    "missing-key": ("n_init = 2\n", "", "replicas.n_init: missing; expected an integer"),
+    "wrong-type": ("b_max = 0.3", "b_max = 'x'", "model.b_max: expected a number, got 'x'"),
+    "non-stochastic": ("[[0.8, 0.2], [0.3, 0.7]]", "[[0.8, 0.2], [0.3, 0.67]]",
+                       "chain.transition: transition matrix row 1 sums to 0.97; rows must sum to 1"),
+    "rho-ge-1": ("b_max = 0.3", "b_max = 1.0", "model.b_max: contraction factor rho = b_max * sup|sigma'| = 1; "
+                 "expected rho < 1"),
+    "unknown-target": ('name = "tanh_linear"', 'name = "tanh_lin"', "target.name: unknown target 'tanh_lin'"),
+}
+
+
+def _bad_spec(tmp_path, case) -> Path:
+    old, new, _ = BAD_SPECS[case]
+    p = tiny_spec(tmp_path / f"{case}.toml")
+    text = p.read_text()
+    assert old in text
+    p.write_text(text.replace(old, new))
+    return p
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SPECS))
+def test_bad_spec_one_line_exit_2(tmp_path, capsys, case):
+    code = main(["run", str(_bad_spec(tmp_path, case)), "--store", str(tmp_path / "s.zarr")])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err == f"distntk: error: {BAD_SPECS[case][2]}" + err[len(f"distntk: error: {BAD_SPECS[case][2]}"):]
+    assert err.count("\n") == 1 and err.startswith("distntk: error: ")
+    assert not (tmp_path / "s.zarr").exists()  # nothing created for a bad spec
+
+
+@pytest.mark.parametrize("entry", ["console-script", "python-m"])
+@pytest.mark.parametrize("case", ["rho-ge-1", "unknown-target"])
+def test_bad_spec_in_a_real_process(tmp_path, entry, case):
+    cmd = [f"{VENV_BIN}/distntk"] if entry == "console-script" else [sys.executable, "-m", "distntk"]
+    p = subprocess.run(cmd + ["run", str(_bad_spec(tmp_path, case))], capture_output=True, text=True, cwd=tmp_path,
+                       timeout=60)
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.startswith(f"distntk: error: {BAD_SPECS[case][2]}") and p.stderr.count("\n") == 1
+    assert "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["run", "no-such.toml"], "distntk: error: spec file 'no-such.toml' not found"),
+        (["query", "{tmp}/missing.zarr"], "distntk: error: no distntk store at"),
+        (["run", "{spec}", "--store", "/proc/distntk.zarr"],
+         "distntk: error: cannot create store at /proc/distntk.zarr"),
+        (["run", "{spec}", "--actors", "0"], "distntk: error: --actors 0: expected an integer >= 1"),
+        (["query", "{store}", "--width", "5"], "distntk: error: --width 5: not in the store's widths [16, 32]"),
+        (["query", "{store}", "--time", "0.7"], "distntk: error: --time 0.7: not on the store's time grid"),
+        (["query", "{store}", "--probe", "x"], "distntk: error: --probe x: expected a probe index 0..1"),
+        (["query", "{store}", "--format", "xml"], "distntk: error: argument --format: invalid choice"),
+        (["frobnicate"], "distntk: error: argument cmd: invalid choice"),
+        (["run", "{other}", "--store", "{store}"], "distntk: error: spec differs from the store's in keys: seed"),
+    ],
+)
+def test_bad_input_one_line_exit_2(tmp_path, capsys, argv, expected):
+    spec = tiny_spec(tmp_path / "tiny.toml")
+    other = tiny_spec(tmp_path / "other.toml", seed=99)
+    store = tmp_path / "s.zarr"
+    create_store(store, load_spec(spec))
+    fill = dict(tmp=tmp_path, spec=spec, other=other, store=store)
+    code = main([a.format(**fill) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith(expected) and err.count("\n") == 1, err
+
+
+def test_query_formats_on_a_partial_store(tmp_path, capsys):
+    spec = load_spec(tiny_spec(tmp_path / "tiny.toml"))
+    store = tmp_path / "s.zarr"
+    rs = open_or_create(store, spec)
+    e = spec.experiment
+    for u in e.units()[:3]:  # width 16: init 0 complete (2 units of 4), init 1 half
+        rs.write_unit(u, e.compute(u), 0.1, "n")
+    assert main(["query", str(store)]) == 0
+    table = capsys.readouterr().out
+    assert "N =     16:      12/16 replicas (3/4 units,  75.0%)" in table
+    assert "N =     32:       0/16 replicas (0/4 units,   0.0%)" in table
+    assert "Poisson" in table and "iid" in table and "h_t" in table
+    assert main(["query", str(store), "--width", "16", "--time", "1", "--probe", "1", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    [row] = doc["rows"]
+    assert row["width"] == 16 and row["time"] == 1.0 and row["probe"] == e.probe_labels()[1] and row["n"] == 12
+    assert row["h"] == pytest.approx(float(e.predictions().h.values[1, 1]))
+    assert main(["query", str(store), "--width", "32", "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("width,time,probe,n,h,mean") and len(lines) == 1 + 2 * 2
+    assert lines[1].split(",")[5] == ""  # no replicas of width 32 yet: empty mean
+
+
+@pytest.mark.timeout(150)
+def test_demo_runs_the_quickstart_through_ray_within_two_minutes(tmp_path):
+    mark = new_mark()
+    temp = short_tmp("dndemo")
+    env = scoped_env(tmp_path / "home", mark, RAY_TMPDIR=temp)
+    store = tmp_path / "quickstart.zarr"
+    t0 = time.time()
+    try:
+        p = subprocess.run([f"{VENV_BIN}/distntk", "demo", "--store", str(store)], env=env, cwd=ROOT,
+                           capture_output=True, text=True, timeout=140)
+    finally:
+        cleanup(mark, temp)
+    wall = time.time() - t0
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert wall < 120, f"quickstart took {wall:.0f} s"
+    q = load_spec(ROOT / "jobs" / "quickstart.toml")
+    assert "units to compute on an embedded local Ray" in p.stderr and "computed" in p.stderr
+    n_rows = len(q.experiment.widths) * len(q.experiment.times) * len(q.experiment.probes)
+    rows = [ln for ln in p.stdout.splitlines() if ln.split() and ln.split()[0] in {"64", "128", "256"}]
+    assert len(rows) == n_rows
+    per_width = q.experiment.n_init * q.experiment.n_data
+    assert f"{per_width}/{per_width} replicas" in p.stdout
+    # the within-initialisation variance follows the Poisson prediction, not the i.i.d. one
+    for ln in rows:
+        nvar, poisson, iid = (float(x) for x in ln.split()[7:10])
+        assert abs(nvar - poisson) < abs(nvar - iid)

@@ -1,0 +1,157 @@
+"""The Ray layer on a real embedded Ray: end to end bit for bit, resume in-process, actor failures."""
+
+import os
+
+import numpy as np
+import pytest
+import ray
+
+from distntk import open_store
+from distntk.driver import run
+from distntk.service import ACTOR_PREFIX, UnitFailed, run_units
+from distntk.spec import load_spec
+from distntk.store import StoreError
+
+from raytools import cleanup, new_mark, short_tmp, tiny_spec
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    """One embedded 2-CPU Ray for this module, with its own HOME (token file) and temp root."""
+    home = tmp_path_factory.mktemp("home")
+    mark = new_mark()
+    saved = {k: os.environ.get(k) for k in ("HOME", "DISTNTK_TEST_MARK", "RAY_ADDRESS", "PYTHONPATH")}
+    # workers inherit this environment: the marker, and this directory for the test-local unit functions
+    here = os.path.dirname(os.path.abspath(__file__))
+    os.environ.update(HOME=str(home), DISTNTK_TEST_MARK=mark,
+                      PYTHONPATH=os.pathsep.join(p for p in (here, saved["PYTHONPATH"]) if p))
+    os.environ.pop("RAY_ADDRESS", None)
+    temp = short_tmp("dnsvc")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=temp, logging_level="WARNING")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        assert cleanup(mark, temp) == []
+
+
+def _assert_store_equals_in_process(path, spec):
+    """Every replica's bits equal an in-process ``Experiment.compute``; every unit written once."""
+    ds = open_store(path)
+    e = spec.experiment
+    assert ds.done.values.all()
+    assert (ds.unit_writes.values == 1).all()
+    for u in e.units():
+        ref = e.compute(u)
+        wi = list(e.widths).index(u.width)
+        sl = slice(u.data_start, u.data_stop)
+        np.testing.assert_array_equal(ds.output.values[wi, u.init, sl], ref["output"], strict=True)
+        np.testing.assert_array_equal(ds.risk.values[wi, u.init, sl], ref["risk"], strict=True)
+    return ds
+
+
+def test_end_to_end_bit_for_bit(local_ray, tmp_path):
+    spec = load_spec(tiny_spec(tmp_path / "tiny.toml"))
+    path = str(tmp_path / "s.zarr")
+    rep = run(spec, path, actors=2, progress=False)
+    assert rep.computed == rep.total == len(spec.experiment.units()) == 8
+    ds = _assert_store_equals_in_process(path, spec)
+    assert np.isfinite(ds.unit_wall_time.values).all() and (ds.unit_wall_time.values > 0).all()
+    node = ray.get_runtime_context().get_node_id()
+    assert set(ds.unit_node.values.ravel()) == {node}
+    assert rep.summary.nodes == {node: 8} and rep.summary.actors == 2
+    # rerun: nothing left to do, nothing rewritten
+    again = run(spec, path, actors=2, progress=False)
+    assert again.computed == 0 and again.skipped == 8
+    assert (open_store(path).unit_writes.values == 1).all()
+    # a different spec on this store is refused, naming the keys
+    other = load_spec(tiny_spec(tmp_path / "other.toml", seed=8, n_init=3))
+    with pytest.raises(StoreError, match=r"in keys: replicas.n_init, seed \("):
+        run(other, path, progress=False)
+
+
+def test_resume_in_process_computes_only_missing_units(local_ray, tmp_path):
+    spec = load_spec(tiny_spec(tmp_path / "tiny.toml"))
+    path = str(tmp_path / "s.zarr")
+    units = spec.experiment.units()
+    # a partial store: half the units written by hand
+    from distntk.store import open_or_create
+
+    rs = open_or_create(path, spec)
+    for u in units[::2]:
+        rs.write_unit(u, spec.experiment.compute(u), 123.0, "by-hand")
+    rep = run(spec, path, actors=2, progress=False)
+    assert rep.skipped == 4 and rep.computed == 4
+    ds = _assert_store_equals_in_process(path, spec)
+    walls = ds.unit_wall_time.values.ravel()
+    nodes = ds.unit_node.values.ravel()
+    assert (walls[::2] == 123.0).all() and (nodes[::2] == "by-hand").all()
+    assert (walls[1::2] != 123.0).all() and "by-hand" not in set(nodes[1::2])
+
+
+@pytest.mark.parametrize("no_restart", [True, False], ids=["killed-for-good", "killed-and-restarted"])
+def test_actor_killed_mid_run(local_ray, tmp_path, no_restart):
+    spec = load_spec(tiny_spec(tmp_path / "tiny.toml", widths=(64, 128), n_init=4, n_data=8, block=2))
+    path = str(tmp_path / "s.zarr")
+    delivered = []
+    killed = []
+
+    def on_unit(unit, info):
+        delivered.append(unit)
+        if len(delivered) == 3 and not killed:
+            victim = ray.get_actor(f"{ACTOR_PREFIX}-{info.actor}")
+            ray.kill(victim, no_restart=no_restart)
+            killed.append(info.actor)
+
+    rep = run(spec, path, actors=2, progress=False, on_unit=on_unit)
+    assert killed, "the hook never fired"
+    n = len(spec.experiment.units())
+    assert rep.computed == n and len(delivered) == n and len(set(delivered)) == n
+    if no_restart:
+        assert rep.summary.retried >= 1  # its queued units went back to the queue, on a new actor
+    _assert_store_equals_in_process(path, spec)
+
+
+def _boom(unit):
+    if unit == 3:
+        raise ValueError("unit three is broken")
+    return unit * 2
+
+
+def test_a_failing_unit_stops_the_run_after_delivering_the_others(local_ray):
+    got = {}
+    with pytest.raises(UnitFailed, match="unit 3 failed: ValueError: unit three is broken"):
+        run_units(_boom, range(6), lambda u, r, info: got.update({u: r}), actors=1, in_flight=1, progress=False)
+    assert got == {0: 0, 1: 2, 2: 4}
+
+
+def _stamp(unit):
+    import time
+
+    t = time.time()
+    time.sleep(0.05)
+    return t
+
+
+def test_in_flight_is_bounded_per_actor(local_ray):
+    """Unit j (submitted in order) cannot start before j - actors * in_flight + 1 results were delivered."""
+    import time
+
+    starts, delivered = {}, []
+
+    def on_result(u, t, info):
+        starts[u] = t
+        delivered.append(time.time())
+
+    summary = run_units(_stamp, list(range(24)), on_result, actors=2, in_flight=2, progress=False)
+    assert sorted(starts) == list(range(24)) and summary.units == 24 and summary.actors == 2
+    slots = 2 * 2
+    for j in range(slots, 24):
+        assert starts[j] >= delivered[j - slots] - 1e-3, j

@@ -1,0 +1,114 @@
+"""Result store: schema, chunk layout, write order, spec checks, URLs (no Ray here)."""
+
+import uuid
+
+import numpy as np
+import pytest
+import zarr
+
+from distntk import open_store
+from distntk.spec import load_spec
+from distntk.store import StoreError, create_store, open_or_create, open_result_store
+
+from raytools import tiny_spec
+
+
+@pytest.fixture
+def spec(tmp_path):
+    return load_spec(tiny_spec(tmp_path / "tiny.toml", n_data=6, block=4))
+
+
+def test_schema(spec, tmp_path):
+    path = tmp_path / "s.zarr"
+    create_store(path, spec, command="pytest")
+    ds = open_store(path)
+    e = spec.experiment
+    W, I, R, nt, P, nb = len(e.widths), e.n_init, e.n_data, len(e.times), len(e.probes), 2
+    assert dict(ds.sizes) == {"width": W, "init": I, "data": R, "time": nt, "probe": P, "lag": e.L, "block": nb}
+    assert ds.output.dims == ("width", "init", "data", "time", "probe") and ds.output.dtype == np.float64
+    assert ds.risk.dims == ("width", "init", "data", "time")
+    assert ds.done.dims == ("width", "init", "data") and ds.done.dtype == bool and not ds.done.values.any()
+    for v, dt in (("unit_wall_time", np.float64), ("unit_writes", np.int64)):
+        assert ds[v].dims == ("width", "init", "block") and ds[v].dtype == dt
+    assert ds.unit_node.dims == ("width", "init", "block") and set(ds.unit_node.values.ravel()) == {""}
+    assert np.isnan(ds.output.values).all() and np.isnan(ds.unit_wall_time.values).all()
+    assert (ds.unit_writes.values == 0).all()
+    for v in ("h", "nvar_poisson", "nvar_iid", "var_init_coef"):
+        assert ds[v].dims == ("time", "probe") and np.isfinite(ds[v].values).all()
+    for v in ("risk_h", "nvar_risk_poisson", "nvar_risk_iid", "var_risk_init_coef"):
+        assert ds[v].dims == ("time",)
+    assert ds.f.dims == ds.pi_probe.dims == ("probe",)
+    assert ds.probe_window.dims == ("probe", "lag") and ds.probe_window.values.tolist() == e.probes.tolist()
+    assert ds.width.values.tolist() == list(e.widths) and ds.data.values.tolist() == list(range(R))
+    assert ds.probe.values.tolist() == e.probe_labels() and ds.block.values.tolist() == [0, 1]
+    pred = e.predictions()
+    np.testing.assert_array_equal(ds.h.values, pred.h.values)
+    np.testing.assert_array_equal(ds.nvar_poisson.values, pred.nvar_poisson.values)
+    for k in ("spec", "spec_hash", "seed", "beta", "alpha", "T", "L", "block", "memory_bound", "kernel_error",
+              "distntk_version", "ray_version", "numpy_version", "zarr_version", "created", "updated",
+              "title", "history", "source"):
+        assert k in ds.attrs, k
+    assert ds.attrs["spec"] == spec.text and ds.attrs["spec_hash"] == spec.hash and ds.attrs["seed"] == 7
+    assert ds.attrs["created"].endswith("Z") and "pytest" in ds.attrs["history"]
+    # one unit = one chunk region of every per-replica array, one element of every per-unit array
+    g = zarr.open_group(str(path), mode="r")
+    assert g["output"].chunks == (1, 1, e.block, nt, P)
+    assert g["risk"].chunks == (1, 1, e.block, nt)
+    assert g["done"].chunks == (1, 1, e.block)
+    assert g["unit_writes"].chunks == g["unit_node"].chunks == g["unit_wall_time"].chunks == (1, 1, 1)
+
+
+def test_write_unit_and_pending(spec, tmp_path):
+    path = tmp_path / "s.zarr"
+    rs = create_store(path, spec)
+    e = spec.experiment
+    units = e.units()
+    assert rs.pending(units) == units
+    u = units[1]  # the short last block: data 4..6 of a block of 4
+    assert (u.data_start, u.data_stop) == (4, 6)
+    res = e.compute(u)
+    rs.write_unit(u, res, 0.25, "node-a")
+    assert rs.pending(units) == [v for v in units if v != u]
+    ds = open_store(path)
+    np.testing.assert_array_equal(ds.output.values[0, 0, 4:6], res["output"])
+    np.testing.assert_array_equal(ds.risk.values[0, 0, 4:6], res["risk"])
+    assert ds.done.values[0, 0].tolist() == [False] * 4 + [True] * 2
+    assert ds.unit_writes.values[0, 0].tolist() == [0, 1]
+    assert ds.unit_node.values[0, 0, 1] == "node-a" and ds.unit_wall_time.values[0, 0, 1] == 0.25
+    assert np.isnan(ds.output.values[0, 0, :4]).all()  # neighbours untouched
+
+
+def test_reopen_same_spec_and_refuse_a_different_one(spec, tmp_path):
+    path = tmp_path / "s.zarr"
+    create_store(path, spec)
+    assert open_or_create(path, spec).attrs["spec_hash"] == spec.hash
+    other = load_spec(tiny_spec(tmp_path / "other.toml", n_data=6, block=4, beta=0.7, widths=(16, 64)))
+    with pytest.raises(StoreError, match=r"^spec differs from the store's in keys: model.beta, replicas.widths"):
+        open_or_create(path, other)
+
+
+def test_memory_url_goes_through_the_same_path(spec):
+    url = f"memory://distntk-test/{uuid.uuid4().hex}/s.zarr"
+    rs = open_or_create(url, spec)
+    u = spec.experiment.units()[0]
+    rs.write_unit(u, spec.experiment.compute(u), 1.0, "n")
+    ds = open_store(url)
+    assert int(ds.done.values.sum()) == u.data_stop - u.data_start
+    assert open_or_create(url, spec).pending([u]) == []
+
+
+def test_errors_are_one_line(spec, tmp_path):
+    with pytest.raises(StoreError, match="^no distntk store at"):
+        open_store(tmp_path / "missing.zarr")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="a file is in the way"):
+        open_or_create(tmp_path / "file", spec)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("x")
+    with pytest.raises(StoreError, match="not empty"):
+        open_or_create(tmp_path / "busy", spec)
+    with pytest.raises(StoreError, match="^cannot create store at /proc/"):
+        open_or_create("/proc/distntk-test.zarr", spec)
+    zarr.open_group(str(tmp_path / "plain.zarr"), mode="w")
+    with pytest.raises(StoreError, match="without distntk attributes"):
+        open_result_store(tmp_path / "plain.zarr")
