@@ -66,15 +66,20 @@ def _storage_options(pairs: list[str] | None) -> dict | None:
 
 def _redacted(argv: list[str]) -> list[str]:
     """``argv`` with the values of ``--storage-option`` hidden (they may hold credentials)."""
+
+    def is_flag(name: str) -> bool:  # argparse also takes unambiguous abbreviations: --stora ... --storage-option
+        return len(name) > len("--stor") and "--storage-option".startswith(name)
+
     out, hide = [], False
     for a in argv:
+        flag, eq, pair = a.partition("=")
         if hide:
             out.append(a.partition("=")[0] + "=...")
-        elif a.startswith("--storage-option="):
-            out.append("--storage-option=" + a.removeprefix("--storage-option=").partition("=")[0] + "=...")
+        elif eq and is_flag(flag):
+            out.append(f"{flag}={pair.partition('=')[0]}=...")
         else:
             out.append(a)
-        hide = a == "--storage-option"
+        hide = is_flag(a)
     return out
 
 

@@ -123,6 +123,15 @@ def test_query_a_memory_url_with_storage_options(tmp_path, capsys):
     assert [p["units_done"] for p in doc["progress"]] == [1, 0] and doc["store"]["spec_hash"] == spec.hash
 
 
+def test_storage_option_values_stay_out_of_the_recorded_command():
+    from distntk.cli import _redacted
+
+    argv = ["run", "s.toml", "--storage-option", "secret=s1", "--storage-option=key=k1", "--storage-opt", "token=t1",
+            "--stora=x=y", "--store", "s3://b/s.zarr"]
+    assert _redacted(argv) == ["run", "s.toml", "--storage-option", "secret=...", "--storage-option=key=...",
+                               "--storage-opt", "token=...", "--stora=x=...", "--store", "s3://b/s.zarr"]
+
+
 @pytest.mark.timeout(150)
 def test_demo_runs_the_quickstart_through_ray_within_two_minutes(tmp_path):
     mark = new_mark()
