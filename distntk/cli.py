@@ -1,8 +1,16 @@
 """Command line: ``distntk run``, ``distntk query`` and ``distntk demo``.
 
-    distntk run SPEC [--store PATH] [--address ADDR] [--actors K]
-    distntk query STORE [--width N] [--time t] [--probe k] [--format table|csv|json]
+    distntk run SPEC [--store PATH|URL] [--address ADDR] [--actors K] [--storage-option KEY=VALUE ...]
+    distntk query STORE [--width N] [--time t] [--probe k] [--format table|csv|json] [--storage-option ...]
     distntk demo [--store PATH]
+
+Stores are local paths or fsspec URLs (``s3://``, ``gs://``, ``memory://``).  The
+filesystem backend reads its standard environment (``AWS_ENDPOINT_URL``,
+``AWS_ACCESS_KEY_ID``, ``GOOGLE_APPLICATION_CREDENTIALS``, ...);
+``--storage-option KEY=VALUE`` (repeatable) passes keyword arguments to it
+instead, the value read as JSON when it parses (``anon=true``,
+``client_kwargs={"region_name": "eu-west-1"}``) and as a string otherwise.
+Their values are not written to the store's history.
 
 Errors in user input (specs, stores, chains, models, targets, selections)
 print one line ``distntk: error: ...`` on stderr and exit with 2; a run that
@@ -12,6 +20,7 @@ fails for another reason exits with 1, also on one line.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -39,6 +48,41 @@ def _fail(msg: str, code: int) -> int:
     return code
 
 
+def _storage_options(pairs: list[str] | None) -> dict | None:
+    """``["k=v", ...]`` -> ``{k: v}``, each value read as JSON when it parses, else kept as a string."""
+    if not pairs:
+        return None
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise _UsageError(f"--storage-option {pair}: expected KEY=VALUE, e.g. endpoint_url=http://127.0.0.1:9000")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+def _redacted(argv: list[str]) -> list[str]:
+    """``argv`` with the values of ``--storage-option`` hidden (they may hold credentials)."""
+
+    def is_flag(name: str) -> bool:  # argparse also takes unambiguous abbreviations: --stora ... --storage-option
+        return len(name) > len("--stor") and "--storage-option".startswith(name)
+
+    out, hide = [], False
+    for a in argv:
+        flag, eq, pair = a.partition("=")
+        if hide:
+            out.append(a.partition("=")[0] + "=...")
+        elif eq and is_flag(flag):
+            out.append(f"{flag}={pair.partition('=')[0]}=...")
+        else:
+            out.append(a)
+        hide = is_flag(a)
+    return out
+
+
 def _quickstart_path() -> Path:
     """``jobs/quickstart.toml`` of this checkout (or of the current directory)."""
     here = Path(__file__).resolve().parents[1] / _QUICKSTART
@@ -54,7 +98,8 @@ def _run(args) -> int:
     if args.actors is not None and args.actors < 1:
         raise _UsageError(f"--actors {args.actors}: expected an integer >= 1")
     store = args.store or spec.store
-    command = "distntk " + " ".join(shlex.quote(a) for a in args.argv)
+    options = _storage_options(args.storage_option)
+    command = "distntk " + " ".join(shlex.quote(a) for a in _redacted(args.argv))
     where = f"Ray cluster {address}" if address else "an embedded local Ray"
 
     def announce(todo: int, total: int) -> None:
@@ -63,7 +108,7 @@ def _run(args) -> int:
 
     t0 = time.perf_counter()
     rep = run(spec, store, address=address, actors=args.actors, progress=not args.no_progress, command=command,
-              announce=announce)
+              announce=announce, storage_options=options)
     if rep.summary is not None:
         s = rep.summary
         nodes = ", ".join(f"{n[:12]} {c}" for n, c in sorted(s.nodes.items()))
@@ -71,22 +116,31 @@ def _run(args) -> int:
               f"{s.retried} retried; {s.actors} actors on {len(s.nodes)} node(s) [{nodes}]; "
               f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
     if args.print_query:
-        return _print_query(store, fmt="table")
-    print(f"query it with: distntk query {shlex.quote(store)}", file=sys.stderr)
+        return _print_query(store, fmt="table", storage_options=options)
+    same = " (with the same --storage-option flags)" if options else ""
+    print(f"query it with: distntk query {shlex.quote(store)}{same}", file=sys.stderr)
     return 0
 
 
-def _print_query(path, width=None, time_=None, probe=None, fmt="table") -> int:
+def _print_query(path, width=None, time_=None, probe=None, fmt="table", storage_options=None) -> int:
     from .query import format_records, progress, summary
     from .store import open_store
 
-    ds = open_store(path)
+    ds = open_store(path, storage_options)
     print(format_records(ds, summary(ds, width, time_, probe), progress(ds), fmt))
     return 0
 
 
 def _query(args) -> int:
-    return _print_query(args.store, args.width, args.time, args.probe, args.format)
+    return _print_query(args.store, args.width, args.time, args.probe, args.format,
+                        _storage_options(args.storage_option))
+
+
+def _add_storage_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
+                   help="keyword argument for the store's fsspec backend, repeatable, e.g. "
+                        "endpoint_url=http://127.0.0.1:9000 (default: the backend reads its standard "
+                        "environment, e.g. AWS_ENDPOINT_URL and AWS_ACCESS_KEY_ID for s3://)")
 
 
 def _demo(args) -> int:
@@ -110,6 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--actors", type=int, help="number of Ray actors (default: one per CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-query", action="store_true", help="print the query table when done")
+    _add_storage_option(p)
 
     q = sub.add_parser("query", help="progress and simulation vs limit vs predictions of a store")
     q.add_argument("store", help="store path or fsspec URL")
@@ -117,6 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--time", type=float, help="one time t of the grid")
     q.add_argument("--probe", help="one probe: index or window label")
     q.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    _add_storage_option(q)
 
     d = sub.add_parser("demo", help=f"run {_QUICKSTART} through Ray into a store and print the query table")
     d.add_argument("--store", help="store path (default: the spec's, stores/quickstart.zarr)")

@@ -24,10 +24,27 @@ iff its ``done`` region is all True.
 Locations are local paths or fsspec URLs (``memory://``, ``s3://``, ``gs://``);
 every open goes through :func:`_zarr_group`, which hands the string and the
 ``storage_options`` to zarr (``LocalStore`` for paths, ``FsspecStore`` for URLs).
+Without ``storage_options`` the backend configures itself from the standard
+environment (for s3fs, botocore's ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...).
+
+On object storage each chunk and each ``zarr.json`` is one object, written by
+one PUT.  A unit's selection covers its chunks exactly (the short last block is
+the whole edge chunk), so zarr writes them without reading them first: no
+read-modify-write, and two units never share an object.  The driver is the only
+writer (Ray workers never open the store), so the group ``zarr.json`` that
+:meth:`ResultStore.log` rewrites has no concurrent writer either.  Metadata are
+not consolidated (that is not part of Zarr v3): every reader sees the
+``zarr.json`` files themselves, so nothing goes stale across a resume.
+
+Whatever a filesystem raises (``OSError``, a missing backend package, a
+transport error such as botocore's ``EndpointConnectionError``) becomes a
+one-line :class:`StoreError`; creating a store first writes and removes a probe
+object, so an unwritable location fails before the limit is solved.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -66,20 +83,85 @@ def _is_url(path: str) -> bool:
     return "://" in str(path) and not str(path).startswith("file://")
 
 
+def _protocol(path) -> str:
+    return str(path).split("://", 1)[0].lower() if "://" in str(path) else "file"
+
+
+# fsspec protocol -> (the package that implements it, the distntk extra that installs it)
+_BACKENDS = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"), "gcs": ("gcsfs", "gcs")}
+# Top-level packages whose exceptions fsspec backends let through unwrapped (e.g. botocore's
+# EndpointConnectionError for an unreachable endpoint, google.auth's errors for missing credentials).
+_TRANSPORT_PACKAGES = {"botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "google", "fsspec", "requests",
+                       "urllib3"}
+_PROBE = ".distntk-write-test"
+
+
+@contextlib.contextmanager
+def _storage_errors(path, action: str, catch: tuple = (OSError, ValueError)):
+    """Turn what the filesystem raises while we ``action`` (``"open store"``, ...) into a one-line StoreError.
+
+    ``catch``: the built-in exceptions that count as storage errors here (zarr reports a node
+    that is missing or in the way as ``ValueError``; a data write leaves ``ValueError`` alone).
+    """
+    try:
+        yield
+    except StoreError:
+        raise
+    except ImportError as exc:
+        proto = _protocol(path)
+        if proto not in _BACKENDS:
+            raise StoreError(f"cannot {action} {path}: {_one_line(exc)}") from None
+        package, extra = _BACKENDS[proto]
+        raise StoreError(f"{proto}:// stores need {package}, which is not installed: "
+                         f"pip install 'distntk[{extra}]'") from None
+    except catch as exc:
+        raise StoreError(f"cannot {action} {path}: {_one_line(exc)}") from None
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] not in _TRANSPORT_PACKAGES:
+            raise
+        raise StoreError(f"cannot {action} {path}: {type(exc).__name__}: {_one_line(exc)}") from None
+
+
 def _zarr_group(path, mode: str, storage_options: dict | None = None) -> zarr.Group:
     """The one place a store location becomes a Zarr group (paths and fsspec URLs alike)."""
     kwargs = {"zarr_format": _ZARR_FORMAT, "use_consolidated": False}
     if storage_options:
+        if "://" not in str(path):
+            raise StoreError(f"storage options apply to fsspec URLs (s3://, gs://, memory://), not to the local "
+                             f"path {path}")
         kwargs["storage_options"] = storage_options
     return zarr.open_group(str(path), mode=mode, **kwargs)
 
 
+_NOT_FOUND = (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError)
+
+
 def _exists(path, storage_options=None) -> bool:
-    try:
-        _zarr_group(path, "r", storage_options)
-        return True
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
-        return False
+    with _storage_errors(path, "open store"):
+        try:
+            _zarr_group(path, "r", storage_options)
+            return True
+        except _NOT_FOUND:
+            return False
+
+
+def _probe_write(path, storage_options=None) -> None:
+    """Write and remove a small object where the store goes: fail before the limit is solved, not after."""
+    with _storage_errors(path, "create store at"):
+        if "://" not in str(path):
+            os.makedirs(path, exist_ok=True)
+            probe = os.path.join(path, _PROBE)
+            with open(probe, "wb"):
+                pass
+            os.remove(probe)
+            return
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(str(path), **(storage_options or {}))
+        probe = f"{root.rstrip('/')}/{_PROBE}"
+        fs.pipe_file(probe, b"")
+        with contextlib.suppress(OSError):  # a write-only identity may not delete; the probe is harmless
+            fs.rm_file(probe)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -88,9 +170,14 @@ def _one_line(exc: BaseException) -> str:
 
 
 def open_store(path, storage_options: dict | None = None) -> xr.Dataset:
-    """The store at ``path`` as a lazily loaded :class:`xarray.Dataset`."""
+    """The store at ``path`` as a lazily loaded :class:`xarray.Dataset`.
+
+    ``storage_options`` go to the fsspec backend of a URL (``endpoint_url``, ``key``, ...);
+    without them the backend reads its standard environment.
+    """
     g = open_result_store(path, mode="r", storage_options=storage_options).group
-    return xr.open_zarr(g.store, consolidated=False, zarr_format=_ZARR_FORMAT, chunks=None)
+    with _storage_errors(path, "read store"):
+        return xr.open_zarr(g.store, consolidated=False, zarr_format=_ZARR_FORMAT, chunks=None)
 
 
 @dataclass(eq=False)
@@ -101,6 +188,7 @@ class ResultStore:
     group: zarr.Group
     _arrays: dict = field(default_factory=dict, repr=False)
     _writes: np.ndarray | None = field(default=None, repr=False)
+    _widths: list | None = field(default=None, repr=False)
 
     @property
     def attrs(self) -> dict:
@@ -117,7 +205,10 @@ class ResultStore:
 
     @property
     def widths(self) -> list[int]:
-        return [int(w) for w in self._array("width")[:]]
+        if self._widths is None:  # a coordinate, fixed at creation: read once, not once per unit
+            with _storage_errors(self.path, "read store"):
+                self._widths = [int(w) for w in self._array("width")[:]]
+        return list(self._widths)
 
     @property
     def block(self) -> int:
@@ -132,7 +223,8 @@ class ResultStore:
 
     def done_mask(self) -> np.ndarray:
         """``done`` as a NumPy array ``(width, init, data)``."""
-        return np.asarray(self._array("done")[:], dtype=bool)
+        with _storage_errors(self.path, "read store"):
+            return np.asarray(self._array("done")[:], dtype=bool)
 
     def pending(self, units) -> list[Unit]:
         """The units among ``units`` whose replicas are not all marked done."""
@@ -147,9 +239,9 @@ class ResultStore:
     def write_unit(self, unit: Unit, result: dict, wall_time: float, node: str) -> None:
         """Write one unit: its data, then wall time, node and write count, then ``done``."""
         wi, i, sl, b = self._region(unit)
-        if self._writes is None:
-            self._writes = np.asarray(self._array("unit_writes")[:], dtype=np.int64)
-        try:
+        with _storage_errors(self.path, "write store", catch=(OSError,)):
+            if self._writes is None:
+                self._writes = np.asarray(self._array("unit_writes")[:], dtype=np.int64)
             self._array("output")[wi, i, sl] = result["output"]
             if "risk" in result and "risk" in self.group:
                 self._array("risk")[wi, i, sl] = result["risk"]
@@ -158,27 +250,22 @@ class ResultStore:
             self._writes[wi, i, b] += 1
             self._array("unit_writes")[wi, i, b] = self._writes[wi, i, b]
             self._array("done")[wi, i, sl] = True
-        except OSError as exc:
-            raise StoreError(f"cannot write store {self.path}: {_one_line(exc)}") from None
 
     def log(self, event: str) -> None:
         """Append ``event`` to the CF ``history`` attribute and refresh ``updated``."""
         now = _now()
         history = self.group.attrs.get("history", "")
-        try:
+        with _storage_errors(self.path, "write store", catch=(OSError,)):
             self.group.attrs.update({"updated": now, "history": f"{history}\n{now} {event}".lstrip("\n")})
-        except OSError as exc:
-            raise StoreError(f"cannot write store {self.path}: {_one_line(exc)}") from None
 
 
 def open_result_store(path, mode: str = "r+", storage_options: dict | None = None) -> ResultStore:
     """Open an existing distntk store (``mode`` ``"r"`` or ``"r+"``)."""
-    try:
-        g = _zarr_group(path, mode, storage_options)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
-        raise StoreError(f"no distntk store at {path}") from None
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"cannot open store {path}: {_one_line(exc)}") from None
+    with _storage_errors(path, "open store"):
+        try:
+            g = _zarr_group(path, mode, storage_options)
+        except _NOT_FOUND:
+            raise StoreError(f"no distntk store at {path}") from None
     if "spec_hash" not in g.attrs or "spec_canonical" not in g.attrs:
         raise StoreError(f"{path} is a Zarr group without distntk attributes (not a distntk store, or its "
                          "creation was interrupted: remove it to start over)")
@@ -214,14 +301,13 @@ def _check_local_target(path: str) -> None:
 def create_store(path, spec: Spec, storage_options: dict | None = None, command: str = "") -> ResultStore:
     """Create and pre-allocate the store of ``spec``, predictions included (solves the limit)."""
     _check_local_target(str(path))
+    _probe_write(path, storage_options)
     exp = spec.experiment
     pred = exp.predictions()
-    try:
+    with _storage_errors(path, "create store at"):
         g = _zarr_group(path, "w-", storage_options)
         _allocate(g, exp, pred)
         g.attrs.update(_attrs(spec, exp, pred, command))
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"cannot create store at {path}: {_one_line(exc)}") from None
     return ResultStore(str(path), g)
 
 

@@ -36,9 +36,10 @@ A command-line run against it::
         # os.environ already points at the server; for an explicit environment pass
         # env=s3_bucket.server.subprocess_env().
 
-Ray workers see the server only if their raylet started after the environment was
-set: a Ray cluster started earlier in the session (a session-scoped ``ray.init``)
-needs ``runtime_env={"env_vars": s3_bucket.server.env()}`` instead.
+Only the process that opens the store needs the server: in distntk that is the
+driver of ``distntk run`` (and ``query``/``report``); its Ray workers send their
+units back to it and never open the store (tests/test_remote_run.py resumes a run
+with no ``AWS_*`` variables at all, the server given as ``--storage-option``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Result store: schema, chunk layout, write order, spec checks, URLs (no Ray here)."""
 
+import os
 import uuid
 
 import numpy as np
@@ -112,3 +113,12 @@ def test_errors_are_one_line(spec, tmp_path):
     zarr.open_group(str(tmp_path / "plain.zarr"), mode="w")
     with pytest.raises(StoreError, match="without distntk attributes"):
         open_result_store(tmp_path / "plain.zarr")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_parent_fails_before_the_limit_is_solved(spec, tmp_path, monkeypatch):
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    monkeypatch.setattr(type(spec.experiment), "predictions", lambda self: pytest.fail("limit solved"))
+    with pytest.raises(StoreError, match=f"^cannot create store at {ro}/s.zarr: Permission denied"):
+        open_or_create(ro / "s.zarr", spec)
