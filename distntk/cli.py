@@ -1,8 +1,9 @@
-"""Command line: ``distntk run``, ``distntk query`` and ``distntk demo``.
+"""Command line: ``distntk run``, ``distntk query``, ``distntk report`` and ``distntk demo``.
 
     distntk run SPEC [--store PATH] [--address ADDR] [--actors K]
     distntk query STORE [--width N] [--time t] [--probe k] [--format table|csv|json]
-    distntk demo [--store PATH]
+    distntk report STORE [--out DIR]            (default DIR: reports/<store name>)
+    distntk demo [--store PATH] [--out DIR]     (run jobs/quickstart.toml, query table, report)
 
 Errors in user input (specs, stores, chains, models, targets, selections)
 print one line ``distntk: error: ...`` on stderr and exit with 2; a run that
@@ -72,7 +73,8 @@ def _run(args) -> int:
               f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
     if args.print_query:
         return _print_query(store, fmt="table")
-    print(f"query it with: distntk query {shlex.quote(store)}", file=sys.stderr)
+    print(f"query it with: distntk query {shlex.quote(store)}; report: distntk report {shlex.quote(store)}",
+          file=sys.stderr)
     return 0
 
 
@@ -89,13 +91,49 @@ def _query(args) -> int:
     return _print_query(args.store, args.width, args.time, args.probe, args.format)
 
 
+def _store_name(store: str) -> str:
+    """``stores/quickstart.zarr`` -> ``quickstart`` (also for URLs); the default report folder's name."""
+    name = str(store).rstrip("/").rsplit("/", 1)[-1]
+    return name.removesuffix(".zarr") or "store"
+
+
+def _write_report(store: str, out: str | None) -> Path:
+    from .report import write_report
+    from .store import open_store
+
+    ds = open_store(store)  # a bad store fails here, before anything is written
+    out = out or str(Path("reports") / _store_name(store))
+    try:
+        return write_report(ds, out, source=store)
+    except OSError as exc:
+        raise _UsageError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
+
+
+def _report(args) -> int:
+    print(_write_report(args.store, args.out))
+    return 0
+
+
+def _summary_section(report: Path) -> str:
+    """The ``## Summary`` section of a written report (the plain-language verdicts)."""
+    text = report.read_text().split("\n## Summary\n", 1)[-1]
+    return text.split("\n## ", 1)[0].strip()
+
+
 def _demo(args) -> int:
+    from .spec import load_spec
+
     spec = _quickstart_path()
     t0 = time.perf_counter()
-    argv = ["run", str(spec), "--print-query"] + (["--store", args.store] if args.store else [])
-    code = main(argv)
+    store = args.store or load_spec(spec).store
+    code = main(["run", str(spec), "--print-query", "--store", store])
+    if code != 0:
+        return code
+    path = _write_report(store, args.out)
+    print(f"\nreport summary\n\n{_summary_section(path)}\n")
     print(f"demo wall time {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    return code
+    print(f"report: {path}")
+    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -118,13 +156,20 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--probe", help="one probe: index or window label")
     q.add_argument("--format", choices=["table", "csv", "json"], default="table")
 
-    d = sub.add_parser("demo", help=f"run {_QUICKSTART} through Ray into a store and print the query table")
+    r = sub.add_parser("report", help="write the Markdown report (plots, verdicts, rates) of a store")
+    r.add_argument("store", help="store path or fsspec URL")
+    r.add_argument("--out", help="output directory (default: reports/<store name>)")
+
+    d = sub.add_parser("demo", help=f"run {_QUICKSTART} through Ray into a store, print the query table, "
+                       "write the report")
     d.add_argument("--store", help="store path (default: the spec's, stores/quickstart.zarr)")
+    d.add_argument("--out", help="report directory (default: reports/<store name>)")
     return parser
 
 
 def main(argv=None) -> int:
     from .chain import ChainError
+    from .estimate import EstimateError
     from .query import QueryError
     from .rnn import ModelError
     from .service import ConnectError, ServiceError
@@ -136,9 +181,9 @@ def main(argv=None) -> int:
     try:
         args = _parser().parse_args(argv)
         args.argv = argv
-        return {"run": _run, "query": _query, "demo": _demo}[args.cmd](args)
+        return {"run": _run, "query": _query, "report": _report, "demo": _demo}[args.cmd](args)
     except (_UsageError, SpecError, StoreError, QueryError, ChainError, ModelError, TargetError,
-            ConnectError) as exc:
+            EstimateError, ConnectError) as exc:
         return _fail(str(exc), 2)
     except ServiceError as exc:
         return _fail(str(exc), 1)
