@@ -474,7 +474,7 @@ def write_report(dataset_or_path, out_dir, memory: xr.Dataset | str | None = "au
     ``source`` names the store in the header (default: the path, if one was given).
     """
     ds = open_dataset(dataset_or_path)
-    why_no_memory = "Not computed for this report (pass `memory=distntk.estimate.memory_contraction(...)`)."
+    why_no_memory = "Not computed for this report (pass `memory=distntk.memory_contraction(...)`)."
     if isinstance(memory, str):
         if memory != "auto":
             raise ValueError(f"memory={memory!r}; expected 'auto', None or a memory_contraction Dataset")

@@ -8,7 +8,7 @@ import zarr
 
 from distntk import open_store
 from distntk.spec import load_spec
-from distntk.store import StoreError, create_store, open_or_create, open_result_store
+from distntk.store import StoreError, create_store, open_or_create, open_result_store, store_spec
 
 from raytools import tiny_spec
 
@@ -112,3 +112,21 @@ def test_errors_are_one_line(spec, tmp_path):
     zarr.open_group(str(tmp_path / "plain.zarr"), mode="w")
     with pytest.raises(StoreError, match="without distntk attributes"):
         open_result_store(tmp_path / "plain.zarr")
+
+
+def test_store_spec_rebuilds_the_experiment(spec, tmp_path):
+    create_store(tmp_path / "s.zarr", spec)
+    ds = open_store(tmp_path / "s.zarr")
+    again = store_spec(ds)
+    assert again.hash == spec.hash and again.name == spec.name == "tiny"
+    assert again.experiment.units() == spec.experiment.units()
+    assert again.experiment.probe_labels() == [str(p) for p in ds.probe.values]
+    ds.attrs["spec"] = ds.attrs["spec"].replace("seed = 7", "seed = 8")
+    with pytest.raises(StoreError, match=r"^the spec stored in 'tiny' now hashes to \w{12}, not the store's"):
+        store_spec(ds)
+    ds.attrs["spec"] = "seed = ["
+    with pytest.raises(StoreError, match="^the spec stored in 'tiny' no longer parses: spec of store 'tiny': invalid"):
+        store_spec(ds)
+    del ds.attrs["spec"]
+    with pytest.raises(StoreError, match="has no spec attributes"):
+        store_spec(ds)
