@@ -76,7 +76,7 @@ def _store_memory(ds: xr.Dataset):
     try:
         exp = store_spec(ds).experiment
     except StoreError as exc:
-        return None, f"Not computed: {exc}."
+        return None, f"Not computed: {str(exc).rstrip('.')}."
     N = int(max(ds["width"].values))
     return memory_contraction(exp.model, exp.chain, N, seed=exp.seed, init=0), ""
 

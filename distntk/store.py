@@ -100,8 +100,9 @@ def store_spec(ds: xr.Dataset) -> Spec:
     The experiment it carries recomputes anything the store does not hold (the
     model's parameters for :func:`distntk.estimate.memory_contraction`, the
     limit).  The rebuilt spec must hash to the store's ``spec_hash``: a spec
-    that parses differently now (another distntk version, a changed
-    ``module:function`` target) would describe another experiment.
+    that resolves differently now (e.g. other defaults in another distntk
+    version) would describe another experiment.  A ``module:function`` target
+    must be importable here; its code itself is not part of the hash.
     """
     a = ds.attrs
     name = str(a.get("name") or "store")
