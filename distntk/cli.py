@@ -7,7 +7,8 @@
 
 Errors in user input (specs, stores, chains, models, targets, selections)
 print one line ``distntk: error: ...`` on stderr and exit with 2; a run that
-fails for another reason exits with 1, also on one line.
+fails for another reason exits with 1, also on one line.  Output into a pipe
+whose reader has gone (``distntk query STORE | head``) ends quietly with 141.
 """
 
 from __future__ import annotations
@@ -189,6 +190,9 @@ def main(argv=None) -> int:
         return _fail(str(exc), 1)
     except KeyboardInterrupt:
         return _fail("interrupted; rerun the same command to resume (done units are kept)", 130)
+    except BrokenPipeError:  # `distntk query STORE | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

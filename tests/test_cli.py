@@ -131,3 +131,12 @@ def test_demo_runs_the_quickstart_through_ray_and_writes_the_report(quickstart_d
     assert "Complete store" in md and "None: every unit is done." in md
     for png in ("nvar_vs_t.png", "mean_vs_h.png", "convergence.png", "memory.png"):
         assert (p.out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_query_into_a_closed_pipe_is_quiet(tmp_path):
+    spec = load_spec(tiny_spec(tmp_path / "tiny.toml"))
+    create_store(tmp_path / "s.zarr", spec)
+    # `true` has exited long before Python has started, so the first write meets a closed pipe
+    p = subprocess.run(f"{VENV_BIN}/distntk query {tmp_path / 's.zarr'} | true; echo ${{PIPESTATUS[0]}}",
+                       shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=60)
+    assert p.stdout.strip() == "141" and p.stderr == "", p.stderr
