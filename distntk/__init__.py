@@ -2,9 +2,17 @@
 
 See ``MODEL.md`` (shipped beside the project) for the mathematics; each module's
 docstring names the section it implements.
+
+``distntk.estimate`` is the estimator *function* (the module's other entry
+points are exported beside it; ``from distntk.estimate import ...`` reaches the
+module).  The report (plots, Markdown) is ``distntk.report.write_report``; it
+is not imported here, so that ``import distntk`` on a Ray worker does not load
+matplotlib.
 """
 
 from .chain import ChainError, MarkovChain, markov_chain, window_chain
+from .estimate import (EstimateError, convergence_rates, estimate, memory_contraction, missing_units,
+                       variance_components)
 from .experiment import Experiment, Unit
 from .limit import Limit, solve_limit
 from .rnn import ModelError, RNNConfig, run_replicas
@@ -16,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChainError",
+    "EstimateError",
     "Experiment",
     "Limit",
     "MarkovChain",
@@ -26,11 +35,16 @@ __all__ = [
     "StoreError",
     "Target",
     "Unit",
+    "convergence_rates",
+    "estimate",
     "load_spec",
     "make_target",
     "markov_chain",
+    "memory_contraction",
+    "missing_units",
     "open_store",
     "run_replicas",
     "solve_limit",
+    "variance_components",
     "window_chain",
 ]

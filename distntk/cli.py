@@ -1,8 +1,9 @@
-"""Command line: ``distntk run``, ``distntk query`` and ``distntk demo``.
+"""Command line: ``distntk run``, ``distntk query``, ``distntk report`` and ``distntk demo``.
 
     distntk run SPEC [--store PATH|URL] [--address ADDR] [--actors K] [--storage-option KEY=VALUE ...]
     distntk query STORE [--width N] [--time t] [--probe k] [--format table|csv|json] [--storage-option ...]
-    distntk demo [--store PATH]
+    distntk report STORE [--out DIR] [--storage-option ...]   (default DIR: reports/<store name>)
+    distntk demo [--store PATH] [--out DIR]     (run jobs/quickstart.toml, query table, report)
 
 Stores are local paths or fsspec URLs (``s3://``, ``gs://``, ``memory://``).  The
 filesystem backend reads its standard environment (``AWS_ENDPOINT_URL``,
@@ -14,7 +15,8 @@ Their values are not written to the store's history.
 
 Errors in user input (specs, stores, chains, models, targets, selections)
 print one line ``distntk: error: ...`` on stderr and exit with 2; a run that
-fails for another reason exits with 1, also on one line.
+fails for another reason exits with 1, also on one line.  Output into a pipe
+whose reader has gone (``distntk query STORE | head``) ends quietly with 141.
 """
 
 from __future__ import annotations
@@ -118,7 +120,8 @@ def _run(args) -> int:
     if args.print_query:
         return _print_query(store, fmt="table", storage_options=options)
     same = " (with the same --storage-option flags)" if options else ""
-    print(f"query it with: distntk query {shlex.quote(store)}{same}", file=sys.stderr)
+    print(f"query it with: distntk query {shlex.quote(store)}{same}; report: distntk report {shlex.quote(store)}{same}",
+          file=sys.stderr)
     return 0
 
 
@@ -143,13 +146,49 @@ def _add_storage_option(p: argparse.ArgumentParser) -> None:
                         "environment, e.g. AWS_ENDPOINT_URL and AWS_ACCESS_KEY_ID for s3://)")
 
 
+def _store_name(store: str) -> str:
+    """``stores/quickstart.zarr`` -> ``quickstart`` (also for URLs); the default report folder's name."""
+    name = str(store).rstrip("/").rsplit("/", 1)[-1]
+    return name.removesuffix(".zarr") or "store"
+
+
+def _write_report(store: str, out: str | None, storage_options: dict | None = None) -> Path:
+    from .report import write_report
+    from .store import open_store
+
+    ds = open_store(store, storage_options)  # a bad store fails here, before anything is written
+    out = out or str(Path("reports") / _store_name(store))
+    try:
+        return write_report(ds, out, source=store)
+    except OSError as exc:
+        raise _UsageError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
+
+
+def _report(args) -> int:
+    print(_write_report(args.store, args.out, _storage_options(args.storage_option)))
+    return 0
+
+
+def _summary_section(report: Path) -> str:
+    """The ``## Summary`` section of a written report (the plain-language verdicts)."""
+    text = report.read_text().split("\n## Summary\n", 1)[-1]
+    return text.split("\n## ", 1)[0].strip()
+
+
 def _demo(args) -> int:
+    from .spec import load_spec
+
     spec = _quickstart_path()
     t0 = time.perf_counter()
-    argv = ["run", str(spec), "--print-query"] + (["--store", args.store] if args.store else [])
-    code = main(argv)
+    store = args.store or load_spec(spec).store
+    code = main(["run", str(spec), "--print-query", "--store", store])
+    if code != 0:
+        return code
+    path = _write_report(store, args.out)
+    print(f"\nreport summary\n\n{_summary_section(path)}\n")
     print(f"demo wall time {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    return code
+    print(f"report: {path}")
+    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -174,13 +213,21 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=["table", "csv", "json"], default="table")
     _add_storage_option(q)
 
-    d = sub.add_parser("demo", help=f"run {_QUICKSTART} through Ray into a store and print the query table")
+    r = sub.add_parser("report", help="write the Markdown report (plots, verdicts, rates) of a store")
+    r.add_argument("store", help="store path or fsspec URL")
+    r.add_argument("--out", help="output directory (default: reports/<store name>)")
+    _add_storage_option(r)
+
+    d = sub.add_parser("demo", help=f"run {_QUICKSTART} through Ray into a store, print the query table, "
+                       "write the report")
     d.add_argument("--store", help="store path (default: the spec's, stores/quickstart.zarr)")
+    d.add_argument("--out", help="report directory (default: reports/<store name>)")
     return parser
 
 
 def main(argv=None) -> int:
     from .chain import ChainError
+    from .estimate import EstimateError
     from .query import QueryError
     from .rnn import ModelError
     from .service import ConnectError, ServiceError
@@ -192,14 +239,17 @@ def main(argv=None) -> int:
     try:
         args = _parser().parse_args(argv)
         args.argv = argv
-        return {"run": _run, "query": _query, "demo": _demo}[args.cmd](args)
+        return {"run": _run, "query": _query, "report": _report, "demo": _demo}[args.cmd](args)
     except (_UsageError, SpecError, StoreError, QueryError, ChainError, ModelError, TargetError,
-            ConnectError) as exc:
+            EstimateError, ConnectError) as exc:
         return _fail(str(exc), 2)
     except ServiceError as exc:
         return _fail(str(exc), 1)
     except KeyboardInterrupt:
         return _fail("interrupted; rerun the same command to resume (done units are kept)", 130)
+    except BrokenPipeError:  # `distntk query STORE | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,18 +14,21 @@ path) and writes into ``out_dir``:
 * ``convergence.png`` -- ``|mean - h|``, ``|ratio - 1|`` against ``N`` on
   log-log axes with fitted slopes and the MODEL orders ``N^{1/2-beta}`` and
   ``N^{-1/2}`` (MODEL 5.3), when there are at least two widths;
-* ``memory.png`` -- the memory contraction against ``rho^k`` (MODEL 3), when a
-  :func:`distntk.estimate.memory_contraction` result is passed.
+* ``memory.png`` -- the memory contraction against ``rho^k`` (MODEL 3) at the
+  largest width: :func:`distntk.estimate.memory_contraction` of the experiment
+  rebuilt from the spec stored in the store (:func:`distntk.store.store_spec`),
+  or a result passed in.
 
-The numbers come from :mod:`distntk.estimate`; this module only draws and
-writes.  It works on a partially finished store: everything uses the done
-replicas, and the report names the missing units by (width, init, data range).
-``report_main(argv)`` is the ``distntk report STORE [--out DIR]`` entry point.
+Paths and URLs are opened by :func:`distntk.store.open_store`, so the report
+reads exactly the stores ``distntk run`` writes.  The numbers come from
+:mod:`distntk.estimate`; this module only draws and writes.  It works on a
+partially finished store: everything uses the done replicas, and the report
+names the missing units by (width, init, data range).  ``distntk report STORE
+[--out DIR]`` (``distntk/cli.py``) calls :func:`write_report`.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -38,7 +41,8 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
-from .estimate import EstimateError, convergence_rates, estimate, missing_units  # noqa: E402
+from .estimate import convergence_rates, estimate, memory_contraction, missing_units  # noqa: E402
+from .store import StoreError, open_store, store_spec  # noqa: E402
 
 __all__ = ["open_dataset", "plot_convergence", "plot_mean", "plot_memory", "plot_nvar", "report_main", "summary",
            "write_report"]
@@ -56,21 +60,25 @@ _QUANTITY_LABELS = {
 
 
 def open_dataset(source) -> xr.Dataset:
-    """A store Dataset from a Dataset or a path/URL (through ``distntk.store`` when present)."""
+    """``source`` itself if it is a Dataset, else the store at that path or URL (:func:`distntk.store.open_store`)."""
     if isinstance(source, xr.Dataset):
         return source
-    path = os.fspath(source)
+    return open_store(os.fspath(source))
+
+
+def _store_memory(ds: xr.Dataset):
+    """``(memory_contraction, "")`` for the store's experiment at its largest width, or ``(None, why not)``.
+
+    The store holds outputs, not parameters: the experiment is rebuilt from the
+    spec in its attributes and init 0 of the largest width is redrawn from the
+    same seed keys as the run's replicas.
+    """
     try:
-        from .store import open_store  # the store writer's reader (CONTRACT: all opening goes through store.py)
-    except ImportError:
-        open_store = None
-    if open_store is not None:
-        return open_store(path)
-    if "://" not in path and not Path(path).exists():
-        raise FileNotFoundError(f"store {path} does not exist; expected a result store written by `distntk run`")
-    if path.endswith(".nc"):
-        return xr.open_dataset(path)
-    return xr.open_zarr(path)
+        exp = store_spec(ds).experiment
+    except StoreError as exc:
+        return None, f"Not computed: {str(exc).rstrip('.')}."
+    N = int(max(ds["width"].values))
+    return memory_contraction(exp.model, exp.chain, N, seed=exp.seed, init=0), ""
 
 
 # --------------------------------------------------------------------------- panels
@@ -454,17 +462,25 @@ def _rate_table(rates, pre):
 # --------------------------------------------------------------------------- the report
 
 
-def write_report(dataset_or_path, out_dir, memory: xr.Dataset | None = None, level: float = 0.95,
-                 verdict_level: float = 0.99) -> Path:
+def write_report(dataset_or_path, out_dir, memory: xr.Dataset | str | None = "auto", level: float = 0.95,
+                 verdict_level: float = 0.99, source: str | None = None) -> Path:
     """Write ``report.md`` and its PNGs into ``out_dir`` (created); return the report's path.
 
-    ``dataset_or_path`` is a store Dataset or a path/URL opened through
-    :func:`open_dataset`.  ``memory`` is an optional
-    :func:`distntk.estimate.memory_contraction` result (the store alone does
-    not hold the model's parameters).
+    ``dataset_or_path`` is a store Dataset (:func:`distntk.open_store`) or a
+    path/URL, opened through :func:`open_dataset`.  ``memory``: ``"auto"``
+    computes :func:`distntk.estimate.memory_contraction` from the spec stored in
+    the store (section 6 says why when it cannot); a
+    ``memory_contraction`` result is used as is; ``None`` leaves it out.
+    ``source`` names the store in the header (default: the path, if one was given).
     """
     ds = open_dataset(dataset_or_path)
-    source = dataset_or_path if not isinstance(dataset_or_path, xr.Dataset) else None
+    why_no_memory = "Not computed for this report (pass `memory=distntk.memory_contraction(...)`)."
+    if isinstance(memory, str):
+        if memory != "auto":
+            raise ValueError(f"memory={memory!r}; expected 'auto', None or a memory_contraction Dataset")
+        memory, why_no_memory = _store_memory(ds)
+    if source is None and not isinstance(dataset_or_path, xr.Dataset):
+        source = os.fspath(dataset_or_path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     est = estimate(ds, level=level, verdict_level=verdict_level)
@@ -532,7 +548,7 @@ def write_report(dataset_or_path, out_dir, memory: xr.Dataset | None = None, lev
                f"log rho = {m['log_rho']:.4f}; log(max_i |b^i| sup|sigma'|) = {m['log_max_b']:.4f}; "
                f"bound max_i |S_k - S'_k| <= rho^(k+1) d holds: {m['bound_holds']}.", ""]
     else:
-        md += ["Not computed for this report (pass `memory=distntk.estimate.memory_contraction(...)`).", ""]
+        md += [why_no_memory, ""]
     md += ["## Missing units", ""]
     if missing:
         md += [f"{len(missing)} units (width, init, data range) are not done:", ""] + _fmt_units(missing, 200) + [""]
@@ -550,16 +566,12 @@ def write_report(dataset_or_path, out_dir, memory: xr.Dataset | None = None, lev
 
 
 def report_main(argv=None) -> int:
-    """``distntk report STORE [--out DIR]``: write the report and print its path (exit 0; 2 on bad input)."""
-    parser = argparse.ArgumentParser(prog="distntk report", description="Write the Markdown report for a store.")
-    parser.add_argument("store", help="result store (path or fsspec URL)")
-    parser.add_argument("--out", default=None, help="output directory (default: reports/<store name>)")
-    args = parser.parse_args(argv)
-    out = args.out or str(Path("reports") / (Path(args.store.rstrip("/")).stem or "store"))
-    try:
-        path = write_report(args.store, out)
-    except (EstimateError, FileNotFoundError, KeyError) as exc:
-        print(f"distntk: error: {exc}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
+    """``distntk report STORE [--out DIR]`` (the same code path as the command, :mod:`distntk.cli`).
+
+    Writes the report, prints its path and returns 0; bad input (no store, not a
+    distntk store, a store without predictions) prints one line
+    ``distntk: error: ...`` on stderr and returns 2.
+    """
+    from .cli import main
+
+    return main(["report", *(sys.argv[1:] if argv is None else argv)])

@@ -57,9 +57,10 @@ import xarray as xr
 import zarr
 
 from .experiment import Experiment, Unit
-from .spec import Spec, canonical_json, spec_diff
+from .spec import Spec, SpecError, canonical_json, parse_spec, spec_diff
 
-__all__ = ["StoreError", "ResultStore", "open_store", "open_result_store", "create_store", "open_or_create"]
+__all__ = ["StoreError", "ResultStore", "open_store", "open_result_store", "create_store", "open_or_create",
+           "store_spec"]
 
 _ZARR_FORMAT = 3
 
@@ -178,6 +179,30 @@ def open_store(path, storage_options: dict | None = None) -> xr.Dataset:
     g = open_result_store(path, mode="r", storage_options=storage_options).group
     with _storage_errors(path, "read store"):
         return xr.open_zarr(g.store, consolidated=False, zarr_format=_ZARR_FORMAT, chunks=None)
+
+
+def store_spec(ds: xr.Dataset) -> Spec:
+    """The :class:`~distntk.spec.Spec` a store was made from, rebuilt from its ``spec`` attribute.
+
+    The experiment it carries recomputes anything the store does not hold (the
+    model's parameters for :func:`distntk.estimate.memory_contraction`, the
+    limit).  The rebuilt spec must hash to the store's ``spec_hash``: a spec
+    that resolves differently now (e.g. other defaults in another distntk
+    version) would describe another experiment.  A ``module:function`` target
+    must be importable here; its code itself is not part of the hash.
+    """
+    a = ds.attrs
+    name = str(a.get("name") or "store")
+    if not a.get("spec") or not a.get("spec_hash"):
+        raise StoreError(f"store {name!r} has no spec attributes; expected a store written by distntk run")
+    try:
+        spec = parse_spec(str(a["spec"]), default_name=name, source=f"spec of store {name!r}")
+    except SpecError as exc:
+        raise StoreError(f"the spec stored in {name!r} no longer parses: {_one_line(exc)}") from None
+    if spec.hash != a["spec_hash"]:
+        raise StoreError(f"the spec stored in {name!r} now hashes to {spec.hash[:12]}, not the store's "
+                         f"{str(a['spec_hash'])[:12]} (made by distntk {a.get('distntk_version', '?')})")
+    return spec
 
 
 @dataclass(eq=False)

@@ -10,6 +10,8 @@ are deterministic.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -212,6 +214,16 @@ def test_estimate_uses_only_done_replicas():
     assert float(est.within.max()) < 1.0
     assert est.attrs["n_done"] == 64
     assert int(est.df_within.max()) == 4 * 15 and int(ref.df_within.max()) == 4 * 31
+
+
+def test_package_exports_the_estimator():
+    """``distntk.estimate`` is the function; the module stays importable as ``distntk.estimate``."""
+    import distntk
+
+    mod = sys.modules["distntk.estimate"]
+    assert distntk.estimate is mod.estimate and callable(distntk.estimate)
+    for name in ("EstimateError", "convergence_rates", "memory_contraction", "missing_units", "variance_components"):
+        assert getattr(distntk, name) is getattr(mod, name) and name in distntk.__all__
 
 
 # --------------------------------------------------------------------------- memory fixed point

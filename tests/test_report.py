@@ -1,15 +1,24 @@
-"""Tests for distntk.report: the report on complete, half-finished and empty stores, and report_main."""
+"""Tests for distntk.report on real stores: complete, half-finished, empty, damaged; `distntk report`.
+
+The stores are written by store.py's writer from in-process ``Experiment.compute``
+results (conftest.py), by a real ``distntk demo`` through Ray (``quickstart_demo``),
+or by a ``distntk run`` SIGKILLed mid-way (tests/test_resume.py).
+"""
 
 from __future__ import annotations
 
 import re
-import warnings
+import shutil
 
+import numpy as np
 import pytest
+import zarr
 
-from conftest import assemble
-from distntk.estimate import memory_contraction, missing_units
+from conftest import sticky_spec, write_store
+from distntk.cli import main
+from distntk.estimate import estimate, missing_units
 from distntk.report import report_main, summary, write_report
+from distntk.store import open_store
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -18,18 +27,23 @@ def _images(md: str) -> list[str]:
     return re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
 
 
-def test_report_on_complete_store(sticky, sticky_store, tmp_path):
-    exp, _ = sticky
-    mem = memory_contraction(exp.model, exp.chain, 256, seed=exp.seed)
-    path = write_report(sticky_store, tmp_path / "rep", memory=mem)
+def _head(md: str) -> str:
+    return md.split("## 1.")[0]
+
+
+def test_report_on_complete_store(sticky_store, tmp_path):
+    path = write_report(sticky_store, tmp_path / "rep")
     md = path.read_text()
     # opens with the title, then the plain-language summary before any table
-    head = md.split("## 1.")[0]
-    assert md.startswith("# ") and "## Summary" in head
+    head = _head(md)
+    assert md.startswith("# distntk Monte Carlo: sticky-test") and "## Summary" in head
     assert "**Headline: fluctuations across data sequences.**" in head
     assert "N = 512" in head and "Poisson-equation prediction" in head
     assert "i.i.d. prediction is rejected" in head
-    assert "Complete store" in head and "Memory fixed point" in head
+    assert "Complete store" in head
+    # memory fixed point: the experiment is rebuilt from the spec in the store's attributes
+    assert "Memory fixed point" in head and "N = 512 network" in head
+    assert "Width 512, init 0: fitted rate" in md
     # every referenced figure exists and is a PNG
     imgs = _images(md)
     assert set(imgs) == {"nvar_vs_t.png", "mean_vs_h.png", "convergence.png", "memory.png"}
@@ -40,16 +54,24 @@ def test_report_on_complete_store(sticky, sticky_store, tmp_path):
     assert md.count("| 512 | 2 | ") >= 3 * 3  # three tables (within, between, mean) x three probes
 
 
+def test_memory_section_says_why_when_the_spec_does_not_match(sticky_store, tmp_path):
+    ds = sticky_store.copy()
+    ds.attrs = {**ds.attrs, "spec": ds.attrs["spec"].replace("seed = 11", "seed = 12")}
+    md = write_report(ds, tmp_path / "rep").read_text()
+    assert "## 6. Memory fixed point (MODEL 3)\n\nNot computed: the spec stored in 'sticky-test' now hashes to" in md
+    assert not (tmp_path / "rep" / "memory.png").exists()
+
+
 def test_report_on_half_finished_store_names_missing_units(sticky, tmp_path):
-    exp, results = sticky
-    units = exp.units()
-    kept = {u: results[u] for k, u in enumerate(units) if k % 2 == 0 and not (u.width == 512 and u.init >= 12)}
-    ds = assemble(exp, kept)
+    units = sticky.experiment.units()
+    kept = {u: sticky.results[u] for k, u in enumerate(units) if k % 2 == 0 and not (u.width == 512 and u.init >= 12)}
+    ds = write_store(tmp_path / "half.zarr", sticky.spec, kept)
     missing = missing_units(ds)
     assert missing == [u for u in units if u not in kept]
-    path = write_report(ds, tmp_path / "half")
+    path = write_report(tmp_path / "half.zarr", tmp_path / "half")
     md = path.read_text()
-    head = md.split("## 1.")[0]
+    head = _head(md)
+    assert f"store `{tmp_path / 'half.zarr'}`" in md
     assert f"{int(ds.done.sum())} of {ds.done.size} replicas done" in head
     assert f"{len(missing)} units missing" in head
     for u in missing:
@@ -59,20 +81,17 @@ def test_report_on_half_finished_store_names_missing_units(sticky, tmp_path):
 
 
 def test_report_when_a_width_or_everything_is_missing(sticky, tmp_path):
-    exp, results = sticky
-    ds = assemble(exp, {u: r for u, r in results.items() if u.width != 512})
-    md = write_report(ds, tmp_path / "no512").read_text()
+    no512 = {u: r for u, r in sticky.results.items() if u.width != 512}
+    md = write_report(write_store(tmp_path / "no512.zarr", sticky.spec, no512), tmp_path / "no512").read_text()
     assert "largest width with data (N = 256)" in md
     assert "- width 512, init 15, data 16-31" in md
-    empty = assemble(exp, {})
+    empty = write_store(tmp_path / "empty.zarr", sticky.spec, {})
     md = write_report(empty, tmp_path / "empty").read_text()
     assert "No replica is done yet" in md
-    assert md.count("- width ") == len(exp.units())  # all 96 units listed (the list stops at 200)
+    assert md.count("- width ") == len(sticky.experiment.units())  # all 96 units listed (the list stops at 200)
 
 
 def test_summary_counts_match_the_estimate(sticky_store):
-    from distntk.estimate import estimate
-
     est = estimate(sticky_store)
     lines = summary(est)
     n = int((est.verdict_poisson != "n/a").sum())
@@ -80,35 +99,88 @@ def test_summary_counts_match_the_estimate(sticky_store):
     assert f"{c} of {n} cells consistent" in lines[0]
 
 
-def test_report_main_reads_a_store_path(sticky, tmp_path, capsys):
-    exp, results = sticky
-    small = {u: r for u, r in results.items() if u.width == 128}
-    ds = assemble(exp, small).sel(width=[128])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # zarr v3 warns about fixed-width strings
-        ds.to_zarr(tmp_path / "s.zarr", mode="w")
-        rc = report_main([str(tmp_path / "s.zarr"), "--out", str(tmp_path / "out")])
-    assert rc == 0
+def test_distntk_report_reads_a_store_path(sticky, tmp_path, capsys, monkeypatch):
+    spec = sticky_spec(widths=(128,))  # same seeds: the width-128 units of the 3-width run
+    write_store(tmp_path / "s128.zarr", spec, {u: r for u, r in sticky.results.items() if u.width == 128})
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "s128.zarr"]) == 0  # default folder: reports/<store name>
     printed = capsys.readouterr().out.strip()
-    assert printed == str(tmp_path / "out" / "report.md")
-    md = (tmp_path / "out" / "report.md").read_text()
+    assert printed == str(tmp_path / "reports" / "s128" / "report.md").removeprefix(f"{tmp_path}/")
+    md = (tmp_path / "reports" / "s128" / "report.md").read_text()
     assert "Needs at least two widths with data." in md  # one width: no convergence figure
-    assert not (tmp_path / "out" / "convergence.png").exists()
+    assert not (tmp_path / "reports" / "s128" / "convergence.png").exists()
+    assert (tmp_path / "reports" / "s128" / "memory.png").read_bytes()[:8] == PNG
+    # report_main is the same command
+    assert report_main(["s128.zarr", "--out", "elsewhere"]) == 0
+    assert capsys.readouterr().out.strip() == "elsewhere/report.md"
 
 
-def test_report_main_bad_store_is_one_line_error(tmp_path, capsys):
-    rc = report_main([str(tmp_path / "nope.zarr"), "--out", str(tmp_path / "o")])
-    err = capsys.readouterr().err
-    assert rc == 2
-    assert err.startswith("distntk: error: ") and err.count("\n") == 1
+def _one_line_error(capsys, code, expected):
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.startswith(f"distntk: error: {expected}") and err.count("\n") == 1, err
+
+
+def test_report_on_bad_stores_is_one_line_error(tmp_path, capsys):
+    _one_line_error(capsys, report_main([str(tmp_path / "nope.zarr"), "--out", str(tmp_path / "o")]),
+                    "no distntk store at")
+    zarr.open_group(str(tmp_path / "plain.zarr"), mode="w", zarr_format=3).create_array("x", shape=(2,), dtype="f8")
+    _one_line_error(capsys, main(["report", str(tmp_path / "plain.zarr"), "--out", str(tmp_path / "o")]),
+                    f"{tmp_path / 'plain.zarr'} is a Zarr group without distntk attributes")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory):
+    """A real, empty store of one width (the report still runs: every unit is missing)."""
+    path = tmp_path_factory.mktemp("small") / "s.zarr"
+    write_store(path, sticky_spec(widths=(128,), n_init=2), {})
+    return path
+
+
+def test_report_into_a_file_is_one_line_error(small_store, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    _one_line_error(capsys, main(["report", str(small_store), "--out", str(tmp_path / "file")]),
+                    f"cannot write the report to {tmp_path / 'file'}")
 
 
 @pytest.mark.parametrize("bad", ["nvar_poisson", "h"])
-def test_report_main_on_a_store_without_predictions(sticky, tmp_path, capsys, bad):
-    exp, _ = sticky
-    ds = assemble(exp, {}).sel(width=[128]).drop_vars(bad)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds.to_zarr(tmp_path / "s.zarr", mode="w")
-    assert report_main([str(tmp_path / "s.zarr"), "--out", str(tmp_path / "o")]) == 2
-    assert f"no variable {bad!r}" in capsys.readouterr().err
+def test_report_on_a_store_that_lost_its_predictions(small_store, tmp_path, capsys, bad):
+    path = tmp_path / "s.zarr"
+    shutil.copytree(small_store, path)
+    del zarr.open_group(str(path), mode="r+", zarr_format=3)[bad]  # a damaged store
+    _one_line_error(capsys, main(["report", str(path), "--out", str(tmp_path / "o")]),
+                    f"dataset has no variable {bad!r}")
+
+
+# --------------------------------------------------------------------------- a real quickstart store (Ray)
+
+
+@pytest.mark.timeout(200)
+def test_quickstart_store_headline_poisson_consistent_iid_rejected(quickstart_demo):
+    """The store that `distntk demo` wrote through Ray (jobs/quickstart.toml: N = 64, 128, 256,
+    16 inits x 128 data sequences, 4 times, 3 probes).
+
+    Declared before the run, as in the report: the headline cell is the most likely window
+    (00000000) at t = T = 2 at the largest width, N = 256.  Its 99% interval (init-robust, t with
+    15 df, about +-10% here) holds 1.  If the Poisson prediction were exact at N = 256 this check
+    would fail with probability about 1%; the finite-N bias of N Var (the O(N^(1/2-beta)) initial
+    offset) adds to that, which is why the cell is at the largest width.  The outcome is fixed by
+    the spec's seed.  The i.i.d. prediction is ~4x too small on this
+    chain, so its 99% interval excludes 1 in every one of the 36 cells (in this store: ratios
+    3.6-4.6, intervals +-9-30%, lowest bound 2.97; the headline cell 0.96 [0.87, 1.07] for Poisson,
+    3.62 [3.27, 4.00] for i.i.d.).
+    """
+    assert quickstart_demo.returncode == 0, quickstart_demo.stderr[-3000:]
+    ds = open_store(quickstart_demo.store)
+    assert ds.attrs["name"] == "quickstart" and bool(ds.done.all())
+    est = estimate(ds)
+    N = int(est.width.max())
+    likeliest = str(est.probe.values[int(np.argmax(est.pi_probe.values))])
+    head = est.sel(width=N, time=float(est.time.max()), probe=likeliest)
+    assert (N, str(head.probe.values)) == (256, "00000000")
+    assert head.ratio_poisson_lo <= 1.0 <= head.ratio_poisson_hi, (float(head.ratio_poisson_lo),
+                                                                   float(head.ratio_poisson_hi))
+    assert head.verdict_poisson == "consistent"
+    assert not head.ratio_iid_lo <= 1.0 <= head.ratio_iid_hi
+    assert (est.verdict_iid == "inconsistent").all() and (est.ratio_iid_lo > 1.0).all()

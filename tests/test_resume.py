@@ -1,16 +1,22 @@
-"""Resume after SIGKILL: `distntk run` as a subprocess, killed mid-way, then rerun."""
+"""Resume after SIGKILL: `distntk run` as a subprocess, killed mid-way, reported on, then rerun."""
 
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
 
 from distntk import open_store
-from distntk.spec import load_spec
+from distntk.cli import main
+from distntk.estimate import missing_units
+from distntk.spec import Spec, load_spec
+from distntk.store import open_result_store
 
 from raytools import cleanup, marked_pids, new_mark, scoped_env, short_tmp, tiny_spec
 
@@ -33,55 +39,76 @@ def _name(pid: int) -> str:
         return ""
 
 
-def test_sigkill_then_rerun(tmp_path):
+# The embedded Ray of the killed driver goes away with it.  Only Ray's per-node agents may linger for about
+# a minute: when their raylet dies without a SIGTERM they first report its death to the GCS, which is gone as
+# well, and exit when that call times out (ray/_private/process_watcher.py, report_raylet_error_logs).
+# cleanup() ends them.
+AGENTS = {"ray::DashboardAgent", "ray::RuntimeEnvAgent", ""}
+
+
+@dataclass
+class Killed:
+    spec: Spec
+    store: Path  # the store the killed run wrote (rerun by the test below)
+    snapshot: Path  # a byte copy of it taken right after the kill, before any rerun
+    cmd: list
+    env: dict
+    leftovers: dict  # pid -> name of our processes still alive 20 s after the kill
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory):
+    """`distntk run` SIGKILLed once about half of its 48 units are done; the store copied as it was left."""
+    tmp = tmp_path_factory.mktemp("resume")
     # 48 units of 0.1-0.2 s each on the reference kernel: several seconds of work on 2 actors
-    spec_path = tiny_spec(tmp_path / "resume.toml", widths=(768, 1536), T=2.0, times=(1.0, 2.0), n_init=6,
+    spec_path = tiny_spec(tmp / "resume.toml", widths=(768, 1536), T=2.0, times=(1.0, 2.0), n_init=6,
                           n_data=8, block=2)
     spec_path.write_text(spec_path.read_text().replace('seed = 7', 'seed = 7\nkernel = "reference"'))
     spec = load_spec(spec_path)
     e = spec.experiment
-    n_units = len(e.units())
-    store = tmp_path / "resume.zarr"
+    store = tmp / "resume.zarr"
     mark = new_mark()
     temp = short_tmp("dnres")
-    env = scoped_env(tmp_path / "home", mark, RAY_TMPDIR=temp)
+    env = scoped_env(tmp / "home", mark, RAY_TMPDIR=temp)
     cmd = [sys.executable, "-m", "distntk", "run", str(spec_path), "--store", str(store), "--actors", "2",
            "--no-progress"]
     try:
-        proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.time() + 90
-        while _done_units(store, e.block) < 6:
+        while _done_units(store, e.block) < len(e.units()) // 2:
             assert proc.poll() is None, proc.stdout.read().decode()
-            assert time.time() < deadline, "no units done after 90 s"
+            assert time.time() < deadline, "not half of the units done after 90 s"
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         proc.stdout.close()
-
-        before = open_store(store).load()
-        done_before = before.done.values[:, :, :: e.block]  # (width, init, block)
-        n_before = int(done_before.sum())
-        assert 6 <= n_before < n_units, f"{n_before} of {n_units} units done at the kill; units too fast?"
-        assert (before.unit_writes.values[done_before] == 1).all()
-
-        # The embedded Ray of the killed driver goes away with it.  Only Ray's per-node agents may linger
-        # for about a minute: when their raylet dies without a SIGTERM they first report its death to the
-        # GCS, which is gone as well, and exit when that call times out (ray/_private/process_watcher.py,
-        # report_raylet_error_logs).  kill_marked ends them below.
-        agents = {"ray::DashboardAgent", "ray::RuntimeEnvAgent", ""}
+        snapshot = tmp / "killed.zarr"
+        shutil.copytree(store, snapshot)
         t_end = time.time() + 20
-        while {_name(p) for p in marked_pids(mark)} - agents and time.time() < t_end:
+        while {_name(p) for p in marked_pids(mark)} - AGENTS and time.time() < t_end:
             time.sleep(0.5)
         leftovers = {p: _name(p) for p in marked_pids(mark)}
-
-        rerun = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
-        assert rerun.returncode == 0, rerun.stderr
-        assert f"{n_units - n_before} units" in rerun.stderr and f"{n_before} already done" in rerun.stderr
+        yield Killed(spec, store, snapshot, cmd, env, leftovers)
     finally:
         cleanup(mark, temp)
-    assert set(leftovers.values()) <= agents, leftovers
 
-    after = open_store(store).load()
+
+def test_sigkill_then_rerun(killed):
+    e = killed.spec.experiment
+    n_units = len(e.units())
+    before = open_store(killed.snapshot).load()
+    done_before = before.done.values[:, :, :: e.block]  # (width, init, block)
+    n_before = int(done_before.sum())
+    assert n_units // 2 <= n_before < n_units, f"{n_before} of {n_units} units done at the kill; units too fast?"
+    assert (before.unit_writes.values[done_before] == 1).all()
+    assert set(killed.leftovers.values()) <= AGENTS, killed.leftovers
+
+    rerun = subprocess.run(killed.cmd, env=killed.env, cwd=killed.store.parent, capture_output=True, text=True,
+                           timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{n_units - n_before} units" in rerun.stderr and f"{n_before} already done" in rerun.stderr
+
+    after = open_store(killed.store).load()
     assert after.done.values.all()
     writes = after.unit_writes.values
     # finished units were not recomputed: same write count, wall time and node as before the kill
@@ -96,3 +123,22 @@ def test_sigkill_then_rerun(tmp_path):
         ref = e.compute(u)
         np.testing.assert_array_equal(after.output.values[wi, u.init, u.data_start:u.data_stop], ref["output"])
         np.testing.assert_array_equal(after.risk.values[wi, u.init, u.data_start:u.data_stop], ref["risk"])
+
+
+def test_report_on_the_killed_store_names_the_missing_units(killed, tmp_path, capsys):
+    """`distntk report` on the store exactly as the SIGKILL left it: it runs and lists what is missing."""
+    e = killed.spec.experiment
+    pending = open_result_store(killed.snapshot, mode="r").pending(e.units())  # the driver's view: what a rerun does
+    assert 0 < len(pending) <= len(e.units()) // 2
+    assert missing_units(open_store(killed.snapshot)) == pending
+    assert main(["report", str(killed.snapshot), "--out", str(tmp_path / "rep")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "rep" / "report.md")
+    md = (tmp_path / "rep" / "report.md").read_text()
+    ds = open_store(killed.snapshot)
+    head = md.split("## 1.")[0]
+    assert f"**Partial store:** {int(ds.done.sum())} of {ds.done.size} replicas done" in head
+    assert f"{len(pending)} units missing, listed at the end." in head
+    listed = md.split("## Missing units")[1].split("## Method")[0]
+    assert f"{len(pending)} units (width, init, data range) are not done:" in listed
+    assert [ln for ln in listed.splitlines() if ln.startswith("- width ")] == [
+        f"- width {u.width}, init {u.init}, data {u.data_start}-{u.data_stop - 1}" for u in pending]

@@ -1,6 +1,5 @@
 """Result store: schema, chunk layout, write order, spec checks, URLs (no Ray here)."""
 
-import os
 import uuid
 
 import numpy as np
@@ -9,7 +8,7 @@ import zarr
 
 from distntk import open_store
 from distntk.spec import load_spec
-from distntk.store import StoreError, create_store, open_or_create, open_result_store
+from distntk.store import StoreError, create_store, open_or_create, open_result_store, store_spec
 
 from raytools import tiny_spec
 
@@ -115,10 +114,19 @@ def test_errors_are_one_line(spec, tmp_path):
         open_result_store(tmp_path / "plain.zarr")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
-def test_read_only_parent_fails_before_the_limit_is_solved(spec, tmp_path, monkeypatch):
-    ro = tmp_path / "ro"
-    ro.mkdir(mode=0o555)
-    monkeypatch.setattr(type(spec.experiment), "predictions", lambda self: pytest.fail("limit solved"))
-    with pytest.raises(StoreError, match=f"^cannot create store at {ro}/s.zarr: Permission denied"):
-        open_or_create(ro / "s.zarr", spec)
+def test_store_spec_rebuilds_the_experiment(spec, tmp_path):
+    create_store(tmp_path / "s.zarr", spec)
+    ds = open_store(tmp_path / "s.zarr")
+    again = store_spec(ds)
+    assert again.hash == spec.hash and again.name == spec.name == "tiny"
+    assert again.experiment.units() == spec.experiment.units()
+    assert again.experiment.probe_labels() == [str(p) for p in ds.probe.values]
+    ds.attrs["spec"] = ds.attrs["spec"].replace("seed = 7", "seed = 8")
+    with pytest.raises(StoreError, match=r"^the spec stored in 'tiny' now hashes to \w{12}, not the store's"):
+        store_spec(ds)
+    ds.attrs["spec"] = "seed = ["
+    with pytest.raises(StoreError, match="^the spec stored in 'tiny' no longer parses: spec of store 'tiny': invalid"):
+        store_spec(ds)
+    del ds.attrs["spec"]
+    with pytest.raises(StoreError, match="has no spec attributes"):
+        store_spec(ds)
