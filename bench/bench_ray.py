@@ -152,7 +152,7 @@ def main(argv=None):
             env = dict(os.environ)
             t = time.perf_counter()
             subprocess.run([sys.executable, "-m", "distntk", "run", str(QUICKSTART), "--store", str(store),
-                            "--no-progress"], check=True, env=env, stdout=subprocess.DEVNULL)
+                            "--no-progress"], check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             print()
             print(f"whole run: distntk run jobs/quickstart.toml (Ray start, limit, "
                   f"{len(load_spec(QUICKSTART).experiment.units())} units, store): {time.perf_counter() - t:.1f} s")
