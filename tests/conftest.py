@@ -23,44 +23,15 @@ import xarray as xr
 
 from distntk.spec import Spec, parse_spec
 from distntk.store import create_store, open_store
-from raytools import VENV_BIN, cleanup, new_mark, scoped_env, short_tmp
+from raytools import VENV_BIN, cleanup, new_mark, scoped_env, section6_toml, short_tmp
 from s3_server import s3_bucket, s3_server  # noqa: F401  (fixtures, found by name; the S3 server lives in s3_server.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 
-STICKY_SPEC = """\
-# MODEL.md section 6: sticky binary chain, tanh, beta = 3/4, T = 2, L = 8, the 3 most likely windows
-name = "sticky-test"
-seed = {seed}
-
-[chain]
-inputs = [-1.0, 1.0]
-transition = [[0.8, 0.2], [0.3, 0.7]]
-
-[target]
-name = "tanh_linear"
-inner = [1.0, 0.8]
-outer = [0.0, 0.0, 0.3]
-
-[training]
-T = 2.0
-times = [0.5, 1.0, 1.5, 2.0]
-L = 8
-
-[replicas]
-widths = {widths}
-n_init = {n_init}
-n_data = {n_data}
-block = {block}
-
-[probes]
-most_likely = 3
-"""
-
-
 def sticky_spec(widths=(128, 256, 512), n_init=16, n_data=32, block=16, seed=11) -> Spec:
     """The sticky-chain spec (model defaults of RNNConfig: beta = 3/4, alpha = 1, b_max = 0.3, RTRL)."""
-    return parse_spec(STICKY_SPEC.format(widths=list(widths), n_init=n_init, n_data=n_data, block=block, seed=seed))
+    return parse_spec(section6_toml(name="sticky-test", seed=seed, T=2.0, times=(0.5, 1.0, 1.5, 2.0), L=8,
+                                    widths=widths, n_init=n_init, n_data=n_data, block=block, most_likely=3))
 
 
 def write_store(path, spec: Spec, results: dict, seconds: dict | None = None) -> xr.Dataset:

@@ -21,46 +21,55 @@ from pathlib import Path
 
 VENV_BIN = str(Path(sys.executable).parent)
 
-TINY_SPEC = """\
-name = "{name}"
-seed = {seed}
+def section6_toml(*, seed, widths, n_init, n_data, T=1.0, times=(0.5, 1.0), L=4, block=None, most_likely=2,
+                 name=None, beta=None) -> str:
+    """TOML of the MODEL.md section 6 case: sticky binary chain, tanh_linear target, b_max = 0.3.
 
-[chain]
-inputs = [-1.0, 1.0]
-transition = [[0.8, 0.2], [0.3, 0.7]]
-
-[target]
-name = "tanh_linear"
-inner = [1.0, 0.8]
-outer = [0.0, 0.0, 0.3]
-
-[model]
-beta = {beta}
-b_max = 0.3
-
-[training]
-T = {T}
-times = {times}
-L = 4
-
-[replicas]
-widths = {widths}
-n_init = {n_init}
-n_data = {n_data}
-block = {block}
-
-[probes]
-most_likely = 2
-"""
+    Model keys other than ``b_max`` (and ``beta`` when given) keep RNNConfig's
+    defaults; ``name`` and ``block`` are written only when given.  One line per
+    key, no blank lines, so tests can edit single keys with ``str.replace``.
+    """
+    lines = [f'name = "{name}"'] if name else []
+    lines += [f"seed = {seed}",
+              "[chain]", "inputs = [-1.0, 1.0]", "transition = [[0.8, 0.2], [0.3, 0.7]]",
+              "[target]", 'name = "tanh_linear"', "inner = [1.0, 0.8]", "outer = [0.0, 0.0, 0.3]",
+              "[model]", "b_max = 0.3"] + ([f"beta = {beta}"] if beta is not None else [])
+    lines += ["[training]", f"T = {T}", f"times = {list(times)}", f"L = {L}",
+              "[replicas]", f"widths = {list(widths)}", f"n_init = {n_init}", f"n_data = {n_data}"]
+    lines += ([f"block = {block}"] if block is not None else []) + ["[probes]", f"most_likely = {most_likely}"]
+    return "\n".join(lines) + "\n"
 
 
 def tiny_spec(path: Path, name="tiny", seed=7, beta=0.75, T=1.0, times=(0.5, 1.0), widths=(16, 32), n_init=2,
               n_data=8, block=4) -> Path:
     """Write a small spec (sticky binary chain, L = 4) and return its path."""
     path = Path(path)
-    path.write_text(TINY_SPEC.format(name=name, seed=seed, beta=beta, T=T, times=list(times), widths=list(widths),
-                                     n_init=n_init, n_data=n_data, block=block))
+    path.write_text(section6_toml(name=name, seed=seed, beta=beta, T=T, times=times, widths=widths, n_init=n_init,
+                                  n_data=n_data, block=block))
     return path
+
+
+def done_units(store, block: int, storage_options: dict | None = None) -> int:
+    """Units marked done in a store being written (0 before it exists): the first replica of every unit."""
+    import zarr
+
+    try:
+        done = zarr.open_group(str(store), mode="r", storage_options=storage_options)["done"][:]
+    except Exception:  # not created yet
+        return 0
+    return int(done[:, :, ::block].sum())
+
+
+def sigkill_when(proc, ready, what: str, timeout: float = 90.0) -> None:
+    """Poll ``ready()`` while ``proc`` stays alive, then SIGKILL and reap it (its stdout is a pipe)."""
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None, proc.stdout.read().decode()
+        assert time.time() < deadline, f"{what} after {timeout:.0f} s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    proc.stdout.close()
 
 
 def free_port() -> int:

@@ -14,7 +14,6 @@ driver touches the store.
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from distntk.experiment import Experiment
 from distntk.spec import load_spec
 from distntk.store import StoreError, create_store
 
-from raytools import cleanup, free_port, new_mark, scoped_env, short_tmp, tiny_spec
+from raytools import cleanup, done_units, free_port, new_mark, scoped_env, short_tmp, sigkill_when, tiny_spec
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -49,14 +48,6 @@ def _without_aws(env: dict) -> dict:
     return env
 
 
-def _done_units(url, block, opts) -> int:
-    try:
-        done = zarr.open_group(url, mode="r", storage_options=opts)["done"][:]
-    except Exception:  # not created yet
-        return 0
-    return int(done[:, :, ::block].sum())  # first replica of every unit
-
-
 def test_run_sigkill_resume_and_query_on_s3(s3_bucket, tmp_path, capsys):
     # 32 units of 0.1-0.2 s each on the reference kernel (test_resume.py has 48)
     spec_path = tiny_spec(tmp_path / "remote.toml", widths=(768, 1536), T=2.0, times=(1.0, 2.0), n_init=4,
@@ -72,14 +63,7 @@ def test_run_sigkill_resume_and_query_on_s3(s3_bucket, tmp_path, capsys):
     try:
         # 1. a run configured by the standard environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...), killed mid-way
         proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        deadline = time.time() + 90
-        while _done_units(url, e.block, opts) < 6:
-            assert proc.poll() is None, proc.stdout.read().decode()
-            assert time.time() < deadline, "no units done after 90 s"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-        proc.stdout.close()
+        sigkill_when(proc, lambda: done_units(url, e.block, opts) >= 6, "fewer than 6 units done")
         before = open_store(url).load()
         done_before = before.done.values[:, :, :: e.block]  # (width, init, block)
         n_before = int(done_before.sum())

@@ -1,7 +1,6 @@
 """Resume after SIGKILL: `distntk run` as a subprocess, killed mid-way, reported on, then rerun."""
 
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -10,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import zarr
 
 from distntk import open_store
 from distntk.cli import main
@@ -18,17 +16,9 @@ from distntk.estimate import missing_units
 from distntk.spec import Spec, load_spec
 from distntk.store import open_result_store
 
-from raytools import cleanup, marked_pids, new_mark, scoped_env, short_tmp, tiny_spec
+from raytools import cleanup, done_units, marked_pids, new_mark, scoped_env, short_tmp, sigkill_when, tiny_spec
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def _done_units(path, block):
-    try:
-        done = zarr.open_group(str(path), mode="r")["done"][:]
-    except Exception:  # not created yet
-        return 0
-    return int(done[:, :, ::block].sum())  # first replica of every unit
 
 
 def _name(pid: int) -> str:
@@ -74,14 +64,7 @@ def killed(tmp_path_factory):
            "--no-progress"]
     try:
         proc = subprocess.Popen(cmd, env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        deadline = time.time() + 90
-        while _done_units(store, e.block) < len(e.units()) // 2:
-            assert proc.poll() is None, proc.stdout.read().decode()
-            assert time.time() < deadline, "not half of the units done after 90 s"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-        proc.stdout.close()
+        sigkill_when(proc, lambda: done_units(store, e.block) >= len(e.units()) // 2, "not half of the units done")
         snapshot = tmp / "killed.zarr"
         shutil.copytree(store, snapshot)
         t_end = time.time() + 20

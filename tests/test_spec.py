@@ -6,31 +6,11 @@ import numpy as np
 import pytest
 
 from distntk.spec import SpecError, load_spec, parse_spec, spec_diff
+from raytools import section6_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 
-BASE = """\
-seed = 1
-[chain]
-inputs = [-1.0, 1.0]
-transition = [[0.8, 0.2], [0.3, 0.7]]
-[target]
-name = "tanh_linear"
-inner = [1.0, 0.8]
-outer = [0.0, 0.0, 0.3]
-[model]
-b_max = 0.3
-[training]
-T = 1.0
-times = [0.5, 1.0]
-L = 4
-[replicas]
-widths = [16]
-n_init = 2
-n_data = 4
-[probes]
-most_likely = 2
-"""
+BASE = section6_toml(seed=1, widths=(16,), n_init=2, n_data=4)  # block and name left to their defaults
 
 
 def _with(old: str, new: str) -> str:
