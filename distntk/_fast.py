@@ -103,6 +103,19 @@ def _tanh_array(u, out):
 
 
 @njit(inline="always", **_JIT)
+def _activation(u, sigmoid):
+    """``(sigma(u), sigma'(u))`` for tanh or, with ``sigmoid``, the logistic ``(1 + tanh(u/2))/2``.
+
+    ``sigmoid`` is a compile-time constant of each kernel, so inlining leaves one branch-free body.
+    """
+    if sigmoid:
+        s = 0.5 * (1.0 + _tanh(0.5 * u))
+        return s, s * (1.0 - s)
+    s = _tanh(u)
+    return s, 1.0 - s * s
+
+
+@njit(inline="always", **_JIT)
 def _ordered_sum(x):
     """``sum(x)`` in a fixed order (eight interleaved partial sums, then a fixed tree).
 
@@ -171,12 +184,7 @@ def segment_kernel(d: int, rtrl: bool, sigmoid: bool):
                 Z[2, i] = bi
                 # step k: memory and its Jacobian (MODEL 2)
                 u = (u + ai) + bi * Si
-                if SIGMOID:
-                    s = 0.5 * (1.0 + _tanh(0.5 * u))
-                    ds = s * (1.0 - s)
-                else:
-                    s = _tanh(u)
-                    ds = 1.0 - s * s
+                s, ds = _activation(u, SIGMOID)
                 if RTRL:
                     for j in range(D):
                         Z[J0 + j, i] = ds * (xs[k, j] + bi * Z[J0 + j, i])
@@ -254,11 +262,7 @@ def window_kernel(sigmoid: bool):
                 for lev in range(start, L):
                     q = windows[h, lev]
                     for i in range(N):
-                        u = wx[q, i] + b[r, i] * s[lev, i]
-                        if SIGMOID:
-                            s[lev + 1, i] = 0.5 * (1.0 + _tanh(0.5 * u))
-                        else:
-                            s[lev + 1, i] = _tanh(u)
+                        s[lev + 1, i] = _activation(wx[q, i] + b[r, i] * s[lev, i], SIGMOID)[0]
                 acc = 0.0
                 for i in range(N):
                     acc += c[r, i] * s[L, i]
@@ -311,13 +315,7 @@ def memory_jacobian_kernel(d: int, rtrl: bool, sigmoid: bool):
                 for i in range(Q):
                     sp = s[lev, i]
                     bi = b[i]
-                    u = wx[q, i] + bi * sp
-                    if SIGMOID:
-                        si = 0.5 * (1.0 + _tanh(0.5 * u))
-                        ds = si * (1.0 - si)
-                    else:
-                        si = _tanh(u)
-                        ds = 1.0 - si * si
+                    si, ds = _activation(wx[q, i] + bi * sp, SIGMOID)
                     s[lev + 1, i] = si
                     if RTRL:
                         for j in range(D):
