@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from ._text import one_line
+
 __all__ = ["main"]
 
 _QUICKSTART = "jobs/quickstart.toml"
@@ -46,7 +48,7 @@ class _UsageError(Exception):
 
 
 def _fail(msg: str, code: int) -> int:
-    print(f"distntk: error: {msg}".splitlines()[0], file=sys.stderr)
+    print(f"distntk: error: {one_line(msg)}", file=sys.stderr)
     return code
 
 

@@ -140,7 +140,7 @@ import xarray as xr
 from scipy import stats
 
 from .chain import MarkovChain
-from .experiment import Unit
+from .experiment import Unit, unit_grid
 from .rnn import ACTIVATIONS, KERNELS, RNNConfig, data_seed, init_params, init_seed
 
 __all__ = [
@@ -571,11 +571,6 @@ def missing_units(ds: xr.Dataset) -> list[Unit]:
     else:
         b = R
     widths, inits, data = (ds[d].values for d in ("width", "init", "data"))
-    out = []
-    for iw, N in enumerate(widths):
-        for ii, i in enumerate(inits):
-            for lo in range(0, R, b):
-                hi = min(lo + b, R)
-                if not done[iw, ii, lo:hi].all():
-                    out.append(Unit(int(N), int(i), int(data[lo]), int(data[hi - 1]) + 1))
-    return out
+    return [Unit(int(widths[u.width]), int(inits[u.init]), int(data[u.data_start]), int(data[u.data_stop - 1]) + 1)
+            for u in unit_grid(range(done.shape[0]), done.shape[1], R, b)  # positions, not labels
+            if not done[u.width, u.init, u.data_start:u.data_stop].all()]

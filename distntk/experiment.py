@@ -36,7 +36,7 @@ from .limit import Limit, solve_limit
 from .rnn import RNNConfig, run_replicas
 from .target import Target
 
-__all__ = ["Unit", "Experiment"]
+__all__ = ["Unit", "Experiment", "unit_grid"]
 
 
 @dataclass(frozen=True, order=True)
@@ -51,6 +51,16 @@ class Unit:
     @property
     def data(self) -> range:
         return range(self.data_start, self.data_stop)
+
+
+def unit_grid(widths, n_init: int, n_data: int, block: int) -> list[Unit]:
+    """All work units of a design, in the one fixed order (width, init, data block).
+
+    Block ``k`` holds data seeds ``[k block, min((k + 1) block, n_data))``: the
+    store's chunks along ``data`` follow the same cut.
+    """
+    return [Unit(int(N), int(i), lo, min(lo + block, n_data))
+            for N in widths for i in range(n_init) for lo in range(0, n_data, block)]
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,12 +85,7 @@ class Experiment:
 
     def units(self) -> list[Unit]:
         """All units, in a fixed order (width, init, block)."""
-        out = []
-        for N in self.widths:
-            for i in range(self.n_init):
-                for lo in range(0, self.n_data, self.block):
-                    out.append(Unit(int(N), i, lo, min(lo + self.block, self.n_data)))
-        return out
+        return unit_grid(self.widths, self.n_init, self.n_data, self.block)
 
     def compute(self, unit: Unit) -> dict[str, np.ndarray]:
         """``{"output": (data, time, probe), "risk": (data, time)}`` for one unit.

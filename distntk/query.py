@@ -28,6 +28,8 @@ import math
 import numpy as np
 import xarray as xr
 
+from .experiment import unit_grid
+
 __all__ = ["QueryError", "progress", "summary", "format_records"]
 
 COLUMNS = ["width", "time", "probe", "n", "h", "mean", "se", "nvar", "nvar_poisson", "nvar_iid",
@@ -41,17 +43,16 @@ class QueryError(ValueError):
 def progress(ds: xr.Dataset) -> list[dict]:
     """Per width: replicas and units (data blocks) done, and in total."""
     done = np.asarray(ds["done"].values, dtype=bool)  # (width, init, data)
-    B = int(ds.attrs["block"])
-    starts = range(0, done.shape[2], B)
+    units = unit_grid(range(done.shape[0]), done.shape[1], done.shape[2], int(ds.attrs["block"]))
     out = []
     for wi, N in enumerate(ds["width"].values):
-        units_done = sum(int(done[wi, i, s : s + B].all()) for i in range(done.shape[1]) for s in starts)
+        mine = [u for u in units if u.width == wi]  # positions, not labels
         out.append({
             "width": int(N),
             "replicas_done": int(done[wi].sum()),
             "replicas": int(done[wi].size),
-            "units_done": units_done,
-            "units": done.shape[1] * len(starts),
+            "units_done": sum(int(done[wi, u.init, u.data_start:u.data_stop].all()) for u in mine),
+            "units": len(mine),
         })
     return out
 

@@ -34,6 +34,8 @@ from typing import Any, Callable, Iterable
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
+from ._text import one_line
+
 __all__ = ["UnitInfo", "RunSummary", "UnitFailed", "ServiceError", "ConnectError", "connect", "run_units",
            "cluster_cpus"]
 
@@ -53,7 +55,7 @@ class UnitFailed(ServiceError):
 
     def __init__(self, unit, cause: BaseException):
         self.unit, self.cause = unit, cause
-        super().__init__(f"unit {unit} failed: {type(cause).__name__}: {cause}".splitlines()[0])
+        super().__init__(one_line(f"unit {unit} failed: {type(cause).__name__}: {one_line(cause)}"))
 
 
 @dataclass(frozen=True)
@@ -122,8 +124,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, namespace: 
             ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **kwargs)
     except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
         where = f"the Ray cluster at {address}" if address else "an embedded Ray"
-        msg = str(exc).strip().splitlines()
-        raise ConnectError(f"cannot start or reach {where}: {msg[0] if msg else type(exc).__name__}") from None
+        raise ConnectError(f"cannot start or reach {where}: {one_line(exc)}") from None
     try:
         yield
     finally:

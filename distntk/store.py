@@ -56,6 +56,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from ._text import one_line
 from .experiment import Experiment, Unit
 from .spec import Spec, SpecError, canonical_json, parse_spec, spec_diff
 
@@ -111,16 +112,16 @@ def _storage_errors(path, action: str, catch: tuple = (OSError, ValueError)):
     except ImportError as exc:
         proto = _protocol(path)
         if proto not in _BACKENDS:
-            raise StoreError(f"cannot {action} {path}: {_one_line(exc)}") from None
+            raise StoreError(f"cannot {action} {path}: {one_line(exc)}") from None
         package, extra = _BACKENDS[proto]
         raise StoreError(f"{proto}:// stores need {package}, which is not installed: "
                          f"pip install 'distntk[{extra}]'") from None
     except catch as exc:
-        raise StoreError(f"cannot {action} {path}: {_one_line(exc)}") from None
+        raise StoreError(f"cannot {action} {path}: {one_line(exc)}") from None
     except Exception as exc:
         if type(exc).__module__.split(".")[0] not in _TRANSPORT_PACKAGES:
             raise
-        raise StoreError(f"cannot {action} {path}: {type(exc).__name__}: {_one_line(exc)}") from None
+        raise StoreError(f"cannot {action} {path}: {type(exc).__name__}: {one_line(exc)}") from None
 
 
 def _zarr_group(path, mode: str, storage_options: dict | None = None) -> zarr.Group:
@@ -165,11 +166,6 @@ def _probe_write(path, storage_options=None) -> None:
             fs.rm_file(probe)
 
 
-def _one_line(exc: BaseException) -> str:
-    msg = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return msg.splitlines()[0] if msg else type(exc).__name__
-
-
 def open_store(path, storage_options: dict | None = None) -> xr.Dataset:
     """The store at ``path`` as a lazily loaded :class:`xarray.Dataset`.
 
@@ -198,7 +194,7 @@ def store_spec(ds: xr.Dataset) -> Spec:
     try:
         spec = parse_spec(str(a["spec"]), default_name=name, source=f"spec of store {name!r}")
     except SpecError as exc:
-        raise StoreError(f"the spec stored in {name!r} no longer parses: {_one_line(exc)}") from None
+        raise StoreError(f"the spec stored in {name!r} no longer parses: {one_line(exc)}") from None
     if spec.hash != a["spec_hash"]:
         raise StoreError(f"the spec stored in {name!r} now hashes to {spec.hash[:12]}, not the store's "
                          f"{str(a['spec_hash'])[:12]} (made by distntk {a.get('distntk_version', '?')})")
