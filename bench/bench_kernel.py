@@ -1,27 +1,30 @@
 """Training-kernel throughput: the fast engine, the JAX peer and the NumPy reference side by side.
 
 A unit-step is one hidden unit advanced one SGD step (tanh, RTRL, d = 1).  Each
-row runs in one process pinned to one core (numba single-threaded, BLAS/OMP and
-XLA on one thread), fast, JAX peer and reference on the same arrays back to
-back; each figure is the median over ``--repeat`` segments of ``2 N / 40`` steps
-(what a run with 41 records at ``T = 2`` uses), and the ratios are taken between
-the medians.  Two rows per size: the native ISA of this machine, and AVX2 code
-generation in a subprocess (numba told to generate Haswell code, XLA
-``--xla_cpu_max_isa=AVX2``, NumPy's AVX-512 dispatch disabled), so a developer on
+ISA row runs in one process pinned to one core (numba single-threaded, BLAS/OMP
+and XLA on one thread): fast, JAX peer (``bench/jax_peer.py``) and reference on
+the same arrays, back to back.  Each figure is the median over ``--repeat``
+segments of ``2 N / 40`` steps (what a run with 41 records at ``T = 2`` uses),
+timed by the process's CPU time (the machine is shared: CPU time leaves out the
+time other processes hold the core; the fast/JAX ratio by wall-clock time is
+printed beside it).  Two rows per size: the native ISA of this machine, and AVX2
+code generation in a subprocess (numba told to generate Haswell code, XLA
+``--xla_cpu_max_isa=AVX2``, NumPy's AVX-512 loops disabled), so a developer on
 an AVX-512 machine sees the AVX2 numbers too.  The ``zmm`` column says whether
 the compiled fast kernel uses 512-bit registers (read from its assembly).
 
-Correctness in the same process: every kernel then trains the same replicas
+Correctness, in the same processes: every kernel then trains the same replicas
 for a whole run (``2 N`` steps) from the same start, and the fast engine's and
 the JAX peer's final parameters and memory must equal the reference's to
 ``1e-10`` relative (max abs difference / max abs value, per array); the script
-exits with status 1 otherwise.
+exits with status 1 otherwise (``--quick`` skips this check).
 
-The cost model: per unit-step the fast kernel evaluates one ``tanh`` and does
-``FLOPS_REST`` other double-precision operations, with ``MEM_ROWS`` doubles
-loaded and stored.  Its bound on this core is the measured SIMD ``tanh`` time per
-value plus ``FLOPS_REST`` operations at the measured rate of a streaming
-FMA loop of the same vector width (see :func:`bound_rows`).
+Cost model (second table).  Per iteration of its vector loop (``lanes`` units)
+the fast sweep issues ``ops`` vector arithmetic instructions, ``ops tanh`` of them
+for its tanh (both counted in the assembly compiled for that ISA), and
+``memory ops`` loads and stores.  Its bound is its arithmetic at the rate its
+SIMD tanh alone reaches in L1: ``tanh ns/value x ops / ops tanh`` (loads and
+stores free, the division weighted as in tanh).
 
 Usage: python bench/bench_kernel.py [--repeat 5] [--quick] [--no-avx2]
 """
@@ -33,6 +36,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 # One core, one thread, before numpy / jax start their thread pools.
@@ -55,13 +59,14 @@ from distntk.rnn import KERNELS, Params, RNNConfig, init_params  # noqa: E402
 
 SIZES = [(1024, 16), (4096, 8)]
 REL = 1e-10
-FLOPS_REST = 17  # double operations per unit-step besides tanh (see the docstring of distntk._fast)
-# Haswell code generation for the AVX2 row (numba: CPU name, and no host features added to it).
+# AVX2 code generation for the AVX2 row: numba compiles for Haswell (CPU name, and no host features added
+# to it: NUMBA_CPU_FEATURES empty), XLA caps its ISA, NumPy drops its AVX-512 loops, OpenBLAS its SkylakeX kernels.
 AVX2_ENV = {
     "NUMBA_CPU_NAME": "haswell",
     "NUMBA_CPU_FEATURES": "",
     "XLA_FLAGS": "--xla_cpu_max_isa=AVX2",
-    "NPY_DISABLE_CPU_FEATURES": "AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL AVX512_SPR",
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+    "OPENBLAS_CORETYPE": "Haswell",
 }
 
 
@@ -97,14 +102,16 @@ def _jax_runner(cfg, N, R, n, seed=0):
 
 
 def rates(N, R, reps):
-    """Unit-steps per second of fast, JAX peer and reference on one segment, medians of ``reps``."""
+    """Unit-steps per second of fast, JAX peer and reference on one segment: medians by CPU and wall time."""
     cfg = RNNConfig()
     n = max(20, 2 * N // 40)
     out = {}
     for name in ("fast", "jax", "reference"):
         run, _ = _jax_runner(cfg, N, R, n) if name == "jax" else _numpy_runner(name, cfg, N, R, n)
         run()  # compile / warm up
-        out[name] = R * N * n / median(repeat(run, reps if name != "reference" else max(3, reps // 2)))
+        k = reps if name != "reference" else max(3, reps // 2)
+        out[name] = R * N * n / median(repeat(run, k, time.process_time))
+        out[name + "_wall"] = R * N * n / median(repeat(run, k))
     return out
 
 
@@ -124,48 +131,70 @@ def agreement(N, R):
     return rel(finals["fast"], finals["reference"]), rel(finals["jax"], finals["reference"])
 
 
-def uses_zmm() -> bool:
-    """Whether the compiled fast training kernel uses 512-bit registers."""
-    steps = _fast.segment_kernel(1, True, False).compiled[0]
-    return any("zmm" in asm for asm in steps.inspect_asm().values())
-
-
 def isa_rows(reps, check=True):
     rows = []
     for N, R in SIZES:
         r = rates(N, R, reps)
-        err_fast, err_jax = agreement(N, R) if check else (float("nan"), float("nan"))
-        rows.append(dict(N=N, R=R, zmm=uses_zmm(), fast=r["fast"], jax=r["jax"], reference=r["reference"],
-                         err_fast=err_fast, err_jax=err_jax))
+        r["err_fast"], r["err_jax"] = agreement(N, R) if check else (float("nan"), float("nan"))
+        rows.append(dict(N=N, R=R, **r))
     return rows
 
 
-def bound_rows(reps):
-    """The fast kernel's parts on this ISA: its SIMD ``tanh`` alone and its whole unit-step."""
+def bound(reps):
+    """The fast kernel's cost model on this ISA: its SIMD ``tanh`` alone and the vector ops of its loops."""
     x = np.random.default_rng(1).standard_normal(4096) * 2
     y = np.empty_like(x)
     _fast._tanh_array(x, y)
-    t_tanh = median(repeat(lambda: [_fast._tanh_array(x, y) for _ in range(500)], reps)) / (500 * len(x))
-    t_np = median(repeat(lambda: [np.tanh(x, out=y) for _ in range(500)], reps)) / (500 * len(x))
-    t_fma = _fast_fma_rate(reps)
-    return dict(tanh_ns=t_tanh * 1e9, numpy_tanh_ns=t_np * 1e9, flop_ns=t_fma * 1e9)
+    clock = time.process_time
+    t_tanh = median(repeat(lambda: [_fast._tanh_array(x, y) for _ in range(500)], reps, clock)) / (500 * len(x))
+    t_np = median(repeat(lambda: [np.tanh(x, out=y) for _ in range(500)], reps, clock)) / (500 * len(x))
+    a_steps, a_tanh = kernel_asm()
+    ops_step, mem_step, lanes = vector_ops(a_steps)
+    ops_tanh, _, _ = vector_ops(a_tanh)
+    return dict(tanh_ns=t_tanh * 1e9, numpy_tanh_ns=t_np * 1e9, ops_step=ops_step, mem_step=mem_step,
+                ops_tanh=ops_tanh, lanes=lanes, zmm="zmm" in a_steps)
 
 
-def _fast_fma_rate(reps):
-    """Seconds per double-precision operation of a streaming, vectorised multiply-add loop in L1."""
+def _fresh_asm(dispatcher, *args):
+    """Assembly of a numba kernel compiled afresh for this process's ISA (cached code cannot be inspected)."""
     from numba import njit
 
-    @njit(cache=False, fastmath=False)
-    def axpy(x, y, k):
-        for _ in range(k):
-            for i in range(x.shape[0]):
-                y[i] = y[i] * 0.999 + x[i]  # one multiply and one add (an FMA after contraction)
+    f = njit(error_model="numpy")(dispatcher.py_func)
+    f(*args)
+    return next(iter(f.inspect_asm().values()))
 
-    x = np.ones(1024)
-    y = np.zeros(1024)
-    axpy(x, y, 1)
-    k = 2000
-    return median(repeat(lambda: axpy(x, y, k), reps)) / (2 * k * x.size)
+
+_NOT_ARITH = ("vmov", "vbroadcast", "vzeroupper", "vpbroadcast", "vextract", "vinsert", "vperm", "vshuf",
+              "vunpck")
+
+
+def vector_ops(asm: str) -> tuple[int, int, int]:
+    """``(arithmetic ops, memory ops, lanes)`` per iteration of the vector loop that divides (the hot loop).
+
+    The loop is the block from its label to the backward jump; arithmetic ops are the
+    ``v...pd``/``v...q`` instructions other than moves and broadcasts (an FMA counts once).
+    """
+    lines = [ln.strip() for ln in asm.splitlines()]
+    for i, ln in enumerate(lines):
+        if ln.startswith("vdivpd") and ("zmm" in ln or "ymm" in ln):
+            start = max(j for j in range(i) if lines[j].endswith(":") and lines[j].startswith(".LBB"))
+            label = lines[start][:-1]
+            end = next(j for j in range(i, len(lines)) if lines[j].split()[:2] == ["jne", label]
+                       or lines[j].split()[:2] == ["jb", label] or lines[j].split()[:2] == ["jl", label])
+            body = [ln for ln in lines[start + 1:end] if ln.startswith("v")]
+            arith = [ln for ln in body if not ln.startswith(_NOT_ARITH)]
+            mem = [ln for ln in body if "(" in ln]
+            return len(arith), len(mem), 8 if "zmm" in lines[i] else 4
+    raise ValueError("no vector loop with a division found")
+
+
+def kernel_asm():
+    """(steps asm, tanh asm) of the fast engine, compiled for this ISA."""
+    steps = _fast.segment_kernel(1, True, False).compiled[0]
+    Z = np.zeros((9, 64))
+    a_steps = _fresh_asm(steps, Z, 64, np.ones((3, 1)), np.ones(3), 0.1, 0.1, True)
+    a_tanh = _fresh_asm(_fast._tanh_array, np.zeros(8), np.zeros(8))
+    return a_steps, a_tanh
 
 
 def child(argv):
@@ -174,7 +203,7 @@ def child(argv):
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--no-check", action="store_true")
     a = ap.parse_args(argv)
-    print(json.dumps(dict(rows=isa_rows(a.repeat, not a.no_check), bound=bound_rows(a.repeat))))
+    print(json.dumps(dict(rows=isa_rows(a.repeat, not a.no_check), bound=bound(a.repeat))))
 
 
 def main(argv=None):
@@ -186,18 +215,16 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="no whole-run agreement check (smoke test)")
     ap.add_argument("--no-avx2", action="store_true", help="native ISA only")
     args = ap.parse_args(argv)
-    print("## Training kernel: fast vs JAX peer vs NumPy reference (M unit-steps/s, one core, float64, tanh+RTRL)")
-    for line in machine_info():
-        print("  " + line)
     import jax
 
+    print("## Training kernel: fast vs JAX peer vs NumPy reference (one core, float64, tanh + RTRL, d = 1)")
+    for line in machine_info():
+        print("  " + line)
     print(f"  jax {jax.__version__}; load average {os.getloadavg()[0]:.2f} at start")
     results = {}
     child_args = ["--repeat", str(args.repeat)] + (["--no-check"] if args.quick else [])
     for isa, extra in [("native", {})] + ([] if args.no_avx2 else [("AVX2", AVX2_ENV)]):
         env = dict(os.environ, **extra)
-        if isa != "native":
-            env["XLA_FLAGS"] = extra["XLA_FLAGS"]  # replaces the one-thread flags this process added
         proc = subprocess.run([sys.executable, __file__, "--child"] + child_args, env=env, capture_output=True,
                               text=True)
         if proc.returncode != 0:
@@ -207,26 +234,29 @@ def main(argv=None):
     rows, bad = [], []
     for isa, res in results.items():
         for r in res["rows"]:
-            rows.append([r["N"], r["R"], isa, "yes" if r["zmm"] else "no", r["fast"] / 1e6, r["jax"] / 1e6,
-                         r["reference"] / 1e6, r["fast"] / r["jax"], r["fast"] / r["reference"], 1e9 / r["fast"],
-                         r["err_fast"], r["err_jax"]])
+            rows.append([r["N"], r["R"], isa, "yes" if res["bound"]["zmm"] else "no", r["fast"] / 1e6, r["jax"] / 1e6,
+                         r["reference"] / 1e6, r["fast"] / r["jax"], r["fast_wall"] / r["jax_wall"],
+                         r["fast"] / r["reference"], 1e9 / r["fast"], r["err_fast"], r["err_jax"]])
             if not (r["err_fast"] < REL and r["err_jax"] < REL) and not args.quick:
                 bad.append(f"{isa} N={r['N']}: fast {r['err_fast']:.1e}, jax {r['err_jax']:.1e}")
-    print(table(["N", "R", "ISA", "zmm", "fast M/s", "JAX M/s", "reference M/s", "fast/JAX", "fast/ref",
+    print("M unit-steps/s by CPU time (pinned to one core); fast/JAX also by wall-clock time")
+    print(table(["N", "R", "ISA", "zmm", "fast", "JAX peer", "reference", "fast/JAX", "(wall)", "fast/ref",
                  "fast ns/unit-step", "fast rel.err", "JAX rel.err"], rows,
-                ["{}", "{}", "{}", "{}", "{:.0f}", "{:.0f}", "{:.1f}", "{:.2f}x", "{:.1f}x", "{:.2f}", "{:.1e}",
-                 "{:.1e}"]))
+                ["{}", "{}", "{}", "{}", "{:.0f}", "{:.0f}", "{:.1f}", "{:.2f}x", "{:.2f}x", "{:.1f}x", "{:.2f}",
+                 "{:.1e}", "{:.1e}"]))
     print()
     brow = []
     for isa, res in results.items():
         b = res["bound"]
-        fast_ns = min(1e9 / r["fast"] for r in res["rows"])
-        bound_ns = b["tanh_ns"] + FLOPS_REST * b["flop_ns"]
-        brow.append([isa, b["tanh_ns"], b["numpy_tanh_ns"], b["flop_ns"], bound_ns, fast_ns, fast_ns / bound_ns])
-    print(f"Cost model: fast ns/unit-step >= tanh + {FLOPS_REST} other flops at the FMA-loop rate")
-    print(table(["ISA", "SIMD tanh ns", "numpy.tanh ns", "ns/flop (FMA loop)", "bound ns/unit-step",
-                 "fast ns/unit-step", "fast/bound"], brow,
-                ["{}", "{:.2f}", "{:.2f}", "{:.3f}", "{:.2f}", "{:.2f}", "{:.2f}x"]))
+        bound_ns = b["tanh_ns"] * b["ops_step"] / b["ops_tanh"]
+        for r in res["rows"]:
+            fast_ns = 1e9 / r["fast"]
+            brow.append([isa, r["N"], b["lanes"], b["ops_tanh"], b["ops_step"], b["mem_step"], b["tanh_ns"],
+                         b["numpy_tanh_ns"], bound_ns, fast_ns, fast_ns / bound_ns])
+    print("Cost model of the fast sweep: bound = SIMD tanh ns/value x ops / ops tanh (see the docstring)")
+    print(table(["ISA", "N", "lanes", "ops tanh", "ops", "memory ops", "SIMD tanh ns", "numpy.tanh ns",
+                 "bound ns/unit-step", "fast ns/unit-step", "fast/bound"], brow,
+                ["{}", "{}", "{}", "{}", "{}", "{}", "{:.2f}", "{:.2f}", "{:.2f}", "{:.2f}", "{:.2f}x"]))
     print(f"(load average {os.getloadavg()[0]:.2f} at the end)")
     if bad:
         raise SystemExit("bench_kernel: not within 1e-10 of the reference: " + "; ".join(bad))
