@@ -168,7 +168,8 @@ def _ordered_sum(x):
     return t
 
 
-def _row_stride(n: int) -> int:
+@njit(**_JIT)
+def _row_stride(n):
     """Row length (in doubles) for a scratch block of ``n`` columns: ``>= n`` and ``48 mod 512``.
 
     Rows ``4 KiB`` apart in memory share their L1 cache sets (and the low address
@@ -177,6 +178,26 @@ def _row_stride(n: int) -> int:
     ``384`` bytes apart modulo ``4 KiB`` avoid both.
     """
     return n + (48 - n) % 512
+
+
+@njit(inline="always", **_JIT)
+def _ordered_dot(Y, i0, i1, n):
+    """``sum_i Y[i0, i] Y[i1, i]`` over ``i < n`` in a fixed order (as :func:`_ordered_sum`, with FMAs)."""
+    m = n - n % 8
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    for i in range(0, m, 8):
+        s0 = _fma(Y[i0, i], Y[i1, i], s0)
+        s1 = _fma(Y[i0, i + 1], Y[i1, i + 1], s1)
+        s2 = _fma(Y[i0, i + 2], Y[i1, i + 2], s2)
+        s3 = _fma(Y[i0, i + 3], Y[i1, i + 3], s3)
+        s4 = _fma(Y[i0, i + 4], Y[i1, i + 4], s4)
+        s5 = _fma(Y[i0, i + 5], Y[i1, i + 5], s5)
+        s6 = _fma(Y[i0, i + 6], Y[i1, i + 6], s6)
+        s7 = _fma(Y[i0, i + 7], Y[i1, i + 7], s7)
+    t = ((s0 + s4) + (s2 + s6)) + ((s1 + s5) + (s3 + s7))
+    for i in range(m, n):
+        t = _fma(Y[i0, i], Y[i1, i], t)
+    return t
 
 
 @lru_cache(maxsize=None)
@@ -277,8 +298,9 @@ def window_kernel(sigmoid: bool):
     ``run(c, w, a, b, inputs, windows, lcp, scale, out)``: ``windows (H, L)``
     states (oldest first), ``lcp[h]`` the length of the prefix window ``h``
     shares with window ``h - 1`` (its memory states are reused), ``out (R, H)``.
-    The cost is ``N`` per distinct prefix in the order given (``<= 2H`` for
-    sorted binary histories) and the memory ``(L + 1) N`` per replica.
+    The cost is ``N`` tanh per distinct prefix in the order given (``<= 2H`` for
+    sorted binary histories) plus an ``N``-term dot product per window (in a
+    fixed order, :func:`_ordered_dot`), and the memory ``(L + S + 3) N`` per call.
     """
     SIGMOID = bool(sigmoid)
 
@@ -287,25 +309,27 @@ def window_kernel(sigmoid: bool):
         R, N = c.shape
         n_states, D = inputs.shape
         H, L = windows.shape
-        wx = np.empty((n_states, N))
-        s = np.zeros((L + 1, N))  # row j + 1: memory after j + 1 inputs; row 0 stays 0
+        # one scratch block, rows padded (_row_stride): 0 b, 1 c, 2.. w.x_q + a, then the memory levels
+        X0 = 2
+        S0 = 2 + n_states
+        Y = np.zeros((S0 + L + 1, _row_stride(N)))  # row S0 + j + 1: memory after j + 1 inputs; S0 stays 0
         for r in range(R):
+            for i in range(N):
+                Y[0, i] = b[r, i]
+                Y[1, i] = c[r, i]
             for q in range(n_states):
                 for i in range(N):
                     v = 0.0
                     for j in range(D):
                         v += w[r, i, j] * inputs[q, j]
-                    wx[q, i] = v + a[r, i]
+                    Y[X0 + q, i] = v + a[r, i]
             for h in range(H):
                 start = lcp[h] if h > 0 else 0
                 for lev in range(start, L):
-                    q = windows[h, lev]
+                    q = X0 + windows[h, lev]
                     for i in range(N):
-                        s[lev + 1, i] = _activation(wx[q, i] + b[r, i] * s[lev, i], SIGMOID)[0]
-                acc = 0.0
-                for i in range(N):
-                    acc += c[r, i] * s[L, i]
-                out[r, h] = scale * acc
+                        Y[S0 + lev + 1, i] = _activation(_fma(Y[0, i], Y[S0 + lev, i], Y[q, i]), SIGMOID)[0]
+                out[r, h] = scale * _ordered_dot(Y, 1, S0 + L, N)
 
     return run
 
