@@ -155,6 +155,37 @@ def bound(reps):
                 ops_tanh=ops_tanh, lanes=lanes, zmm="zmm" in a_steps)
 
 
+def walk(reps, N=4096, R=8, L=10):
+    """The record walk (risk over all histories): the fast window kernel against the NumPy reference.
+
+    Binary chain, all ``2^L`` histories sorted, so the walk visits ``2^(L+1) - 2`` distinct
+    prefix nodes per replica; rates are per node and unit.
+    """
+    from distntk.chain import markov_chain, window_chain
+    from distntk.rnn import history_outputs
+
+    chain = markov_chain([[0.8, 0.2], [0.3, 0.7]], [-1.0, 1.0])
+    cfg = RNNConfig()
+    hist = np.ascontiguousarray(window_chain(chain, L).histories, dtype=np.int64)
+    lcp = _fast.common_prefix(hist)
+    nodes = int(L + np.sum(L - lcp[1:]))
+    p, _, _, _ = setup(cfg, N, R, 1)
+    p.c += np.random.default_rng(2).standard_normal(p.c.shape) * 0.01  # replicas differ, as after training
+    out = np.empty((R, len(hist)))
+    kern = _fast.window_kernel(False)
+    fast = lambda: kern(p.c, p.w, p.a, p.b, chain.inputs, hist, lcp, cfg.scale(N), out)  # noqa: E731
+    fast()
+    t_fast = median(repeat(fast, reps, time.process_time))
+    ref = history_outputs(p, chain.inputs, hist, cfg.scale(N), "tanh")
+    t_ref = median(repeat(lambda: history_outputs(p, chain.inputs, hist, cfg.scale(N), "tanh"), max(3, reps // 2),
+                          time.process_time))
+    err = float(np.max(np.abs(out - ref)) / np.max(np.abs(ref)))
+    a_walk = _fresh_asm(kern, p.c, p.w, p.a, p.b, chain.inputs, hist, lcp, 1.0, out)
+    ops_level, mem_level, _ = vector_ops(a_walk)
+    return dict(N=N, R=R, L=L, H=len(hist), nodes=nodes, fast_ns=t_fast / (R * N * nodes) * 1e9,
+                ref_ns=t_ref / (R * N * nodes) * 1e9, err=err, ops_level=ops_level, mem_level=mem_level)
+
+
 def _fresh_asm(dispatcher, *args):
     """Assembly of a numba kernel compiled afresh for this process's ISA (cached code cannot be inspected)."""
     from numba import njit
@@ -203,7 +234,7 @@ def child(argv):
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--no-check", action="store_true")
     a = ap.parse_args(argv)
-    print(json.dumps(dict(rows=isa_rows(a.repeat, not a.no_check), bound=bound(a.repeat))))
+    print(json.dumps(dict(rows=isa_rows(a.repeat, not a.no_check), bound=bound(a.repeat), walk=walk(a.repeat))))
 
 
 def main(argv=None):
@@ -257,6 +288,21 @@ def main(argv=None):
     print(table(["ISA", "N", "lanes", "ops tanh", "ops", "memory ops", "SIMD tanh ns", "numpy.tanh ns",
                  "bound ns/unit-step", "fast ns/unit-step", "fast/bound"], brow,
                 ["{}", "{}", "{}", "{}", "{}", "{}", "{:.2f}", "{:.2f}", "{:.2f}", "{:.2f}", "{:.2f}x"]))
+    print()
+    wrow = []
+    for isa, res in results.items():
+        w, b = res["walk"], res["bound"]
+        # per node and unit: the level sweep (ops_level), plus one FMA of the window's dot product per H/nodes
+        bound_ns = b["tanh_ns"] / b["ops_tanh"] * (w["ops_level"] + w["H"] / w["nodes"])
+        wrow.append([isa, w["N"], w["R"], w["H"], w["nodes"], w["ops_level"], w["ref_ns"], w["fast_ns"],
+                     w["ref_ns"] / w["fast_ns"], bound_ns, w["fast_ns"] / bound_ns, w["err"]])
+        if not w["err"] < REL:
+            bad.append(f"{isa} record walk: {w['err']:.1e}")
+    print("Record walk (risk over all 2^L histories of a binary chain, sorted): ns per prefix node and unit, CPU time;"
+          "\nbound = SIMD tanh ns/value x (ops of the level sweep + one FMA per unit for each window's dot) / ops tanh")
+    print(table(["ISA", "N", "R", "H", "nodes", "ops", "reference ns", "fast ns", "fast/ref", "bound ns",
+                 "fast/bound", "rel.err"], wrow,
+                ["{}", "{}", "{}", "{}", "{}", "{}", "{:.2f}", "{:.2f}", "{:.1f}x", "{:.2f}", "{:.2f}x", "{:.1e}"]))
     print(f"(load average {os.getloadavg()[0]:.2f} at the end)")
     if bad:
         raise SystemExit("bench_kernel: not within 1e-10 of the reference: " + "; ".join(bad))
