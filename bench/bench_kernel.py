@@ -80,6 +80,28 @@ def setup(cfg, N, R, n, d=1, seed=0):
     return p, state, xs, ys
 
 
+def variants(reps):
+    """Fast ns/unit-step for the other compiled variants (vs the reference) and as the block outgrows L2."""
+    rows = []
+    for act, grad in (("tanh", "truncated"), ("sigmoid", "rtrl")):
+        cfg = RNNConfig(activation=act, gradient=grad, b_max=0.3 if act == "tanh" else 2.0)
+        N, R, n = 4096, 8, 204
+        t = {}
+        for name in ("fast", "reference"):
+            run, _ = _numpy_runner(name, cfg, N, R, n)
+            run()
+            t[name] = median(repeat(run, reps if name == "fast" else 3, time.process_time)) / (R * N * n) * 1e9
+        rows.append(dict(model=f"{act}/{grad}", N=N, R=R, fast_ns=t["fast"], ref_ns=t["reference"]))
+    cfg = RNNConfig()
+    for N in (16384, 65536, 262144):
+        n = max(8, 2_000_000 // N)
+        run, _ = _numpy_runner("fast", cfg, N, 1, n)
+        run()
+        t = median(repeat(run, reps, time.process_time)) / (N * n) * 1e9
+        rows.append(dict(model="tanh/rtrl", N=N, R=1, fast_ns=t, ref_ns=float("nan")))
+    return rows
+
+
 def _numpy_runner(kernel, cfg, N, R, n, seed=0):
     p, state, xs, ys = setup(cfg, N, R, n, seed=seed)
     seg = KERNELS[kernel]
@@ -234,7 +256,8 @@ def child(argv):
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--no-check", action="store_true")
     a = ap.parse_args(argv)
-    print(json.dumps(dict(rows=isa_rows(a.repeat, not a.no_check), bound=bound(a.repeat), walk=walk(a.repeat))))
+    print(json.dumps(dict(rows=isa_rows(a.repeat, not a.no_check), bound=bound(a.repeat), walk=walk(a.repeat),
+                                variants=variants(a.repeat))))
 
 
 def main(argv=None):
@@ -303,6 +326,17 @@ def main(argv=None):
     print(table(["ISA", "N", "R", "H", "nodes", "ops", "reference ns", "fast ns", "fast/ref", "bound ns",
                  "fast/bound", "rel.err"], wrow,
                 ["{}", "{}", "{}", "{}", "{}", "{}", "{:.2f}", "{:.2f}", "{:.1f}x", "{:.2f}", "{:.2f}x", "{:.1e}"]))
+    print()
+    vrow = []
+    for isa, res in results.items():
+        for v in res["variants"]:
+            has_ref = v["ref_ns"] == v["ref_ns"]  # not NaN
+            vrow.append([isa, v["model"], v["N"], v["R"], f"{8 * v['N'] * 9 / 2**20:.2f}",
+                         f"{v['ref_ns']:.2f}" if has_ref else "-", f"{v['fast_ns']:.2f}",
+                         f"{v['ref_ns'] / v['fast_ns']:.1f}x" if has_ref else "-"])
+    print("Other variants, and one replica's block (9 doubles per unit) outgrowing L2: ns/unit-step, CPU time")
+    print(table(["ISA", "model", "N", "R", "block MiB", "reference ns", "fast ns", "fast/ref"], vrow,
+                ["{}"] * 8))
     print(f"(load average {os.getloadavg()[0]:.2f} at the end)")
     if bad:
         raise SystemExit("bench_kernel: not within 1e-10 of the reference: " + "; ".join(bad))

@@ -14,18 +14,31 @@ and accumulate ``c^i S^i_k`` for ``Yhat_k``.  The last pending update is applied
 at the end of the segment, so a segment ends in the reference's state.
 
 Layout.  Each replica's unit arrays are packed once per segment call into one
-scratch block ``Z`` (rows ``c, a, b, S, w_1..w_d, J_1..J_{d+2}``; shape
-``(2 d + 6, N)``, structure of arrays), so the unit loop streams contiguous rows
-and runs as SIMD code; at ``N <= 16384`` and ``d = 1`` a replica's block is 1 MiB
-and stays in L2 for the whole segment.  ``d``, the gradient option and the
-activation are compile-time constants (one compiled variant each).
+scratch block ``Z`` (rows ``c, a, b, S, w_1..w_d, J_1..J_{d+2}`` and the products
+``c S``; ``2 d + 7`` rows, structure of arrays), so the unit loop streams contiguous
+rows and runs as SIMD code; at ``N <= 16384`` and ``d = 1`` a replica's block is
+about 1 MiB and stays in L2 for the whole segment.  Rows are padded to
+``_row_stride(N)`` doubles (``48 mod 512``): rows a multiple of 4 KiB apart fall
+into the same L1 cache sets and alias in the CPU's load/store ordering, which
+made the sweep 3x slower at ``N = 1024`` and ``4096``.  ``d``, the gradient
+option and the activation are compile-time constants (one compiled variant each).
 
-Reproducibility.  No fast-math: every operation is an IEEE double operation in a
-fixed order (the sum for ``Yhat_k`` runs over ``i`` in order), and ``tanh`` is
-computed by :func:`_tanh` from ``+ - * /``, ``floor`` and an exponent bit pattern,
-so the results do not depend on the CPU's vector width or on how a run is cut into
-segments or replica blocks.  They differ from the NumPy reference by round-off only
-(``_tanh`` is within 3 ulp of ``numpy.tanh``, the same as libm's).
+Cost per unit-step (``d = 1``, RTRL): one ``tanh`` (about 25 vector instructions,
+one division) and 16 more operations (an FMA counts once), 9 loads and 9 stores;
+no float-to-integer conversion, which AVX2 lacks for vectors.  ``bench/bench_kernel.py``
+counts them in the compiled loop and compares the sweep with its ``tanh`` alone.
+
+Reproducibility.  No fast-math: every operation is an IEEE double operation or an
+explicit fused multiply-add (``llvm.fma``, :func:`_fma`) in a fixed order (the sum
+for ``Yhat_k`` in eight interleaved partial sums, then a fixed tree), and ``tanh``
+is computed by :func:`_tanh` from ``+ - * /``, FMAs and an exponent bit pattern,
+so the results do not depend on the CPU (AVX2 or AVX-512, vector or scalar
+remainder loop) or on how a run is cut into segments or replica blocks.  They
+differ from the NumPy reference by round-off only (``_tanh`` is within 4 ulp of
+``numpy.tanh``).  numba's on-disk cache keys every entry by the CPU name and
+features it was compiled for, so a cache shared between machines never serves
+code compiled for another CPU (tests/test_kernels.py checks this with Haswell code
+generation).
 """
 
 from __future__ import annotations
