@@ -20,7 +20,7 @@ rows and runs as SIMD code; at ``N <= 16384`` and ``d = 1`` a replica's block is
 about 1 MiB and stays in L2 for the whole segment.  Rows are padded to
 ``_row_stride(N)`` doubles (``48 mod 512``): rows a multiple of 4 KiB apart fall
 into the same L1 cache sets and alias in the CPU's load/store ordering, which
-made the sweep 3x slower at ``N = 1024`` and ``4096``.  ``d``, the gradient
+slowed the sweep several-fold at ``N = 1024`` and ``4096``.  ``d``, the gradient
 option and the activation are compile-time constants (one compiled variant each).
 
 Cost per unit-step (``d = 1``, RTRL): one ``tanh`` (about 25 vector instructions,
@@ -185,10 +185,10 @@ def _ordered_sum(x):
 def _row_stride(n):
     """Row length (in doubles) for a scratch block of ``n`` columns: ``>= n`` and ``48 mod 512``.
 
-    Rows ``4 KiB`` apart in memory share their L1 cache sets (and the low address
-    bits the CPU compares to order loads after stores), so a sweep over ten such
-    rows runs at a fraction of its speed (3x slower at ``N = 1024``).  Rows
-    ``384`` bytes apart modulo ``4 KiB`` avoid both.
+    Rows a multiple of ``4 KiB`` apart in memory share their L1 cache sets (and the
+    low address bits the CPU compares to order loads after stores), so a sweep over
+    ten such rows runs at a fraction of its speed.  Rows ``384`` bytes apart modulo
+    ``4 KiB`` avoid both.
     """
     return n + (48 - n) % 512
 
