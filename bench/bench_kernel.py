@@ -269,7 +269,10 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="no whole-run agreement check (smoke test)")
     ap.add_argument("--no-avx2", action="store_true", help="native ISA only")
     args = ap.parse_args(argv)
-    import jax
+    try:
+        import jax
+    except ImportError:
+        raise SystemExit("bench_kernel: the JAX peer needs the bench extra: pip install -e '.[bench]' (make bench does)")
 
     print("## Training kernel: fast vs JAX peer vs NumPy reference (one core, float64, tanh + RTRL, d = 1)")
     for line in machine_info():
