@@ -23,9 +23,10 @@ into the same L1 cache sets and alias in the CPU's load/store ordering, which
 slowed the sweep several-fold at ``N = 1024`` and ``4096``.  ``d``, the gradient
 option and the activation are compile-time constants (one compiled variant each).
 
-Cost per unit-step (``d = 1``, RTRL): one ``tanh`` (about 25 vector instructions,
-one division) and 16 more operations (an FMA counts once), 9 loads and 9 stores;
-no float-to-integer conversion, which AVX2 lacks for vectors.  ``bench/bench_kernel.py``
+Cost per unit-step (``d = 1``, RTRL): one ``tanh`` (23 vector instructions with
+AVX-512, 25 with AVX2, one division) and 15 more operations (an FMA counts once),
+11 loads (the compiler reads the three ``J`` rows twice) and 9 stores; no
+float-to-integer conversion, which AVX2 lacks for vectors.  ``bench/bench_kernel.py``
 counts them in the compiled loop and compares the sweep with its ``tanh`` alone.
 
 Reproducibility.  No fast-math: every operation is an IEEE double operation or an
