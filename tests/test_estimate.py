@@ -21,11 +21,11 @@ from distntk.estimate import (
     EstimateError,
     convergence_rates,
     estimate,
-    memory_contraction,
     missing_units,
     variance_components,
 )
 from distntk.experiment import Unit
+from distntk.memory import memory_contraction
 from distntk.rnn import RNNConfig
 
 M = 4000

@@ -17,7 +17,7 @@ import zarr
 from conftest import sticky_spec, write_store
 from distntk.cli import main
 from distntk.estimate import estimate, missing_units
-from distntk.report import report_main, summary, write_report
+from distntk.report import summary, write_report
 from distntk.store import open_store
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -110,8 +110,7 @@ def test_distntk_report_reads_a_store_path(sticky, tmp_path, capsys, monkeypatch
     assert "Needs at least two widths with data." in md  # one width: no convergence figure
     assert not (tmp_path / "reports" / "s128" / "convergence.png").exists()
     assert (tmp_path / "reports" / "s128" / "memory.png").read_bytes()[:8] == PNG
-    # report_main is the same command
-    assert report_main(["s128.zarr", "--out", "elsewhere"]) == 0
+    assert main(["report", "s128.zarr", "--out", "elsewhere"]) == 0
     assert capsys.readouterr().out.strip() == "elsewhere/report.md"
 
 
@@ -122,7 +121,7 @@ def _one_line_error(capsys, code, expected):
 
 
 def test_report_on_bad_stores_is_one_line_error(tmp_path, capsys):
-    _one_line_error(capsys, report_main([str(tmp_path / "nope.zarr"), "--out", str(tmp_path / "o")]),
+    _one_line_error(capsys, main(["report", str(tmp_path / "nope.zarr"), "--out", str(tmp_path / "o")]),
                     "no distntk store at")
     zarr.open_group(str(tmp_path / "plain.zarr"), mode="w", zarr_format=3).create_array("x", shape=(2,), dtype="f8")
     _one_line_error(capsys, main(["report", str(tmp_path / "plain.zarr"), "--out", str(tmp_path / "o")]),

@@ -1,5 +1,6 @@
 """TOML specs: validation messages name the key, canonical form and diffs."""
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,7 @@ def test_base_spec_builds_the_experiment():
         ("name = \"tanh_linear\"", "name = \"tanh_lineer\"", "target.name: unknown target 'tanh_lineer'"),
         ("outer = [0.0, 0.0, 0.3]", "outer = [0.0, 0.0, 0.3]\nslope = 2", "target.slope: unknown key"),
         ("name = \"tanh_linear\"\ninner = [1.0, 0.8]\nouter = [0.0, 0.0, 0.3]",
-         "name = \"no_such_module_xyz:f\"\nm = 2", "target.name: cannot import target"),
+         "name = \"no_such_module_xyz:f\"\nm = 2", "target.name: 'no_such_module_xyz:f' is code"),
         ("L = 4", "L = 2", "training.L: expected an integer >= the target memory m = 3"),
         ("times = [0.5, 1.0]", "times = [1.0, 0.5]", "training.times: expected sorted times"),
         ("times = [0.5, 1.0]", "times = [0.5, 2.0]", "training.times: expected sorted times within [0, T = 1]"),
@@ -98,12 +99,15 @@ def test_user_target(tmp_path, monkeypatch):
     (tmp_path / "mytargets.py").write_text("def last(x):\n    return x[:, -1, 0]\n\ndef bad(x):\n    return x\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     text = _with('name = "tanh_linear"\ninner = [1.0, 0.8]\nouter = [0.0, 0.0, 0.3]', 'name = "mytargets:last"\nm = 1')
-    s = parse_spec(text)
+    s = parse_spec(text, allow_code=True)
     assert s.experiment.target.m == 1
-    assert s.canonical["target"] == {"name": "mytargets:last", "m": 1}
-    assert _error(text.replace("last", "bad")).startswith("target: target mytargets:bad returned shape")
+    digest = hashlib.sha256((tmp_path / "mytargets.py").read_bytes()).hexdigest()
+    assert s.canonical["target"] == {"name": "mytargets:last", "m": 1, "source_sha256": digest}
+    with pytest.raises(SpecError) as info:
+        parse_spec(text.replace("last", "bad"), allow_code=True)
+    assert str(info.value).startswith("target: target mytargets:bad returned shape")
     with pytest.raises(SpecError, match=r"^target.scale: unknown key; a 'module:function' target takes only"):
-        parse_spec(text.replace("m = 1", "m = 1\nscale = 2"))
+        parse_spec(text.replace("m = 1", "m = 1\nscale = 2"), allow_code=True)
 
 
 def test_canonical_hash_ignores_layout_and_names_differences():
