@@ -117,8 +117,7 @@ def _run(args) -> int:
         raise _UsageError(f"--max-core-hours {args.max_core_hours:g}: expected a number > 0")
     for w in spec.warnings:
         print(f"distntk run: warning: {one_line(w)}", file=sys.stderr)
-    cost = estimate_cost(spec.experiment)
-    print(f"distntk run: estimate: {cost.describe()}", file=sys.stderr)
+    cost = estimate_cost(spec.experiment)  # refused here, before a store is created or Ray started
     check_cost(cost, args.max_core_hours, machine_memory() / (1 if address else args.actors or os.cpu_count() or 1))
     store = args.store or spec.store
     options = _storage_options(args.storage_option)
@@ -128,6 +127,8 @@ def _run(args) -> int:
     def announce(todo: int, total: int) -> None:
         plan = f"{todo} of {total} units to compute on {where}" if todo else f"all {total} units already done"
         print(f"distntk run: spec {spec.name} ({spec.hash[:12]}), store {store}: {plan}", file=sys.stderr)
+        if todo:
+            print(f"distntk run: estimate for the whole spec: {cost.describe()}", file=sys.stderr)
 
     t0 = time.perf_counter()
     rep = run(spec, store, address=address, actors=args.actors, progress=not args.no_progress, command=command,

@@ -56,9 +56,11 @@ def test_report_on_complete_store(sticky_store, tmp_path):
 
 def test_memory_section_says_why_when_the_spec_does_not_match(sticky_store, tmp_path):
     ds = sticky_store.copy()
-    ds.attrs = {**ds.attrs, "spec": ds.attrs["spec"].replace("seed = 11", "seed = 12")}
+    ds.attrs = {**ds.attrs, "spec_canonical": ds.attrs["spec_canonical"].replace('"seed":11', '"seed":12')}
+    assert ds.attrs["spec_canonical"] != sticky_store.attrs["spec_canonical"]
     md = write_report(ds, tmp_path / "rep").read_text()
-    assert "## 6. Memory fixed point (MODEL 3)\n\nNot computed: the spec stored in 'sticky-test' now hashes to" in md
+    assert ("## 6. Memory fixed point (MODEL 3)\n\nNot computed: the canonical spec stored in 'sticky-test' does not "
+            "hash to the store's") in md
     assert not (tmp_path / "rep" / "memory.png").exists()
 
 
@@ -143,13 +145,19 @@ def test_report_into_a_file_is_one_line_error(small_store, tmp_path, capsys):
                     f"cannot write the report to {tmp_path / 'file'}")
 
 
-@pytest.mark.parametrize("bad", ["nvar_poisson", "h"])
-def test_report_on_a_store_that_lost_its_predictions(small_store, tmp_path, capsys, bad):
+@pytest.mark.parametrize("bad,what", [("nvar_poisson", "array"), ("h", "array"), ("h", "chunk")])
+def test_report_on_a_store_that_lost_its_predictions(small_store, tmp_path, capsys, bad, what):
     path = tmp_path / "s.zarr"
     shutil.copytree(small_store, path)
-    del zarr.open_group(str(path), mode="r+", zarr_format=3)[bad]  # a damaged store
-    _one_line_error(capsys, main(["report", str(path), "--out", str(tmp_path / "o")]),
-                    f"dataset has no variable {bad!r}")
+    if what == "array":
+        del zarr.open_group(str(path), mode="r+", zarr_format=3)[bad]  # a damaged store
+        why = f"{bad!r} is missing"
+    else:  # its one chunk deleted: it reads as NaN, its fill value
+        (path / bad / "c" / "0" / "0").unlink()
+        why = f"{bad!r} has non-finite values"
+    for cmd in (["report", str(path), "--out", str(tmp_path / "o")], ["query", str(path)]):
+        _one_line_error(capsys, main(cmd), f"{path} lost its predictions: {why}")
+    assert not (tmp_path / "o").exists()
 
 
 # --------------------------------------------------------------------------- a real quickstart store (Ray)
