@@ -87,7 +87,7 @@ def estimate_cost(exp: Experiment) -> Cost:
     for N in exp.widths:
         N = float(N)
         steps += per_width * (N * (B + int(exp.T * N)) + n_t * N * L * (P + H))
-    R = exp.block
+    R = min(exp.block, exp.n_data)
     Nmax = float(max(exp.widths))
     chunk = max(256.0, Nmax // 8)
     unit = 8.0 * R * (2 * Nmax * (d + 3) + chunk * (d + 1) + H + n_t * (P + 1)) + ACTOR_BASE_BYTES

@@ -320,7 +320,7 @@ def summary(est: xr.Dataset, rates: xr.Dataset | None = None, mem: xr.Dataset | 
     have = est["n_init"] > 0
     widths_done = [int(N) for N in est["width"].values if bool(have.sel(width=N).any())]
     if not widths_done:
-        return ["- **No replica is done yet.** There is nothing to compare; the missing units are listed below."]
+        return lines + ["- **No replica is done yet.** There is nothing to compare; the missing units are listed below."]
     Nmax = widths_done[-1]
     c, n, lo, hi = _verdicts(est, "poisson", {"width": Nmax})
     ca, na, _, _ = _verdicts(est, "poisson")
