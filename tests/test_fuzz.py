@@ -159,6 +159,6 @@ def test_a_few_mutated_specs_in_a_real_process(tmp_path):
         path = tmp_path / f"case{i}.toml"
         path.write_text(text)
         p = subprocess.run([sys.executable, "-m", "distntk", "run", str(path), "--store", str(tmp_path / "s.zarr"),
-                            "--max-core-hours", "1e-12"], capture_output=True, text=True, timeout=120)
+                            "--max-core-hours", "1e-12"], capture_output=True, text=True, timeout=300)
         assert p.returncode == 2 and p.stdout == "" and p.stderr.count("\n") == 1, p.stderr[-2000:]
         assert p.stderr.startswith("distntk: error: ") and "Traceback" not in p.stderr

@@ -163,7 +163,7 @@ def test_report_on_a_store_that_lost_its_predictions(small_store, tmp_path, caps
 # --------------------------------------------------------------------------- a real quickstart store (Ray)
 
 
-@pytest.mark.timeout(200)
+@pytest.mark.timeout(1000)
 def test_quickstart_store_headline_poisson_consistent_iid_rejected(quickstart_demo):
     """The store that `distntk demo` wrote through Ray (jobs/quickstart.toml: N = 64, 128, 256,
     16 inits x 128 data sequences, 4 times, 3 probes).

@@ -124,7 +124,7 @@ def test_a_plain_rerun_repairs_a_damaged_store_bit_for_bit(tiny, tmp_path):
     env = scoped_env(tmp_path / "home", mark, RAY_TMPDIR=temp)
     try:
         p = subprocess.run([f"{VENV_BIN}/distntk", "run", str(spec_path), "--store", str(path), "--no-progress",
-                            "--actors", "1"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+                            "--actors", "1"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
     finally:
         cleanup(mark, temp)
     assert p.returncode == 0, p.stderr[-3000:]
