@@ -138,19 +138,17 @@ def open_checked(path, storage_options: dict | None = None) -> tuple[xr.Dataset,
         raise StoreError(f"{path} lost its predictions: {preds[0].removeprefix('predictions: ')}; the store "
                          "cannot be compared with the limit (recreate it with distntk run)")
     ds = open_store(path, storage_options)
-    done = arrays["done"].astype(bool)
-    output = arrays["output"].copy()
-    for u in bad:
-        wi, i, sl, _ = rs._region(u)
-        done[wi, i, sl] = False
-        output[wi, i, sl] = np.nan
-    replaced = {"done": done, "output": output, "unit_writes": arrays["unit_writes"]}
-    if "risk" in arrays:
-        risk = arrays["risk"].copy()
-        for u in bad:
-            wi, i, sl, _ = rs._region(u)
-            risk[wi, i, sl] = np.nan
-        replaced["risk"] = risk
+    widths = rs.widths
+    replaced = {"done": arrays["done"].astype(bool), "unit_writes": arrays["unit_writes"]}
+    for name in ("output", "risk"):
+        if name in arrays:
+            replaced[name] = arrays[name].copy()
+    for u in bad:  # left out: not done, and NaN like a unit never written
+        where = (widths.index(u.width), u.init, slice(u.data_start, u.data_stop))
+        replaced["done"][where] = False
+        for name in ("output", "risk"):
+            if name in replaced:
+                replaced[name][where] = np.nan
     out = {}
     for name, var in ds.data_vars.items():
         if name in replaced:
