@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -212,8 +213,6 @@ def anti_store(tmp_path_factory):
 def test_wording_follows_the_data_on_an_anti_persistent_chain(anti_store, tmp_path):
     pred_p, pred_i = anti_store.nvar_poisson.values[1:], anti_store.nvar_iid.values[1:]
     assert (pred_p < pred_i).all()  # the chain's correlations remove variance here
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # t = 0 cells: no 0/0 warnings either
         lines = []
