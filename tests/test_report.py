@@ -41,6 +41,7 @@ def test_report_on_complete_store(sticky_store, tmp_path):
     assert "**Headline: fluctuations across data sequences.**" in head
     assert "N = 512" in head and "Poisson-equation prediction" in head
     assert "i.i.d. prediction is rejected" in head
+    assert "Correlated inputs of the chain add variance" in head and "remove variance" not in head
     assert "Complete store" in head
     # memory fixed point: the experiment is rebuilt from the spec in the store's attributes
     assert "Memory fixed point" in head and "N = 512 network" in head
@@ -226,11 +227,6 @@ def test_wording_follows_the_data_on_an_anti_persistent_chain(anti_store, tmp_pa
     est = estimate(anti_store)
     assert (est.verdict_poisson.sel(time=0.0) == "n/a").all() and bool(est.deterministic.sel(time=0.0).all())
     assert not bool(est.deterministic.sel(time=0.5).any())
-
-
-def test_sticky_chain_correlations_add_variance(sticky_store, tmp_path):
-    head = _head(write_report(sticky_store, tmp_path / "rep", memory=None).read_text())
-    assert "Correlated inputs of the chain add variance" in head and "remove variance" not in head
 
 
 def test_memory_window_shortened_is_said(sticky, tmp_path):

@@ -105,6 +105,8 @@ def test_damage_is_found_named_and_left_out(tiny, tmp_path, capsys, how):
     doc = json.loads(out)
     assert [p["replicas_done"] for p in doc["progress"]] == [16, 12]
     assert {r["n"] for r in doc["rows"] if r["width"] == 32} == {12}
+    if how not in ("deleted output chunk", "random bytes in output"):
+        return  # the report reads the store as query does; two kinds suffice for it
     # report: the same warning, a partial store naming the unit, never "Complete"
     assert main(["report", str(path), "--out", str(tmp_path / "rep")]) == 0
     out, err = capsys.readouterr()
