@@ -292,6 +292,8 @@ class ResultStore:
         store bit for bit.
         """
         arrays, damaged = self.scan(units)
+        if self._writes is None:  # the write counters as read chunk-safe: a damaged counter chunk restarts at 0
+            self._writes = np.asarray(arrays["unit_writes"], dtype=np.int64)
         done = arrays["done"]
         out = []
         for u in units:

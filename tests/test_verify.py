@@ -50,7 +50,7 @@ def _copy(tiny, tmp_path) -> Path:
 
 def _chunk(path: Path, name: str, wi: int, i: int, b: int) -> Path:
     """The file of chunk (width index wi, init i, block b) of a per-replica array (zarr v3 default keys)."""
-    rest = {"output": ["0", "0"], "risk": ["0"], "done": []}[name]
+    rest = {"output": ["0", "0"], "risk": ["0"], "done": [], "unit_writes": []}[name]
     return path.joinpath(name, "c", str(wi), str(i), str(b), *rest)
 
 
@@ -68,12 +68,15 @@ def _damage(path: Path, how: str) -> None:
         f.write_bytes(np.random.default_rng(2).bytes(max(f.stat().st_size, 8)))
     elif how == "deleted risk chunk":
         _chunk(path, "risk", 1, 0, 1).unlink()
+    elif how == "random bytes in unit_writes":
+        f = _chunk(path, "unit_writes", 1, 0, 1)
+        f.write_bytes(np.random.default_rng(4).bytes(max(f.stat().st_size, 8)))
     else:  # pragma: no cover
         raise ValueError(how)
 
 
 DAMAGES = ["deleted output chunk", "done over NaN data", "random bytes in output", "random bytes in done",
-           "deleted risk chunk"]
+           "deleted risk chunk", "random bytes in unit_writes"]
 
 
 def test_a_clean_store_verifies(tiny, capsys):
@@ -95,8 +98,13 @@ def test_damage_is_found_named_and_left_out(tiny, tmp_path, capsys, how):
     out, err = capsys.readouterr()
     lines = out.splitlines()
     assert len(lines) == 1 and lines[0].startswith(_unit_text(hit[0]) + ": "), out
-    # the driver's plan: exactly that unit is computed again
-    assert open_result_store(path).pending(units) == hit
+    # the driver's plan: exactly that unit is computed again, and it can be written back
+    rs = open_result_store(path)
+    assert rs.pending(units) == hit
+    if how == "random bytes in unit_writes":
+        rs.write_unit(hit[0], spec.experiment.compute(hit[0]), 0.1, "repair")
+        assert verify(path) == [] and open_store(path).unit_writes.values[1, 0, 1] == 1
+        return
     # query: one warning line naming the unit, the unit left out, no traceback
     assert main(["query", str(path), "--format", "json"]) == 0
     out, err = capsys.readouterr()
