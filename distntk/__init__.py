@@ -11,10 +11,10 @@ matplotlib.
 """
 
 from .chain import ChainError, MarkovChain, markov_chain, window_chain
-from .estimate import (EstimateError, convergence_rates, estimate, memory_contraction, missing_units,
-                       variance_components)
+from .estimate import EstimateError, convergence_rates, estimate, missing_units, variance_components
 from .experiment import Experiment, Unit
 from .limit import Limit, solve_limit
+from .memory import memory_contraction
 from .rnn import ModelError, RNNConfig, run_replicas
 from .spec import Spec, SpecError, load_spec
 from .store import StoreError, open_store

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import json
 import math
 import os
@@ -55,13 +56,14 @@ from importlib.metadata import PackageNotFoundError, version
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from ._text import one_line
-from .experiment import Experiment, Unit
+from .experiment import Experiment, Unit, unit_grid
 from .spec import Spec, SpecError, canonical_json, parse_spec, spec_diff
 
 __all__ = ["StoreError", "ResultStore", "open_store", "open_result_store", "create_store", "open_or_create",
-           "store_spec"]
+           "store_spec", "store_model"]
 
 _ZARR_FORMAT = 3
 
@@ -181,24 +183,60 @@ def store_spec(ds: xr.Dataset) -> Spec:
     """The :class:`~distntk.spec.Spec` a store was made from, rebuilt from its ``spec`` attribute.
 
     The experiment it carries recomputes anything the store does not hold (the
-    model's parameters for :func:`distntk.estimate.memory_contraction`, the
-    limit).  The rebuilt spec must hash to the store's ``spec_hash``: a spec
-    that resolves differently now (e.g. other defaults in another distntk
-    version) would describe another experiment.  A ``module:function`` target
-    must be importable here; its code itself is not part of the hash.
+    limit, the predictions).  The rebuilt spec must hash to the store's
+    ``spec_hash``: a spec that resolves differently now (e.g. other defaults in
+    another distntk version) would describe another experiment.  A store is
+    data: a ``module:function`` target named in it is never imported (that
+    would run code a store brought along), so a store with a code target is
+    refused here; :func:`store_model` rebuilds its chain and model all the same.
     """
     a = ds.attrs
-    name = str(a.get("name") or "store")
+    name = one_line(a.get("name") or "store", 80)
     if not a.get("spec") or not a.get("spec_hash"):
         raise StoreError(f"store {name!r} has no spec attributes; expected a store written by distntk run")
     try:
-        spec = parse_spec(str(a["spec"]), default_name=name, source=f"spec of store {name!r}")
+        spec = parse_spec(str(a["spec"]), default_name=name, source=f"spec of store {name!r}", allow_code=False)
     except SpecError as exc:
         raise StoreError(f"the spec stored in {name!r} no longer parses: {one_line(exc)}") from None
     if spec.hash != a["spec_hash"]:
         raise StoreError(f"the spec stored in {name!r} now hashes to {spec.hash[:12]}, not the store's "
                          f"{str(a['spec_hash'])[:12]} (made by distntk {a.get('distntk_version', '?')})")
     return spec
+
+
+def store_model(ds: xr.Dataset):
+    """``(RNNConfig, MarkovChain, seed)`` of a store, rebuilt from its canonical spec (data only).
+
+    What :func:`distntk.rnn.memory_contraction` needs: the chain and the model,
+    never the target, so no code named in the store is imported.  The canonical
+    JSON must hash to the store's ``spec_hash``.
+    """
+    from .chain import ChainError, markov_chain
+    from .rnn import ModelError, RNNConfig
+
+    a = ds.attrs
+    name = one_line(a.get("name") or "store", 80)
+    text, want = a.get("spec_canonical"), a.get("spec_hash")
+    if not text or not want:
+        raise StoreError(f"store {name!r} has no spec attributes; expected a store written by distntk run")
+    try:
+        canonical = json.loads(str(text))
+        if hashlib.sha256(canonical_json(canonical).encode()).hexdigest() != want:
+            raise StoreError(f"the canonical spec stored in {name!r} does not hash to the store's "
+                             f"{str(want)[:12]}")
+        chain = markov_chain(canonical["chain"]["transition"], canonical["chain"]["inputs"])
+        cfg = RNNConfig(**canonical["model"])
+        seed = int(canonical["seed"])
+    except StoreError:
+        raise
+    except (ValueError, KeyError, TypeError, ChainError, ModelError) as exc:
+        raise StoreError(f"the canonical spec stored in {name!r} cannot be read: {one_line(exc)}") from None
+    return cfg, chain, seed
+
+
+# Errors a damaged chunk raises when decoded: a crc32c mismatch (ValueError), a broken Zstd frame
+# (RuntimeError, old stores without checksums).  Transport errors are neither and are not caught.
+_DECODE_ERRORS = (ValueError, RuntimeError)
 
 
 @dataclass(eq=False)
@@ -248,14 +286,76 @@ class ResultStore:
             return np.asarray(self._array("done")[:], dtype=bool)
 
     def pending(self, units) -> list[Unit]:
-        """The units among ``units`` whose replicas are not all marked done."""
-        done = self.done_mask()
+        """The units among ``units`` to compute: not all marked done, or done but damaged (:meth:`scan`).
+
+        A damaged unit is recomputed from its seeds, so a plain rerun repairs a
+        store bit for bit.
+        """
+        arrays, damaged = self.scan(units)
+        if self._writes is None:  # the write counters as read chunk-safe: a damaged counter chunk restarts at 0
+            self._writes = np.asarray(arrays["unit_writes"], dtype=np.int64)
+        done = arrays["done"]
         out = []
         for u in units:
             wi, i, sl, _ = self._region(u)
-            if not done[wi, i, sl].all():
+            if not done[wi, i, sl].all() or u in damaged:
                 out.append(u)
         return out
+
+    def _read(self, name: str, units) -> tuple[np.ndarray, set]:
+        """Array ``name`` read whole, or unit by unit when a chunk does not decode; ``(values, bad units)``."""
+        a = self._array(name)
+        with _storage_errors(self.path, "read store"):
+            try:
+                return np.asarray(a[...]), set()
+            except _DECODE_ERRORS:
+                pass
+            out = np.full(a.shape, a.fill_value, dtype=a.dtype)
+            bad = set()
+            for u in units:
+                wi, i, sl, b = self._region(u)
+                region = (wi, i, b) if name.startswith("unit_") else (wi, i, sl)
+                try:
+                    out[region] = a[region]
+                except _DECODE_ERRORS:
+                    bad.add(u)
+            return out, bad
+
+    def scan(self, units=None) -> tuple[dict, dict]:
+        """Per-replica and per-unit arrays read chunk by chunk where needed, and the damaged units.
+
+        Returns ``(arrays, damaged)``: ``arrays`` maps ``output``, ``done``,
+        ``unit_writes`` (and ``risk``) to NumPy arrays, undecodable chunks
+        filled with their fill value; ``damaged`` maps each unit marked done
+        (or whose ``done`` chunk does not decode) to what is wrong with it: a
+        chunk that does not decode (checksum), non-finite values (a missing
+        chunk reads as NaN) or a write count below 1.
+        """
+        units = list(self._all_units() if units is None else units)
+        names = ["output", "done", "unit_writes"] + (["risk"] if "risk" in self.group else [])
+        arrays, bad = {}, {}
+        for name in names:
+            arrays[name], unreadable = self._read(name, units)
+            for u in unreadable:
+                bad.setdefault(u, f"{name} chunk does not decode (checksum mismatch or corrupt bytes)")
+        done = arrays["done"].astype(bool)
+        for u in units:
+            wi, i, sl, b = self._region(u)
+            if u in bad:
+                continue
+            if not done[wi, i, sl].all():
+                continue
+            if not np.isfinite(arrays["output"][wi, i, sl]).all():
+                bad[u] = "marked done but output has non-finite values (a missing chunk?)"
+            elif "risk" in arrays and not np.isfinite(arrays["risk"][wi, i, sl]).all():
+                bad[u] = "marked done but risk has non-finite values (a missing chunk?)"
+            elif arrays["unit_writes"][wi, i, b] < 1:
+                bad[u] = f"marked done but unit_writes is {int(arrays['unit_writes'][wi, i, b])}"
+        return arrays, {u: bad[u] for u in units if u in bad}
+
+    def _all_units(self) -> list[Unit]:
+        shape = self._array("done").shape
+        return unit_grid(self.widths, shape[1], shape[2], self.block)
 
     def write_unit(self, unit: Unit, result: dict, wall_time: float, node: str) -> None:
         """Write one unit: its data, then wall time, node and write count, then ``done``."""
@@ -410,8 +510,11 @@ def _allocate(g: zarr.Group, exp: Experiment, pred: xr.Dataset) -> None:
     nb = -(-R // B)
 
     def arr(name, dims, shape, chunks, dtype, fill, data=None):
+        # every chunk carries a crc32c checksum after compression: a damaged chunk fails to decode
+        # (ValueError) instead of decoding into wrong numbers; stores made before this still open
         a = g.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
-                           dimension_names=dims, attributes=_meta(name))
+                           dimension_names=dims, attributes=_meta(name),
+                           compressors=[ZstdCodec(level=0, checksum=False), Crc32cCodec()])
         if data is not None:
             a[...] = data
         return a
