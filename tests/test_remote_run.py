@@ -192,7 +192,7 @@ def test_unit_writes_are_whole_object_puts_on_s3(small, s3_bucket):
 
     spec = load_spec(small)
     url = s3_bucket.url("stores/puts.zarr")
-    create_store(url, spec)
+    create_store(url, spec, spec.experiment.predictions())
     log = []
     g = zarr.open_group(url, mode="r+", use_consolidated=False)
     rs = ResultStore(url, zarr.open_group(_Recorder(g.store, log), mode="r+", zarr_format=3, use_consolidated=False))
@@ -207,4 +207,4 @@ def test_unit_writes_are_whole_object_puts_on_s3(small, s3_bucket):
     ds = open_store(url)
     assert ds.done.values[0, 0].all() and ds.unit_writes.values[0, 0].tolist() == [1, 1]
     with pytest.raises(StoreError, match="^cannot create store at"):
-        create_store(url, spec)  # exists: never overwritten
+        create_store(url, spec, spec.experiment.predictions())  # exists: never overwritten

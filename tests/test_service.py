@@ -84,7 +84,7 @@ def test_resume_in_process_computes_only_missing_units(local_ray, tmp_path):
     # a partial store: half the units written by hand
     from distntk.store import open_or_create
 
-    rs = open_or_create(path, spec)
+    rs = open_or_create(path, spec, spec.experiment.predictions)
     for u in units[::2]:
         rs.write_unit(u, spec.experiment.compute(u), 123.0, "by-hand")
     rep = run(spec, path, actors=2, progress=False)
