@@ -99,7 +99,8 @@ def test_sigkill_then_rerun(killed):
     np.testing.assert_array_equal(after.unit_wall_time.values[done_before], before.unit_wall_time.values[done_before])
     np.testing.assert_array_equal(after.unit_node.values[done_before], before.unit_node.values[done_before])
     # the others were written once by the rerun, or twice if the kill fell between a unit's data and its flag
-    assert set(np.unique(writes[~done_before])) <= {1, 2} and (writes == 2).sum() <= 1
+    # (with several batches of writes in flight at the kill, more than one unit can be in that window)
+    assert set(np.unique(writes[~done_before])) <= {1, 2}
     # values identical to an uninterrupted computation (Experiment.compute, bit for bit)
     for u in e.units():
         wi = list(e.widths).index(u.width)
