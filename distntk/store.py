@@ -411,6 +411,7 @@ class UnitWriter:
         self._config.__enter__()
         self.retries = 0
         self.peak_pending = 0
+        self._closed = False
 
     def __enter__(self) -> "UnitWriter":
         return self
@@ -444,6 +445,9 @@ class UnitWriter:
 
     def close(self, wait: bool = True) -> None:
         """Write what is staged and wait for every batch (``wait``), then release the threads."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             if wait:
                 self.flush()
