@@ -109,6 +109,8 @@ def _run(args) -> int:
     def announce(todo: int, total: int) -> None:
         plan = f"{todo} of {total} units to compute on {where}" if todo else f"all {total} units already done"
         print(f"distntk run: spec {spec.name} ({spec.hash[:12]}), store {store}: {plan}", file=sys.stderr)
+        if todo:
+            print(f"distntk run: starting Ray ({where}) ...", file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
     rep = run(spec, store, address=address, actors=args.actors, progress=not args.no_progress, command=command,

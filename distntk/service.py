@@ -109,6 +109,10 @@ class _Worker:
         return self._node
 
 
+def _token_notice(record: logging.LogRecord) -> bool:
+    return "Token authentication is enabled for this Ray cluster" not in record.getMessage()
+
+
 def cluster_cpus() -> int:
     return int(ray.cluster_resources().get("CPU", 1))
 
@@ -131,6 +135,9 @@ def connect(address: str | None = None, num_cpus: int | None = None, namespace: 
         if address:
             ray.init(address=address, **kwargs)
         else:
+            # the embedded Ray is this process's own (loopback, private token): Ray's notice that token
+            # authentication is on by default says nothing the user must act on
+            logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_token_notice)
             ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **kwargs)
     except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
         where = f"the Ray cluster at {address}" if address else "an embedded Ray"

@@ -174,6 +174,9 @@ def test_two_drivers_on_one_new_store_at_the_same_instant(tmp_path):
     lines = [ln for ln in loser.splitlines() if ln.startswith("distntk: error:")]
     assert len(lines) == 1 and "is in use by distntk run on host" in lines[0], loser
     assert "Traceback" not in loser and "mode 'w-'" not in loser
+    winner = outs[[p.returncode for p in procs].index(0)][1]
+    assert "distntk run: starting Ray (an embedded local Ray) ..." in winner
+    assert "Token authentication is enabled" not in winner  # Ray's notice, silenced for the embedded Ray
     ds = open_store(store)
     assert ds.done.values.all() and (ds.unit_writes.values == 1).all()
 

@@ -29,9 +29,10 @@ from distntk.experiment import Experiment
 from distntk.spec import load_spec
 from distntk.store import StoreError, create_store
 
+from latency_proxy import latency_proxy
 from raytools import cleanup, done_units, free_port, new_mark, scoped_env, short_tmp, sigkill_when, tiny_spec
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(420)  # generous: the suite must pass on a loaded machine
 
 
 def _flags(server) -> list[str]:
@@ -60,10 +61,14 @@ def test_run_sigkill_resume_and_query_on_s3(s3_bucket, tmp_path, capsys):
     mark, temp = new_mark(), short_tmp("dns3")
     env = server.subprocess_env(scoped_env(tmp_path / "home", mark, RAY_TMPDIR=temp))
     cmd = [sys.executable, "-m", "distntk", "run", str(spec_path), "--store", url, "--actors", "2", "--no-progress"]
+    port = int(server.endpoint_url.rsplit(":", 1)[1])
     try:
-        # 1. a run configured by the standard environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...), killed mid-way
-        proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        sigkill_when(proc, lambda: done_units(url, e.block, opts) >= 6, "fewer than 6 units done")
+        # 1. a run configured by the standard environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...), killed mid-way,
+        #    its store 50 ms away (tests/latency_proxy.py), so that batches of writes are in flight at the kill
+        with latency_proxy(port, 0.05) as proxy:
+            proc = subprocess.Popen(cmd, env={**env, "AWS_ENDPOINT_URL": proxy.endpoint_url}, cwd=tmp_path,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            sigkill_when(proc, lambda: done_units(url, e.block, opts) >= 6, "fewer than 6 units done", timeout=240)
         before = open_store(url).load()
         done_before = before.done.values[:, :, :: e.block]  # (width, init, block)
         n_before = int(done_before.sum())
@@ -73,9 +78,10 @@ def test_run_sigkill_resume_and_query_on_s3(s3_bucket, tmp_path, capsys):
 
         # 2. resume with the server given only as --storage-option flags: no AWS_* for the driver nor its workers
         rerun = subprocess.run(cmd + _flags(server), env=_without_aws(env), cwd=tmp_path, capture_output=True,
-                               text=True, timeout=120)
+                               text=True, timeout=300)
         assert rerun.returncode == 0, rerun.stderr
         assert f"{n_units - n_before} units" in rerun.stderr and f"{n_before} already done" in rerun.stderr
+        assert "lease of " in rerun.stderr and "taken over from" in rerun.stderr  # the killed driver's, stale
     finally:
         cleanup(mark, temp)
 
@@ -95,6 +101,7 @@ def test_run_sigkill_resume_and_query_on_s3(s3_bucket, tmp_path, capsys):
     # the history names both commands, without the secret
     history = after.attrs["history"]
     assert history.count("run: computed") == 1 and "--storage-option=secret=..." in history
+    assert history.count("lease taken over from") == 1 and "(its process is gone)" in history
     assert server.secret not in history and "key=..." in history
 
     # 3. query: by the environment (set by the fixture), and by flags
