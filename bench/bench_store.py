@@ -83,9 +83,9 @@ def _end_to_end(url: str, opts: dict | None, n: int, max_pending: int) -> float:
 
     spec = _spec(n, "bench-run")
     stamps: list = []
-    run(spec, url, actors=2, progress=False, storage_options=opts, max_pending=max_pending,
-        on_unit=lambda u, info: stamps.append(time.perf_counter()))
-    return _steady(stamps)
+    rep = run(spec, url, actors=2, progress=False, storage_options=opts, max_pending=max_pending,
+              on_unit=lambda u, info: stamps.append(time.perf_counter()))
+    return _steady(stamps), rep.peak_pending
 
 
 def _server_ceiling(s3) -> float:
@@ -158,13 +158,13 @@ def main() -> None:
             for name, url, opts in [("local", str(tmp / "run.zarr"), None),
                                     ("S3 + 20 ms", "s3://bench/run20.zarr",
                                      {**s3.storage_options(), "endpoint_url": p20.endpoint_url})]:
-                rate = _end_to_end(url, opts, args.units, max_pending=64)
+                rate, peak = _end_to_end(url, opts, args.units, max_pending=64)
                 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-                rows2.append([name, rate, rss, _loadavg()])
+                rows2.append([name, rate, peak, rss, _loadavg()])
             print(f"\ndistntk run end to end (driver.run, embedded Ray, 2 actors, max_pending 64), {args.units} units, "
                   "steady-state rate (10th to 90th percentile of completions)")
-            print(table(["store", "units/s", "driver peak RSS MiB", "load avg"], rows2,
-                        ["{}", "{:.0f}", "{:.0f}", "{}"]))
+            print(table(["store", "units/s", "peak unwritten units", "driver peak RSS MiB", "load avg"], rows2,
+                        ["{}", "{:.0f}", "{}", "{:.0f}", "{}"]))
 
     import ray
 

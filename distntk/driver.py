@@ -38,6 +38,7 @@ class RunReport:
     computed: int
     summary: RunSummary | None
     lease_taken_over: str | None = None  # the stale holder whose lease this run took over
+    peak_pending: int = 0  # the most results the driver held unwritten (bounded by max_pending + one batch)
 
 
 def run(
@@ -98,8 +99,9 @@ def run(
                                 size=lambda u: u.data_stop - u.data_start, item_name="replicas", on_batch=on_batch)
             w.close()
             report(w.completed())
+            peak = w.peak_pending
         lease.check()
         nodes = ", ".join(f"{n[:12]}: {c}" for n, c in sorted(summary.nodes.items()))
         rs.log(f"run: computed {summary.units} units ({summary.items} replicas) in {summary.seconds:.1f} s "
                f"on {summary.actors} actors; nodes {nodes}")
-    return RunReport(path, len(units), len(units) - len(todo), summary.units, summary, lease.taken_over)
+    return RunReport(path, len(units), len(units) - len(todo), summary.units, summary, lease.taken_over, peak)
