@@ -114,7 +114,7 @@ def _run(args) -> int:
 
     t0 = time.perf_counter()
     rep = run(spec, store, address=address, actors=args.actors, progress=not args.no_progress, command=command,
-              announce=announce, storage_options=options)
+              announce=announce, storage_options=options, runtime_env=_shipped_code(spec) if args.address else None)
     if rep.summary is not None:
         s = rep.summary
         nodes = ", ".join(f"{n[:12]} {c}" for n, c in sorted(s.nodes.items()))
@@ -127,6 +127,22 @@ def _run(args) -> int:
     print(f"query it with: distntk query {shlex.quote(store)}{same}; report: distntk report {shlex.quote(store)}{same}",
           file=sys.stderr)
     return 0
+
+
+def _shipped_code(spec) -> dict | None:
+    """The Ray ``runtime_env`` that ships a ``module:function`` target's module to the cluster (``--address``).
+
+    The workers unpickle the target by reference, so its module must import there; a
+    cluster joined from a laptop does not have it (``ray job submit --working-dir`` would).
+    The module's file (or its top-level package's directory) goes in ``py_modules``.
+    """
+    name = spec.experiment.target.name
+    if ":" not in name:
+        return None
+    top = name.partition(":")[0].split(".")[0]
+    mod = sys.modules.get(top)
+    path = getattr(mod, "__path__", [None])[0] if hasattr(mod, "__path__") else getattr(mod, "__file__", None)
+    return {"py_modules": [path]} if path else None
 
 
 def _print_query(path, width=None, time_=None, probe=None, fmt="table", storage_options=None) -> int:

@@ -53,12 +53,14 @@ def run(
     announce: Callable[[int, int], None] | None = None,
     command: str = "",
     max_pending: int = 1024,
+    runtime_env: dict | None = None,
 ) -> RunReport:
     """Compute every unit of ``spec`` not yet done in ``store`` (default: the spec's store).
 
     ``announce(n_todo, n_total)`` is called once the store is open (before Ray starts);
     ``on_unit(unit, UnitInfo)`` after each unit's data and ``done`` are stored.
     ``max_pending`` bounds the results buffered in the driver while the store catches up.
+    ``runtime_env`` goes to ``ray.init`` when joining the cluster at ``address``.
     """
     path = store or spec.store
     exp = spec.experiment
@@ -78,7 +80,7 @@ def run(
             exp.limit()  # solved once here; the actors receive it with the experiment
         infos: dict = {}
 
-        with connect(address, num_cpus=actors), rs.writer(max_pending=max_pending) as w:
+        with connect(address, num_cpus=actors, runtime_env=runtime_env), rs.writer(max_pending=max_pending) as w:
 
             def on_result(unit, result, info: UnitInfo) -> None:
                 w.submit(unit, result, info.wall_time, info.node)

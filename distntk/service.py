@@ -118,15 +118,20 @@ def cluster_cpus() -> int:
 
 
 @contextlib.contextmanager
-def connect(address: str | None = None, num_cpus: int | None = None, namespace: str | None = None):
+def connect(address: str | None = None, num_cpus: int | None = None, namespace: str | None = None,
+            runtime_env: dict | None = None):
     """Ray for the duration of the block: join ``address`` or start an embedded local Ray.
 
     An already initialised Ray (a test, a notebook) is used as is and left running.
+    ``runtime_env`` (e.g. ``{"py_modules": [...]}``: code the workers need that the
+    cluster lacks) is the job's, given when joining ``address``.
     """
     if ray.is_initialized():
         yield
         return
     kwargs = dict(namespace=namespace, logging_level="WARNING", configure_logging=True)
+    if address and runtime_env:
+        kwargs["runtime_env"] = runtime_env
     try:
         if address:
             ray.init(address=address, **kwargs)

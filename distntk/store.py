@@ -382,7 +382,7 @@ class _Regions:
         return [it[0] for r in regions for it in r[5]]
 
 
-# What counts as a transient failure of a write (retried): the filesystem's and the transport's errors.
+# Backoff between the tries of a batch whose write failed with a storage or transport error (~16 s in all).
 _RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
