@@ -23,7 +23,7 @@ from raytools import cleanup, free_port, new_mark, scoped_env, short_tmp, tiny_s
 pytestmark = pytest.mark.timeout(600)  # generous: the suite must pass on a loaded machine
 
 
-def _ray(args, env, timeout=120, check=True):
+def _ray(args, env, timeout=300, check=True):
     p = subprocess.run(["ray", *args], env=env, capture_output=True, text=True, timeout=timeout)
     if check and p.returncode != 0:
         raise AssertionError(f"ray {' '.join(args)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
@@ -75,7 +75,7 @@ def test_two_nodes_token_auth_job_submit(tmp_path):
         # ... and submits the spec as a Ray job
         job = _ray(["job", "submit", "--address", api, "--working-dir", str(job_dir), "--",
                     "distntk", "run", "tiny.toml", "--store", str(store), "--actors", "2", "--no-progress"],
-                   client, timeout=180)
+                   client, timeout=300)
         assert "succeeded" in job.stdout + job.stderr, job.stdout[-3000:]
 
         # a driver outside the cluster joins it with --address (needs RAY_AUTH_MODE=token and the token too)

@@ -159,7 +159,7 @@ def test_missing_backend_names_the_extra(small, tmp_path):
             f"print(main(['run', {str(small)!r}, '--store', 's3://bucket/s.zarr']), file=sys.stderr)\n"
             "print(main(['query', 'gs://bucket/s.zarr']), file=sys.stderr)\n")
     out = subprocess.run([sys.executable, "-c", code], env=_without_aws(dict(os.environ)), cwd=tmp_path,
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=180)
     assert out.returncode == 0 and out.stderr.splitlines() == [
         "distntk: error: s3:// stores need s3fs, which is not installed: pip install 'distntk[s3]'", "2",
         "distntk: error: gs:// stores need gcsfs, which is not installed: pip install 'distntk[gcs]'", "2",
