@@ -1,6 +1,6 @@
 """Run every benchmark (``make bench``) and print the tables the README quotes.
 
-Each benchmark runs in its own process with one BLAS/OMP thread.  On machines
+Each benchmark runs in its own process with one BLAS/OMP thread (bench_store.py, the result path, takes about 7 minutes of the total).  On machines
 where the environment sets ``OPENBLAS_CORETYPE``/``OPENBLAS_L2_SIZE`` (a guard
 for old OpenBLAS builds) both are removed for the benchmark processes only, so
 that the current OpenBLAS picks its own kernel (printed under ``blas:``).
