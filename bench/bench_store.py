@@ -165,8 +165,8 @@ def main() -> None:
                     url, opts = loc(f"{name.replace(' ', '')}-{d.replace(' ', '')}")
                     rates.append(_store_alone(url, opts, n, d))
                 rows.append([name] + rates + [_loadavg()])
-                print(f"  store alone, {name}: " + ", ".join(f"{d} {r:.0f}/s" for d, r in zip(designs, rates)),
-                      flush=True)
+                got = ", ".join(f"{d} {r:.0f}/s" for d, r in zip(designs, rates, strict=True))
+                print(f"  store alone, {name}: {got}", flush=True)
             ceiling = _server_ceiling(s3)
             print("\nstore alone: units/s written by the driver (no Ray), "
                   f"{args.units} units of 4 replicas, 6 objects per unit; the moto server itself takes "

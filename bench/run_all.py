@@ -1,11 +1,12 @@
 """Run every benchmark (``make bench``) and print the tables the README quotes.
 
-Each benchmark runs in its own process with one BLAS/OMP thread (bench_store.py, the result path, takes about 7 minutes of the total).  On machines
+Each benchmark runs in its own process with one BLAS/OMP thread.  On machines
 where the environment sets ``OPENBLAS_CORETYPE``/``OPENBLAS_L2_SIZE`` (a guard
 for old OpenBLAS builds) both are removed for the benchmark processes only, so
 that the current OpenBLAS picks its own kernel (printed under ``blas:``).
 The machine is shared: every figure is a median of repeats, and ratios are
-taken within one process.  Takes a few minutes on 2 cores.
+taken within one process.  Takes a few minutes on 2 cores, plus about 7 for
+bench_store.py (the result path: stores, S3 behind a latency proxy, 64 actors).
 """
 
 from __future__ import annotations

@@ -211,7 +211,7 @@ class ActorPool:
                 except Exception as exc:  # noqa: BLE001 - sorted out by the caller
                     values.append(exc)
         out = []
-        for ref, value in zip(ready, values):
+        for ref, value in zip(ready, values, strict=True):
             k, gen, tag = self._calls.pop(ref)
             if gen == self.gens[k]:
                 self._free.append(k)

@@ -67,7 +67,7 @@ import math
 import os
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -366,13 +366,9 @@ class _Regions:
             sel_u = (wi, slice(i0, i1), slice(b0, b1)) if rows > 1 else (wi, i0, slice(b0, b1))
             shape_u = (rows, b1 - b0) if rows > 1 else (b1 - b0,)
 
-            def stacked(key):
-                x = np.concatenate([np.asarray(it[1][key]) for it in items], axis=0)
-                return x.reshape((rows, d1 - d0) + x.shape[1:]) if rows > 1 else x
-
-            data.append(a["output"].setitem(sel_d, stacked("output")))
+            data.append(a["output"].setitem(sel_d, _stacked(items, "output", rows)))
             if "risk" in a and "risk" in items[0][1]:
-                data.append(a["risk"].setitem(sel_d, stacked("risk")))
+                data.append(a["risk"].setitem(sel_d, _stacked(items, "risk", rows)))
             data.append(a["unit_wall_time"].setitem(sel_u, np.array([it[2] for it in items]).reshape(shape_u)))
             data.append(a["unit_node"].setitem(sel_u, np.array([it[3] for it in items], dtype=str).reshape(shape_u)))
             data.append(a["unit_writes"].setitem(sel_u, counts.reshape(shape_u)))
@@ -380,6 +376,12 @@ class _Regions:
         await asyncio.gather(*data)
         await asyncio.gather(*(a["done"].setitem(sel, v) for sel, v in flags))
         return [it[0] for r in regions for it in r[5]]
+
+
+def _stacked(items: list, key: str, rows: int) -> np.ndarray:
+    """The ``key`` results of ``items`` (row-major units of one region) as the region's array."""
+    x = np.concatenate([np.asarray(it[1][key]) for it in items], axis=0)
+    return x.reshape((rows, x.shape[0] // rows) + x.shape[1:]) if rows > 1 else x
 
 
 # Backoff between the tries of a batch whose write failed with a storage or transport error (~16 s in all).
