@@ -74,7 +74,8 @@ def test_run_sigkill_resume_and_query_on_s3(s3_bucket, tmp_path, capsys):
         n_before = int(done_before.sum())
         assert 6 <= n_before < n_units, f"{n_before} of {n_units} units done at the kill; units too fast?"
         assert (before.unit_writes.values[done_before] == 1).all()
-        cleanup(mark)  # the killed driver's Ray agents (see test_resume.py)
+        # the killed driver's Ray agents (see test_resume.py): ended here, and none of that run may survive
+        assert cleanup(mark) == []
 
         # 2. resume with the server given only as --storage-option flags: no AWS_* for the driver nor its workers
         rerun = subprocess.run(cmd + _flags(server), env=_without_aws(env), cwd=tmp_path, capture_output=True,

@@ -44,6 +44,7 @@ class Killed:
     cmd: list
     env: dict
     leftovers: dict  # pid -> name of our processes still alive 20 s after the kill
+    unkillable: list  # pids of the killed run that survived cleanup (must be none)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,8 @@ def killed(tmp_path_factory):
         while {_name(p) for p in marked_pids(mark)} - AGENTS and time.time() < t_end:
             time.sleep(0.5)
         leftovers = {p: _name(p) for p in marked_pids(mark)}
-        yield Killed(spec, store, snapshot, cmd, env, leftovers)
+        unkillable = cleanup(mark)  # end the killed run's Ray agents before anything reruns
+        yield Killed(spec, store, snapshot, cmd, env, leftovers, unkillable)
     finally:
         cleanup(mark, temp)
 
@@ -86,6 +88,7 @@ def test_sigkill_then_rerun(killed):
     assert n_units // 2 <= n_before < n_units, f"{n_before} of {n_units} units done at the kill; units too fast?"
     assert (before.unit_writes.values[done_before] == 1).all()
     assert set(killed.leftovers.values()) <= AGENTS, killed.leftovers
+    assert killed.unkillable == [], killed.unkillable  # no process of the killed run is left
 
     rerun = subprocess.run(killed.cmd, env=killed.env, cwd=killed.store.parent, capture_output=True, text=True,
                            timeout=300)
