@@ -129,10 +129,11 @@ def _run(args) -> int:
         print(f"distntk run: spec {spec.name} ({spec.hash[:12]}), store {store}: {plan}", file=sys.stderr)
         if todo:
             print(f"distntk run: estimate for the whole spec: {cost.describe()}", file=sys.stderr)
+            print(f"distntk run: starting Ray ({where}) ...", file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
     rep = run(spec, store, address=address, actors=args.actors, progress=not args.no_progress, command=command,
-              announce=announce, storage_options=options)
+              announce=announce, storage_options=options, runtime_env=_shipped_code(spec) if args.address else None)
     if rep.summary is not None:
         s = rep.summary
         nodes = ", ".join(f"{n[:12]} {c}" for n, c in sorted(s.nodes.items()))
@@ -155,6 +156,22 @@ def _open_checked(path, storage_options=None):
     if damaged:
         print(f"distntk: warning: {damage_warning(damaged)}", file=sys.stderr)
     return ds
+
+
+def _shipped_code(spec) -> dict | None:
+    """The Ray ``runtime_env`` that ships a ``module:function`` target's module to the cluster (``--address``).
+
+    The workers unpickle the target by reference, so its module must import there; a
+    cluster joined from a laptop does not have it (``ray job submit --working-dir`` would).
+    The module's file (or its top-level package's directory) goes in ``py_modules``.
+    """
+    name = spec.experiment.target.name
+    if ":" not in name:
+        return None
+    top = name.partition(":")[0].split(".")[0]
+    mod = sys.modules.get(top)
+    path = getattr(mod, "__path__", [None])[0] if hasattr(mod, "__path__") else getattr(mod, "__file__", None)
+    return {"py_modules": [path]} if path else None
 
 
 def _print_query(path, width=None, time_=None, probe=None, fmt="table", storage_options=None) -> int:

@@ -41,7 +41,7 @@ def write_store(path, spec: Spec, results: dict, seconds: dict | None = None) ->
     (data, wall time, node, write count, then ``done``); the others stay
     NaN / not done.  Returns ``open_store(path)``.
     """
-    rs = create_store(path, spec, command="tests/conftest.py write_store")
+    rs = create_store(path, spec, spec.experiment.predictions(), command="tests/conftest.py write_store")
     for u in spec.experiment.units():
         if u in results:
             rs.write_unit(u, results[u], (seconds or {}).get(u, float("nan")), "in-process")

@@ -77,7 +77,7 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, argv, expected):
     spec = tiny_spec(tmp_path / "tiny.toml")
     other = tiny_spec(tmp_path / "other.toml", seed=99)
     store = tmp_path / "s.zarr"
-    create_store(store, load_spec(spec))
+    create_store(store, load_spec(spec), load_spec(spec).experiment.predictions())
     fill = dict(tmp=tmp_path, spec=spec, other=other, store=store)
     code = main([a.format(**fill) for a in argv])
     err = capsys.readouterr().err
@@ -88,7 +88,7 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, argv, expected):
 def test_query_formats_on_a_partial_store(tmp_path, capsys):
     spec = load_spec(tiny_spec(tmp_path / "tiny.toml"))
     store = tmp_path / "s.zarr"
-    rs = open_or_create(store, spec)
+    rs = open_or_create(store, spec, spec.experiment.predictions)
     e = spec.experiment
     for u in e.units()[:3]:  # width 16: init 0 complete (2 units of 4), init 1 half
         rs.write_unit(u, e.compute(u), 0.1, "n")
@@ -112,7 +112,7 @@ def test_query_a_memory_url_with_storage_options(tmp_path, capsys):
     """fsspec URLs go through the same query; --storage-option values are JSON when they parse."""
     spec = load_spec(tiny_spec(tmp_path / "tiny.toml"))
     url = f"memory://distntk-cli/{uuid.uuid4().hex}/s.zarr"
-    rs = open_or_create(url, spec)
+    rs = open_or_create(url, spec, spec.experiment.predictions)
     u = spec.experiment.units()[0]
     rs.write_unit(u, spec.experiment.compute(u), 0.1, "n")
     # MemoryFileSystem takes (and ignores) keyword arguments; a non-JSON value stays a string
@@ -162,7 +162,7 @@ def test_demo_runs_the_quickstart_through_ray_and_writes_the_report(quickstart_d
 
 def test_query_into_a_closed_pipe_is_quiet(tmp_path):
     spec = load_spec(tiny_spec(tmp_path / "tiny.toml"))
-    create_store(tmp_path / "s.zarr", spec)
+    create_store(tmp_path / "s.zarr", spec, spec.experiment.predictions())
     # `true` has exited long before Python has started, so the first write meets a closed pipe
     p = subprocess.run(f"{VENV_BIN}/distntk query {tmp_path / 's.zarr'} | true; echo ${{PIPESTATUS[0]}}",
                        shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=300)

@@ -203,7 +203,7 @@ def test_verify_on_s3(tiny, s3_bucket, capsys):
     _, spec, _ = tiny
     url = s3_bucket.url("v/s.zarr")
     e = spec.experiment
-    rs = open_or_create(url, spec)
+    rs = open_or_create(url, spec, spec.experiment.predictions)
     for u in e.units():
         rs.write_unit(u, e.compute(u), 0.1, "n")
     assert main(["verify", url]) == 0
