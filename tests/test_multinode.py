@@ -80,7 +80,7 @@ def test_two_nodes_token_auth_job_submit(tmp_path):
 
         # a driver outside the cluster joins it with --address (needs RAY_AUTH_MODE=token and the token too)
         direct = subprocess.run(["distntk", "run", str(spec_path), "--store", str(tmp_path / "direct.zarr"),
-                                 "--address", f"127.0.0.1:{gcs}", "--actors", "2", "--no-progress", "--allow-code"],
+                                 "--address", f"127.0.0.1:{gcs}", "--actors", "2", "--no-progress"],
                                 env=client, capture_output=True, text=True, timeout=300)
         assert direct.returncode == 0, direct.stderr[-3000:]
         assert f"units to compute on Ray cluster 127.0.0.1:{gcs}" in direct.stderr
