@@ -154,6 +154,8 @@ def _rule_trapezoid(scales, m, n, X):
 
 
 def _rule_sobol(scales, m, seed):
+    if isinstance(seed, np.random.SeedSequence):
+        seed = np.random.default_rng(seed)
     U = qmc.Sobol(len(scales), scramble=True, seed=seed).random_base2(m)
     U = np.clip(U, 1e-12, 1 - 1e-12)
     cols = []

@@ -35,7 +35,8 @@ A spec names everything a run needs (MODEL.md sections 1-3 and 6)::
     record_risk = true             # optional: also record the stationary risk
 
     [limit]                        # optional
-    resolution = 20                # quadrature resolution of the kernel (MODEL 4.2)
+    tol = 1e-6                     # kernel quadrature tolerance on K entries (MODEL 4.2, 7); or, legacy:
+    # resolution = 20              # fixed Gauss-Hermite points per coordinate (error estimate unreliable)
 
     [replicas]
     widths = [64, 128, 256]
@@ -88,6 +89,7 @@ class SpecError(ValueError):
 
 _REQUIRED = object()
 _DEFAULT_TOL = 1e-6
+_DEFAULT_QUAD_TOL = 1e-6  # limit.tol: kernel entries (MODEL 7)
 _DEFAULT_STORE_DIR = "stores"
 
 
@@ -168,6 +170,12 @@ def parse_spec(text: str, default_name: str = "experiment", source: str = "spec"
     resolution = limit_t.get("resolution", "integer", None)
     if resolution is not None and resolution < 2:
         raise SpecError(f"limit.resolution: expected an integer >= 2, got {resolution}")
+    quad_tol = limit_t.get("tol", "number", None)
+    if quad_tol is not None and resolution is not None:
+        raise SpecError("limit.tol: give either limit.tol or limit.resolution, not both")
+    quad_tol = _DEFAULT_QUAD_TOL if quad_tol is None else float(quad_tol)
+    if not 0 < quad_tol < 1:
+        raise SpecError(f"limit.tol: expected a number in (0, 1), got {quad_tol:g}")
     limit_t.finish()
     replicas, replicas_c = _replicas(top.table("replicas"))
     probes, probes_c = _probes(top.table("probes"), chain, L)
@@ -189,7 +197,7 @@ def parse_spec(text: str, default_name: str = "experiment", source: str = "spec"
     exp = Experiment(chain=chain, target=target, model=cfg, T=T, times=times, L=L, probes=probes,
                      widths=replicas["widths"], n_init=replicas["n_init"], n_data=replicas["n_data"],
                      block=replicas["block"], seed=seed, kernel=kernel, kernel_resolution=resolution,
-                     name=name, record_risk=record_risk)
+                     kernel_tol=quad_tol, name=name, record_risk=record_risk)
     canonical = {
         "seed": seed,
         "kernel": kernel,
@@ -197,7 +205,7 @@ def parse_spec(text: str, default_name: str = "experiment", source: str = "spec"
         "target": target_c,
         "model": model_c,
         "training": training_c,
-        "limit": {"resolution": resolution},
+        "limit": {"resolution": resolution} if resolution is not None else {"tol": quad_tol},
         "replicas": replicas_c,
         "probes": probes_c,
     }
