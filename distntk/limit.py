@@ -85,9 +85,11 @@ from . import _fast
 from .rnn import RNNConfig
 from .target import Target
 
-__all__ = ["Kernel", "Limit", "window_length", "ntk", "solve_limit"]
+__all__ = ["Kernel", "FeatureKernel", "Limit", "MAX_HISTORIES", "window_length", "ntk", "ntk_features",
+           "solve_limit"]
 
 _E_C2 = 1.0 / 3.0  # E[c^2] for c ~ U[-1, 1]
+MAX_HISTORIES = 1 << 20  # the feature-space solver's reach: windows enumerated and held in memory
 
 
 def _count_histories(chain: MarkovChain, L: int) -> int:
@@ -333,36 +335,37 @@ def _adaptive_rule(cfg, chain, hist, coords, scales, tol, max_nodes):
             n, base = up(n), fine_u
 
 
-def _sobol_kernel(cfg, chain, hist, coords, scales, tol, max_nodes, seed):
-    """Randomised QMC: 8 independent scrambles of ``2^k`` points, ``k`` doubled until 4 standard errors
-    of the mean (entrywise max, of ``K`` and ``C_0``) are below ``tol`` or the node budget is spent."""
+def _sobol_rule(cfg, chain, hist, coords, scales, tol, max_nodes, seed):
+    """Randomised QMC: 8 independent scrambles of ``2^k`` points, ``k`` raised until 4 standard errors
+    of the mean (entrywise max over ``hist``, of ``K`` and ``C_0``) are below ``tol`` or the node budget
+    is spent.  Returns the pooled points (their mean is the estimate), weights and the error."""
     reps = 8
     ss = np.random.SeedSequence([seed, 0x50B01])
     k = 10
     while True:
-        runs = [_kernel_from_rule(cfg, chain, hist, coords, *_rule_sobol(scales, k, s))
-                for s in ss.spawn(reps)]
+        rules = [_rule_sobol(scales, k, s) for s in ss.spawn(reps)]
+        runs = [_kernel_from_rule(cfg, chain, hist, coords, *r) for r in rules]
         K = np.stack([r[0] for r in runs])
         C = np.stack([r[1] for r in runs])
         se = max(float(np.max(K.std(axis=0, ddof=1))), float(np.max(C.std(axis=0, ddof=1)))) / np.sqrt(reps)
         if 4 * se <= tol or reps * 2 ** (k + 1) > max_nodes:
-            return K.mean(axis=0), C.mean(axis=0), 4 * se, reps * 2**k
+            pts = np.concatenate([r[0] for r in rules])
+            return pts, np.full(len(pts), 1.0 / len(pts)), 4 * se
         k += 1
 
 
-def ntk(cfg: RNNConfig, window: WindowChain, resolution: int | None = None, seed: int = 0,
-        tol: float = 1e-6, max_nodes: int = 1 << 21, sample: int = 64) -> Kernel:
-    """Kernel ``K`` and ``C_0`` on the histories of ``window`` (MODEL 4.2).
+@dataclass(frozen=True)
+class _Rule:
+    coords: list  # columns of (w_1..w_d, a, b) that are random
+    pts: np.ndarray  # (Q, len(coords))
+    wts: np.ndarray  # (Q,)
+    error: float
+    method: str
+    tol: float | None
 
-    Default: a rule chosen to meet ``tol`` on every entry of ``K`` and ``C_0``
-    (module docstring), checked on at most ``sample`` histories.  ``error`` is
-    the bound; it exceeds ``tol`` only when ``max_nodes`` stopped the refinement.
 
-    ``resolution`` (legacy, ``limit.resolution`` in old specs) fixes the Gauss
-    points per coordinate (error from ``resolution - 6``) or, for Sobol, ``log2``
-    of the point count (error from ``resolution - 1``).
-    """
-    t0 = time.perf_counter()
+def _quadrature(cfg, window, resolution, seed, tol, max_nodes, sample) -> _Rule:
+    """The rule for ``K`` (module docstring): adaptive, legacy fixed, Sobol or exact."""
     chain = window.chain
     d = chain.dim
     coords, scales = [], []
@@ -376,10 +379,9 @@ def ntk(cfg: RNNConfig, window: WindowChain, resolution: int | None = None, seed
     if cfg.b_max > 0:
         coords.append(d + 1)
         scales.append(("uniform", cfg.b_max))
-    hist = window.histories
     if not scales:
-        Kmat, C = _kernel_from_rule(cfg, chain, hist, coords, np.zeros((1, 0)), np.ones(1))
-        return Kernel(Kmat, C, 0.0, "exact", 1, time.perf_counter() - t0, tol)
+        return _Rule(coords, np.zeros((1, 0)), np.ones(1), 0.0, "exact", tol)
+    hist = window.histories
     if resolution is not None:
         if len(scales) <= 4:
             coarse = _kernel_from_rule(cfg, chain, hist, coords, *_rule_gauss(scales, max(resolution - 6, 2)))
@@ -389,18 +391,132 @@ def ntk(cfg: RNNConfig, window: WindowChain, resolution: int | None = None, seed
             coarse = _kernel_from_rule(cfg, chain, hist, coords, *_rule_sobol(scales, resolution - 1, seed + 1))
             pts, wts = _rule_sobol(scales, resolution, seed)
             method = "sobol"
-        Kmat, C = _kernel_from_rule(cfg, chain, hist, coords, pts, wts)
-        err = float(np.max(np.abs(Kmat - coarse[0])))
-        return Kernel(Kmat, C, err, method, len(pts), time.perf_counter() - t0, None)
+        fine = _kernel_from_rule(cfg, chain, hist, coords, pts, wts)
+        return _Rule(coords, pts, wts, float(np.max(np.abs(fine[0] - coarse[0]))), method, None)
     if not 0 < tol < 1:
         raise ValueError(f"quadrature tolerance is {tol}; expected 0 < tol < 1")
+    sub = _rule_sample(window, sample, seed)
     if len(scales) <= 4:
-        pts, wts, err = _adaptive_rule(cfg, chain, _rule_sample(window, sample, seed), coords, scales,
-                                       tol, max_nodes)
-        Kmat, C = _kernel_from_rule(cfg, chain, hist, coords, pts, wts)
-        return Kernel(Kmat, C, err, "trapezoid", len(pts), time.perf_counter() - t0, tol)
-    Kmat, C, err, n = _sobol_kernel(cfg, chain, hist, coords, scales, tol, max_nodes, seed)
-    return Kernel(Kmat, C, err, "sobol", n, time.perf_counter() - t0, tol)
+        pts, wts, err = _adaptive_rule(cfg, chain, sub, coords, scales, tol, max_nodes)
+        return _Rule(coords, pts, wts, err, "trapezoid", tol)
+    pts, wts, err = _sobol_rule(cfg, chain, sub, coords, scales, tol, max_nodes, seed)
+    return _Rule(coords, pts, wts, err, "sobol", tol)
+
+
+def ntk(cfg: RNNConfig, window: WindowChain, resolution: int | None = None, seed: int = 0,
+        tol: float = 1e-6, max_nodes: int = 1 << 21, sample: int = 64) -> Kernel:
+    """Kernel ``K`` and ``C_0`` on the histories of ``window`` (MODEL 4.2), dense ``(H, H)``.
+
+    Default: a rule chosen to meet ``tol`` on every entry of ``K`` and ``C_0``
+    (module docstring), checked on at most ``sample`` histories.  ``error`` is
+    the bound; it exceeds ``tol`` only when ``max_nodes`` stopped the refinement.
+
+    ``resolution`` (legacy, ``limit.resolution`` in old specs) fixes the Gauss
+    points per coordinate (error from ``resolution - 6``) or, for Sobol, ``log2``
+    of the point count (error from ``resolution - 1``).
+    """
+    t0 = time.perf_counter()
+    rule = _quadrature(cfg, window, resolution, seed, tol, max_nodes, sample)
+    Kmat, C = _kernel_from_rule(cfg, window.chain, window.histories, rule.coords, rule.pts, rule.wts)
+    return Kernel(Kmat, C, rule.error, rule.method, len(rule.pts), time.perf_counter() - t0, rule.tol)
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureKernel:
+    """``K = Phi Phi^T`` kept as the eigenpairs of ``M = Pi^{1/2} K Pi^{1/2} ~ U diag(lam) U^T`` (MODEL 7).
+
+    ``U`` is ``(H, k)``, ``lam`` ``(k,)``; ``C0_eig = U^T Pi^{1/2} C_0 Pi^{1/2} U``
+    (``(k, k)``).  ``truncation`` is the discarded trace ``tr M - sum(lam)``
+    (``>= 0``; the squared Frobenius norm of the part of ``Pi^{1/2} Phi`` outside
+    ``range(U)``), checked after the fact against ``rank_rtol tr M``.
+    """
+
+    U: np.ndarray
+    lam: np.ndarray
+    C0_eig: np.ndarray
+    trace: float
+    truncation: float
+    error: float
+    method: str
+    n_nodes: int
+    seconds: float = 0.0
+    tol: float | None = None
+
+
+def _features(run, chain, hist, lcp, full, wts, sl, sq):
+    """``Pi^{1/2} Phi`` on the nodes ``sl`` (``(H, (d + 3) q)``) and its ``s`` part (``(H, q)``)."""
+    d, H = chain.dim, len(hist)
+    q = len(full[sl])
+    s = np.empty((H, q))
+    J = np.empty((H, d + 2, q))
+    run(np.ascontiguousarray(full[sl, :d].T), np.ascontiguousarray(full[sl, d]),
+        np.ascontiguousarray(full[sl, d + 1]), chain.inputs, hist, lcp, s, J)
+    s *= np.sqrt(wts[sl]) * sq[:, None]
+    J *= np.sqrt(_E_C2 * wts[sl]) * sq[:, None, None]
+    return np.hstack([s, J.reshape(H, -1)]), s
+
+
+def ntk_features(cfg: RNNConfig, window: WindowChain, resolution: int | None = None, seed: int = 0,
+                 tol: float = 1e-6, max_nodes: int = 1 << 21, sample: int = 64, rank: int = 128,
+                 rank_rtol: float = 1e-15, block: int = 256) -> FeatureKernel:
+    """The kernel in feature form by a randomized range finder streamed over node blocks (MODEL 7).
+
+    With ``X_b = Pi^{1/2} Phi_b`` the features of node block ``b``: pass 1 forms
+    ``Y = M Omega = sum_b X_b (X_b^T Omega)`` (Gaussian ``Omega``, ``(H, k)``,
+    seeded) and ``tr M``; ``Q = orth(Y)``.  Pass 2: ``B B^T = sum_b (Q^T X_b)(...)^T``
+    and the same for the ``s`` features (``C_0``).  Then ``M ~ Q (B B^T) Q^T``.
+    Checked after the fact: the smallest eigenvalue of ``B B^T`` is below
+    ``rank_rtol`` times the largest (the sketch has run into round-off, so no
+    direction above it is missing) and the discarded trace ``tr M - tr(B B^T)``
+    is below ``1e-12 tr M``; else ``k`` doubles and both passes repeat.  No
+    ``H x H`` array is formed; memory is ``O(H (k + block (d + 3)))``.
+    """
+    t0 = time.perf_counter()
+    rule = _quadrature(cfg, window, resolution, seed, tol, max_nodes, sample)
+    chain, H = window.chain, window.n_histories
+    d = chain.dim
+    hist = np.ascontiguousarray(window.histories, dtype=np.int64)
+    lcp = _fast.common_prefix(hist)
+    run = _fast.memory_jacobian_kernel(d, cfg.gradient == "rtrl", cfg.activation == "sigmoid")
+    full = np.zeros((len(rule.pts), d + 2))
+    for j, col in enumerate(rule.coords):
+        full[:, col] = rule.pts[:, j]
+    sq = np.sqrt(window.pi)
+    blocks = [slice(lo, lo + block) for lo in range(0, len(full), block)]
+    k = min(rank, H)
+    while True:
+        # pass 1: Y = M Omega = sum_b X_b (X_b^T Omega), Omega (H, k) Gaussian: one power step, so the
+        # range error in M is ~ lambda_{k+1} rather than sqrt(lambda_{k+1} lambda_1)
+        Omega = np.random.default_rng(np.random.SeedSequence([seed, 0xFEA7, k])).standard_normal((H, k))
+        Y = np.zeros((H, k))
+        trace = 0.0
+        for sl in blocks:
+            X, _ = _features(run, chain, hist, lcp, full, rule.wts, sl, sq)
+            trace += float(np.einsum("ij,ij->", X, X))
+            Y += X @ (X.T @ Omega)
+        Q, _ = np.linalg.qr(Y)
+        # pass 2: B B^T with B = Q^T Pi^{1/2} Phi, and the s-part for C_0
+        BB = np.zeros((k, k))
+        CC = np.zeros((k, k))
+        for sl in blocks:
+            X, s = _features(run, chain, hist, lcp, full, rule.wts, sl, sq)
+            B = Q.T @ X
+            BB += B @ B.T
+            Cs = Q.T @ s
+            CC += Cs @ Cs.T
+        ev = np.linalg.eigvalsh(BB)
+        truncation = max(trace - float(np.sum(ev)), 0.0)
+        # after the fact: the sketch reached the round-off floor (its smallest eigenvalue is negligible)
+        # and the discarded trace is negligible
+        if k >= H or (ev[0] <= rank_rtol * ev[-1] and truncation <= 1e-12 * trace):
+            break
+        k = min(2 * k, H)
+    lam, V = np.linalg.eigh(BB)
+    lam = np.clip(lam, 0.0, None)
+    U = Q @ V
+    C0_eig = _E_C2 * (V.T @ CC @ V)
+    return FeatureKernel(U, lam, C0_eig, trace, truncation, rule.error, rule.method, len(rule.pts),
+                         time.perf_counter() - t0, rule.tol)
 
 
 def _gl_nodes(t: float, rate: float, tol: float = 1e-14, n_max: int = 40):
@@ -425,14 +541,20 @@ class Limit:
 
     cfg: RNNConfig
     window: WindowChain
-    kernel: Kernel
+    kernel: Kernel | FeatureKernel  # dense (small H, the oracle) or feature form (MODEL 7)
     f: np.ndarray  # (H,) target on histories
     memory_bound: float  # rho^L
 
     # --- factorisations, each computed once --------------------------------
+    @property
+    def dense(self) -> bool:
+        return isinstance(self.kernel, Kernel)
+
     @cached_property
     def _eig(self):
         sq = np.sqrt(self.window.pi)
+        if not self.dense:
+            return self.kernel.lam, self.kernel.U, sq
         M = sq[:, None] * self.kernel.K * sq[None, :]
         lam, Q = scipy.linalg.eigh(M, check_finite=False)
         lam = np.clip(lam, 0.0, None)  # K is PSD; drop round-off negatives
@@ -446,13 +568,17 @@ class Limit:
     @cached_property
     def _C0_eig(self):
         """``C_0`` in the eigenbasis, ``(Pi^{1/2} Q)^T C_0 (Pi^{1/2} Q)`` (two ``H^3`` products, once)."""
+        if not self.dense:
+            return self.kernel.C0_eig
         lam, Q, sq = self._eig
         B = Q * sq[:, None]
         return B.T @ self.kernel.C0 @ B
 
-    @cached_property
-    def _Z(self):
-        return self.window.fundamental
+    def _poisson(self, v: np.ndarray) -> np.ndarray:
+        """``Z v`` for centred rows ``v`` (``(n, H)``): dense ``Z`` (oracle) or the lag sum (MODEL 7)."""
+        if self.dense:
+            return v @ self.window.fundamental.T
+        return self.window.poisson_lag(v.T).T
 
     @property
     def eigenvalues(self) -> np.ndarray:
@@ -464,8 +590,10 @@ class Limit:
         """``r_t = f - h_t`` on all histories, ``(n_t, H)``."""
         lam, Q, sq = self._eig
         t = np.atleast_1d(np.asarray(times, dtype=float))
-        decay = np.exp(-self.cfg.alpha * np.outer(t, lam))  # (n_t, H)
-        return ((decay * self._coef_f) @ Q.T) / sq
+        grow = -np.expm1(-self.cfg.alpha * np.outer(t, lam))  # (n_t, k): 1 - e^{-alpha t lambda}
+        # f - h_t with h_t = Pi^{-1/2} Q (1 - e^{-alpha t Lambda}) Q^T Pi^{1/2} f: also right when Q has
+        # fewer than H columns (the null space of K does not move)
+        return self.f - ((grow * self._coef_f) @ Q.T) / sq
 
     def h(self, times) -> np.ndarray:
         """``h_t`` on all histories, ``(n_t, H)``."""
@@ -482,7 +610,6 @@ class Limit:
         lam, Q, sq = self._eig
         alpha = self.cfg.alpha
         pi = self.window.pi
-        Z = self._Z
         G = Q / sq[:, None]  # Pi^{-1/2} Q
         Acoef = Lmat @ G  # rows: Q^T Pi^{-1/2} l
         noise2 = self.cfg.noise_std**2
@@ -503,7 +630,7 @@ class Limit:
             v = Y.reshape(len(nodes), P, -1) * r[:, None, :]
             v = v - (v @ pi)[..., None]  # (I - 1 pi^T) v
             vw = v * pi  # Pi v
-            Zv = (v.reshape(-1, len(pi)) @ Z.T).reshape(v.shape)  # Z v
+            Zv = self._poisson(v.reshape(-1, len(pi))).reshape(v.shape)  # Z v
             iid = np.einsum("uph,uqh->upq", vw, v)
             cross = np.einsum("uph,uqh->upq", vw, Zv)
             pois = cross + cross.transpose(0, 2, 1) - iid
@@ -533,20 +660,29 @@ class Limit:
 
 def solve_limit(cfg: RNNConfig, chain: MarkovChain, target: Target, L: int | None = None,
                 tol: float = 1e-6, max_histories: int = 4096, resolution: int | None = None,
-                quad_tol: float = 1e-6) -> Limit:
+                quad_tol: float = 1e-6, method: str = "features") -> Limit:
     """Window chain, kernel and target values for the limit problem.
 
-    ``tol`` is the memory tolerance (picks ``L`` when not given), ``quad_tol``
-    the tolerance on the kernel entries; ``resolution`` (legacy) fixes the
-    quadrature instead.
+    ``tol`` is the memory tolerance (picks ``L`` when not given, with at most
+    ``max_histories`` histories), ``quad_tol`` the tolerance on the kernel
+    entries; ``resolution`` (legacy) fixes the quadrature instead.  ``method``:
+    ``"features"`` (default, MODEL 7: no ``H x H`` array, exact up to the
+    checked rank truncation) or ``"dense"`` (``K``, ``Z`` and an ``H^3``
+    eigendecomposition: the oracle for small ``H``).  An explicit ``L`` may
+    exceed ``max_histories``' window only up to :data:`MAX_HISTORIES`.
     """
+    if method not in ("features", "dense"):
+        raise ValueError(f"limit method is {method!r}; expected 'features' or 'dense'")
     if L is None:
         L, bound = window_length(cfg, chain, target.m, tol, max_histories)
     else:
         if L < target.m:
             raise ChainError(f"window length L = {L} is shorter than the target memory m = {target.m}")
         bound = cfg.rho**L
-    win = window_chain(chain, L, max_histories=max(max_histories, 1))
-    kern = ntk(cfg, win, resolution, tol=quad_tol)
+    win = window_chain(chain, L, max_histories=max(max_histories, MAX_HISTORIES))
+    if method == "dense":
+        kern = ntk(cfg, win, resolution, tol=quad_tol)
+    else:
+        kern = ntk_features(cfg, win, resolution, tol=quad_tol)
     f = target.on_windows(chain.inputs, win.histories)
     return Limit(cfg=cfg, window=win, kernel=kern, f=f, memory_bound=bound)
