@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = [["bench_kernel.py"], ["bench_memory.py"], ["bench_limit.py", "--L", "10"], ["bench_ray.py"]]
+SCRIPTS = [["bench_kernel.py"], ["bench_memory.py"], ["bench_limit.py"], ["bench_ray.py"]]
 
 
 def main():

@@ -59,6 +59,17 @@ Gauss-Legendre whose node count is chosen from the largest decay rate
 ``4 alpha lambda_max`` so that the rule's error bound is below 1e-14 relative:
 the integrand is a finite sum of exponentials, so this is exact to round-off.
 
+Feature space (MODEL 7, the default).  The rule makes ``K = Phi Phi^T`` exactly
+(``Phi`` is ``H x Q (d + 3)``), so ``M = Pi^{1/2} K Pi^{1/2}`` has the range of
+``Pi^{1/2} Phi``, whose spectrum decays fast.  :func:`ntk_features` finds its
+top eigenpairs ``U (H, k), lam (k,)`` by a randomized range finder streamed
+over node blocks (no ``H x H`` array), and everything above runs with ``Q = U``:
+``h_t = Pi^{-1/2} U (1 - e^{-alpha t lam}) U^T Pi^{1/2} f`` (the null space of
+``K`` does not move), ``K e^{A^T tau} l`` and ``E_t C_0 E_t^T`` in the ``k``
+eigen-directions, and ``Z v`` by the lag sum of
+:meth:`~distntk.chain.WindowChain.poisson_lag`.  The dense path (``K``, ``Z``,
+``H^3`` eigendecomposition) stays as the oracle for small ``H``.
+
 Initialisation (5.2).  ``Var_theta E[g | theta] ~ N^{1-2beta} l^T E_t C_0 E_t^T l``
 with ``E_t = e^{A t}``.
 
@@ -428,7 +439,7 @@ class FeatureKernel:
     ``U`` is ``(H, k)``, ``lam`` ``(k,)``; ``C0_eig = U^T Pi^{1/2} C_0 Pi^{1/2} U``
     (``(k, k)``).  ``truncation`` is the discarded trace ``tr M - sum(lam)``
     (``>= 0``; the squared Frobenius norm of the part of ``Pi^{1/2} Phi`` outside
-    ``range(U)``), checked after the fact against ``rank_rtol tr M``.
+    ``range(U)``); see :func:`ntk_features` for the after-the-fact check.
     """
 
     U: np.ndarray
@@ -458,7 +469,7 @@ def _features(run, chain, hist, lcp, full, wts, sl, sq):
 
 def ntk_features(cfg: RNNConfig, window: WindowChain, resolution: int | None = None, seed: int = 0,
                  tol: float = 1e-6, max_nodes: int = 1 << 21, sample: int = 64, rank: int = 128,
-                 rank_rtol: float = 1e-15, block: int = 256) -> FeatureKernel:
+                 rank_rtol: float = 1e-15, block: int | None = None) -> FeatureKernel:
     """The kernel in feature form by a randomized range finder streamed over node blocks (MODEL 7).
 
     With ``X_b = Pi^{1/2} Phi_b`` the features of node block ``b``: pass 1 forms
@@ -482,6 +493,8 @@ def ntk_features(cfg: RNNConfig, window: WindowChain, resolution: int | None = N
     for j, col in enumerate(rule.coords):
         full[:, col] = rule.pts[:, j]
     sq = np.sqrt(window.pi)
+    if block is None:  # a feature block of at most 2^25 doubles (256 MiB)
+        block = int(np.clip((1 << 25) // (H * (d + 3)), 8, 256))
     blocks = [slice(lo, lo + block) for lo in range(0, len(full), block)]
     k = min(rank, H)
     while True:
