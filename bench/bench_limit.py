@@ -1,18 +1,27 @@
-"""Limit-solver timings on one core: kernel, h_t, V_t and the risk functional.
+"""Limit-solver timings and memory on one core: kernel, h_t, V_t and the risk functional.
 
-Binary chain of MODEL.md 6, 41 time points on ``[0, 2]``, 4 probes (the most
-likely windows); the risk functional's Poisson/i.i.d. variance and its
-initialisation term at every time, as :meth:`Experiment.predictions` computes
-them.  BLAS and OMP are limited to one thread.  ``L = 10`` (1024 histories) by
-default; ``--L 12`` runs 4096 histories (about 20x longer).
+Cases: the binary chain of MODEL.md 6 at ``L = 12`` (4096 histories) and
+``L = 16`` (65,536), and a 3-state chain at ``L = 12`` (531,441, ``--big``).
+Each case runs in its own process (so its peak RSS is its own) with the
+default solver (feature space, MODEL 7) and the default quadrature tolerance
+1e-6; 41 time points on ``[0, 2]``, 4 probes (the most likely windows), and
+the risk functional's Poisson/i.i.d. variance and initialisation term at every
+time, as :meth:`Experiment.predictions` computes them.  Wall times on the
+shared machine are noisy; ``total CPU`` (process time, one thread) is the
+figure that does not depend on the other users.  ``--dense`` adds the
+dense oracle at 4096 histories for comparison.  BLAS and OMP are limited to
+one thread.
 
-Usage: python bench/bench_limit.py [--L 10] [--repeat 3]
+Usage: python bench/bench_limit.py [--big] [--dense] | --quadrature
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,20 +29,28 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info, median, table  # noqa: E402
+from _common import machine_info, table  # noqa: E402
 
 from distntk.chain import markov_chain  # noqa: E402
 from distntk.limit import solve_limit  # noqa: E402
 from distntk.rnn import RNNConfig  # noqa: E402
 from distntk.target import make_target  # noqa: E402
 
+CASES = {
+    "binary-L12": ([[0.8, 0.2], [0.3, 0.7]], [-1.0, 1.0], 12),
+    "binary-L16": ([[0.8, 0.2], [0.3, 0.7]], [-1.0, 1.0], 16),
+    "ternary-L12": ([[0.6, 0.2, 0.2], [0.2, 0.6, 0.2], [0.2, 0.2, 0.6]], [-1.0, 0.0, 1.0], 12),
+}
 
-def once(L):
-    chain = markov_chain([[0.8, 0.2], [0.3, 0.7]], [-1.0, 1.0])
+
+def once(case, method):
+    P, x, L = CASES[case]
+    chain = markov_chain(P, x)
     target = make_target("tanh_linear", inner=[1, 0.8], outer=[0, 0, 0.3])
     T = {}
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
-    lim = solve_limit(RNNConfig(), chain, target, L=L)
+    lim = solve_limit(RNNConfig(), chain, target, L=L, method=method)
     T["kernel"] = time.perf_counter() - t0
     t = np.linspace(0, 2, 41)
     idx = lim.window.most_likely(4)
@@ -44,7 +61,7 @@ def once(L):
     lim.h(t)
     T["h_t"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    lim.fluctuation_variances(t, E)
+    fv = lim.fluctuation_variances(t, E)
     lim.init_variance(t, E)
     T["V_t probes"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -54,13 +71,39 @@ def once(L):
         lim.init_variance([ti], ell[i : i + 1])
     T["V_t risk"] = time.perf_counter() - t0
     T["total"] = sum(T.values())
-    return lim.window.n_histories, T, lim.kernel.error
+    T["total CPU"] = time.process_time() - cpu0
+    k = lim.kernel
+    return {"case": case, "method": method, "H": lim.window.n_histories, "times": T, "nodes": k.n_nodes,
+            "rank": int(getattr(k, "U", np.zeros((0, 0))).shape[1]) if method == "features" else None,
+            "kernel_error": k.error, "h_probe0_t2": float(lim.h([2.0])[0, idx[0]]),
+            "nvar_probe0_t2": float(fv["poisson"][-1, 0, 0]),
+            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10}
+
+
+def quadrature_table():
+    """MODEL 6 chain, L = 8, all -1 window, t = 2: the default rule (tol 1e-6) at b_max 0.3 / 0.6 / 0.9."""
+    chain = markov_chain(*CASES["binary-L12"][:2])
+    target = make_target("tanh_linear", inner=[1, 0.8], outer=[0, 0, 0.3])
+    rows = []
+    for b_max in (0.3, 0.6, 0.9):
+        lim = solve_limit(RNNConfig(b_max=b_max), chain, target, L=8)
+        i = lim.window.index([0] * 8)
+        e = np.zeros((1, lim.window.n_histories))
+        e[0, i] = 1.0
+        k = lim.kernel
+        rows.append([b_max, k.n_nodes, k.seconds, k.error, lim.h([2.0])[0, i],
+                     lim.fluctuation_variances([2.0], e)["poisson"][0, 0, 0]])
+    print("## Kernel quadrature at tol 1e-6 (MODEL 6 chain, L = 8, all -1 window, t = 2)")
+    print(table(["b_max", "nodes", "kernel s", "reported error", "h", "Poisson N Var"], rows,
+                ["{}", "{}", "{:.1f}", "{:.1e}", "{:.6f}", "{:.5f}"]))
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--L", type=int, nargs="+", default=[10])
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--big", action="store_true", help="also the 531,441-history case (needs ~16 GiB)")
+    ap.add_argument("--dense", action="store_true", help="also the dense oracle at 4096 histories")
+    ap.add_argument("--quadrature", action="store_true", help="only the quadrature table at b_max 0.3/0.6/0.9")
+    ap.add_argument("--one", nargs=2, metavar=("CASE", "METHOD"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     try:
         from threadpoolctl import threadpool_limits
@@ -68,20 +111,37 @@ def main(argv=None):
         threadpool_limits(1)
     except ImportError:
         pass
-    print("## Limit solver (one core)")
+    if args.quadrature:
+        print(f"  load average at start: {open('/proc/loadavg').read().split()[:3]}")
+        quadrature_table()
+        return
+    if args.one:
+        print(json.dumps(once(*args.one)))
+        return
+    print("## Limit solver (one core; feature space unless marked dense)")
     for line in machine_info():
         print("  " + line)
-    once(4)  # compile the kernel code
+    print(f"  load average at start: {open('/proc/loadavg').read().split()[:3]}")
+    runs = [("binary-L12", "features"), ("binary-L16", "features")]
+    if args.dense:
+        runs.insert(1, ("binary-L12", "dense"))
+    if args.big:
+        runs.append(("ternary-L12", "features"))
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     rows = []
-    for L in args.L:
-        runs = [once(L) for _ in range(args.repeat if L <= 10 else 1)]
-        H, err = runs[0][0], runs[0][2]
-        keys = list(runs[0][1])
-        rows.append([L, H] + [median([r[1][k] for r in runs]) for k in keys] + [err])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
-    print(table(["L", "histories"] + [f"{k} s" for k in keys] + ["kernel error"], rows,
-                ["{}", "{}"] + ["{:.2f}"] * len(keys) + ["{:.1e}"]))
-    print(f"peak RSS of this process: {peak:.0f} MiB")
+    for case, method in runs:
+        out = subprocess.run([sys.executable, __file__, "--one", case, method], env=env, check=True,
+                             capture_output=True, text=True).stdout
+        res = json.loads(out.strip().splitlines()[-1])
+        T = res["times"]
+        rows.append([case, method, res["H"], res["nodes"], res["rank"] or "-", *T.values(), res["peak_mib"],
+                     res["kernel_error"], res["h_probe0_t2"], res["nvar_probe0_t2"]])
+        print("  done:", case, method, f"{T['total']:.1f} s", flush=True)
+    keys = list(T)
+    print(table(["case", "method", "histories", "nodes", "rank"] + [f"{k} s" for k in keys]
+                + ["peak MiB", "kernel error", "h (top probe, t=2)", "N Var (top probe, t=2)"], rows,
+                ["{}", "{}", "{}", "{}", "{}"] + ["{:.2f}"] * len(keys) + ["{:.0f}", "{:.1e}", "{:.6f}", "{:.5f}"]))
+    print(f"  load average at end: {open('/proc/loadavg').read().split()[:3]}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = [["bench_kernel.py"], ["bench_memory.py"], ["bench_limit.py", "--L", "10"], ["bench_ray.py"], ["bench_store.py"]]
+SCRIPTS = [["bench_kernel.py"], ["bench_memory.py"], ["bench_limit.py"], ["bench_ray.py"], ["bench_store.py"]]
 
 
 def main():

@@ -232,6 +232,40 @@ class WindowChain:
         """Dense ``Z = (I - P_L + 1 pi_L^T)^{-1}``, shape ``(H, H)``."""
         return fundamental_matrix(self.P.toarray(), self.pi)
 
+    @cached_property
+    def _last_state_row(self) -> np.ndarray:
+        """For each base state ``s``, the row of one history ending in ``s`` (-1 if none)."""
+        rows = np.full(self.chain.n_states, -1, dtype=np.int64)
+        last = self.histories[:, -1]
+        rows[last[::-1]] = np.arange(self.n_histories)[::-1]
+        return rows
+
+    def poisson_lag(self, v) -> np.ndarray:
+        """``Z v`` for a centred ``v`` (``pi_L v = 0``) by the lag sum, without ``Z`` (MODEL 7).
+
+        ``u = sum_{j=0}^{L-2} P_L^j v + (Z_S g)(z_L)`` with ``g(s) = (P_L^{L-1} v)(z)``
+        for any window ``z`` ending in ``s`` (after ``L - 1`` steps the window
+        has forgotten all but ``z_L``) and ``Z_S`` the base chain's fundamental
+        matrix.  Exact, at ``(L - 1)`` sparse products; ``v`` is ``(H,)`` or ``(H, m)``.
+        """
+        v = np.asarray(v, dtype=float)
+        u = np.zeros_like(v)
+        w = v
+        for _ in range(self.L - 1):
+            u += w
+            w = self.P @ w
+        rows = self._last_state_row
+        S = self.chain.n_states
+        g = np.zeros((S,) + v.shape[1:])
+        ok = rows >= 0
+        g[ok] = w[rows[ok]]
+        Zg = _base_fundamental(self.chain) @ g
+        return u + Zg[self.histories[:, -1]]
+
+
+def _base_fundamental(chain: MarkovChain) -> np.ndarray:
+    return fundamental_matrix(chain.P, chain.pi)
+
 
 def _encode(w: np.ndarray, S: int) -> np.ndarray:
     code = np.zeros(w.shape[:-1], dtype=np.int64)

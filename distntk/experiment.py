@@ -78,7 +78,8 @@ class Experiment:
     block: int = 16
     seed: int = 0
     kernel: str = "fast"
-    kernel_resolution: int | None = None
+    kernel_resolution: int | None = None  # legacy fixed quadrature (limit.resolution)
+    kernel_tol: float = 1e-6  # quadrature tolerance on the kernel entries (limit.tol)
     name: str = "experiment"
     record_risk: bool = True
     max_histories: int = 4096  # the spec's limit.max_histories
@@ -113,7 +114,8 @@ class Experiment:
         """The solved limit problem (computed once per experiment object)."""
         if "limit" not in self._limit:
             self._limit["limit"] = solve_limit(self.model, self.chain, self.target, L=self.L,
-                                               resolution=self.kernel_resolution, max_histories=self.max_histories)
+                                               resolution=self.kernel_resolution, quad_tol=self.kernel_tol,
+                                               max_histories=self.max_histories)
         return self._limit["limit"]
 
     def probe_labels(self) -> list[str]:
@@ -158,6 +160,8 @@ class Experiment:
                 "kernel_error": lim.kernel.error,
                 "kernel_method": lim.kernel.method,
                 "kernel_nodes": lim.kernel.n_nodes,
+                "kernel_seconds": lim.kernel.seconds,
+                "kernel_tol": lim.kernel.tol if lim.kernel.tol is not None else float("nan"),
                 "n_histories": lim.window.n_histories,
                 "beta": self.model.beta,
             },

@@ -11,10 +11,33 @@ bound ``rho^L`` actually achieved.
 
 Kernel (4.2).  ``K(z, z') = E[s(z) s(z') + c^2 J(z).J(z')]`` over ``theta ~ mu_0``
 with ``E[c^2] = 1/3``; ``C_0(z, z') = E[c^2] E[s(z) s(z')]``.  The expectation
-over the random coordinates ``(w, a, b)`` (those with positive scale) uses a
-tensor Gauss rule (Gauss-Hermite for Gaussian, Gauss-Legendre for uniform
-coordinates) when there are at most 4 of them, else scrambled Sobol points;
-``error`` is the max-abs difference between two resolutions.
+over the random coordinates ``(w, a, b)`` (those with positive scale) meets a
+tolerance ``tol`` on every entry (MODEL 7, "quadrature at long memory"):
+
+* Gaussian coordinates ``v = (w, a)``: the integrand is sharpest along the
+  ridges ``w.x_s + a = 0`` (pre-activation 0, where ``|b| sigma'`` is
+  largest), sharper as ``rho -> 1``.  Where the states' functionals
+  ``w.x_s + a`` are linearly independent they become coordinates ``u``
+  (:func:`_ridge_frame`), and each ``u_i = sd_i c sinh(t)`` is integrated by
+  the trapezoid rule in ``t`` (nodes crowd at the ridge, ``c = 1 - rho``).  The
+  integrand is analytic in a strip around the real ``t`` axis, so the error
+  falls like ``exp(-2 pi delta / h)`` in the step ``h`` (Gauss-Hermite gains
+  only ``exp(-c sqrt(n))``).  The box ``|u_i| <= X sd_i`` drops Gaussian mass
+  whose contribution is at most ``tol / 4``: ``X`` from the integrand bound
+  ``B`` (``|s| <= 1``, ``|J_j| <= g |x_j| / (1 - rho)``).
+* Uniform ``b``: Gauss-Legendre, geometric in the order (the integrand is
+  analytic in ``b`` inside ``|b| sup|sigma'| < 1``).
+
+The step and the order are refined by 3/2 per direction until the changes they
+cause, ``e_g`` and ``e_u``, plus the tail bound total at most ``tol`` (checked
+on up to 64 histories: the most likely quarter and a seeded sample).  The
+rule returned is refined by 6/5 in both directions; with geometric
+convergence its error is far below ``e_g + e_u``, which is reported as
+``error`` (a bound, not an estimate of the same size).  With more than 4
+random coordinates: scrambled Sobol, 8 independent scrambles, ``error`` = 4
+standard errors of the mean.  Legacy ``resolution``: a fixed tensor
+Gauss-Hermite/Legendre rule, ``error`` from two resolutions (an estimate that
+can be far too small at long memory).
 
 Limit ODE (4.3).  ``dh/dt = alpha K Pi (f - h)``, ``h_0 = 0``.  With
 ``M = Pi^{1/2} K Pi^{1/2} = Q Lambda Q^T`` and ``A = -alpha K Pi``::
@@ -36,6 +59,17 @@ Gauss-Legendre whose node count is chosen from the largest decay rate
 ``4 alpha lambda_max`` so that the rule's error bound is below 1e-14 relative:
 the integrand is a finite sum of exponentials, so this is exact to round-off.
 
+Feature space (MODEL 7, the default).  The rule makes ``K = Phi Phi^T`` exactly
+(``Phi`` is ``H x Q (d + 3)``), so ``M = Pi^{1/2} K Pi^{1/2}`` has the range of
+``Pi^{1/2} Phi``, whose spectrum decays fast.  :func:`ntk_features` finds its
+top eigenpairs ``U (H, k), lam (k,)`` by a randomized range finder streamed
+over node blocks (no ``H x H`` array), and everything above runs with ``Q = U``:
+``h_t = Pi^{-1/2} U (1 - e^{-alpha t lam}) U^T Pi^{1/2} f`` (the null space of
+``K`` does not move), ``K e^{A^T tau} l`` and ``E_t C_0 E_t^T`` in the ``k``
+eigen-directions, and ``Z v`` by the lag sum of
+:meth:`~distntk.chain.WindowChain.poisson_lag`.  The dense path (``K``, ``Z``,
+``H^3`` eigendecomposition) stays as the oracle for small ``H``.
+
 Initialisation (5.2).  ``Var_theta E[g | theta] ~ N^{1-2beta} l^T E_t C_0 E_t^T l``
 with ``E_t = e^{A t}``.
 
@@ -45,6 +79,7 @@ Shapes: ``H`` histories; functionals ``(P, H)``; times ``(n_t,)``; results
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from math import factorial
@@ -61,9 +96,11 @@ from . import _fast
 from .rnn import RNNConfig
 from .target import Target
 
-__all__ = ["Kernel", "Limit", "window_length", "ntk", "solve_limit"]
+__all__ = ["Kernel", "FeatureKernel", "Limit", "MAX_HISTORIES", "window_length", "ntk", "ntk_features",
+           "solve_limit"]
 
 _E_C2 = 1.0 / 3.0  # E[c^2] for c ~ U[-1, 1]
+MAX_HISTORIES = 1 << 20  # the feature-space solver's reach: windows enumerated and held in memory
 
 
 def _count_histories(chain: MarkovChain, L: int) -> int:
@@ -95,23 +132,25 @@ class Kernel:
 
     K: np.ndarray
     C0: np.ndarray
-    error: float  # max |K_fine - K_coarse|
-    method: str  # "gauss" or "sobol"
-    n_nodes: int
+    error: float  # bound on max |K - K_exact| (and on C_0); see the module docstring
+    method: str  # "trapezoid", "gauss" (legacy resolution), "sobol" or "exact"
+    n_nodes: int  # nodes of the rule that gave K
+    seconds: float = 0.0  # wall time of the rule choice and the kernel
+    tol: float | None = None  # requested tolerance on the kernel entries (None: fixed resolution)
 
 
 def _rule_gauss(scales, n):
     """Tensor Gauss nodes for coordinates ``[(kind, scale), ...]``; returns (points (Q, k), weights (Q,))."""
+    return _tensor([hermegauss(n) if kind == "normal" else leggauss(n) for kind, _ in scales], scales)
+
+
+def _tensor(rules, scales):
+    """Tensor product of 1-d rules ``(x, w)`` on the standard variables (normal: weight ``e^{-x^2/2}``,
+    uniform: ``[-1, 1]``), scaled to the coordinates; weights normalised to probability."""
     pts, wts = [], []
-    for kind, scale in scales:
-        if kind == "normal":
-            x, w = hermegauss(n)
-            pts.append(scale * x)
-            wts.append(w / np.sqrt(2 * np.pi))
-        else:  # uniform on [-scale, scale]
-            x, w = leggauss(n)
-            pts.append(scale * x)
-            wts.append(w / 2.0)
+    for (x, w), (kind, scale) in zip(rules, scales):
+        pts.append(scale * x)
+        wts.append(w / np.sqrt(2 * np.pi) if kind == "normal" else w / 2.0)
     grids = np.meshgrid(*pts, indexing="ij")
     wgrid = np.meshgrid(*wts, indexing="ij")
     P = np.stack([g.ravel() for g in grids], axis=1)
@@ -119,7 +158,68 @@ def _rule_gauss(scales, n):
     return P, W
 
 
+def _ridge_frame(chain: MarkovChain, cfg: RNNConfig, n_normal: int):
+    """Coordinates ``u = A v`` for the Gaussian block ``v`` (the ``w_j`` then ``a`` with positive scale).
+
+    The integrand is sharpest along the ridges ``w.x_s + a = 0`` (a pre-activation
+    at 0, where ``|b| sigma'`` is largest).  When the functionals ``v -> w.x_s + a``
+    of the ``S`` states are linearly independent (``S <= `` the block size, e.g.
+    the binary chain with ``d = 1``), they become the first coordinates of ``u``
+    (the rest an orthonormal complement) so that each ridge is a coordinate
+    plane; otherwise ``A = I``.  Returns ``(A^{-1}, sd(u), Sigma_u^{-1},
+    normaliser)`` with ``u ~ N(0, Sigma_u)``, ``Sigma_u = A D A^T``.
+    """
+    d = chain.dim
+    scale = ([cfg.sigma_w] * d if cfg.sigma_w > 0 else []) + ([cfg.sigma_a] if cfg.sigma_a > 0 else [])
+    D = np.diag(np.square(scale))
+    A = np.eye(n_normal)
+    if cfg.sigma_w > 0 and cfg.sigma_a > 0:
+        rows = np.hstack([chain.inputs, np.ones((chain.n_states, 1))])
+        if chain.n_states <= n_normal and np.linalg.matrix_rank(rows) == chain.n_states:
+            A = np.vstack([rows, scipy.linalg.null_space(rows).T])
+    S_u = A @ D @ A.T
+    norm_c = 1.0 / np.sqrt((2 * np.pi) ** n_normal * np.linalg.det(S_u))
+    return np.linalg.inv(A), np.sqrt(np.diag(S_u)), np.linalg.inv(S_u), norm_c
+
+
+def _rule_graded(scales, frame, m, n, X, c):
+    """Sinh-graded trapezoid in the ridge coordinates ``u`` times Gauss-Legendre (``n``) in ``b``.
+
+    Per Gaussian coordinate ``u_i = sd_i c sinh(t)``, ``t`` on ``2m + 1`` equal
+    steps of ``[-T, T]``, ``T = asinh(X / c)`` (so ``|u_i| <= X sd_i``): nodes
+    crowd near the ridge ``u_i = 0`` at spacing ``~ c h`` and thin out
+    geometrically away from it; the map is analytic, so the trapezoid rule in
+    ``t`` keeps its geometric convergence.  Weights: ``prod_i sd_i c cosh(t) h``
+    times the Gaussian density of ``u``.  Points come back as ``(w, a, b)``
+    columns in the order of ``scales``.
+    """
+    Ainv, sd, S_inv, norm_c = frame
+    k = len(sd)
+    n_unif = len(scales) - k
+    axes, dws = [], []
+    if k:
+        T = float(np.arcsinh(X / c))
+        t = np.linspace(-T, T, 2 * m + 1)
+        z, dz = c * np.sinh(t), (T / m) * c * np.cosh(t)
+        axes += [sd[i] * z for i in range(k)]
+        dws += [sd[i] * dz for i in range(k)]
+    for kind, scale in scales[k:]:
+        x, w = leggauss(n)
+        axes.append(scale * x)
+        dws.append(w / 2.0)
+    grids = [g.ravel() for g in np.meshgrid(*axes, indexing="ij")]
+    W = np.prod(np.stack([g.ravel() for g in np.meshgrid(*dws, indexing="ij")], axis=1), axis=1)
+    U = np.stack(grids[:k], axis=1) if k else np.zeros((len(W), 0))
+    if k:
+        W = W * norm_c * np.exp(-0.5 * np.einsum("qi,ij,qj->q", U, S_inv, U))
+    pts = np.hstack([U @ Ainv.T] + [g[:, None] for g in grids[k:]]) if n_unif else U @ Ainv.T
+    keep = W > 0  # nodes far out in the corners of the box carry no weight in double precision
+    return pts[keep], W[keep]
+
+
 def _rule_sobol(scales, m, seed):
+    if isinstance(seed, np.random.SeedSequence):
+        seed = np.random.default_rng(seed)
     U = qmc.Sobol(len(scales), scramble=True, seed=seed).random_base2(m)
     U = np.clip(U, 1e-12, 1 - 1e-12)
     cols = []
@@ -128,16 +228,15 @@ def _rule_sobol(scales, m, seed):
     return np.stack(cols, axis=1), np.full(len(U), 1.0 / len(U))
 
 
-def _kernel_from_rule(cfg, window, coords, pts, wts, block=512):
-    """Accumulate ``K`` and ``C_0`` over quadrature nodes, ``block`` nodes at a time.
+def _kernel_from_rule(cfg, chain, hist, coords, pts, wts, block=512):
+    """Accumulate ``K`` and ``C_0`` on sorted histories ``hist`` over quadrature nodes, ``block`` at a time.
 
     Per block, the compiled kernel walks the sorted histories depth first (each
     distinct prefix once) for all nodes at once, and the weighted Gram matrices
     are rank-``block (d + 3)`` symmetric updates (BLAS ``syrk``, upper triangle).
     """
-    chain = window.chain
-    d, H = chain.dim, window.n_histories
-    hist = np.ascontiguousarray(window.histories, dtype=np.int64)
+    d, H = chain.dim, len(hist)
+    hist = np.ascontiguousarray(hist, dtype=np.int64)
     lcp = _fast.common_prefix(hist)
     run = _fast.memory_jacobian_kernel(d, cfg.gradient == "rtrl", cfg.activation == "sigmoid")
     Kmat = np.zeros((H, H), order="F")
@@ -163,14 +262,125 @@ def _kernel_from_rule(cfg, window, coords, pts, wts, block=512):
     return np.ascontiguousarray(Kmat), np.ascontiguousarray(C)
 
 
-def ntk(cfg: RNNConfig, window: WindowChain, resolution: int | None = None, seed: int = 0) -> Kernel:
-    """Kernel ``K`` and ``C_0`` on the histories of ``window`` (MODEL 4.2).
+def _integrand_bound(cfg, chain) -> float:
+    """``sup |s s' + c^2 J.J'|`` over all parameters and windows.
 
-    ``resolution`` is the Gauss points per coordinate (default 20, error from
-    ``resolution - 6``) or, for Sobol, ``log2`` of the point count (default 14,
-    error from 13).
+    ``|s| <= sup|sigma|`` and each Jacobian entry is a geometric sum with ratio
+    ``rho``: ``|dS/dw_j| <= g |x_j| / (1 - rho)``, ``|dS/da| <= g / (1 - rho)``,
+    ``|dS/db| <= g sup|sigma| / (1 - rho)`` with ``g = sup|sigma'|``.
     """
-    d = window.chain.dim
+    smax, g = (1.0, 0.25) if cfg.activation == "sigmoid" else (1.0, 1.0)
+    x2 = float(np.max(np.sum(chain.inputs**2, axis=1)))
+    J2 = (g / (1.0 - cfg.rho)) ** 2 * (x2 + 1.0 + smax**2)
+    return smax**2 + _E_C2 * J2
+
+
+def _rule_sample(window: WindowChain, size: int, seed: int) -> np.ndarray:
+    """Sorted histories on which the rule is chosen: all of them, or the ``size // 4`` most likely
+    plus a seeded uniform sample of the rest (the integrand's smoothness in ``theta`` is shared)."""
+    H = window.n_histories
+    if H <= size:
+        return window.histories
+    top = window.most_likely(size // 4)
+    rest = np.setdiff1d(np.arange(H), top)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, H, window.L]))
+    pick = np.concatenate([top, rng.choice(rest, size - len(top), replace=False)])
+    return window.histories[np.sort(pick)]
+
+
+def _adaptive_rule(cfg, chain, hist, coords, scales, tol, max_nodes):
+    """Choose the trapezoid/Gauss-Legendre rule for ``tol``: ``(pts, wts, error_bound)``.
+
+    The Gaussian coordinates are truncated at ``|z| <= X`` with ``X`` such that
+    ``n_gauss * B * P(|Z| > X) <= tol / 4`` (``B`` the integrand bound, so the
+    dropped mass costs at most ``tol / 4``).  Both 1-d rules converge
+    geometrically for the analytic integrand, so refining a direction by 3/2
+    changes the kernel by about the coarser rule's error in that direction.  The
+    loop refines each direction until the changes ``e_g`` (trapezoid step) and
+    ``e_u`` (Legendre order) plus the tail bound total at most ``tol``; it then
+    returns the rule refined by 6/5 in *both* directions (error ``~ E^{6/5}`` for
+    a direction whose coarse error is ``E ~ e``: far below ``e_g + e_u``), and
+    reports the bound ``e_g + e_u + tail``.
+    """
+    n_normal = sum(kind == "normal" for kind, _ in scales)
+    tail = 0.0
+    X = 1.0
+    if n_normal:
+        B = _integrand_bound(cfg, chain)
+        X = max(float(norm.isf(tol / (8.0 * n_normal * B))), 3.0)
+        tail = n_normal * B * 2.0 * norm.sf(X)
+    frame = _ridge_frame(chain, cfg, n_normal)
+    c = float(np.clip(1.0 - cfg.rho, 0.05, 1.0))  # ridge width shrinks like 1 - rho
+    m, n = 6, 6
+    up = lambda k: int(np.ceil(1.5 * k))  # noqa: E731
+
+    def rule(mm, nn):
+        return _rule_graded(scales, frame, mm, nn, X, c)
+
+    def kern(mm, nn):
+        pts, wts = rule(mm, nn)
+        K, C = _kernel_from_rule(cfg, chain, hist, coords, pts, wts)
+        return K, C, len(pts)
+
+    def diff(A, B):
+        return max(float(np.max(np.abs(A[0] - B[0]))), float(np.max(np.abs(A[1] - B[1]))))
+
+    base = kern(m, n)
+    while True:
+        fine_g = kern(up(m), n) if n_normal else base
+        fine_u = kern(m, up(n)) if n_normal < len(scales) else base
+        e_g, e_u = diff(fine_g, base), diff(fine_u, base)
+        bound = e_g + e_u + tail
+        final_nodes = (2 * up(m) + 1) ** n_normal * up(n) ** (len(scales) - n_normal)
+        if bound <= tol or final_nodes > max_nodes:
+            # a geometric rule refined by any factor r > 1 errs like E^r < e: 6/5 keeps the node count low
+            pts, wts = rule(int(np.ceil(1.2 * m)) if n_normal else m, int(np.ceil(1.2 * n)))
+            return pts, wts, bound
+        # refine the direction(s) that carry most of the error
+        ref_g = n_normal and e_g >= 0.25 * (tol - tail)
+        ref_u = n_normal < len(scales) and e_u >= 0.25 * (tol - tail)
+        if ref_g and ref_u:
+            m, n = up(m), up(n)
+            base = kern(m, n)
+        elif ref_g:
+            m, base = up(m), fine_g
+        else:
+            n, base = up(n), fine_u
+
+
+def _sobol_rule(cfg, chain, hist, coords, scales, tol, max_nodes, seed):
+    """Randomised QMC: 8 independent scrambles of ``2^k`` points, ``k`` raised until 4 standard errors
+    of the mean (entrywise max over ``hist``, of ``K`` and ``C_0``) are below ``tol`` or the node budget
+    is spent.  Returns the pooled points (their mean is the estimate), weights and the error."""
+    reps = 8
+    ss = np.random.SeedSequence([seed, 0x50B01])
+    k = 10
+    while True:
+        rules = [_rule_sobol(scales, k, s) for s in ss.spawn(reps)]
+        runs = [_kernel_from_rule(cfg, chain, hist, coords, *r) for r in rules]
+        K = np.stack([r[0] for r in runs])
+        C = np.stack([r[1] for r in runs])
+        se = max(float(np.max(K.std(axis=0, ddof=1))), float(np.max(C.std(axis=0, ddof=1)))) / np.sqrt(reps)
+        if 4 * se <= tol or reps * 2 ** (k + 1) > max_nodes:
+            pts = np.concatenate([r[0] for r in rules])
+            return pts, np.full(len(pts), 1.0 / len(pts)), 4 * se
+        k += 1
+
+
+@dataclass(frozen=True)
+class _Rule:
+    coords: list  # columns of (w_1..w_d, a, b) that are random
+    pts: np.ndarray  # (Q, len(coords))
+    wts: np.ndarray  # (Q,)
+    error: float
+    method: str
+    tol: float | None
+
+
+def _quadrature(cfg, window, resolution, seed, tol, max_nodes, sample) -> _Rule:
+    """The rule for ``K`` (module docstring): adaptive, legacy fixed, Sobol or exact."""
+    chain = window.chain
+    d = chain.dim
     coords, scales = [], []
     for j in range(d):
         if cfg.sigma_w > 0:
@@ -183,22 +393,145 @@ def ntk(cfg: RNNConfig, window: WindowChain, resolution: int | None = None, seed
         coords.append(d + 1)
         scales.append(("uniform", cfg.b_max))
     if not scales:
-        pts, wts = np.zeros((1, 0)), np.ones(1)
-        Kmat, C = _kernel_from_rule(cfg, window, coords, pts, wts)
-        return Kernel(Kmat, C, 0.0, "exact", 1)
+        return _Rule(coords, np.zeros((1, 0)), np.ones(1), 0.0, "exact", tol)
+    hist = window.histories
+    if resolution is not None:
+        if len(scales) <= 4:
+            coarse = _kernel_from_rule(cfg, chain, hist, coords, *_rule_gauss(scales, max(resolution - 6, 2)))
+            pts, wts = _rule_gauss(scales, resolution)
+            method = "gauss"
+        else:
+            coarse = _kernel_from_rule(cfg, chain, hist, coords, *_rule_sobol(scales, resolution - 1, seed + 1))
+            pts, wts = _rule_sobol(scales, resolution, seed)
+            method = "sobol"
+        fine = _kernel_from_rule(cfg, chain, hist, coords, pts, wts)
+        return _Rule(coords, pts, wts, float(np.max(np.abs(fine[0] - coarse[0]))), method, None)
+    if not 0 < tol < 1:
+        raise ValueError(f"quadrature tolerance is {tol}; expected 0 < tol < 1")
+    sub = _rule_sample(window, sample, seed)
     if len(scales) <= 4:
-        n = resolution or 20
-        coarse = _kernel_from_rule(cfg, window, coords, *_rule_gauss(scales, max(n - 6, 2)))
-        pts, wts = _rule_gauss(scales, n)
-        method = "gauss"
-    else:
-        m = resolution or 14
-        coarse = _kernel_from_rule(cfg, window, coords, *_rule_sobol(scales, m - 1, seed + 1))
-        pts, wts = _rule_sobol(scales, m, seed)
-        method = "sobol"
-    Kmat, C = _kernel_from_rule(cfg, window, coords, pts, wts)
-    err = float(np.max(np.abs(Kmat - coarse[0])))
-    return Kernel(Kmat, C, err, method, len(pts))
+        pts, wts, err = _adaptive_rule(cfg, chain, sub, coords, scales, tol, max_nodes)
+        return _Rule(coords, pts, wts, err, "trapezoid", tol)
+    pts, wts, err = _sobol_rule(cfg, chain, sub, coords, scales, tol, max_nodes, seed)
+    return _Rule(coords, pts, wts, err, "sobol", tol)
+
+
+def ntk(cfg: RNNConfig, window: WindowChain, resolution: int | None = None, seed: int = 0,
+        tol: float = 1e-6, max_nodes: int = 1 << 21, sample: int = 64) -> Kernel:
+    """Kernel ``K`` and ``C_0`` on the histories of ``window`` (MODEL 4.2), dense ``(H, H)``.
+
+    Default: a rule chosen to meet ``tol`` on every entry of ``K`` and ``C_0``
+    (module docstring), checked on at most ``sample`` histories.  ``error`` is
+    the bound; it exceeds ``tol`` only when ``max_nodes`` stopped the refinement.
+
+    ``resolution`` (legacy, ``limit.resolution`` in old specs) fixes the Gauss
+    points per coordinate (error from ``resolution - 6``) or, for Sobol, ``log2``
+    of the point count (error from ``resolution - 1``).
+    """
+    t0 = time.perf_counter()
+    rule = _quadrature(cfg, window, resolution, seed, tol, max_nodes, sample)
+    Kmat, C = _kernel_from_rule(cfg, window.chain, window.histories, rule.coords, rule.pts, rule.wts)
+    return Kernel(Kmat, C, rule.error, rule.method, len(rule.pts), time.perf_counter() - t0, rule.tol)
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureKernel:
+    """``K = Phi Phi^T`` kept as the eigenpairs of ``M = Pi^{1/2} K Pi^{1/2} ~ U diag(lam) U^T`` (MODEL 7).
+
+    ``U`` is ``(H, k)``, ``lam`` ``(k,)``; ``C0_eig = U^T Pi^{1/2} C_0 Pi^{1/2} U``
+    (``(k, k)``).  ``truncation`` is the discarded trace ``tr M - sum(lam)``
+    (``>= 0``; the squared Frobenius norm of the part of ``Pi^{1/2} Phi`` outside
+    ``range(U)``); see :func:`ntk_features` for the after-the-fact check.
+    """
+
+    U: np.ndarray
+    lam: np.ndarray
+    C0_eig: np.ndarray
+    trace: float
+    truncation: float
+    error: float
+    method: str
+    n_nodes: int
+    seconds: float = 0.0
+    tol: float | None = None
+
+
+def _features(run, chain, hist, lcp, full, wts, sl, sq):
+    """``Pi^{1/2} Phi`` on the nodes ``sl`` (``(H, (d + 3) q)``) and its ``s`` part (``(H, q)``)."""
+    d, H = chain.dim, len(hist)
+    q = len(full[sl])
+    s = np.empty((H, q))
+    J = np.empty((H, d + 2, q))
+    run(np.ascontiguousarray(full[sl, :d].T), np.ascontiguousarray(full[sl, d]),
+        np.ascontiguousarray(full[sl, d + 1]), chain.inputs, hist, lcp, s, J)
+    s *= np.sqrt(wts[sl]) * sq[:, None]
+    J *= np.sqrt(_E_C2 * wts[sl]) * sq[:, None, None]
+    return np.hstack([s, J.reshape(H, -1)]), s
+
+
+def ntk_features(cfg: RNNConfig, window: WindowChain, resolution: int | None = None, seed: int = 0,
+                 tol: float = 1e-6, max_nodes: int = 1 << 21, sample: int = 64, rank: int = 128,
+                 rank_rtol: float = 1e-15, block: int | None = None) -> FeatureKernel:
+    """The kernel in feature form by a randomized range finder streamed over node blocks (MODEL 7).
+
+    With ``X_b = Pi^{1/2} Phi_b`` the features of node block ``b``: pass 1 forms
+    ``Y = M Omega = sum_b X_b (X_b^T Omega)`` (Gaussian ``Omega``, ``(H, k)``,
+    seeded) and ``tr M``; ``Q = orth(Y)``.  Pass 2: ``B B^T = sum_b (Q^T X_b)(...)^T``
+    and the same for the ``s`` features (``C_0``).  Then ``M ~ Q (B B^T) Q^T``.
+    Checked after the fact: the smallest eigenvalue of ``B B^T`` is below
+    ``rank_rtol`` times the largest (the sketch has run into round-off, so no
+    direction above it is missing) and the discarded trace ``tr M - tr(B B^T)``
+    is below ``1e-12 tr M``; else ``k`` doubles and both passes repeat.  No
+    ``H x H`` array is formed; memory is ``O(H (k + block (d + 3)))``.
+    """
+    t0 = time.perf_counter()
+    rule = _quadrature(cfg, window, resolution, seed, tol, max_nodes, sample)
+    chain, H = window.chain, window.n_histories
+    d = chain.dim
+    hist = np.ascontiguousarray(window.histories, dtype=np.int64)
+    lcp = _fast.common_prefix(hist)
+    run = _fast.memory_jacobian_kernel(d, cfg.gradient == "rtrl", cfg.activation == "sigmoid")
+    full = np.zeros((len(rule.pts), d + 2))
+    for j, col in enumerate(rule.coords):
+        full[:, col] = rule.pts[:, j]
+    sq = np.sqrt(window.pi)
+    if block is None:  # a feature block of at most 2^25 doubles (256 MiB)
+        block = int(np.clip((1 << 25) // (H * (d + 3)), 8, 256))
+    blocks = [slice(lo, lo + block) for lo in range(0, len(full), block)]
+    k = min(rank, H)
+    while True:
+        # pass 1: Y = M Omega = sum_b X_b (X_b^T Omega), Omega (H, k) Gaussian: one power step, so the
+        # range error in M is ~ lambda_{k+1} rather than sqrt(lambda_{k+1} lambda_1)
+        Omega = np.random.default_rng(np.random.SeedSequence([seed, 0xFEA7, k])).standard_normal((H, k))
+        Y = np.zeros((H, k))
+        trace = 0.0
+        for sl in blocks:
+            X, _ = _features(run, chain, hist, lcp, full, rule.wts, sl, sq)
+            trace += float(np.einsum("ij,ij->", X, X))
+            Y += X @ (X.T @ Omega)
+        Q, _ = np.linalg.qr(Y)
+        # pass 2: B B^T with B = Q^T Pi^{1/2} Phi, and the s-part for C_0
+        BB = np.zeros((k, k))
+        CC = np.zeros((k, k))
+        for sl in blocks:
+            X, s = _features(run, chain, hist, lcp, full, rule.wts, sl, sq)
+            B = Q.T @ X
+            BB += B @ B.T
+            Cs = Q.T @ s
+            CC += Cs @ Cs.T
+        ev = np.linalg.eigvalsh(BB)
+        truncation = max(trace - float(np.sum(ev)), 0.0)
+        # after the fact: the sketch reached the round-off floor (its smallest eigenvalue is negligible)
+        # and the discarded trace is negligible
+        if k >= H or (ev[0] <= rank_rtol * ev[-1] and truncation <= 1e-12 * trace):
+            break
+        k = min(2 * k, H)
+    lam, V = np.linalg.eigh(BB)
+    lam = np.clip(lam, 0.0, None)
+    U = Q @ V
+    C0_eig = _E_C2 * (V.T @ CC @ V)
+    return FeatureKernel(U, lam, C0_eig, trace, truncation, rule.error, rule.method, len(rule.pts),
+                         time.perf_counter() - t0, rule.tol)
 
 
 def _gl_nodes(t: float, rate: float, tol: float = 1e-14, n_max: int = 40):
@@ -223,14 +556,20 @@ class Limit:
 
     cfg: RNNConfig
     window: WindowChain
-    kernel: Kernel
+    kernel: Kernel | FeatureKernel  # dense (small H, the oracle) or feature form (MODEL 7)
     f: np.ndarray  # (H,) target on histories
     memory_bound: float  # rho^L
 
     # --- factorisations, each computed once --------------------------------
+    @property
+    def dense(self) -> bool:
+        return isinstance(self.kernel, Kernel)
+
     @cached_property
     def _eig(self):
         sq = np.sqrt(self.window.pi)
+        if not self.dense:
+            return self.kernel.lam, self.kernel.U, sq
         M = sq[:, None] * self.kernel.K * sq[None, :]
         lam, Q = scipy.linalg.eigh(M, check_finite=False)
         lam = np.clip(lam, 0.0, None)  # K is PSD; drop round-off negatives
@@ -244,13 +583,17 @@ class Limit:
     @cached_property
     def _C0_eig(self):
         """``C_0`` in the eigenbasis, ``(Pi^{1/2} Q)^T C_0 (Pi^{1/2} Q)`` (two ``H^3`` products, once)."""
+        if not self.dense:
+            return self.kernel.C0_eig
         lam, Q, sq = self._eig
         B = Q * sq[:, None]
         return B.T @ self.kernel.C0 @ B
 
-    @cached_property
-    def _Z(self):
-        return self.window.fundamental
+    def _poisson(self, v: np.ndarray) -> np.ndarray:
+        """``Z v`` for centred rows ``v`` (``(n, H)``): dense ``Z`` (oracle) or the lag sum (MODEL 7)."""
+        if self.dense:
+            return v @ self.window.fundamental.T
+        return self.window.poisson_lag(v.T).T
 
     @property
     def eigenvalues(self) -> np.ndarray:
@@ -262,8 +605,10 @@ class Limit:
         """``r_t = f - h_t`` on all histories, ``(n_t, H)``."""
         lam, Q, sq = self._eig
         t = np.atleast_1d(np.asarray(times, dtype=float))
-        decay = np.exp(-self.cfg.alpha * np.outer(t, lam))  # (n_t, H)
-        return ((decay * self._coef_f) @ Q.T) / sq
+        grow = -np.expm1(-self.cfg.alpha * np.outer(t, lam))  # (n_t, k): 1 - e^{-alpha t lambda}
+        # f - h_t with h_t = Pi^{-1/2} Q (1 - e^{-alpha t Lambda}) Q^T Pi^{1/2} f: also right when Q has
+        # fewer than H columns (the null space of K does not move)
+        return self.f - ((grow * self._coef_f) @ Q.T) / sq
 
     def h(self, times) -> np.ndarray:
         """``h_t`` on all histories, ``(n_t, H)``."""
@@ -280,7 +625,6 @@ class Limit:
         lam, Q, sq = self._eig
         alpha = self.cfg.alpha
         pi = self.window.pi
-        Z = self._Z
         G = Q / sq[:, None]  # Pi^{-1/2} Q
         Acoef = Lmat @ G  # rows: Q^T Pi^{-1/2} l
         noise2 = self.cfg.noise_std**2
@@ -301,7 +645,7 @@ class Limit:
             v = Y.reshape(len(nodes), P, -1) * r[:, None, :]
             v = v - (v @ pi)[..., None]  # (I - 1 pi^T) v
             vw = v * pi  # Pi v
-            Zv = (v.reshape(-1, len(pi)) @ Z.T).reshape(v.shape)  # Z v
+            Zv = self._poisson(v.reshape(-1, len(pi))).reshape(v.shape)  # Z v
             iid = np.einsum("uph,uqh->upq", vw, v)
             cross = np.einsum("uph,uqh->upq", vw, Zv)
             pois = cross + cross.transpose(0, 2, 1) - iid
@@ -330,15 +674,30 @@ class Limit:
 
 
 def solve_limit(cfg: RNNConfig, chain: MarkovChain, target: Target, L: int | None = None,
-                tol: float = 1e-6, max_histories: int = 4096, resolution: int | None = None) -> Limit:
-    """Window chain, kernel and target values for the limit problem."""
+                tol: float = 1e-6, max_histories: int = 4096, resolution: int | None = None,
+                quad_tol: float = 1e-6, method: str = "features") -> Limit:
+    """Window chain, kernel and target values for the limit problem.
+
+    ``tol`` is the memory tolerance (picks ``L`` when not given, with at most
+    ``max_histories`` histories), ``quad_tol`` the tolerance on the kernel
+    entries; ``resolution`` (legacy) fixes the quadrature instead.  ``method``:
+    ``"features"`` (default, MODEL 7: no ``H x H`` array, exact up to the
+    checked rank truncation) or ``"dense"`` (``K``, ``Z`` and an ``H^3``
+    eigendecomposition: the oracle for small ``H``).  An explicit ``L`` may
+    exceed ``max_histories``' window only up to :data:`MAX_HISTORIES`.
+    """
+    if method not in ("features", "dense"):
+        raise ValueError(f"limit method is {method!r}; expected 'features' or 'dense'")
     if L is None:
         L, bound = window_length(cfg, chain, target.m, tol, max_histories)
     else:
         if L < target.m:
             raise ChainError(f"window length L = {L} is shorter than the target memory m = {target.m}")
         bound = cfg.rho**L
-    win = window_chain(chain, L, max_histories=max(max_histories, 1))
-    kern = ntk(cfg, win, resolution)
+    win = window_chain(chain, L, max_histories=max(max_histories, MAX_HISTORIES))
+    if method == "dense":
+        kern = ntk(cfg, win, resolution, tol=quad_tol)
+    else:
+        kern = ntk_features(cfg, win, resolution, tol=quad_tol)
     f = target.on_windows(chain.inputs, win.histories)
     return Limit(cfg=cfg, window=win, kernel=kern, f=f, memory_bound=bound)

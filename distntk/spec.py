@@ -35,7 +35,8 @@ A spec names everything a run needs (MODEL.md sections 1-3 and 6)::
     record_risk = true             # optional: also record the stationary risk
 
     [limit]                        # optional
-    resolution = 20                # quadrature resolution of the kernel (MODEL 4.2), 2..64
+    tol = 1e-6                     # kernel quadrature tolerance on K entries (MODEL 4.2, 7); or, legacy:
+    # resolution = 20              # fixed Gauss-Hermite points per coordinate (error estimate unreliable)
     max_histories = 4096           # most length-L histories the window chain may have (default 4096)
 
     [replicas]
@@ -57,7 +58,7 @@ with the key prefixed.
 Bounds.  So that every spec either runs or is refused on one line (never a
 hang, an overflow or a traceback), numbers are finite with ``|x| <= 1e6``,
 ``T <= 1e4``, at most 1000 ``times``, ``L`` and the target memory ``m`` at most
-64, ``limit.max_histories`` at most 16384, widths at most ``2**24``, at most
+64, ``limit.max_histories`` at most ``2**20``, widths at most ``2**24``, at most
 ``2**22`` work units, at most 256 chain states of dimension at most 64;
 names (``name``, ``store``, ``target.name``, ...) are at most 200 printable
 characters.  What a spec costs to run is estimated by :mod:`distntk.cost`.
@@ -94,7 +95,7 @@ import numpy as np
 from ._text import one_line
 from .chain import ChainError, markov_chain, window_chain
 from .experiment import Experiment
-from .limit import window_length
+from .limit import MAX_HISTORIES, window_length
 from .rnn import KERNELS, ModelError, RNNConfig
 from .target import BUILTIN_TARGETS, TargetError, make_target
 
@@ -108,6 +109,7 @@ class SpecError(ValueError):
 
 _REQUIRED = object()
 _DEFAULT_TOL = 1e-6
+_DEFAULT_QUAD_TOL = 1e-6  # limit.tol: kernel entries (MODEL 7)
 _DEFAULT_STORE_DIR = "stores"
 DEFAULT_MAX_HISTORIES = 4096
 # bounds that keep every accepted spec finite and every refusal quick (module docstring, "Bounds")
@@ -115,7 +117,7 @@ _MAX_ABS = 1e6
 _MAX_T = 1e4
 _MAX_TIMES = 1000
 _MAX_L = 64
-_MAX_HISTORIES = 1 << 14
+_MAX_HISTORIES = MAX_HISTORIES  # the feature-space solver's reach (limit.MAX_HISTORIES)
 _MAX_RESOLUTION = 64
 _MAX_WIDTH = 1 << 24
 _MAX_UNITS = 1 << 22
@@ -240,6 +242,12 @@ def _parse(text: str, default_name: str, source: str, allow_code: bool) -> Spec:
     resolution = limit_t.get("resolution", "integer", None)
     if resolution is not None and not 2 <= resolution <= _MAX_RESOLUTION:
         raise SpecError(f"limit.resolution: expected an integer in [2, {_MAX_RESOLUTION}], got {_show(resolution)}")
+    quad_tol = limit_t.get("tol", "number", None)
+    if quad_tol is not None and resolution is not None:
+        raise SpecError("limit.tol: give either limit.tol or limit.resolution, not both")
+    quad_tol = _DEFAULT_QUAD_TOL if quad_tol is None else float(quad_tol)
+    if not 1e-12 <= quad_tol < 1:
+        raise SpecError(f"limit.tol: expected a number in [1e-12, 1), got {_show(quad_tol)}")
     max_h = limit_t.get("max_histories", "integer", DEFAULT_MAX_HISTORIES)
     if not 1 <= max_h <= _MAX_HISTORIES:
         raise SpecError(f"limit.max_histories: expected an integer in [1, {_MAX_HISTORIES}], got {_show(max_h)}")
@@ -270,9 +278,12 @@ def _parse(text: str, default_name: str, source: str, allow_code: bool) -> Spec:
     exp = Experiment(chain=chain, target=target, model=cfg, T=T, times=times, L=L, probes=probes,
                      widths=replicas["widths"], n_init=replicas["n_init"], n_data=replicas["n_data"],
                      block=replicas["block"], seed=seed, kernel=kernel, kernel_resolution=resolution,
-                     name=name, record_risk=record_risk, max_histories=max_h)
+                     kernel_tol=quad_tol, name=name, record_risk=record_risk, max_histories=max_h)
+    # absent at their defaults, so the hashes of earlier specs stay valid
     limit_c = {"resolution": resolution}
-    if max_h != DEFAULT_MAX_HISTORIES:  # absent at the default: the hashes of earlier specs stay valid
+    if resolution is None and quad_tol != _DEFAULT_QUAD_TOL:
+        limit_c["tol"] = quad_tol
+    if max_h != DEFAULT_MAX_HISTORIES:
         limit_c["max_histories"] = max_h
     canonical = {
         "seed": seed,

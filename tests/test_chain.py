@@ -165,3 +165,21 @@ def test_aperiodic_chain_with_long_cycles_is_accepted():
     P = [[0.0, 0.5, 0.5, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0]]
     ch = markov_chain(P)
     np.testing.assert_allclose(ch.pi @ ch.P, ch.pi, atol=1e-14)
+
+
+@pytest.mark.parametrize("P", [
+    [[0.8, 0.2], [0.3, 0.7]],
+    [[0.0, 0.5, 0.5], [0.3, 0.0, 0.7], [0.6, 0.4, 0.0]],  # zeros in P
+    [[0.2, 0.8, 0.0], [0.0, 0.1, 0.9], [0.5, 0.0, 0.5]],
+])
+@pytest.mark.parametrize("L", [1, 2, 5])
+def test_poisson_lag_sum_equals_the_fundamental_matrix(P, L):
+    """MODEL 7: the lag sum with the base chain's Z solves the window chain's Poisson equation exactly."""
+    win = window_chain(markov_chain(P), L)
+    rng = np.random.default_rng(L)
+    F = rng.standard_normal((win.n_histories, 3))
+    v = F - win.pi @ F
+    expected = poisson(win.P, win.pi, F)
+    got = win.poisson_lag(v)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+    np.testing.assert_allclose(win.poisson_lag(v[:, 0]), expected[:, 0], rtol=0, atol=1e-12 * np.abs(expected).max())
