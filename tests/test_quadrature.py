@@ -95,11 +95,13 @@ def test_spec_limit_tol_reaches_the_kernel_and_the_store(tmp_path):
     from distntk.store import create_store
 
     s = parse_spec(_spec_text("[limit]\ntol = 1e-4\n"))
-    assert s.experiment.kernel_tol == 1e-4 and s.canonical["limit"] == {"tol": 1e-4}
+    assert s.experiment.kernel_tol == 1e-4 and s.canonical["limit"] == {"resolution": None, "tol": 1e-4}
     default = parse_spec(_spec_text(""))
-    assert default.experiment.kernel_tol == 1e-6 and default.canonical["limit"] == {"tol": 1e-6}
+    # the default tolerance is left out of the canonical form: specs written before limit.tol keep their hash
+    assert default.experiment.kernel_tol == 1e-6 and default.canonical["limit"] == {"resolution": None}
+    assert parse_spec(_spec_text("[limit]\ntol = 1e-6\n")).hash == default.hash
     assert default.hash != s.hash  # a different tolerance is a different prediction
-    create_store(tmp_path / "s.zarr", s, command="pytest")
+    create_store(tmp_path / "s.zarr", s, s.experiment.predictions(), command="pytest")
     attrs = open_store(tmp_path / "s.zarr").attrs
     kern = s.experiment.limit().kernel
     assert attrs["kernel_tol"] == 1e-4 and attrs["kernel_method"] == "trapezoid"
@@ -117,7 +119,8 @@ def test_spec_legacy_resolution_still_works():
 
 
 @pytest.mark.parametrize("section,expected", [
-    ("[limit]\ntol = 0.0\n", "limit.tol: expected a number in (0, 1), got 0"),
+    ("[limit]\ntol = 0.0\n", "limit.tol: expected a number in [1e-12, 1), got 0"),
+    ("[limit]\ntol = 1e-300\n", "limit.tol: expected a number in [1e-12, 1), got 1e-300"),
     ("[limit]\ntol = 'x'\n", "limit.tol: expected a number, got 'x'"),
     ("[limit]\ntol = 1e-5\nresolution = 20\n", "limit.tol: give either limit.tol or limit.resolution, not both"),
 ])
