@@ -79,7 +79,7 @@ from .limit import window_length
 from .rnn import KERNELS, ModelError, RNNConfig
 from .target import BUILTIN_TARGETS, TargetError, make_target
 
-__all__ = ["Spec", "SpecError", "load_spec", "parse_spec", "spec_diff", "canonical_json"]
+__all__ = ["Spec", "SpecError", "load_spec", "parse_spec", "spec_diff", "canonical_json", "flat_keys"]
 
 
 class SpecError(ValueError):
@@ -114,15 +114,16 @@ def canonical_json(canonical: dict) -> str:
 
 def spec_diff(a: dict, b: dict) -> list[str]:
     """Dotted keys whose values differ between two canonical specs (sorted)."""
-    fa, fb = _flatten(a), _flatten(b)
+    fa, fb = flat_keys(a), flat_keys(b)
     return sorted(k for k in fa.keys() | fb.keys() if fa.get(k, _REQUIRED) != fb.get(k, _REQUIRED))
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flat_keys(d: dict, prefix: str = "") -> dict:
+    """A nested canonical spec as ``{dotted key: value}`` (``{"model": {"beta": 0.75}}`` -> ``model.beta``)."""
     out = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flat_keys(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
