@@ -18,7 +18,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+$(VENV)/.bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
+	touch $(VENV)/.bench
+
+bench: $(VENV)/.bench
 	$(PY) bench/run_all.py
 
 clean:

@@ -63,7 +63,7 @@ def _spec(width: int, n_init: int, n_data: int, block: int, T: float = 2.0):
 def _timed_run(spec, actors: int, tmp: Path, tag: str):
     path = tmp / f"{tag}.zarr"
     shutil.rmtree(path, ignore_errors=True)
-    open_or_create(str(path), spec)  # solve the limit and allocate outside the timed part
+    open_or_create(str(path), spec, spec.experiment.predictions)  # solve the limit and allocate outside the timed part
     walls, stamps = [], []
 
     def on_unit(u, info):

@@ -5,7 +5,8 @@ where the environment sets ``OPENBLAS_CORETYPE``/``OPENBLAS_L2_SIZE`` (a guard
 for old OpenBLAS builds) both are removed for the benchmark processes only, so
 that the current OpenBLAS picks its own kernel (printed under ``blas:``).
 The machine is shared: every figure is a median of repeats, and ratios are
-taken within one process.  Takes a few minutes on 2 cores.
+taken within one process.  Takes a few minutes on 2 cores, plus about 7 for
+bench_store.py (the result path: stores, S3 behind a latency proxy, 64 actors).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = [["bench_kernel.py"], ["bench_memory.py"], ["bench_limit.py", "--L", "10"], ["bench_ray.py"]]
+SCRIPTS = [["bench_kernel.py"], ["bench_memory.py"], ["bench_limit.py", "--L", "10"], ["bench_ray.py"], ["bench_store.py"]]
 
 
 def main():

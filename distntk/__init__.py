@@ -10,17 +10,23 @@ is not imported here, so that ``import distntk`` on a Ray worker does not load
 matplotlib.
 """
 
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
+
 from .chain import ChainError, MarkovChain, markov_chain, window_chain
-from .estimate import (EstimateError, convergence_rates, estimate, memory_contraction, missing_units,
-                       variance_components)
+from .estimate import EstimateError, convergence_rates, estimate, missing_units, variance_components
 from .experiment import Experiment, Unit
 from .limit import Limit, solve_limit
+from .memory import memory_contraction
 from .rnn import ModelError, RNNConfig, run_replicas
 from .spec import Spec, SpecError, load_spec
 from .store import StoreError, open_store
 from .target import Target, make_target
 
-__version__ = "0.1.0"
+try:
+    __version__ = _version("distntk")
+except _PackageNotFoundError:  # a source tree on sys.path without an install
+    __version__ = "0+unknown"
 
 __all__ = [
     "ChainError",

@@ -14,18 +14,32 @@ and accumulate ``c^i S^i_k`` for ``Yhat_k``.  The last pending update is applied
 at the end of the segment, so a segment ends in the reference's state.
 
 Layout.  Each replica's unit arrays are packed once per segment call into one
-scratch block ``Z`` (rows ``c, a, b, S, w_1..w_d, J_1..J_{d+2}``; shape
-``(2 d + 6, N)``, structure of arrays), so the unit loop streams contiguous rows
-and runs as SIMD code; at ``N <= 16384`` and ``d = 1`` a replica's block is 1 MiB
-and stays in L2 for the whole segment.  ``d``, the gradient option and the
-activation are compile-time constants (one compiled variant each).
+scratch block ``Z`` (rows ``c, a, b, S, w_1..w_d, J_1..J_{d+2}`` and the products
+``c S``; ``2 d + 7`` rows, structure of arrays), so the unit loop streams contiguous
+rows and runs as SIMD code; at ``N <= 16384`` and ``d = 1`` a replica's block is
+about 1 MiB and stays in L2 for the whole segment.  Rows are padded to
+``_row_stride(N)`` doubles (``48 mod 512``): rows a multiple of 4 KiB apart fall
+into the same L1 cache sets and alias in the CPU's load/store ordering, which
+slowed the sweep several-fold at ``N = 1024`` and ``4096``.  ``d``, the gradient
+option and the activation are compile-time constants (one compiled variant each).
 
-Reproducibility.  No fast-math: every operation is an IEEE double operation in a
-fixed order (the sum for ``Yhat_k`` runs over ``i`` in order), and ``tanh`` is
-computed by :func:`_tanh` from ``+ - * /``, ``floor`` and an exponent bit pattern,
-so the results do not depend on the CPU's vector width or on how a run is cut into
-segments or replica blocks.  They differ from the NumPy reference by round-off only
-(``_tanh`` is within 3 ulp of ``numpy.tanh``, the same as libm's).
+Cost per unit-step (``d = 1``, RTRL): one ``tanh`` (23 vector instructions with
+AVX-512, 25 with AVX2, one division) and 15 more operations (an FMA counts once),
+11 loads (the compiler reads the three ``J`` rows twice) and 9 stores; no
+float-to-integer conversion, which AVX2 lacks for vectors.  ``bench/bench_kernel.py``
+counts them in the compiled loop and compares the sweep with its ``tanh`` alone.
+
+Reproducibility.  No fast-math: every operation is an IEEE double operation or an
+explicit fused multiply-add (``llvm.fma``, :func:`_fma`) in a fixed order (the sum
+for ``Yhat_k`` in eight interleaved partial sums, then a fixed tree), and ``tanh``
+is computed by :func:`_tanh` from ``+ - * /``, FMAs and an exponent bit pattern,
+so the results do not depend on the CPU (AVX2 or AVX-512, vector or scalar
+remainder loop) or on how a run is cut into segments or replica blocks.  They
+differ from the NumPy reference by round-off only (``_tanh`` is within 4 ulp of
+``numpy.tanh``).  numba's on-disk cache keys every entry by the CPU name and
+features it was compiled for, so a cache shared between machines never serves
+code compiled for another CPU (tests/test_kernels.py checks this with Haswell code
+generation).
 """
 
 from __future__ import annotations
@@ -36,6 +50,7 @@ from functools import lru_cache
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 __all__: list[str] = []  # private: registered in distntk.rnn.KERNELS / OUTPUTS
@@ -54,45 +69,74 @@ def _double_from_bits(typingctx, bits):
     return sig, codegen
 
 
+@intrinsic
+def _bits_of_double(typingctx, x):
+    """Reinterpret a float64 as its int64 bit pattern (LLVM bitcast)."""
+    sig = types.int64(types.float64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return sig, codegen
+
+
+@intrinsic
+def _fma(typingctx, x, y, z):
+    """``x * y + z`` with one rounding (``llvm.fma``): the same bits on every CPU.
+
+    One instruction where the CPU has FMA (AVX2 machines and later); elsewhere
+    LLVM calls libm's ``fma``, slower but with the same result.
+    """
+    sig = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        dbl = ir.DoubleType()
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(dbl, [dbl, dbl, dbl]), "llvm.fma.f64")
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+# exp(r) = (Q(r^2) + r P(r^2)) / (Q(r^2) - r P(r^2)) on |r| <= ln(2)/2 (Cephes exp.c)
+_EXP_P = (1.26177193074810590878e-4, 3.02994407707441961300e-2, 9.99999999999999999910e-1)
+_EXP_Q = (3.00198505138664455042e-6, 2.52448340349684104192e-3, 2.27265548208155028766e-1, 2.0)
+_ROUND = 6755399441055744.0  # 1.5 * 2^52: x + _ROUND - _ROUND is x rounded to an integer
+
+
 @njit(inline="always", **_JIT)
 def _tanh(u):
-    """``tanh(u)`` to within 3 ulp, branch-free so that loops calling it vectorise.
+    """``tanh(u)`` to within 4 ulp, branch-free and without float-to-int conversion, so loops vectorise.
 
-    ``|u| <= 0.625``: Cephes' rational approximation ``u + u z P(z) / Q(z)``,
-    ``z = u^2``.  Otherwise ``(e - 1) / (e + 1)`` with ``e = exp(2 |u|)``:
-    ``2|u| = n ln 2 + r``, ``|r| <= ln(2) / 2``, ``exp(r)`` by its Taylor
-    polynomial of degree 13 (truncation < 1e-17) and ``2^n`` built from its
-    exponent bits.  ``|u|`` is capped at 20, where ``tanh`` is 1 in double
-    precision; NaN propagates.
+    With ``a = min(|u|, 20)`` (``tanh = 1`` in double precision beyond) and
+    ``e^{2a} = 2^n e^r``, ``n = round(2a / ln 2)``, ``r = 2a - n ln 2`` (one FMA;
+    the rounding of ``ln 2`` shifts ``e^{2a}`` by up to ``2.4e-17 n`` relative, which
+    moves ``tanh`` by at most ``2^{2-n} 2.4e-17 n``), and ``e^r = A / B`` with
+    ``A = Q + rP``, ``B = Q - rP`` (Cephes' rational form of ``exp`` on
+    ``|r| <= ln(2)/2``, relative error below 1e-18)::
+
+        tanh(a) = (e^{2a} - 1) / (e^{2a} + 1) = ((2^n - 1) A + 2 r P) / (2^n A + B)
+
+    The numerator is exact where it matters: for ``n = 0`` it is ``2 r P``
+    (``A - B`` without the cancellation), for ``n >= 1`` both terms are positive
+    or the sum is at least ``0.4 B``.  ``n`` is rounded by adding ``1.5 * 2^52``,
+    and ``2^n`` is the low 12 bits of that sum plus 1023 shifted into the exponent
+    field (no integer arithmetic that could overflow; AVX2 has no vector
+    double-to-int64 conversion).  One division; NaN propagates; the sign is
+    restored with ``copysign``.
     """
     a = abs(u)
     a = 20.0 if a > 20.0 else a
-    x = 2.0 * a
-    n = np.floor(x * 1.4426950408889634 + 0.5)
-    r = (x - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10
-    p = 1.0 / 6227020800.0
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
-    s = p * _double_from_bits((np.int64(n) + 1023) << 52)
-    z = a * a
-    P = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z - 1.61468768441708447952e3
-    Q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z + 4.84406305325125486048e3
-    small = a <= 0.625
-    num = a * (Q + z * P) if small else s - 1.0
-    den = Q if small else s + 1.0
-    t = num / den
-    return t if u >= 0 else -t
+    x = a + a
+    t = _fma(x, 1.4426950408889634, _ROUND)
+    n = t - _ROUND
+    r = _fma(-n, 0.6931471805599453, x)
+    s = _double_from_bits(_bits_of_double(t + 1023.0) << 52)  # low 12 bits of t + 1023: n + 1023
+    r2 = r * r
+    rp = r * _fma(_fma(_EXP_P[0], r2, _EXP_P[1]), r2, _EXP_P[2])
+    q = _fma(_fma(_fma(_EXP_Q[0], r2, _EXP_Q[1]), r2, _EXP_Q[2]), r2, _EXP_Q[3])
+    A = q + rp
+    B = q - rp
+    return math.copysign(_fma(s - 1.0, A, rp + rp) / _fma(s, A, B), u)
 
 
 @njit(**_JIT)
@@ -109,10 +153,10 @@ def _activation(u, sigmoid):
     ``sigmoid`` is a compile-time constant of each kernel, so inlining leaves one branch-free body.
     """
     if sigmoid:
-        s = 0.5 * (1.0 + _tanh(0.5 * u))
+        s = _fma(0.5, _tanh(0.5 * u), 0.5)
         return s, s * (1.0 - s)
     s = _tanh(u)
-    return s, 1.0 - s * s
+    return s, _fma(-s, s, 1.0)
 
 
 @njit(inline="always", **_JIT)
@@ -140,6 +184,38 @@ def _ordered_sum(x):
     return t
 
 
+@njit(**_JIT)
+def _row_stride(n):
+    """Row length (in doubles) for a scratch block of ``n`` columns: ``>= n`` and ``48 mod 512``.
+
+    Rows a multiple of ``4 KiB`` apart in memory share their L1 cache sets (and the
+    low address bits the CPU compares to order loads after stores), so a sweep over
+    ten such rows runs at a fraction of its speed.  Rows ``384`` bytes apart modulo
+    ``4 KiB`` avoid both.
+    """
+    return n + (48 - n) % 512
+
+
+@njit(inline="always", **_JIT)
+def _ordered_dot(Y, i0, i1, n):
+    """``sum_i Y[i0, i] Y[i1, i]`` over ``i < n`` in a fixed order (as :func:`_ordered_sum`, with FMAs)."""
+    m = n - n % 8
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    for i in range(0, m, 8):
+        s0 = _fma(Y[i0, i], Y[i1, i], s0)
+        s1 = _fma(Y[i0, i + 1], Y[i1, i + 1], s1)
+        s2 = _fma(Y[i0, i + 2], Y[i1, i + 2], s2)
+        s3 = _fma(Y[i0, i + 3], Y[i1, i + 3], s3)
+        s4 = _fma(Y[i0, i + 4], Y[i1, i + 4], s4)
+        s5 = _fma(Y[i0, i + 5], Y[i1, i + 5], s5)
+        s6 = _fma(Y[i0, i + 6], Y[i1, i + 6], s6)
+        s7 = _fma(Y[i0, i + 7], Y[i1, i + 7], s7)
+    t = ((s0 + s4) + (s2 + s6)) + ((s1 + s5) + (s3 + s7))
+    for i in range(m, n):
+        t = _fma(Y[i0, i], Y[i1, i], t)
+    return t
+
+
 @lru_cache(maxsize=None)
 def segment_kernel(d: int, rtrl: bool, sigmoid: bool):
     """Compiled segment kernel for input dimension ``d`` and the given options.
@@ -159,73 +235,73 @@ def segment_kernel(d: int, rtrl: bool, sigmoid: bool):
     # Closures over constants only: numba's cache key includes the closure's cells,
     # and a captured dispatcher would change it in every process (no cache hits).
     @njit(**_JIT)
-    def steps(Z, xs, ys, eta, scale, update):
-        """Advance one replica's block ``Z`` over ``xs (n, D)``; returns the pending ``g``."""
-        N = Z.shape[1]
+    def steps(Z, N, xs, ys, eta, scale, update):
+        """Advance the ``N`` units of one replica's block ``Z`` over ``xs (n, D)``; returns the pending ``g``."""
         escale = eta * scale
         g = 0.0
         for k in range(xs.shape[0]):
-            acc = 0.0
+            x0 = xs[k, 0]  # hoisted: the compiler cannot know that xs and Z do not overlap
             for i in range(N):
                 # pending update of step k-1 (an exact no-op when g == 0)
                 ci = Z[0, i]
                 Si = Z[3, i]
                 gc = g * ci
-                ci = ci + g * Si
+                ci = _fma(g, Si, ci)
                 Z[0, i] = ci
-                u = 0.0
+                u = Z[1, i]
+                u = _fma(gc, Z[J0 + D, i], u)
+                Z[1, i] = u  # a^i
                 for j in range(D):
-                    wj = Z[W0 + j, i] + gc * Z[J0 + j, i]
+                    wj = _fma(gc, Z[J0 + j, i], Z[W0 + j, i])
                     Z[W0 + j, i] = wj
-                    u += wj * xs[k, j]
-                ai = Z[1, i] + gc * Z[J0 + D, i]
-                bi = Z[2, i] + gc * Z[J0 + D + 1, i]
-                Z[1, i] = ai
+                    u = _fma(wj, x0 if j == 0 else xs[k, j], u)
+                bi = _fma(gc, Z[J0 + D + 1, i], Z[2, i])
                 Z[2, i] = bi
                 # step k: memory and its Jacobian (MODEL 2)
-                u = (u + ai) + bi * Si
+                u = _fma(bi, Si, u)
                 s, ds = _activation(u, SIGMOID)
                 if RTRL:
                     for j in range(D):
-                        Z[J0 + j, i] = ds * (xs[k, j] + bi * Z[J0 + j, i])
-                    Z[J0 + D, i] = ds * (1.0 + bi * Z[J0 + D, i])
-                    Z[J0 + D + 1, i] = ds * (Si + bi * Z[J0 + D + 1, i])
+                        Z[J0 + j, i] = ds * _fma(bi, Z[J0 + j, i], x0 if j == 0 else xs[k, j])
+                    Z[J0 + D, i] = ds * _fma(bi, Z[J0 + D, i], 1.0)
+                    Z[J0 + D + 1, i] = ds * _fma(bi, Z[J0 + D + 1, i], Si)
                 else:
                     for j in range(D):
-                        Z[J0 + j, i] = ds * xs[k, j]
+                        Z[J0 + j, i] = ds * (x0 if j == 0 else xs[k, j])
                     Z[J0 + D, i] = ds
                     Z[J0 + D + 1, i] = ds * Si
                 Z[3, i] = s
                 Z[PR, i] = ci * s
             if update:
-                g = escale * (ys[k] - scale * _ordered_sum(Z[PR]))
+                g = escale * (ys[k] - scale * _ordered_sum(Z[PR, :N]))
         return g
 
     @njit(**_JIT)
-    def flush(Z, g):
+    def flush(Z, N, g):
         """The last pending update: the same operations as in the sweep."""
-        for i in range(Z.shape[1]):
+        for i in range(N):
             ci = Z[0, i]
             gc = g * ci
-            Z[0, i] = ci + g * Z[3, i]
+            Z[0, i] = _fma(g, Z[3, i], ci)
+            Z[1, i] = _fma(gc, Z[J0 + D, i], Z[1, i])
             for j in range(D):
-                Z[W0 + j, i] = Z[W0 + j, i] + gc * Z[J0 + j, i]
-            Z[1, i] = Z[1, i] + gc * Z[J0 + D, i]
-            Z[2, i] = Z[2, i] + gc * Z[J0 + D + 1, i]
+                Z[W0 + j, i] = _fma(gc, Z[J0 + j, i], Z[W0 + j, i])
+            Z[2, i] = _fma(gc, Z[J0 + D + 1, i], Z[2, i])
 
     def run(c, w, a, b, S, J, xs, ys, eta, scale, update):
         R, N = c.shape
-        Z = np.empty((NROW, N))  # scratch, allocated once per call and reused by every replica
+        Z = np.zeros((NROW, _row_stride(N)))  # scratch, allocated once per call and reused by every replica
+        U = Z[:, :N]
         for r in range(R):
-            Z[0], Z[1], Z[2], Z[3] = c[r], a[r], b[r], S[r]
-            Z[W0:J0] = w[r].T
-            Z[J0:PR] = J[r].T
-            g = steps(Z, xs[r], ys[r], eta, scale, update)
+            U[0], U[1], U[2], U[3] = c[r], a[r], b[r], S[r]
+            U[W0:J0] = w[r].T
+            U[J0:PR] = J[r].T
+            g = steps(Z, N, xs[r], ys[r], eta, scale, update)
             if g != 0.0:
-                flush(Z, g)
-            c[r], a[r], b[r], S[r] = Z[0], Z[1], Z[2], Z[3]
-            w[r] = Z[W0:J0].T
-            J[r] = Z[J0:PR].T
+                flush(Z, N, g)
+            c[r], a[r], b[r], S[r] = U[0], U[1], U[2], U[3]
+            w[r] = U[W0:J0].T
+            J[r] = U[J0:PR].T
 
     run.compiled = (steps, flush)  # the numba dispatchers (tests read their cache statistics)
     return run
@@ -238,8 +314,9 @@ def window_kernel(sigmoid: bool):
     ``run(c, w, a, b, inputs, windows, lcp, scale, out)``: ``windows (H, L)``
     states (oldest first), ``lcp[h]`` the length of the prefix window ``h``
     shares with window ``h - 1`` (its memory states are reused), ``out (R, H)``.
-    The cost is ``N`` per distinct prefix in the order given (``<= 2H`` for
-    sorted binary histories) and the memory ``(L + 1) N`` per replica.
+    The cost is ``N`` tanh per distinct prefix in the order given (``<= 2H`` for
+    sorted binary histories) plus an ``N``-term dot product per window (in a
+    fixed order, :func:`_ordered_dot`), and the memory ``(L + S + 3) N`` per call.
     """
     SIGMOID = bool(sigmoid)
 
@@ -248,25 +325,27 @@ def window_kernel(sigmoid: bool):
         R, N = c.shape
         n_states, D = inputs.shape
         H, L = windows.shape
-        wx = np.empty((n_states, N))
-        s = np.zeros((L + 1, N))  # row j + 1: memory after j + 1 inputs; row 0 stays 0
+        # one scratch block, rows padded (_row_stride): 0 b, 1 c, 2.. w.x_q + a, then the memory levels
+        X0 = 2
+        S0 = 2 + n_states
+        Y = np.zeros((S0 + L + 1, _row_stride(N)))  # row S0 + j + 1: memory after j + 1 inputs; S0 stays 0
         for r in range(R):
+            for i in range(N):
+                Y[0, i] = b[r, i]
+                Y[1, i] = c[r, i]
             for q in range(n_states):
                 for i in range(N):
                     v = 0.0
                     for j in range(D):
                         v += w[r, i, j] * inputs[q, j]
-                    wx[q, i] = v + a[r, i]
+                    Y[X0 + q, i] = v + a[r, i]
             for h in range(H):
                 start = lcp[h] if h > 0 else 0
                 for lev in range(start, L):
-                    q = windows[h, lev]
+                    q = X0 + windows[h, lev]
                     for i in range(N):
-                        s[lev + 1, i] = _activation(wx[q, i] + b[r, i] * s[lev, i], SIGMOID)[0]
-                acc = 0.0
-                for i in range(N):
-                    acc += c[r, i] * s[L, i]
-                out[r, h] = scale * acc
+                        Y[S0 + lev + 1, i] = _activation(_fma(Y[0, i], Y[S0 + lev, i], Y[q, i]), SIGMOID)[0]
+                out[r, h] = scale * _ordered_dot(Y, 1, S0 + L, N)
 
     return run
 

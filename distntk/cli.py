@@ -1,8 +1,10 @@
 """Command line: ``distntk run``, ``distntk query``, ``distntk report`` and ``distntk demo``.
 
     distntk run SPEC [--store PATH|URL] [--address ADDR] [--actors K] [--storage-option KEY=VALUE ...]
+                     [--allow-code] [--max-core-hours H]
     distntk query STORE [--width N] [--time t] [--probe k] [--format table|csv|json] [--storage-option ...]
     distntk report STORE [--out DIR] [--storage-option ...]   (default DIR: reports/<store name>)
+    distntk verify STORE [--storage-option ...]   (damaged units one per line; exit 1 if any, 0 if none)
     distntk demo [--store PATH] [--out DIR]     (run jobs/quickstart.toml, query table, report)
 
 Stores are local paths or fsspec URLs (``s3://``, ``gs://``, ``memory://``).  The
@@ -12,6 +14,14 @@ filesystem backend reads its standard environment (``AWS_ENDPOINT_URL``,
 instead, the value read as JSON when it parses (``anon=true``,
 ``client_kwargs={"region_name": "eu-west-1"}``) and as a string otherwise.
 Their values are not written to the store's history.
+
+``run`` prints its cost estimate (:mod:`distntk.cost`) before it starts and
+refuses (exit 2) a spec above ``--max-core-hours`` (default 100) or whose work
+unit does not fit in an actor's memory (this machine's memory over the number
+of actors); it refuses a ``module:function`` target (code) unless
+``--allow-code``.  ``query`` and ``report`` on a damaged store print one
+warning line naming the damaged units (:mod:`distntk.verify`) and leave them
+out.
 
 Errors in user input (specs, stores, chains, models, targets, selections)
 print one line ``distntk: error: ...`` on stderr and exit with 2; a run that
@@ -30,6 +40,7 @@ import time
 from pathlib import Path
 
 from ._text import one_line
+from .cost import DEFAULT_MAX_CORE_HOURS
 
 __all__ = ["main"]
 
@@ -94,13 +105,20 @@ def _quickstart_path() -> Path:
 
 
 def _run(args) -> int:
+    from .cost import check_cost, estimate_cost, machine_memory
     from .driver import run
     from .spec import load_spec
 
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec, allow_code=args.allow_code)
     address = args.address or os.environ.get("RAY_ADDRESS") or None
     if args.actors is not None and args.actors < 1:
         raise _UsageError(f"--actors {args.actors}: expected an integer >= 1")
+    if not args.max_core_hours > 0:
+        raise _UsageError(f"--max-core-hours {args.max_core_hours:g}: expected a number > 0")
+    for w in spec.warnings:
+        print(f"distntk run: warning: {one_line(w)}", file=sys.stderr)
+    cost = estimate_cost(spec.experiment)  # refused here, before a store is created or Ray started
+    check_cost(cost, args.max_core_hours, machine_memory() / (1 if address else args.actors or os.cpu_count() or 1))
     store = args.store or spec.store
     options = _storage_options(args.storage_option)
     command = "distntk " + " ".join(shlex.quote(a) for a in _redacted(args.argv))
@@ -109,10 +127,13 @@ def _run(args) -> int:
     def announce(todo: int, total: int) -> None:
         plan = f"{todo} of {total} units to compute on {where}" if todo else f"all {total} units already done"
         print(f"distntk run: spec {spec.name} ({spec.hash[:12]}), store {store}: {plan}", file=sys.stderr)
+        if todo:
+            print(f"distntk run: estimate for the whole spec: {cost.describe()}", file=sys.stderr)
+            print(f"distntk run: starting Ray ({where}) ...", file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
     rep = run(spec, store, address=address, actors=args.actors, progress=not args.no_progress, command=command,
-              announce=announce, storage_options=options)
+              announce=announce, storage_options=options, runtime_env=_shipped_code(spec) if args.address else None)
     if rep.summary is not None:
         s = rep.summary
         nodes = ", ".join(f"{n[:12]} {c}" for n, c in sorted(s.nodes.items()))
@@ -127,13 +148,49 @@ def _run(args) -> int:
     return 0
 
 
+def _open_checked(path, storage_options=None):
+    """The store as an in-memory Dataset without its damaged units, after one warning line naming them."""
+    from .verify import damage_warning, open_checked
+
+    ds, damaged = open_checked(path, storage_options)
+    if damaged:
+        print(f"distntk: warning: {damage_warning(damaged)}", file=sys.stderr)
+    return ds
+
+
+def _shipped_code(spec) -> dict | None:
+    """The Ray ``runtime_env`` that ships a ``module:function`` target's module to the cluster (``--address``).
+
+    The workers unpickle the target by reference, so its module must import there; a
+    cluster joined from a laptop does not have it (``ray job submit --working-dir`` would).
+    The module's file (or its top-level package's directory) goes in ``py_modules``.
+    """
+    name = spec.experiment.target.name
+    if ":" not in name:
+        return None
+    top = name.partition(":")[0].split(".")[0]
+    mod = sys.modules.get(top)
+    path = getattr(mod, "__path__", [None])[0] if hasattr(mod, "__path__") else getattr(mod, "__file__", None)
+    return {"py_modules": [path]} if path else None
+
+
 def _print_query(path, width=None, time_=None, probe=None, fmt="table", storage_options=None) -> int:
     from .query import format_records, progress, summary
-    from .store import open_store
 
-    ds = open_store(path, storage_options)
+    ds = _open_checked(path, storage_options)
     print(format_records(ds, summary(ds, width, time_, probe), progress(ds), fmt))
     return 0
+
+
+def _verify(args) -> int:
+    from .verify import verify
+
+    problems = verify(args.store, _storage_options(args.storage_option))
+    for line in problems:
+        print(line)
+    print(f"distntk verify: {len(problems)} problem(s) in {args.store}" if problems
+          else f"distntk verify: {args.store}: every done unit intact", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def _query(args) -> int:
@@ -154,27 +211,22 @@ def _store_name(store: str) -> str:
     return name.removesuffix(".zarr") or "store"
 
 
-def _write_report(store: str, out: str | None, storage_options: dict | None = None) -> Path:
+def _write_report(store: str, out: str | None, storage_options: dict | None = None):
+    """Write the report of ``store``; returns ``(path, summary lines)``."""
     from .report import write_report
-    from .store import open_store
 
-    ds = open_store(store, storage_options)  # a bad store fails here, before anything is written
+    ds = _open_checked(store, storage_options)  # a bad store fails here, before anything is written
     out = out or str(Path("reports") / _store_name(store))
+    lines = []
     try:
-        return write_report(ds, out, source=store)
+        return write_report(ds, out, source=store, summary_out=lines), lines
     except OSError as exc:
         raise _UsageError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
 
 
 def _report(args) -> int:
-    print(_write_report(args.store, args.out, _storage_options(args.storage_option)))
+    print(_write_report(args.store, args.out, _storage_options(args.storage_option))[0])
     return 0
-
-
-def _summary_section(report: Path) -> str:
-    """The ``## Summary`` section of a written report (the plain-language verdicts)."""
-    text = report.read_text().split("\n## Summary\n", 1)[-1]
-    return text.split("\n## ", 1)[0].strip()
 
 
 def _demo(args) -> int:
@@ -186,8 +238,8 @@ def _demo(args) -> int:
     code = main(["run", str(spec), "--print-query", "--store", store])
     if code != 0:
         return code
-    path = _write_report(store, args.out)
-    print(f"\nreport summary\n\n{_summary_section(path)}\n")
+    path, lines = _write_report(store, args.out)
+    print("\nreport summary\n\n" + "\n".join(lines) + "\n")
     print(f"demo wall time {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     print(f"report: {path}")
     return 0
@@ -205,6 +257,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--actors", type=int, help="number of Ray actors (default: one per CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-query", action="store_true", help="print the query table when done")
+    p.add_argument("--allow-code", action="store_true",
+                   help="allow a 'module:function' target: importing it runs that module's code (see README, "
+                        "Security); refused without this flag")
+    p.add_argument("--max-core-hours", type=float, default=DEFAULT_MAX_CORE_HOURS, metavar="H",
+                   help=f"refuse a spec whose estimated cost exceeds H core-hours (default {DEFAULT_MAX_CORE_HOURS:g})")
     _add_storage_option(p)
 
     q = sub.add_parser("query", help="progress and simulation vs limit vs predictions of a store")
@@ -220,6 +277,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output directory (default: reports/<store name>)")
     _add_storage_option(r)
 
+    v = sub.add_parser("verify", help="check every done unit of a store (chunks, checksums, finite values, "
+                       "outliers); damaged units one per line, exit 1 if any")
+    v.add_argument("store", help="store path or fsspec URL")
+    _add_storage_option(v)
+
     d = sub.add_parser("demo", help=f"run {_QUICKSTART} through Ray into a store, print the query table, "
                        "write the report")
     d.add_argument("--store", help="store path (default: the spec's, stores/quickstart.zarr)")
@@ -229,6 +291,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     from .chain import ChainError
+    from .cost import CostError
     from .estimate import EstimateError
     from .query import QueryError
     from .rnn import ModelError
@@ -241,9 +304,9 @@ def main(argv=None) -> int:
     try:
         args = _parser().parse_args(argv)
         args.argv = argv
-        return {"run": _run, "query": _query, "report": _report, "demo": _demo}[args.cmd](args)
+        return {"run": _run, "query": _query, "report": _report, "verify": _verify, "demo": _demo}[args.cmd](args)
     except (_UsageError, SpecError, StoreError, QueryError, ChainError, ModelError, TargetError,
-            EstimateError, ConnectError) as exc:
+            EstimateError, ConnectError, CostError) as exc:
         return _fail(str(exc), 2)
     except ServiceError as exc:
         return _fail(str(exc), 1)

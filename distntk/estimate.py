@@ -1,6 +1,6 @@
 """Variance components, comparisons with the limit, convergence rates (MODEL.md 3, 5).
 
-Everything here reads a result-store ``xarray.Dataset`` (CONTRACT schema: ``output``
+Everything here reads a result-store ``xarray.Dataset`` (the README's schema: ``output``
 on ``(width, init, data, time, probe)``, ``risk`` on ``(width, init, data, time)``,
 ``done`` on ``(width, init, data)`` and the predictions) and returns
 ``xarray.Dataset`` objects, so the same numbers serve the report and a notebook.
@@ -43,15 +43,9 @@ inits, ``I'`` the inits with ``n_i >= 2``, ``w_i = (n_i - 1) / df_w``)::
 
 which is unbiased whatever the spread of ``Var(g | theta)`` and whatever the
 kurtosis of ``e``.  The comparison interval is taken on the log scale,
-``MSW exp(+- t_{I'-1} within_se / MSW)``: the ``s_i^2`` are right-skewed, and in
-20000 simulated designs per row (95%, Gaussian ``e``; ``spread`` is the
-standard deviation of ``log sigma_w^2`` across inits)::
-
-    I   n   spread   chi-square   t, linear   t, log scale
-    16  32  0        0.953        0.948       0.951
-    16  32  0.2      0.869        0.943       0.948
-    8   64  0.2      0.798        0.941       0.945
-    16  32  0.4      0.680        0.929       0.938
+``MSW exp(+- t_{I'-1} within_se / MSW)``: the ``s_i^2`` are right-skewed, and
+the log scale keeps the coverage near nominal where the chi-square interval
+falls to 0.68-0.87 (simulations: ``docs/estimator-simulations.md``).
 
 Between (unweighted means, Thomas & Hultquist 1978; the balanced ANOVA when
 ``n_i = n``).  ``ybar_i`` init means over the ``I`` inits,
@@ -76,20 +70,12 @@ quantiles of ``chi2_{n_q} / n_q`` (``n_1 = I - 1``, ``n_2 = df_w``) and
 
 then truncated at 0 (``[0, 0]`` when even ``hi < 0``: the data cannot tell the
 between-init variance from zero).  Why MLS and not Satterthwaite or a bootstrap
-over inits: in 4000 simulated balanced Gaussian designs per row, 95% intervals,
-
-    I   n   sigma_b^2 n / sigma_w^2   MLS     Satterthwaite   bootstrap over inits
-    8   64  64                        0.946   0.955           0.75
-    8   64  1                         0.951   0.762           0.73
-    8   64  0.32                      0.942   0.476           0.78
-    4   16  1.6                       0.955   0.706           0.55
-
-Satterthwaite is only right when the between term dominates; the bootstrap
-cannot work with 4-16 inits.  MLS is closed-form and near nominal everywhere
-(``tests/test_estimate.py`` checks the coverage).  For unbalanced designs it is
+over inits: MLS is closed-form and near nominal everywhere, Satterthwaite is
+only right when the between term dominates, and the bootstrap cannot work with
+4-16 inits (coverage simulations: ``docs/estimator-simulations.md``;
+``tests/test_estimate.py`` checks the coverage).  For unbalanced designs it is
 applied to the unweighted-means ``S_1^2`` with ``n~`` (Burdick & Graybill 1992,
-ch. 6): approximate; with 4 of 8 inits missing 1-3 of their 4 blocks it covered
-0.937-0.953 in our simulations.
+ch. 6): approximate, and near nominal in the simulations.
 
 Mean.  ``mean = ybar = mean_i ybar_i`` with ``mean_se^2 = sum_i (ybar_i - ybar)^2
 / (I (I - 1))`` (``= S_1^2 / (n~ I)``: it contains the between-init variability
@@ -122,15 +108,6 @@ The orders MODEL.md implies are printed next to the slopes: init fluctuations
 ``N^{1/2-beta}``, data fluctuations ``N^{-1/2}``.  They are tested directly on
 the fluctuation sizes ``sqrt(between)`` and ``sqrt(within)`` (same fit; ``se``
 by the delta method, ``se(sqrt v) = se(v) / (2 sqrt v)``), with a verdict at 99%.
-
-Memory fixed point (MODEL 3).  :func:`memory_contraction` runs one finite-N
-network twice over the same data path with frozen parameters, from
-``S_{-1} = 0`` and from a random ``S_{-1}``.  Each unit contracts by
-``|b^i sigma'(u^i_k)| <= rho`` per step, so ``max_i |S^i_k - S'^i_k| <=
-rho^{k+1} max_i |S^i_{-1} - S'^i_{-1}|``; the fitted decay rate per step is
-compared with ``log rho``.  (During training ``b`` moves by ``O(N^{beta-1})``
-per unit time, so the frozen-parameter rate is the training-time rate to that
-order.)
 """
 
 from __future__ import annotations
@@ -139,21 +116,15 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
-from .chain import MarkovChain
 from .experiment import Unit, unit_grid
-from .rnn import ACTIVATIONS, KERNELS, RNNConfig, data_seed, init_params, init_seed
 
 __all__ = [
     "EstimateError",
     "convergence_rates",
     "estimate",
-    "memory_contraction",
     "missing_units",
     "variance_components",
 ]
-
-_VERDICTS = ("consistent", "inconsistent", "n/a")
-
 
 class EstimateError(ValueError):
     """A dataset the estimator cannot use; the message says what was expected."""
@@ -282,6 +253,11 @@ def _verdict(lo, hi, target):
 
 
 def _assess(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_level) -> xr.Dataset:
+    with np.errstate(all="ignore"):
+        return _assess_cells(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_level)
+
+
+def _assess_cells(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_level) -> xr.Dataset:
     comp = variance_components(y, done, level)
     q_t = lambda df: stats.t.isf((1 - verdict_level) / 2, df)  # noqa: E731
     N = width.astype(float)
@@ -315,6 +291,15 @@ def _assess(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_level)
     out["mean_error_lo"] = out.mean_error - half_m
     out["mean_error_hi"] = out.mean_error + half_m
     out["verdict_mean"] = _verdict(out.mean_error_lo, out.mean_error_hi, 0.0)
+    # t = 0: no data seen yet, g is a function of the initialisation alone; both predictions of the
+    # variance across data are 0 and the simulated one is round-off, so there is nothing to compare
+    det = ((nvar_p == 0) & (nvar_i == 0)).broadcast_like(like)
+    out["deterministic"] = det
+    for name in ("ratio_poisson", "ratio_iid"):
+        for k in (name, f"{name}_lo", f"{name}_hi"):
+            out[k] = out[k].where(~det)
+        out[f"verdict_{name.split('_')[1]}"] = xr.where(det, "n/a", out[f"verdict_{name.split('_')[1]}"]).astype(object)
+    out["within_dispersion"] = out["within_dispersion"].where(~det)
     return out
 
 
@@ -329,11 +314,11 @@ def _check_store(ds: xr.Dataset) -> None:
             "nvar_poisson": ("time", "probe"), "nvar_iid": ("time", "probe"), "var_init_coef": ("time", "probe")}
     for name, dims in need.items():
         if name not in ds:
-            raise EstimateError(f"dataset has no variable {name!r}; expected the result-store schema (CONTRACT.md)")
+            raise EstimateError(f"dataset has no variable {name!r}; expected the result-store schema (README, 'Result store schema')")
         if set(ds[name].dims) != set(dims):
             raise EstimateError(f"variable {name!r} has dims {ds[name].dims}; expected {dims}")
     if "beta" not in ds.attrs:
-        raise EstimateError("dataset has no attribute 'beta'; expected the result-store schema (CONTRACT.md)")
+        raise EstimateError("dataset has no attribute 'beta'; expected the result-store schema (README, 'Result store schema')")
 
 
 def estimate(ds: xr.Dataset, level: float = 0.95, verdict_level: float = 0.99) -> xr.Dataset:
@@ -343,7 +328,10 @@ def estimate(ds: xr.Dataset, level: float = 0.95, verdict_level: float = 0.99) -
     :func:`variance_components` (intervals at ``level``), the predictions
     ``h, pred_within_poisson, pred_within_iid, pred_between`` and the
     comparisons ``ratio_poisson, ratio_iid, ratio_init, mean_error`` each with
-    ``_lo``/``_hi`` at ``verdict_level`` and a ``verdict_*`` string.  When the
+    ``_lo``/``_hi`` at ``verdict_level`` and a ``verdict_*`` string, and
+    ``deterministic``: cells where both variance predictions are 0 (``t = 0``:
+    ``g`` depends on the initialisation only), whose data-variance ratios are
+    NaN and verdicts ``"n/a"``.  When the
     store has ``risk``, the same variables prefixed ``risk_`` on
     ``(width, time)``.  Attributes: ``level``, ``verdict_level``, ``beta``,
     ``n_done``, ``n_replicas``.
@@ -482,75 +470,6 @@ def convergence_rates(est: xr.Dataset, level: float = 0.95, min_sigma: float = 2
     out.attrs = {"level": level, "min_sigma": min_sigma, "beta": beta,
                  "order_init": 0.5 - beta, "order_data": -0.5}
     return out
-
-
-# --------------------------------------------------------------------------- memory fixed point
-
-
-def memory_contraction(cfg: RNNConfig, chain: MarkovChain, width: int, n_steps: int | None = None,
-                       seed: int = 0, init: int = 0, tol: float = 1e-12) -> xr.Dataset:
-    """Distance between two memory trajectories of one network, same data, different start.
-
-    Parameters come from ``init_params`` with the store's seed keys for
-    ``(width, init)``; the data path is the start of replica
-    ``(width, init, 0)``'s path (same ``data_seed`` generator);
-    trajectory A starts from ``S_{-1} = 0``, B from ``S_{-1}`` uniform on the
-    activation's range.  Parameters stay frozen (MODEL 3 is about fixed
-    ``theta``).  ``n_steps`` defaults to the steps needed for ``rho^k`` to reach
-    ``tol``.  Returns a Dataset on ``step`` (``-1`` the start, then ``0..``)
-    with ``distance`` (max over units), ``distance_rms`` and ``bound``
-    (``rho^{k+1} distance[-1]``); attributes ``rate`` (fitted slope of
-    ``log distance`` per step over the steps above round-off, with
-    ``rate_se``), ``log_rho``, ``log_max_b`` (``log max_i |b^i|``, the sharper
-    bound of this draw), ``bound_holds``.
-    """
-    rho = cfg.rho
-    if n_steps is None:
-        n_steps = 1 if rho == 0 else int(np.ceil(np.log(tol) / np.log(rho))) + 1
-    N, d = int(width), chain.dim
-    p = init_params(cfg, N, d, np.random.default_rng(init_seed(seed, N, init)))
-    p = type(p)(*(np.repeat(a, 2, axis=0) for a in (p.c, p.w, p.a, p.b)))
-    path = chain.simulate(n_steps, np.random.default_rng(data_seed(seed, N, init, 0)))
-    xs = np.repeat(chain.inputs[path][None], 2, axis=0)  # (2, n, d)
-    lo = 0.0 if cfg.activation == "sigmoid" else -1.0
-    start = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(2, N, int(init)))).uniform(lo, 1.0, N)
-    S = np.zeros((2, N))
-    S[1] = start
-    state = [S, np.zeros((2, N, d + 2))]
-    seg = KERNELS["reference"]
-    dist = [np.max(np.abs(S[0] - S[1]))]
-    rms = [np.sqrt(np.mean((S[0] - S[1]) ** 2))]
-    for k in range(n_steps):
-        seg(p, state, xs[:, k : k + 1], np.zeros((2, 0)), cfg.eta(N), cfg.scale(N), cfg.activation,
-            cfg.gradient == "rtrl", False)
-        diff = state[0][0] - state[0][1]
-        dist.append(np.max(np.abs(diff)))
-        rms.append(np.sqrt(np.mean(diff**2)))
-    dist = np.array(dist)
-    steps = np.arange(-1, n_steps)
-    bound = dist[0] * rho ** (steps + 1.0)
-    use = dist > max(tol, 1e3 * np.finfo(float).eps)
-    if use.sum() >= 2:
-        A = np.stack([np.ones(use.sum()), steps[use]], axis=1)
-        coef, res, *_ = np.linalg.lstsq(A, np.log(dist[use]), rcond=None)
-        rate = float(coef[1])
-        dof = use.sum() - 2
-        s2 = float(res[0]) / dof if dof > 0 and res.size else 0.0
-        rate_se = float(np.sqrt(s2 * np.linalg.inv(A.T @ A)[1, 1]))
-    else:
-        rate, rate_se = np.nan, np.nan
-    max_b = float(np.max(np.abs(p.b[0])))
-    return xr.Dataset(
-        {"distance": ("step", dist), "distance_rms": ("step", np.array(rms)), "bound": ("step", bound)},
-        coords={"step": steps},
-        attrs={
-            "width": N, "init": int(init), "seed": int(seed), "rho": rho,
-            "rate": rate, "rate_se": rate_se,
-            "log_rho": float(np.log(rho)) if rho > 0 else -np.inf,
-            "log_max_b": float(np.log(max_b * ACTIVATIONS[cfg.activation][1])) if max_b > 0 else -np.inf,
-            "bound_holds": bool(np.all(dist <= bound * (1 + 1e-9) + 1e-15)),
-        },
-    )
 
 
 # --------------------------------------------------------------------------- completeness

@@ -33,7 +33,7 @@ import xarray as xr
 
 from .chain import MarkovChain
 from .limit import Limit, solve_limit
-from .rnn import RNNConfig, run_replicas
+from .rnn import ModelError, RNNConfig, run_replicas
 from .target import Target
 
 __all__ = ["Unit", "Experiment", "unit_grid"]
@@ -81,6 +81,7 @@ class Experiment:
     kernel_resolution: int | None = None
     name: str = "experiment"
     record_risk: bool = True
+    max_histories: int = 4096  # the spec's limit.max_histories
     _limit: dict = field(default_factory=dict, repr=False, compare=False)
 
     def units(self) -> list[Unit]:
@@ -101,15 +102,18 @@ class Experiment:
             root=self.seed, width_key=unit.width, init=unit.init, data=list(unit.data), L=self.L,
             kernel=self.kernel, risk=risk,
         )
-        if risk is None:
-            return {"output": res}
-        return {"output": res[0], "risk": res[1]}
+        out = {"output": res} if risk is None else {"output": res[0], "risk": res[1]}
+        for name, values in out.items():
+            if not np.all(np.isfinite(values)):
+                raise ModelError(f"unit {unit} produced non-finite {name} values (the training diverged: check "
+                                 "model.alpha, the inputs and the target's scale)")
+        return out
 
     def limit(self) -> Limit:
         """The solved limit problem (computed once per experiment object)."""
         if "limit" not in self._limit:
             self._limit["limit"] = solve_limit(self.model, self.chain, self.target, L=self.L,
-                                               resolution=self.kernel_resolution)
+                                               resolution=self.kernel_resolution, max_histories=self.max_histories)
         return self._limit["limit"]
 
     def probe_labels(self) -> list[str]:

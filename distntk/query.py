@@ -1,21 +1,21 @@
 """Summaries of a result store: progress, and simulation vs limit vs predictions.
 
-For width ``N``, time ``t`` and probe window ``z``, over the replicas marked done:
+For width ``N``, time ``t`` and probe window ``z``, over the replicas marked
+done, the numbers of :func:`distntk.estimate.estimate` (one estimator: ``query``
+and ``report`` agree on every store, complete, partial or unbalanced):
 
-* ``mean``: the average of ``g^N_t(z)`` over all done replicas, beside the limit
-  ``h``; ``se``: its standard error (replicas of one initialisation are
-  correlated, so it is the spread of the per-initialisation means / sqrt(#init));
-* ``nvar``: ``N`` times the within-initialisation variance (``ddof = 1`` per
-  initialisation, averaged over initialisations with at least 2 replicas),
+* ``n``: replicas done; ``mean``: the mean of the per-initialisation means,
+  beside the limit ``h``; ``se``: its standard error ``mean_se`` (it includes
+  the between-initialisation variability);
+* ``nvar``: ``N`` times the pooled within-initialisation variance ``within``,
   beside the predictions ``nvar_poisson`` (Poisson equation, MODEL 5.1) and
   ``nvar_iid`` (the naive i.i.d. one);
-* ``var_init``: the variance across initialisations of the per-initialisation
-  means, less the within part ``mean(Var within) / n`` (so it estimates
-  ``Var_theta E[g | theta]``), beside ``var_init_pred = N^(1 - 2 beta) var_init_coef``
-  (MODEL 5.2).
+* ``var_init``: the between-initialisation component ``between_raw`` (not
+  truncated at 0), an estimate of ``Var_theta E[g | theta]``, beside
+  ``var_init_pred = N^(1 - 2 beta) var_init_coef`` (MODEL 5.2).
 
-A proper estimator with intervals and rates lives in ``estimate.py``; this is
-the quick look that ``distntk query`` prints.
+Intervals, verdicts and rates are in the report; this is the quick look that
+``distntk query`` prints.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import math
 import numpy as np
 import xarray as xr
 
+from .estimate import estimate
 from .experiment import unit_grid
 
 __all__ = ["QueryError", "progress", "summary", "format_records"]
@@ -77,66 +78,41 @@ def _select(ds: xr.Dataset, width=None, time=None, probe=None):
         p = str(probe)
         if p in labels:
             psel = [labels.index(p)]
-        elif p.lstrip("-").isdigit() and -len(labels) <= int(p) < len(labels):
-            psel = [int(p) % len(labels)]
+        elif p.isascii() and p.isdigit() and int(p) < len(labels):
+            psel = [int(p)]
         else:
             raise QueryError(f"--probe {probe}: expected a probe index 0..{len(labels) - 1} or a label in {labels}")
     return wsel, tsel, psel
 
 
-def _stats(out: np.ndarray, done: np.ndarray):
-    """Moments over done replicas; ``out (init, data, time, probe)``, ``done (init, data)``."""
-    n_i = done.sum(axis=1)  # replicas per initialisation
-    x = np.where(done[..., None, None], out, 0.0)
-    shape = out.shape[2:]
-    nan = np.full(shape, np.nan)
-    has, two = n_i >= 1, n_i >= 2
-    m_i = x[has].sum(axis=1) / n_i[has, None, None]  # per-initialisation means
-    mean = x.sum(axis=(0, 1)) / done.sum() if done.any() else nan
-    if two.any():
-        dev = np.where(done[two][..., None, None], out[two] - (x[two].sum(axis=1) / n_i[two, None, None])[:, None], 0.0)
-        within = ((dev**2).sum(axis=1) / (n_i[two, None, None] - 1)).mean(axis=0)
-    else:
-        within = nan
-    k = int(has.sum())
-    if k >= 2:
-        spread = m_i.var(axis=0, ddof=1)
-        se = np.sqrt(spread / k)
-        var_init = spread - within / n_i[has].mean()
-    else:
-        se = var_init = nan
-    return mean, se, within, var_init
-
-
 def summary(ds: xr.Dataset, width=None, time=None, probe=None) -> list[dict]:
     """One record per selected (width, time, probe); see the module docstring for the columns."""
     wsel, tsel, psel = _select(ds, width, time, probe)
+    est = estimate(ds)
     beta = float(ds.attrs["beta"])
     widths = [int(w) for w in ds["width"].values]
     times = [float(t) for t in ds["time"].values]
     labels = [str(p) for p in ds["probe"].values]
-    h = ds["h"].values
+    dims = ("width", "time", "probe")
+    a = {k: est[k].transpose(*dims).values for k in ("n_obs", "h", "mean", "mean_se", "within", "between_raw")}
     nvp, nvi, vic = ds["nvar_poisson"].values, ds["nvar_iid"].values, ds["var_init_coef"].values
     rows = []
     for N in wsel:
         wi = widths.index(N)
-        done = np.asarray(ds["done"].isel(width=wi).values, dtype=bool)  # (init, data)
-        out = np.asarray(ds["output"].isel(width=wi).values)  # (init, data, time, probe)
-        mean, se, within, var_init = _stats(out, done)
         for ti in tsel:
             for pi in psel:
                 rows.append({
                     "width": N,
                     "time": times[ti],
                     "probe": labels[pi],
-                    "n": int(done.sum()),
-                    "h": float(h[ti, pi]),
-                    "mean": float(mean[ti, pi]),
-                    "se": float(se[ti, pi]),
-                    "nvar": float(N * within[ti, pi]),
+                    "n": int(a["n_obs"][wi, ti, pi]),
+                    "h": float(a["h"][wi, ti, pi]),
+                    "mean": float(a["mean"][wi, ti, pi]),
+                    "se": float(a["mean_se"][wi, ti, pi]),
+                    "nvar": float(N * a["within"][wi, ti, pi]),
                     "nvar_poisson": float(nvp[ti, pi]),
                     "nvar_iid": float(nvi[ti, pi]),
-                    "var_init": float(var_init[ti, pi]),
+                    "var_init": float(a["between_raw"][wi, ti, pi]),
                     "var_init_pred": float(N ** (1 - 2 * beta) * vic[ti, pi]),
                 })
     return rows

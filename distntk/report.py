@@ -1,7 +1,7 @@
 """The report: plots and one Markdown file that turn a result store into evidence.
 
-:func:`write_report` takes a store (a ``Dataset`` in the CONTRACT schema or a
-path) and writes into ``out_dir``:
+:func:`write_report` takes a store (a ``Dataset`` in the README's result-store
+schema, or a path) and writes into ``out_dir``:
 
 * ``report.md`` -- opens with a plain-language summary of the verdicts, then
   one section per comparison with its figure and a table, the convergence
@@ -15,9 +15,16 @@ path) and writes into ``out_dir``:
   log-log axes with fitted slopes and the MODEL orders ``N^{1/2-beta}`` and
   ``N^{-1/2}`` (MODEL 5.3), when there are at least two widths;
 * ``memory.png`` -- the memory contraction against ``rho^k`` (MODEL 3) at the
-  largest width: :func:`distntk.estimate.memory_contraction` of the experiment
-  rebuilt from the spec stored in the store (:func:`distntk.store.store_spec`),
-  or a result passed in.
+  largest width: :func:`distntk.memory.memory_contraction` of the chain and
+  model rebuilt from the store's canonical spec (:func:`distntk.store.store_model`:
+  data only, no target code is imported), or a result passed in.
+
+Wording follows the data: the variance sentence says whether the chain's
+correlations add or remove variance relative to i.i.d. inputs (the Poisson
+prediction above or below the i.i.d. one); intervals and slope brackets are at
+the verdict level; ``t = 0`` cells (no data seen yet) are shown as
+deterministic; a window ``L`` shortened by ``limit.max_histories`` below what
+``training.memory_tol`` asks for is said in the summary.
 
 Paths and URLs are opened by :func:`distntk.store.open_store`, so the report
 reads exactly the stores ``distntk run`` writes.  The numbers come from
@@ -31,7 +38,7 @@ from __future__ import annotations
 
 import json
 import os
-import sys
+import tomllib
 from pathlib import Path
 
 import matplotlib
@@ -42,11 +49,13 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
-from .estimate import convergence_rates, estimate, memory_contraction, missing_units  # noqa: E402
-from .store import StoreError, open_store, store_spec  # noqa: E402
+from .estimate import convergence_rates, estimate, missing_units  # noqa: E402
+from .memory import memory_contraction  # noqa: E402
+from .store import StoreError, store_model  # noqa: E402
+from .verify import open_checked  # noqa: E402
 
-__all__ = ["open_dataset", "plot_convergence", "plot_mean", "plot_memory", "plot_nvar", "report_main", "summary",
-           "write_report", "write_sweep_report", "sweep_headlines"]
+__all__ = ["open_dataset", "plot_convergence", "plot_mean", "plot_memory", "plot_nvar", "summary", "write_report",
+           "write_sweep_report", "sweep_headlines"]
 
 _QUANTITY_LABELS = {
     "mean_error": "|mean - h_t|",
@@ -61,25 +70,48 @@ _QUANTITY_LABELS = {
 
 
 def open_dataset(source) -> xr.Dataset:
-    """``source`` itself if it is a Dataset, else the store at that path or URL (:func:`distntk.store.open_store`)."""
+    """``source`` itself if it is a Dataset, else the store at that path or URL without its damaged units.
+
+    A path goes through :func:`distntk.verify.open_checked`: damaged units and
+    outliers are left out (not done) and named in ``attrs["distntk_left_out"]``,
+    which the report's summary repeats.
+    """
     if isinstance(source, xr.Dataset):
         return source
-    return open_store(os.fspath(source))
+    return open_checked(os.fspath(source))[0]
 
 
 def _store_memory(ds: xr.Dataset):
     """``(memory_contraction, "")`` for the store's experiment at its largest width, or ``(None, why not)``.
 
-    The store holds outputs, not parameters: the experiment is rebuilt from the
-    spec in its attributes and init 0 of the largest width is redrawn from the
-    same seed keys as the run's replicas.
+    The store holds outputs, not parameters: the chain and the model are rebuilt
+    from the canonical spec in its attributes (data; no code is imported) and
+    init 0 of the largest width is redrawn from the same seed keys as the run's
+    replicas.
     """
     try:
-        exp = store_spec(ds).experiment
+        cfg, chain, seed = store_model(ds)
     except StoreError as exc:
         return None, f"Not computed: {str(exc).rstrip('.')}."
     N = int(max(ds["width"].values))
-    return memory_contraction(exp.model, exp.chain, N, seed=exp.seed, init=0), ""
+    return memory_contraction(cfg, chain, N, seed=seed, init=0), ""
+
+
+def _memory_window_note(ds: xr.Dataset) -> str | None:
+    """A summary bullet when ``limit.max_histories`` shortened ``L`` so that ``rho^L`` exceeds ``memory_tol``."""
+    try:
+        training = tomllib.loads(str(ds.attrs.get("spec", ""))).get("training", {})
+        bound = float(ds.attrs["memory_bound"])
+    except (tomllib.TOMLDecodeError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    if not isinstance(training, dict) or "L" in training:
+        return None  # L given explicitly: the user chose the window
+    tol = training.get("memory_tol", 1e-6)
+    if not isinstance(tol, (int, float)) or not bound > tol:
+        return None
+    return (f"- **Memory window shortened.** The window length L = {ds.attrs.get('L')} was capped by "
+            f"limit.max_histories, so the memory bound rho^L = {bound:.3g} exceeds training.memory_tol = {tol:g}: "
+            "the limit's predictions carry a truncation error of that order.")
 
 
 # --------------------------------------------------------------------------- panels
@@ -102,6 +134,11 @@ def _sel(est, name, probe, **idx):
 
 def plot_nvar(est: xr.Dataset):
     """``N * Var(g | theta)`` vs ``t`` per width (columns) and probe/risk (rows)."""
+    with np.errstate(all="ignore"):
+        return _plot_nvar(est)
+
+
+def _plot_nvar(est: xr.Dataset):
     rows, widths = _panels(est), est["width"].values
     fig, axes = plt.subplots(len(rows), len(widths), figsize=(3.2 * len(widths) + 0.6, 2.5 * len(rows) + 0.6),
                              squeeze=False, sharex=True)
@@ -246,22 +283,49 @@ def _fmt_units(units, limit=None):
     return lines
 
 
+def _verdicts(est, name, sel=None):
+    """``(consistent, cells with a verdict, lo, hi)`` of ``verdict_<name>`` and ``ratio_<name>`` (the summary's unit).
+
+    ``name`` may carry the ``risk_`` prefix; ``sel`` restricts the cells (e.g. one width).
+    """
+    pre, base = ("risk_", name[5:]) if name.startswith("risk_") else ("", name)
+    c, n = _count(est, f"{pre}verdict_{base}", sel)
+    ratio = est[f"{pre}ratio_{base}"] if base != "mean" else est[f"{pre}mean_error"]
+    lo, hi = _range(ratio if sel is None else ratio.sel(**sel))
+    return c, n, lo, hi
+
+
+def _correlation_sentence(est) -> str:
+    """Whether the chain's correlations add or remove variance relative to i.i.d. inputs (Poisson vs i.i.d.)."""
+    p = est["pred_within_poisson"].values.ravel()
+    i = est["pred_within_iid"].values.ravel()
+    ok = np.isfinite(p) & np.isfinite(i) & ((p > 0) | (i > 0))
+    if not ok.any():
+        return ""
+    more, less = int(np.sum(p[ok] > i[ok])), int(np.sum(p[ok] < i[ok]))
+    if less == 0:
+        return " Correlated inputs of the chain add variance that only the Poisson equation accounts for."
+    if more == 0:
+        return (" The chain's correlations remove variance here (the Poisson prediction is below the i.i.d. one in "
+                "every cell), which only the Poisson equation accounts for.")
+    return (f" The chain's correlations add variance in {more} cells and remove it in {less} (Poisson vs i.i.d. "
+            "prediction); only the Poisson equation accounts for either.")
+
+
 def summary(est: xr.Dataset, rates: xr.Dataset | None = None, mem: xr.Dataset | None = None,
-            missing=None) -> list[str]:
-    """The plain-language summary, as Markdown bullet lines."""
-    lines = []
+            missing=None, notes=()) -> list[str]:
+    """The plain-language summary, as Markdown bullet lines (``notes``: extra bullets, e.g. warnings)."""
+    lines = list(notes)
     vl = est.attrs["verdict_level"]
     chance = 1 - vl
     n_done, n_all = est.attrs["n_done"], est.attrs["n_replicas"]
     have = est["n_init"] > 0
     widths_done = [int(N) for N in est["width"].values if bool(have.sel(width=N).any())]
     if not widths_done:
-        return ["- **No replica is done yet.** There is nothing to compare; the missing units are listed below."]
+        return lines + ["- **No replica is done yet.** There is nothing to compare; the missing units are listed below."]
     Nmax = widths_done[-1]
-    big = {"width": Nmax}
-    c, n = _count(est, "verdict_poisson", big)
-    lo, hi = _range(est["ratio_poisson"].sel(width=Nmax))
-    ca, na = _count(est, "verdict_poisson")
+    c, n, lo, hi = _verdicts(est, "poisson", {"width": Nmax})
+    ca, na, _, _ = _verdicts(est, "poisson")
     lines.append(
         f"- **Headline: fluctuations across data sequences.** At the largest width with data (N = {Nmax}) the "
         f"variance across data sequences at a fixed initialisation is {lo:.2f}-{hi:.2f} times the "
@@ -269,15 +333,19 @@ def summary(est: xr.Dataset, rates: xr.Dataset | None = None, mem: xr.Dataset | 
         f"Over all widths: {ca} of {na} cells consistent (about {chance * na:.1f} would disagree by chance "
         "if the prediction were exact)."
     )
-    ci, ni = _count(est, "verdict_iid")
-    lo_i, hi_i = _range(est["ratio_iid"])
+    ci, ni, lo_i, hi_i = _verdicts(est, "iid")
     if ni:
-        verb = "is rejected" if ci == 0 else "fails"
+        verb = "is rejected" if ci == 0 else "fails" if ci < ni else "is not rejected"
         lines.append(
             f"- **The naive i.i.d. prediction {verb}** in {ni - ci} of {ni} cells: the simulated variance is "
-            f"{lo_i:.1f}-{hi_i:.1f} times what it predicts. Correlated inputs of the chain add variance that "
-            "only the Poisson equation accounts for."
+            f"{lo_i:.2f}-{hi_i:.2f} times what it predicts.{_correlation_sentence(est)}"
         )
+    if bool(est["deterministic"].any()) if "deterministic" in est else False:
+        t0 = sorted({float(t) for t in est["time"].values[est["deterministic"].any(
+            [d for d in est["deterministic"].dims if d != "time"]).values]})
+        lines.append(f"- At t = {', '.join(f'{t:g}' for t in t0)} no data have been seen: g depends on the "
+                     "initialisation only, both variance predictions are 0, and those cells are shown as "
+                     "deterministic (no data-variance comparison).")
     disp = est["within_dispersion"].median(["time", "probe"])
     noisy = [int(N) for N, d in zip(est["width"].values, disp.values, strict=True) if np.isfinite(d) and d > 1.5]
     if noisy:
@@ -287,14 +355,13 @@ def summary(est: xr.Dataset, rates: xr.Dataset | None = None, mem: xr.Dataset | 
             f"{', '.join(f'{float(disp.sel(width=N)):.1f}' for N in noisy)}; 1 if it were common), a finite-N "
             "effect of the initial offset; the comparisons use init-robust intervals that include it."
         )
-    cb, nb = _count(est, "verdict_init")
-    lo_b, hi_b = _range(est["ratio_init"])
+    cb, nb, lo_b, hi_b = _verdicts(est, "init")
     lines.append(
         f"- **Fluctuations across initialisations.** The between-init variance agrees with the prediction "
         f"N^(1-2 beta) E_t C_0 E_t^T in {cb} of {nb} cells (ratios {lo_b:.2f}-{hi_b:.2f}; with few inits these "
         "intervals are wide)."
     )
-    cm, nm = _count(est, "verdict_mean")
+    cm, nm, _, _ = _verdicts(est, "mean")
     err = np.abs(est["mean_error"])
     if np.isfinite(err).any():
         ev = err.transpose("width", ...).values
@@ -304,10 +371,9 @@ def summary(est: xr.Dataset, rates: xr.Dataset | None = None, mem: xr.Dataset | 
             f"that include initialisation noise; the largest |mean - h_t| is {float(err.max()):.3g} (at N = {w_N})."
         )
     if "risk_verdict_poisson" in est and _count(est, "risk_verdict_poisson")[1]:
-        cr, nr = _count(est, "risk_verdict_poisson")
-        cri, nri = _count(est, "risk_verdict_iid")
-        crm, nrm = _count(est, "risk_verdict_mean")
-        lo_r, hi_r = _range(est["risk_ratio_poisson"])
+        cr, nr, lo_r, hi_r = _verdicts(est, "risk_poisson")
+        cri, nri, _, _ = _verdicts(est, "risk_iid")
+        crm, nrm, _, _ = _verdicts(est, "risk_mean")
         lines.append(
             f"- **Stationary risk.** Its variance across data sequences is {lo_r:.2f}-{hi_r:.2f} times the Poisson "
             f"prediction (consistent in {cr} of {nr} (width, time) cells; the i.i.d. prediction consistent in "
@@ -323,7 +389,7 @@ def summary(est: xr.Dataset, rates: xr.Dataset | None = None, mem: xr.Dataset | 
             f"(log-rate {mem.attrs['rate']:.3f}) against the contraction bound rho = {mem.attrs['rho']:g} "
             f"(log rho = {mem.attrs['log_rho']:.3f}); the bound rho^k {ok}."
         )
-    if n_done == n_all:
+    if n_done == n_all and not missing:
         lines.append(f"- **Complete store:** all {n_all} replicas done.")
     else:
         k = len(missing) if missing is not None else None
@@ -404,16 +470,20 @@ def _variance_tables(est, pre):
     for lab, i in _cells(est, pre):
         v = lambda k, i=i: float(a[k][i])  # noqa: E731
         N = int(lab[0])
-        rows_w.append(lab + [
-            _ci(N * v("within"), N * v("within_lo"), N * v("within_hi")),
-            f"{N * v('pred_within_poisson'):.3g}",
-            _ci(v("ratio_poisson"), v("ratio_poisson_lo"), v("ratio_poisson_hi")),
-            str(a["verdict_poisson"][i]),
-            f"{N * v('pred_within_iid'):.3g}",
-            _ci(v("ratio_iid"), v("ratio_iid_lo"), v("ratio_iid_hi")),
-            str(a["verdict_iid"][i]),
-            f"{v('within_dispersion'):.2f}",
-        ])
+        if "deterministic" in a and bool(a["deterministic"][i]):
+            rows_w.append(lab + ["deterministic (no data seen)", f"{N * v('pred_within_poisson'):.3g}", "-", "-",
+                                 f"{N * v('pred_within_iid'):.3g}", "-", "-", "-"])
+        else:
+            rows_w.append(lab + [
+                _ci(N * v("within"), N * v("within_lo"), N * v("within_hi")),
+                f"{N * v('pred_within_poisson'):.3g}",
+                _ci(v("ratio_poisson"), v("ratio_poisson_lo"), v("ratio_poisson_hi")),
+                str(a["verdict_poisson"][i]),
+                f"{N * v('pred_within_iid'):.3g}",
+                _ci(v("ratio_iid"), v("ratio_iid_lo"), v("ratio_iid_hi")),
+                str(a["verdict_iid"][i]),
+                f"{v('within_dispersion'):.2f}",
+            ])
         rows_b.append(lab + [
             _ci(v("between"), v("between_lo"), v("between_hi")),
             f"{v('pred_between'):.3g}",
@@ -464,7 +534,7 @@ def _rate_table(rates, pre):
 
 
 def write_report(dataset_or_path, out_dir, memory: xr.Dataset | str | None = "auto", level: float = 0.95,
-                 verdict_level: float = 0.99, source: str | None = None) -> Path:
+                 verdict_level: float = 0.99, source: str | None = None, summary_out: list | None = None) -> Path:
     """Write ``report.md`` and its PNGs into ``out_dir`` (created); return the report's path.
 
     ``dataset_or_path`` is a store Dataset (:func:`distntk.open_store`) or a
@@ -473,6 +543,9 @@ def write_report(dataset_or_path, out_dir, memory: xr.Dataset | str | None = "au
     the store (section 6 says why when it cannot); a
     ``memory_contraction`` result is used as is; ``None`` leaves it out.
     ``source`` names the store in the header (default: the path, if one was given).
+    The summary's bullet lines are appended to ``summary_out`` when given
+    (``distntk demo`` prints them).  Rate brackets are at ``verdict_level``,
+    like the verdicts; the components' own intervals at ``level``.
     """
     ds = open_dataset(dataset_or_path)
     why_no_memory = "Not computed for this report (pass `memory=distntk.memory_contraction(...)`)."
@@ -485,7 +558,7 @@ def write_report(dataset_or_path, out_dir, memory: xr.Dataset | str | None = "au
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     est = estimate(ds, level=level, verdict_level=verdict_level)
-    rates = convergence_rates(est, level=level)
+    rates = convergence_rates(est, level=verdict_level)
     missing = missing_units(ds)
     figs = {"nvar_vs_t.png": plot_nvar(est), "mean_vs_h.png": plot_mean(est)}
     if int((est["n_init"] > 0).any([d for d in est["n_init"].dims if d != "width"]).sum()) >= 2:
@@ -507,7 +580,12 @@ def write_report(dataset_or_path, out_dir, memory: xr.Dataset | str | None = "au
            f"beta = {a.get('beta')}, alpha = {a.get('alpha')}, T = {a.get('T')}, L = {a.get('L')}, "
            f"widths {', '.join(str(int(N)) for N in ds['width'].values)}, {ds.sizes['init']} inits x "
            f"{ds.sizes['data']} data sequences, seed {a.get('seed')}.", ""]
-    md += ["## Summary", ""] + summary(est, rates, memory, missing) + [
+    notes = [f"- **Damaged units left out.** {a_}" for a_ in [ds.attrs.get("distntk_left_out")] if a_]
+    notes += [n for n in [_memory_window_note(ds)] if n]
+    bullets = summary(est, rates, memory, missing, notes=notes)
+    if summary_out is not None:
+        summary_out.extend(bullets)
+    md += ["## Summary", ""] + bullets + [
         "",
         f"Verdicts are per cell at {verdict_level:.0%}: \"consistent\" means the interval contains the prediction. "
         f"Even an exact prediction disagrees in about {1 - verdict_level:.0%} of cells; neighbouring times and probes "
@@ -564,18 +642,6 @@ def write_report(dataset_or_path, out_dir, memory: xr.Dataset | str | None = "au
     path = out / "report.md"
     path.write_text("\n".join(md))
     return path
-
-
-def report_main(argv=None) -> int:
-    """``distntk report STORE [--out DIR]`` (the same code path as the command, :mod:`distntk.cli`).
-
-    Writes the report, prints its path and returns 0; bad input (no store, not a
-    distntk store, a store without predictions) prints one line
-    ``distntk: error: ...`` on stderr and returns 2.
-    """
-    from .cli import main
-
-    return main(["report", *(sys.argv[1:] if argv is None else argv)])
 
 
 # --------------------------------------------------------------------------- sweeps

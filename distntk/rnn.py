@@ -459,3 +459,11 @@ def run_replicas(
             for r in range(R):  # row by row: a matrix-vector product's rounding can depend on R
                 risk_out[r, i] = 0.5 * np.dot((f_h - g[r]) ** 2, pi_h)
     return out if risk is None else (out, risk_out)
+
+
+def contraction_seed(root: int, width: int, init: int) -> np.random.SeedSequence:
+    """Seed of the second memory start in :func:`distntk.memory.memory_contraction` (key 2, beside 0 and 1)."""
+    return np.random.SeedSequence(int(root), spawn_key=(2, int(width), int(init)))
+
+
+__all__ += ["contraction_seed"]

@@ -3,10 +3,14 @@
 Nothing here knows what a unit computes.  :func:`run_units` takes a callable
 ``fn(unit) -> result`` and a list of picklable ``units``; it puts ``fn`` in the
 object store once, starts ``actors`` Ray actors that each hold it (explicit
-``num_cpus``, ``max_restarts``, ``max_task_retries``, spread over the nodes),
-keeps at most ``in_flight`` units queued per actor, and streams completions with
-``ray.wait``.  Each completion reaches ``on_result(unit, result, UnitInfo)`` in
-the driver, which is therefore the single writer of whatever it stores.
+``num_cpus``, ``max_restarts``, ``max_task_retries``, spread over the nodes) in
+an :class:`ActorPool`, keeps at most ``in_flight`` units queued per actor, and
+drains completions in batches (one blocking ``ray.wait`` for the first, a
+non-blocking one for the rest, one ``ray.get``).  Each completion reaches
+``on_result(unit, result, UnitInfo)`` in the driver, which is therefore the
+single writer of whatever it stores; ``on_batch()`` follows each batch.
+Service events (a lost actor, a resubmitted unit, a replaced actor) go to the
+``logging`` logger ``distntk.service``.
 
 Failures.  Ray restarts a crashed actor (``max_restarts``) and replays its
 queued calls (``max_task_retries``).  When an actor is gone for good (killed
@@ -24,6 +28,7 @@ the cluster at ``address`` (``ray.init(address=...)``; inside ``ray job submit``
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import time
@@ -36,10 +41,11 @@ from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from ._text import one_line
 
-__all__ = ["UnitInfo", "RunSummary", "UnitFailed", "ServiceError", "ConnectError", "connect", "run_units",
-           "cluster_cpus"]
+__all__ = ["UnitInfo", "RunSummary", "UnitFailed", "ServiceError", "ConnectError", "ActorPool", "connect",
+           "run_units", "cluster_cpus"]
 
 ACTOR_PREFIX = "distntk-worker"
+_log = logging.getLogger("distntk.service")
 
 
 class ServiceError(RuntimeError):
@@ -103,24 +109,36 @@ class _Worker:
         return self._node
 
 
+def _token_notice(record: logging.LogRecord) -> bool:
+    return "Token authentication is enabled for this Ray cluster" not in record.getMessage()
+
+
 def cluster_cpus() -> int:
     return int(ray.cluster_resources().get("CPU", 1))
 
 
 @contextlib.contextmanager
-def connect(address: str | None = None, num_cpus: int | None = None, namespace: str | None = None):
+def connect(address: str | None = None, num_cpus: int | None = None, namespace: str | None = None,
+            runtime_env: dict | None = None):
     """Ray for the duration of the block: join ``address`` or start an embedded local Ray.
 
     An already initialised Ray (a test, a notebook) is used as is and left running.
+    ``runtime_env`` (e.g. ``{"py_modules": [...]}``: code the workers need that the
+    cluster lacks) is the job's, given when joining ``address``.
     """
     if ray.is_initialized():
         yield
         return
     kwargs = dict(namespace=namespace, logging_level="WARNING", configure_logging=True)
+    if address and runtime_env:
+        kwargs["runtime_env"] = runtime_env
     try:
         if address:
             ray.init(address=address, **kwargs)
         else:
+            # the embedded Ray is this process's own (loopback, private token): Ray's notice that token
+            # authentication is on by default says nothing the user must act on
+            logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_token_notice)
             ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **kwargs)
     except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
         where = f"the Ray cluster at {address}" if address else "an embedded Ray"
@@ -131,14 +149,92 @@ def connect(address: str | None = None, num_cpus: int | None = None, namespace: 
         ray.shutdown()
 
 
-def _new_actor(slot: int, gen: int, num_cpus: float, max_restarts: int, max_task_retries: int):
-    return _Worker.options(
-        name=f"{ACTOR_PREFIX}-{slot}" + (f".{gen}" if gen else ""),
-        num_cpus=num_cpus,
-        max_restarts=max_restarts,
-        max_task_retries=max_task_retries,
-        scheduling_strategy="SPREAD",
-    ).remote()
+class ActorPool:
+    """A fixed number of actor slots, each holding at most ``in_flight`` calls of one function.
+
+    ``submit`` sends a unit to a slot with room, ``completed`` drains every
+    finished call at once (one blocking ``ray.wait`` for the first, then a
+    non-blocking one for all the others, then one ``ray.get`` for the batch),
+    ``replace`` swaps a slot's lost actor for a new one.  What to run next, and
+    how often, is the caller's business (:func:`run_units`).
+    """
+
+    def __init__(self, fn: Callable, n_actors: int, *, num_cpus: float = 1, in_flight: int = 2,
+                 max_restarts: int = 2, max_task_retries: int = 2):
+        self._fn_box = [ray.put(fn)]  # one copy in the object store, owned by this driver
+        self._opts = (num_cpus, max_restarts, max_task_retries)
+        self.size, self.in_flight = n_actors, in_flight
+        self.actors = [self._new(k, 0) for k in range(n_actors)]
+        self.gens = [0] * n_actors
+        self._calls: dict = {}  # ref -> (slot, actor generation, tag)
+        self._free = deque(k for _ in range(in_flight) for k in range(n_actors))  # one entry per free call slot
+
+    def _new(self, slot: int, gen: int):
+        num_cpus, max_restarts, max_task_retries = self._opts
+        return _Worker.options(
+            name=f"{ACTOR_PREFIX}-{slot}" + (f".{gen}" if gen else ""),
+            num_cpus=num_cpus,
+            max_restarts=max_restarts,
+            max_task_retries=max_task_retries,
+            scheduling_strategy="SPREAD",
+        ).remote()
+
+    def has_room(self) -> bool:
+        return bool(self._free)
+
+    def busy(self) -> int:
+        return len(self._calls)
+
+    def submit(self, tag, unit) -> None:
+        """Run ``fn(unit)`` on a slot with room; ``tag`` comes back with its outcome."""
+        k = self._free.popleft()
+        self._calls[self.actors[k].run.remote(self._fn_box, unit)] = (k, self.gens[k], tag)
+
+    def completed(self, timeout: float) -> list:
+        """``[(tag, slot, generation, value or exception)]`` of every call finished within ``timeout`` s."""
+        if not self._calls:
+            return []
+        refs = list(self._calls)
+        ready, rest = ray.wait(refs, num_returns=1, timeout=timeout)
+        if not ready:
+            return []
+        if rest:
+            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+            ready += more
+        try:
+            values = ray.get(ready)
+        except Exception:  # one of them failed: take them one by one
+            values = []
+            for ref in ready:
+                try:
+                    values.append(ray.get(ref))
+                except Exception as exc:  # noqa: BLE001 - sorted out by the caller
+                    values.append(exc)
+        out = []
+        for ref, value in zip(ready, values, strict=True):
+            k, gen, tag = self._calls.pop(ref)
+            if gen == self.gens[k]:
+                self._free.append(k)
+            out.append((tag, k, gen, value))
+        return out
+
+    def replace(self, slot: int, gen: int) -> bool:
+        """Replace the actor of ``slot`` if it is still generation ``gen``; True if replaced now."""
+        if self.gens[slot] != gen:
+            return False
+        with contextlib.suppress(Exception):
+            ray.kill(self.actors[slot], no_restart=True)
+        self.gens[slot] += 1
+        self.actors[slot] = self._new(slot, self.gens[slot])
+        # calls still queued on the old actor fail and come back; the new one starts with all slots free
+        self._free = deque(k for k in self._free if k != slot)
+        self._free.extend([slot] * self.in_flight)
+        return True
+
+    def shutdown(self) -> None:
+        for a in self.actors:
+            with contextlib.suppress(Exception):
+                ray.kill(a, no_restart=True)
 
 
 def run_units(
@@ -156,11 +252,15 @@ def run_units(
     item_name: str = "items",
     progress: bool = True,
     desc: str = "units",
+    on_batch: Callable[[], None] | None = None,
 ) -> RunSummary:
     """Compute ``fn(unit)`` for every unit on Ray actors; deliver each result once, in the driver.
 
     ``size(unit)`` counts the items a unit contributes (for the rate shown as
-    ``item_name``/s).  Must be called with Ray initialised (see :func:`connect`).
+    ``item_name``/s).  ``on_batch()`` runs after each drained batch of results
+    has been delivered (and about once a second while none arrive): the place
+    to hand a batch to a writer, or to stop the run by raising.  Must be called
+    with Ray initialised (see :func:`connect`).
     """
     units = list(units)
     if not ray.is_initialized():
@@ -171,70 +271,56 @@ def run_units(
     if not units:
         return RunSummary(seconds=0.0, actors=0, **summary)
 
-    fn_box = [ray.put(fn)]  # one copy in the object store, owned by this driver
-    opts = (num_cpus, max_restarts, max_task_retries)
-    pool = [_new_actor(k, 0, *opts) for k in range(n_actors)]
-    gens = [0] * n_actors
-    load = [0] * n_actors
+    pool = ActorPool(fn, n_actors, num_cpus=num_cpus, in_flight=in_flight, max_restarts=max_restarts,
+                     max_task_retries=max_task_retries)
     queue = deque(range(len(units)))  # indices into `units`
     attempts = [0] * len(units)
-    inflight: dict = {}  # ref -> (slot, actor generation, unit index)
     delivered: set[int] = set()
     bar = _progress(len(units), desc, progress)
-
-    def fill(k: int) -> None:
-        while load[k] < in_flight and queue:
-            j = queue.popleft()
-            attempts[j] += 1
-            inflight[pool[k].run.remote(fn_box, units[j])] = (k, gens[k], j)
-            load[k] += 1
-
     try:
-        for k in range(n_actors):
-            fill(k)
-        while inflight:
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
-            if not ready:
-                bar.refresh()
-                continue
-            for ref in ready:
-                k, gen, j = inflight.pop(ref)
-                load[k] -= 1
+        while queue or pool.busy():
+            while queue and pool.has_room():
+                j = queue.popleft()
+                if j in delivered:
+                    continue
+                attempts[j] += 1
+                pool.submit(j, units[j])
+            batch = pool.completed(timeout=1.0)
+            for j, k, gen, value in batch:
                 u = units[j]
-                try:
-                    out, wall, node = ray.get(ref)
-                except RayTaskError as exc:
-                    raise UnitFailed(u, exc.cause if exc.cause is not None else exc) from None
-                except RayActorError as exc:
+                if isinstance(value, RayTaskError):
+                    raise UnitFailed(u, value.cause if value.cause is not None else value) from None
+                if isinstance(value, RayActorError):
+                    if j in delivered:
+                        continue
                     if attempts[j] >= max_attempts:
                         raise ServiceError(f"unit {u} failed {attempts[j]} times: actor lost "
-                                           f"({type(exc).__name__})") from None
+                                           f"({type(value).__name__})") from None
                     summary["retried"] += 1
                     queue.appendleft(j)
-                    gone = not isinstance(exc, ActorUnavailableError)  # unavailable: restarting
-                    if gone and gens[k] == gen:  # this slot's actor is gone for good: replace it
-                        with contextlib.suppress(Exception):
-                            ray.kill(pool[k], no_restart=True)
-                        gens[k] += 1
-                        pool[k] = _new_actor(k, gens[k], *opts)
-                else:
-                    if j not in delivered:
-                        delivered.add(j)
-                        on_result(u, out, UnitInfo(wall, node, k, attempts[j]))
-                        summary["units"] += 1
-                        summary["items"] += size(u)
-                        summary["nodes"][node] = summary["nodes"].get(node, 0) + 1
-                        bar.update(1)
-                        rate = summary["items"] / max(time.perf_counter() - t0, 1e-9)
-                        bar.set_postfix_str(f"{rate:.1f} {item_name}/s", refresh=False)
-                fill(k)
-            for k in range(n_actors):  # a replaced actor, or queue refills after a retry
-                fill(k)
+                    _log.warning("unit %s: actor %d lost (%s); resubmitted, attempt %d", u, k,
+                                 type(value).__name__, attempts[j] + 1)
+                    if not isinstance(value, ActorUnavailableError) and pool.replace(k, gen):  # gone for good
+                        _log.warning("actor slot %d replaced by a new actor", k)
+                    continue
+                if isinstance(value, BaseException):
+                    raise ServiceError(f"unit {u}: {type(value).__name__}: {one_line(value)}") from None
+                if j in delivered:
+                    continue
+                out, wall, node = value
+                delivered.add(j)
+                on_result(u, out, UnitInfo(wall, node, k, attempts[j]))
+                summary["units"] += 1
+                summary["items"] += size(u)
+                summary["nodes"][node] = summary["nodes"].get(node, 0) + 1
+                bar.update(1)
+            if on_batch is not None:
+                on_batch()
+            rate = summary["items"] / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix_str(f"{rate:.1f} {item_name}/s", refresh=not batch)
     finally:
         bar.close()
-        for a in pool:
-            with contextlib.suppress(Exception):
-                ray.kill(a, no_restart=True)
+        pool.shutdown()
     return RunSummary(seconds=time.perf_counter() - t0, actors=n_actors, **summary)
 
 

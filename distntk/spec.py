@@ -35,7 +35,8 @@ A spec names everything a run needs (MODEL.md sections 1-3 and 6)::
     record_risk = true             # optional: also record the stationary risk
 
     [limit]                        # optional
-    resolution = 20                # quadrature resolution of the kernel (MODEL 4.2)
+    resolution = 20                # quadrature resolution of the kernel (MODEL 4.2), 2..64
+    max_histories = 4096           # most length-L histories the window chain may have (default 4096)
 
     [replicas]
     widths = [64, 128, 256]
@@ -53,10 +54,26 @@ that starts with the dotted key and says what was expected, e.g.
 science modules' own errors (ChainError, ModelError, TargetError) are reused
 with the key prefixed.
 
+Bounds.  So that every spec either runs or is refused on one line (never a
+hang, an overflow or a traceback), numbers are finite with ``|x| <= 1e6``,
+``T <= 1e4``, at most 1000 ``times``, ``L`` and the target memory ``m`` at most
+64, ``limit.max_histories`` at most 16384, widths at most ``2**24``, at most
+``2**22`` work units, at most 256 chain states of dimension at most 64;
+names (``name``, ``store``, ``target.name``, ...) are at most 200 printable
+characters.  What a spec costs to run is estimated by :mod:`distntk.cost`.
+
+Code.  A ``"module:function"`` target is code: :func:`parse_spec` imports it
+only with ``allow_code=True`` (``distntk run --allow-code``), and then adds the
+SHA-256 of the module's source file to the canonical target
+(``target.source_sha256``), so a resumed run whose target code changed is
+refused.  Built-in targets are data; their canonical form has no such key, so
+their hashes are those of earlier versions.
+
 Canonical form.  :attr:`Spec.canonical` is the resolved spec as plain JSON
 data: defaults filled in, numbers normalised (floats where floats are meant),
 ``L`` resolved from ``memory_tol``, ``burn_in`` resolved, probes resolved to
-explicit windows.  It omits ``name``, ``description`` and ``store``, which do
+explicit windows; ``limit.max_histories`` appears only when it is not the
+default 4096.  It omits ``name``, ``description`` and ``store``, which do
 not change a single number.  :attr:`Spec.hash` is the SHA-256 of its sorted
 JSON; :func:`spec_diff` lists the dotted keys where two canonical forms differ.
 """
@@ -64,22 +81,25 @@ JSON; :func:`spec_diff` lists the dotted keys where two canonical forms differ.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import inspect
 import json
 import math
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
+from ._text import one_line
 from .chain import ChainError, markov_chain, window_chain
 from .experiment import Experiment
 from .limit import window_length
 from .rnn import KERNELS, ModelError, RNNConfig
 from .target import BUILTIN_TARGETS, TargetError, make_target
 
-__all__ = ["Spec", "SpecError", "load_spec", "parse_spec", "spec_diff", "canonical_json", "flat_keys"]
+__all__ = ["Spec", "SpecError", "load_spec", "parse_spec", "spec_diff", "canonical_json", "flat_keys",
+           "is_code_target", "DEFAULT_MAX_HISTORIES"]
 
 
 class SpecError(ValueError):
@@ -89,6 +109,19 @@ class SpecError(ValueError):
 _REQUIRED = object()
 _DEFAULT_TOL = 1e-6
 _DEFAULT_STORE_DIR = "stores"
+DEFAULT_MAX_HISTORIES = 4096
+# bounds that keep every accepted spec finite and every refusal quick (module docstring, "Bounds")
+_MAX_ABS = 1e6
+_MAX_T = 1e4
+_MAX_TIMES = 1000
+_MAX_L = 64
+_MAX_HISTORIES = 1 << 14
+_MAX_RESOLUTION = 64
+_MAX_WIDTH = 1 << 24
+_MAX_UNITS = 1 << 22
+_MAX_STATES = 256
+_MAX_DIM = 64
+_MAX_NAME = 200
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,10 +134,33 @@ class Spec:
     experiment: Experiment
     store: str  # default store location (the spec's ``store`` or ``stores/<name>.zarr``)
     description: str = ""
+    warnings: tuple[str, ...] = field(default=())  # things a user should see before running (one line each)
 
     @property
     def hash(self) -> str:
         return hashlib.sha256(canonical_json(self.canonical).encode()).hexdigest()
+
+
+def is_code_target(name: str) -> bool:
+    """Whether a target name is a ``"module:function"`` (code), not a built-in (data)."""
+    return ":" in str(name)
+
+
+def _source_digest(name: str) -> str:
+    """SHA-256 of the source file of the module of a ``module:function`` target (found, not executed)."""
+    mod = name.partition(":")[0]
+    try:
+        found = importlib.util.find_spec(mod)
+    except (ImportError, ValueError) as exc:
+        raise SpecError(f"target.name: cannot find module {_show(mod)} ({one_line(exc)})") from None
+    if found is None or not found.origin or not found.has_location:
+        raise SpecError(f"target.name: cannot find the source of module {_show(mod)}; expected an importable "
+                        "Python module file")
+    try:
+        with open(found.origin, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError as exc:
+        raise SpecError(f"target.name: cannot read {found.origin}: {one_line(exc)}") from None
 
 
 def canonical_json(canonical: dict) -> str:
@@ -129,8 +185,8 @@ def flat_keys(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def load_spec(path) -> Spec:
-    """Read and validate a TOML spec file."""
+def load_spec(path, allow_code: bool = False) -> Spec:
+    """Read and validate a TOML spec file (``allow_code``: see :func:`parse_spec`)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -138,40 +194,61 @@ def load_spec(path) -> Spec:
         raise SpecError(f"spec file {str(path)!r} not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read spec file {str(path)!r}: {getattr(exc, 'strerror', None) or exc}") from None
-    return parse_spec(text, default_name=path.stem, source=str(path))
+    return parse_spec(text, default_name=path.stem, source=str(path), allow_code=allow_code)
 
 
-def parse_spec(text: str, default_name: str = "experiment", source: str = "spec") -> Spec:
-    """Validate TOML ``text`` and build its :class:`Spec`."""
+def parse_spec(text: str, default_name: str = "experiment", source: str = "spec", allow_code: bool = False) -> Spec:
+    """Validate TOML ``text`` and build its :class:`Spec`.
+
+    A ``"module:function"`` target is refused unless ``allow_code``: importing
+    it runs that module's code.  Any input is either accepted or refused with a
+    one-line :class:`SpecError`.
+    """
+    try:
+        return _parse(text, default_name, source, allow_code)
+    except SpecError:
+        raise
+    except (ArithmeticError, ValueError, TypeError, IndexError, np.linalg.LinAlgError, MemoryError) as exc:
+        # a safety net: whatever the checks above let through still ends in one line
+        raise SpecError(f"{one_line(source, 120)}: cannot build the experiment: {type(exc).__name__}: {one_line(exc)}") \
+            from None
+
+
+def _parse(text: str, default_name: str, source: str, allow_code: bool) -> Spec:
+    if not isinstance(text, str):
+        raise SpecError(f"{one_line(source, 120)}: expected TOML text")
     try:
         raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{source}: invalid TOML: {exc}") from None
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError) as exc:  # a 5000-digit integer; deep nesting
+        raise SpecError(f"{one_line(source, 120)}: invalid TOML: {one_line(exc)}") from None
     top = _Table(raw, "")
-    name = top.get("name", "string", default_name)
+    name = top.get("name", "name", default_name)
     description = top.get("description", "string", "")
     seed = top.get("seed", "integer")
-    if seed < 0:
-        raise SpecError(f"seed: expected an integer >= 0, got {seed}")
-    store = top.get("store", "string", f"{_DEFAULT_STORE_DIR}/{name}.zarr")
+    if not 0 <= seed < 2**128:
+        raise SpecError(f"seed: expected an integer in [0, 2**128), got {_show(seed)}")
+    store = top.get("store", "name", f"{_DEFAULT_STORE_DIR}/{name}.zarr")
     default_kernel = {f.name: f.default for f in fields(Experiment)}["kernel"]
-    kernel = top.get("kernel", "string", default_kernel)
+    kernel = top.get("kernel", "name", default_kernel)
     if kernel not in KERNELS:
-        raise SpecError(f"kernel: unknown kernel {kernel!r}; expected one of {sorted(KERNELS)}")
+        raise SpecError(f"kernel: unknown kernel {_show(kernel)}; expected one of {sorted(KERNELS)}")
 
     chain, chain_c = _chain(top.table("chain"))
     model_t = top.table("model", required=False)
     training = top.table("training")
     cfg, model_c = _model(model_t)
-    target, target_c = _target(top.table("target"))
-    T, times, L, record_risk, training_c = _training(training, cfg, chain, target)
     limit_t = top.table("limit", required=False)
     resolution = limit_t.get("resolution", "integer", None)
-    if resolution is not None and resolution < 2:
-        raise SpecError(f"limit.resolution: expected an integer >= 2, got {resolution}")
+    if resolution is not None and not 2 <= resolution <= _MAX_RESOLUTION:
+        raise SpecError(f"limit.resolution: expected an integer in [2, {_MAX_RESOLUTION}], got {_show(resolution)}")
+    max_h = limit_t.get("max_histories", "integer", DEFAULT_MAX_HISTORIES)
+    if not 1 <= max_h <= _MAX_HISTORIES:
+        raise SpecError(f"limit.max_histories: expected an integer in [1, {_MAX_HISTORIES}], got {_show(max_h)}")
     limit_t.finish()
+    target, target_c = _target(top.table("target"), allow_code)
+    T, times, L, record_risk, training_c, warnings = _training(training, cfg, chain, target, max_h)
     replicas, replicas_c = _replicas(top.table("replicas"))
-    probes, probes_c = _probes(top.table("probes"), chain, L)
+    probes, probes_c = _probes(top.table("probes"), chain, L, max_h)
     top.finish()
 
     if cfg.burn_in is None:
@@ -180,17 +257,24 @@ def parse_spec(text: str, default_name: str = "experiment", source: str = "spec"
         raise SpecError(f"model.burn_in: expected an integer >= L = {L}, got {cfg.burn_in}")
     model_c["burn_in"] = int(cfg.burn_in)
     try:
-        target.on_windows(chain.inputs, window_chain(chain, L).histories[:64])
+        with np.errstate(all="ignore"):
+            f = target.on_windows(chain.inputs, window_chain(chain, L, max_histories=max_h).histories[:64])
     except TargetError as exc:
-        raise SpecError(f"target: {exc}") from None
-    except Exception as exc:  # a user function may fail in any way; report it on one line
-        raise SpecError(f"target: {target.name!r} failed on the chain's windows: "
-                        f"{type(exc).__name__}: {exc}") from None
+        raise SpecError(f"target: {one_line(exc)}") from None
+    except (Exception, SystemExit) as exc:  # a user function may fail in any way; report it on one line
+        raise SpecError(f"target: {_show(target.name)} failed on the chain's windows: "
+                        f"{type(exc).__name__}: {one_line(exc)}") from None
+    if not np.all(np.isfinite(f)) or np.max(np.abs(f), initial=0.0) > 1e12:
+        raise SpecError(f"target: {_show(target.name)} is not finite (or above 1e12) on the chain's windows; "
+                        "expected finite values (check chain.inputs and the target's parameters)")
 
     exp = Experiment(chain=chain, target=target, model=cfg, T=T, times=times, L=L, probes=probes,
                      widths=replicas["widths"], n_init=replicas["n_init"], n_data=replicas["n_data"],
                      block=replicas["block"], seed=seed, kernel=kernel, kernel_resolution=resolution,
-                     name=name, record_risk=record_risk)
+                     name=name, record_risk=record_risk, max_histories=max_h)
+    limit_c = {"resolution": resolution}
+    if max_h != DEFAULT_MAX_HISTORIES:  # absent at the default: the hashes of earlier specs stay valid
+        limit_c["max_histories"] = max_h
     canonical = {
         "seed": seed,
         "kernel": kernel,
@@ -198,11 +282,12 @@ def parse_spec(text: str, default_name: str = "experiment", source: str = "spec"
         "target": target_c,
         "model": model_c,
         "training": training_c,
-        "limit": {"resolution": resolution},
+        "limit": limit_c,
         "replicas": replicas_c,
         "probes": probes_c,
     }
-    return Spec(name=name, text=text, canonical=canonical, experiment=exp, store=store, description=description)
+    return Spec(name=name, text=text, canonical=canonical, experiment=exp, store=store, description=description,
+                warnings=tuple(warnings))
 
 
 # -- sections ---------------------------------------------------------------------------------------
@@ -212,22 +297,29 @@ def _chain(t: "_Table"):
     P = t.get("transition", "matrix")
     inputs = t.get("inputs", "inputs")
     t.finish()
+    if len(P) > _MAX_STATES:
+        raise SpecError(f"chain.transition: expected at most {_MAX_STATES} states, got {len(P)}")
     if any(len(row) != len(P) for row in P):
         raise SpecError(f"chain.transition: expected a square S x S matrix, got {len(P)} rows of lengths "
-                        f"{[len(row) for row in P]}")
+                        f"{_show([len(row) for row in P])}")
+    if any(0 < x < 1e-12 for row in P for x in row):
+        raise SpecError("chain.transition: expected probabilities that are 0 or at least 1e-12 (a smaller "
+                        "positive entry is round-off, not a transition)")
     X = [[float(v)] if not isinstance(v, list) else [float(x) for x in v] for v in inputs]
     if len({len(x) for x in X}) != 1:
         raise SpecError(f"chain.inputs: expected one input of the same dimension d per state, got lengths "
-                        f"{[len(x) for x in X]}")
+                        f"{_show([len(x) for x in X])}")
+    if len(X[0]) > _MAX_DIM:
+        raise SpecError(f"chain.inputs: expected inputs of dimension d <= {_MAX_DIM}, got {len(X[0])}")
     try:
         chain = markov_chain(P, X)
     except ChainError as exc:
         key = "chain.inputs" if str(exc).startswith("state inputs") else "chain.transition"
-        raise SpecError(f"{key}: {exc}") from None
+        raise SpecError(f"{key}: {one_line(exc)}") from None
     return chain, {"transition": [[float(x) for x in row] for row in P], "inputs": X}
 
 
-_MODEL_KINDS = {"activation": "string", "gradient": "string", "burn_in": "integer"}
+_MODEL_KINDS = {"activation": "name", "gradient": "name", "burn_in": "integer"}
 
 
 def _model(t: "_Table"):
@@ -235,55 +327,75 @@ def _model(t: "_Table"):
     values = {k: t.get(k, _MODEL_KINDS.get(k, "number"), v) for k, v in defaults.items()}
     t.finish()
     values = {k: (float(v) if _MODEL_KINDS.get(k, "number") == "number" else v) for k, v in values.items()}
+    if values["burn_in"] is not None and not 0 <= values["burn_in"] <= 1 << 20:
+        raise SpecError(f"model.burn_in: expected an integer in [L, 2**20], got {_show(values['burn_in'])}")
     try:
         cfg = RNNConfig(**values)
     except ModelError as exc:
-        msg = str(exc)
+        msg = one_line(exc)
         key = "b_max" if msg.startswith("contraction") else msg.split()[0]
         raise SpecError(f"model.{key if key in defaults else 'b_max'}: {msg}") from None
     return cfg, values
 
 
-def _target(t: "_Table"):
-    name = t.get("name", "string")
-    if ":" in name:
+def _target(t: "_Table", allow_code: bool):
+    name = t.get("name", "name")
+    if is_code_target(name):
         m = t.get("m", "integer")
         t.finish(hint="a 'module:function' target takes only name and m")
-        params, canon = {}, {"name": name, "m": m}
+        if not 1 <= m <= _MAX_L:
+            raise SpecError(f"target.m: expected an integer in [1, {_MAX_L}], got {_show(m)}")
+        if not allow_code:
+            raise SpecError(f"target.name: {_show(name)} is code (a 'module:function' target runs that module); "
+                            "refused unless allowed explicitly: distntk run --allow-code")
+        digest = _source_digest(name)
+        params, canon = {"m": m}, {"name": name, "m": m, "source_sha256": digest}
     else:
         if name not in BUILTIN_TARGETS:
-            raise SpecError(f"target.name: unknown target {name!r}; expected one of "
+            raise SpecError(f"target.name: unknown target {_show(name)}; expected one of "
                             f"{sorted(BUILTIN_TARGETS)} or 'module:function'")
         sig = inspect.signature(BUILTIN_TARGETS[name])
-        params = {p: t.get(p, "number or list of numbers") for p in sig.parameters}
+        params = {p: t.get(p, "integer" if p == "m" else "number or list of numbers") for p in sig.parameters}
         t.finish(hint=f"target {name!r} takes {', '.join(['name', *sig.parameters])}")
         params = {k: ([float(x) for x in v] if isinstance(v, list) else v) for k, v in params.items()}
-        m, canon = None, {"name": name, **params}
+        for k, v in params.items():
+            depth = v if k == "m" else len(v) if isinstance(v, list) else 1
+            if not 1 <= depth <= _MAX_L:
+                what = "an integer" if k == "m" else "a list of length"
+                raise SpecError(f"target.{k}: expected {what} in [1, {_MAX_L}] (the target memory m), "
+                                f"got {_show(v)}")
+        canon = {"name": name, **params}
     try:
-        target = make_target(name, m=m, **params)
+        target = make_target(name, **params)
     except TargetError as exc:
         key = "target.m" if "memory depth" in str(exc) else "target.name" if ":" in name else "target"
-        raise SpecError(f"{key}: {exc}") from None
-    except Exception as exc:  # a built-in rejecting a parameter's shape, e.g. product(m=0.5)
-        raise SpecError(f"target: {name!r} rejected its parameters: {type(exc).__name__}: {exc}") from None
+        raise SpecError(f"{key}: {one_line(exc)}") from None
+    except (Exception, SystemExit) as exc:  # importing user code, or a built-in rejecting a parameter's shape
+        raise SpecError(f"target: {_show(name)} rejected its parameters: {type(exc).__name__}: {one_line(exc)}") \
+            from None
     return target, canon
 
 
-def _training(t: "_Table", cfg: RNNConfig, chain, target):
+def _training(t: "_Table", cfg: RNNConfig, chain, target, max_h: int):
     T = float(t.get("T", "number"))
     if not T > 0:
         raise SpecError(f"training.T: expected a number > 0, got {T:g}")
+    if T > _MAX_T:
+        raise SpecError(f"training.T: expected a number <= {_MAX_T:g}, got {T:g}")
     times = [float(x) for x in t.get("times", "list of numbers")]
     if not times:
         raise SpecError("training.times: expected a non-empty list of times")
+    if len(times) > _MAX_TIMES:
+        raise SpecError(f"training.times: expected at most {_MAX_TIMES} times, got {len(times)}")
     if any(b < a for a, b in zip(times, times[1:])) or times[0] < 0 or times[-1] > T:
-        raise SpecError(f"training.times: expected sorted times within [0, T = {T:g}], got {times}")
+        raise SpecError(f"training.times: expected sorted times within [0, T = {T:g}], got {_show(times)}")
     if len(set(times)) != len(times):
-        raise SpecError(f"training.times: expected distinct times, got {times}")
+        raise SpecError(f"training.times: expected distinct times, got {_show(times)}")
     L = t.get("L", "integer", None)
     tol = t.get("memory_tol", "number", None)
     record_risk = t.get("record_risk", "boolean", True)
     t.finish()
+    warnings = []
     if L is not None and tol is not None:
         raise SpecError("training.memory_tol: give either training.L or training.memory_tol, not both")
     if L is None:
@@ -291,16 +403,26 @@ def _training(t: "_Table", cfg: RNNConfig, chain, target):
         if not 0 < tol < 1:
             raise SpecError(f"training.memory_tol: expected a number in (0, 1), got {tol:g}")
         try:
-            L, _ = window_length(cfg, chain, target.m, tol)
+            L, bound = window_length(cfg, chain, target.m, tol, max_histories=max_h)
         except ChainError as exc:
-            raise SpecError(f"training.memory_tol: {exc}") from None
+            raise SpecError(f"training.memory_tol: {one_line(exc)} (limit.max_histories = {max_h})") from None
+        if L > _MAX_L:
+            raise SpecError(f"training.memory_tol: {tol:g} needs L = {L}; expected L <= {_MAX_L} (a larger "
+                            "memory_tol, or training.L)")
+        if bound > tol:
+            warnings.append(f"training.L: limit.max_histories = {max_h} shortens the window to L = {L}, so the "
+                            f"memory bound rho^L = {bound:.3g} exceeds training.memory_tol = {tol:g}")
     elif L < max(1, target.m):
-        raise SpecError(f"training.L: expected an integer >= the target memory m = {target.m}, got {L}")
+        raise SpecError(f"training.L: expected an integer >= the target memory m = {target.m}, got {_show(L)}")
+    elif L > _MAX_L:
+        raise SpecError(f"training.L: expected an integer <= {_MAX_L}, got {_show(L)}")
     try:
-        window_chain(chain, L)
+        window_chain(chain, L, max_histories=max_h)
     except ChainError as exc:
-        raise SpecError(f"training.L: {exc}") from None
-    return T, tuple(times), int(L), record_risk, {"T": T, "times": times, "L": int(L), "record_risk": record_risk}
+        raise SpecError(f"training.L: L = {L} gives more than limit.max_histories = {max_h} histories; expected "
+                        f"a smaller L or a larger limit.max_histories (at most {_MAX_HISTORIES})") from None
+    training_c = {"T": T, "times": times, "L": int(L), "record_risk": record_risk}
+    return T, tuple(times), int(L), record_risk, training_c, warnings
 
 
 def _replicas(t: "_Table"):
@@ -310,23 +432,31 @@ def _replicas(t: "_Table"):
     block = t.get("block", "integer", 16)
     t.finish()
     if not widths or any(w < 1 for w in widths):
-        raise SpecError(f"replicas.widths: expected a non-empty list of integers >= 1, got {widths}")
+        raise SpecError(f"replicas.widths: expected a non-empty list of integers >= 1, got {_show(widths)}")
+    if any(w > _MAX_WIDTH for w in widths):
+        raise SpecError(f"replicas.widths: expected widths <= {_MAX_WIDTH} (2**24), got {_show(max(widths))}")
     if len(set(widths)) != len(widths):
-        raise SpecError(f"replicas.widths: expected distinct widths, got {widths}")
+        raise SpecError(f"replicas.widths: expected distinct widths, got {_show(widths)}")
     for key, v in (("n_init", n_init), ("n_data", n_data), ("block", block)):
         if v < 1:
-            raise SpecError(f"replicas.{key}: expected an integer >= 1, got {v}")
+            raise SpecError(f"replicas.{key}: expected an integer >= 1, got {_show(v)}")
+        if v > _MAX_UNITS:
+            raise SpecError(f"replicas.{key}: expected an integer <= {_MAX_UNITS}, got {_show(v)}")
+    units = len(widths) * n_init * -(-n_data // block)
+    if units > _MAX_UNITS:
+        raise SpecError(f"replicas: {len(widths)} widths x {n_init} inits x {-(-n_data // block)} data blocks = "
+                        f"{units} work units; expected at most {_MAX_UNITS} (fewer replicas or a larger block)")
     out = {"widths": tuple(int(w) for w in widths), "n_init": n_init, "n_data": n_data, "block": block}
     return out, {**out, "widths": list(out["widths"])}
 
 
-def _probes(t: "_Table", chain, L: int):
+def _probes(t: "_Table", chain, L: int, max_h: int):
     k = t.get("most_likely", "integer", None)
     windows = t.get("windows", "list of windows", None)
     t.finish()
     if (k is None) == (windows is None):
         raise SpecError("probes: expected exactly one of probes.most_likely or probes.windows")
-    win = window_chain(chain, L)
+    win = window_chain(chain, L, max_histories=max_h)
     if k is not None:
         if not 1 <= k <= win.n_histories:
             raise SpecError(f"probes.most_likely: expected an integer in [1, {win.n_histories}] "
@@ -337,17 +467,17 @@ def _probes(t: "_Table", chain, L: int):
         for i, w in enumerate(windows):
             key = f"probes.windows[{i}]"
             if isinstance(w, str):
-                if not w.isdigit():
-                    raise SpecError(f"{key}: expected a string of state digits, got {w!r}")
+                if not (w.isascii() and w.isdigit()):
+                    raise SpecError(f"{key}: expected a string of state digits, got {_show(w)}")
                 w = [int(c) for c in w]
             if len(w) != L:
                 raise SpecError(f"{key}: expected a window of L = {L} states, got {len(w)}")
             if any(s < 0 or s >= chain.n_states for s in w):
-                raise SpecError(f"{key}: expected states in 0..{chain.n_states - 1}, got {w}")
+                raise SpecError(f"{key}: expected states in 0..{chain.n_states - 1}, got {_show(w)}")
             try:
                 win.index([w])
             except ChainError as exc:
-                raise SpecError(f"{key}: {exc}") from None
+                raise SpecError(f"{key}: {one_line(exc)}") from None
             rows.append(w)
         if not rows:
             raise SpecError("probes.windows: expected at least one window")
@@ -363,7 +493,18 @@ def _probes(t: "_Table", chain, L: int):
 
 
 def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= _MAX_ABS
+
+
+def _has_big_number(v, depth: int = 0) -> bool:
+    """Whether ``v`` holds (within two list levels) a number that is not finite or above the bound."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return not (math.isfinite(v) and abs(v) <= _MAX_ABS)
+    return isinstance(v, list) and depth < 2 and any(_has_big_number(x, depth + 1) for x in v)
+
+
+def _is_name(v) -> bool:
+    return isinstance(v, str) and 0 < len(v) <= _MAX_NAME and v.isprintable()
 
 
 def _is_int(v) -> bool:
@@ -376,6 +517,7 @@ def _number_list(v) -> bool:
 
 _KINDS = {
     "string": (lambda v: isinstance(v, str), "a string"),
+    "name": (_is_name, f"a non-empty string of at most {_MAX_NAME} printable characters"),
     "integer": (_is_int, "an integer"),
     "number": (_is_number, "a number"),
     "boolean": (lambda v: isinstance(v, bool), "true or false"),
@@ -395,6 +537,9 @@ _KINDS = {
 
 
 def _show(v) -> str:
+    """A value in a message: its repr, cut to 40 characters (no input can make a message long)."""
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > 10**30:
+        return f"an integer of about {int(v.bit_length() * 0.30103) + 1} digits"
     r = repr(v)
     return r if len(r) <= 40 else r[:37] + "..."
 
@@ -406,7 +551,7 @@ class _Table:
         self.data, self.prefix, self.seen = data, prefix, set()
 
     def _key(self, k: str) -> str:
-        return f"{self.prefix}{k}"
+        return f"{self.prefix}{k if _is_name(k) and len(k) <= 40 else _show(k)}"
 
     def get(self, key: str, kind: str, default=_REQUIRED):
         self.seen.add(key)
@@ -418,6 +563,8 @@ class _Table:
         ok, what = _KINDS[kind]
         if not ok(v):
             got = "a table" if isinstance(v, dict) else _show(v)
+            if ("number" in kind or kind in ("matrix", "inputs")) and _has_big_number(v):
+                what += f" (finite, |x| <= {_MAX_ABS:g})"
             raise SpecError(f"{self._key(key)}: expected {what}, got {got}")
         return v
 

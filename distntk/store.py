@@ -18,8 +18,22 @@ A work unit ``(width, init, data block)`` is exactly one chunk of every per-repl
 array (chunks ``(1, 1, block, ...)``) and one element of every per-unit array
 (chunks ``(1, 1, 1)``), so a unit's writes never touch another unit's chunks and a
 unit rewritten after a crash replaces whole chunks.  Write order per unit: data,
-then the unit's wall time, node and write counter, then ``done``; a unit is done
-iff its ``done`` region is all True.
+wall time, node and write counter (concurrently), then, once all of those are
+stored, ``done``; a unit is done iff its ``done`` region is all True.
+
+The result path (:class:`UnitWriter`, from :meth:`ResultStore.writer`).  Units
+reach the writer in batches; a batch is cut into rectangular regions of whole
+chunks (consecutive blocks of one ``(width, init)`` row, or consecutive full
+rows), and each region is written with one ``setitem`` of zarr's async API per
+array, every chunk's PUT in flight at once (``async.concurrency``).  A bounded
+pool of writer threads keeps several batches in flight, so the number of
+requests in flight, not their latency, sets the throughput; the driver only
+waits when ``max_pending`` units are buffered (backpressure: memory stays
+bounded when the store is slower than the actors).  A batch's ``done`` regions
+are written after all of the batch's data: a crash at any moment loses at most
+the units in flight, and never leaves a unit marked done without its data.  A
+failed write (a dropped connection, a 5xx) is retried with backoff, the same
+bytes to the same objects, before the run stops with a one-line error.
 
 Locations are local paths or fsspec URLs (``memory://``, ``s3://``, ``gs://``);
 every open goes through :func:`_zarr_group`, which hands the string and the
@@ -44,26 +58,36 @@ object, so an unwritable location fails before the limit is solved.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as _dt
+import hashlib
 import json
+import logging
 import math
 import os
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Callable
 from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.core.sync import sync as _zarr_sync
 
 from ._text import one_line
-from .experiment import Experiment, Unit
+from .experiment import Experiment, Unit, unit_grid
 from .spec import Spec, SpecError, canonical_json, parse_spec, spec_diff
 
-__all__ = ["StoreError", "ResultStore", "open_store", "open_result_store", "create_store", "open_or_create",
-           "store_spec"]
+__all__ = ["StoreError", "ResultStore", "UnitWriter", "open_store", "open_result_store", "create_store",
+           "open_or_create", "check_location", "check_writable", "store_spec", "store_model"]
 
 _ZARR_FORMAT = 3
+_log = logging.getLogger("distntk.store")
 
 
 class StoreError(RuntimeError):
@@ -96,6 +120,7 @@ _BACKENDS = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs")
 _TRANSPORT_PACKAGES = {"botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "google", "fsspec", "requests",
                        "urllib3"}
 _PROBE = ".distntk-write-test"
+_S3_CONNECTIONS = 128  # default botocore pool size for s3:// stores (a --storage-option config_kwargs overrides it)
 
 
 @contextlib.contextmanager
@@ -132,6 +157,11 @@ def _zarr_group(path, mode: str, storage_options: dict | None = None) -> zarr.Gr
             raise StoreError(f"storage options apply to fsspec URLs (s3://, gs://, memory://), not to the local "
                              f"path {path}")
         kwargs["storage_options"] = storage_options
+    if _protocol(path) in ("s3", "s3a"):
+        # botocore's pool holds 10 connections by default: that, not the cluster, would cap the writes in flight
+        opts = dict(storage_options or {})
+        opts["config_kwargs"] = {"max_pool_connections": _S3_CONNECTIONS, **(opts.get("config_kwargs") or {})}
+        kwargs["storage_options"] = opts
     return zarr.open_group(str(path), mode=mode, **kwargs)
 
 
@@ -181,24 +211,60 @@ def store_spec(ds: xr.Dataset) -> Spec:
     """The :class:`~distntk.spec.Spec` a store was made from, rebuilt from its ``spec`` attribute.
 
     The experiment it carries recomputes anything the store does not hold (the
-    model's parameters for :func:`distntk.estimate.memory_contraction`, the
-    limit).  The rebuilt spec must hash to the store's ``spec_hash``: a spec
-    that resolves differently now (e.g. other defaults in another distntk
-    version) would describe another experiment.  A ``module:function`` target
-    must be importable here; its code itself is not part of the hash.
+    limit, the predictions).  The rebuilt spec must hash to the store's
+    ``spec_hash``: a spec that resolves differently now (e.g. other defaults in
+    another distntk version) would describe another experiment.  A store is
+    data: a ``module:function`` target named in it is never imported (that
+    would run code a store brought along), so a store with a code target is
+    refused here; :func:`store_model` rebuilds its chain and model all the same.
     """
     a = ds.attrs
-    name = str(a.get("name") or "store")
+    name = one_line(a.get("name") or "store", 80)
     if not a.get("spec") or not a.get("spec_hash"):
         raise StoreError(f"store {name!r} has no spec attributes; expected a store written by distntk run")
     try:
-        spec = parse_spec(str(a["spec"]), default_name=name, source=f"spec of store {name!r}")
+        spec = parse_spec(str(a["spec"]), default_name=name, source=f"spec of store {name!r}", allow_code=False)
     except SpecError as exc:
         raise StoreError(f"the spec stored in {name!r} no longer parses: {one_line(exc)}") from None
     if spec.hash != a["spec_hash"]:
         raise StoreError(f"the spec stored in {name!r} now hashes to {spec.hash[:12]}, not the store's "
                          f"{str(a['spec_hash'])[:12]} (made by distntk {a.get('distntk_version', '?')})")
     return spec
+
+
+def store_model(ds: xr.Dataset):
+    """``(RNNConfig, MarkovChain, seed)`` of a store, rebuilt from its canonical spec (data only).
+
+    What :func:`distntk.rnn.memory_contraction` needs: the chain and the model,
+    never the target, so no code named in the store is imported.  The canonical
+    JSON must hash to the store's ``spec_hash``.
+    """
+    from .chain import ChainError, markov_chain
+    from .rnn import ModelError, RNNConfig
+
+    a = ds.attrs
+    name = one_line(a.get("name") or "store", 80)
+    text, want = a.get("spec_canonical"), a.get("spec_hash")
+    if not text or not want:
+        raise StoreError(f"store {name!r} has no spec attributes; expected a store written by distntk run")
+    try:
+        canonical = json.loads(str(text))
+        if hashlib.sha256(canonical_json(canonical).encode()).hexdigest() != want:
+            raise StoreError(f"the canonical spec stored in {name!r} does not hash to the store's "
+                             f"{str(want)[:12]}")
+        chain = markov_chain(canonical["chain"]["transition"], canonical["chain"]["inputs"])
+        cfg = RNNConfig(**canonical["model"])
+        seed = int(canonical["seed"])
+    except StoreError:
+        raise
+    except (ValueError, KeyError, TypeError, ChainError, ModelError) as exc:
+        raise StoreError(f"the canonical spec stored in {name!r} cannot be read: {one_line(exc)}") from None
+    return cfg, chain, seed
+
+
+# Errors a damaged chunk raises when decoded: a crc32c mismatch (ValueError), a broken Zstd frame
+# (RuntimeError, old stores without checksums).  Transport errors are neither and are not caught.
+_DECODE_ERRORS = (ValueError, RuntimeError)
 
 
 @dataclass(eq=False)
@@ -210,6 +276,7 @@ class ResultStore:
     _arrays: dict = field(default_factory=dict, repr=False)
     _writes: np.ndarray | None = field(default=None, repr=False)
     _widths: list | None = field(default=None, repr=False)
+    _writer_state: "_Regions | None" = field(default=None, repr=False)
 
     @property
     def attrs(self) -> dict:
@@ -248,29 +315,88 @@ class ResultStore:
             return np.asarray(self._array("done")[:], dtype=bool)
 
     def pending(self, units) -> list[Unit]:
-        """The units among ``units`` whose replicas are not all marked done."""
-        done = self.done_mask()
+        """The units among ``units`` to compute: not all marked done, or done but damaged (:meth:`scan`).
+
+        A damaged unit is recomputed from its seeds, so a plain rerun repairs a
+        store bit for bit.
+        """
+        arrays, damaged = self.scan(units)
+        if self._writes is None:  # the write counters as read chunk-safe: a damaged counter chunk restarts at 0
+            self._writes = np.asarray(arrays["unit_writes"], dtype=np.int64)
+        done = arrays["done"]
         out = []
         for u in units:
             wi, i, sl, _ = self._region(u)
-            if not done[wi, i, sl].all():
+            if not done[wi, i, sl].all() or u in damaged:
                 out.append(u)
         return out
 
+    def _read(self, name: str, units) -> tuple[np.ndarray, set]:
+        """Array ``name`` read whole, or unit by unit when a chunk does not decode; ``(values, bad units)``."""
+        a = self._array(name)
+        with _storage_errors(self.path, "read store"):
+            try:
+                return np.asarray(a[...]), set()
+            except _DECODE_ERRORS:
+                pass
+            out = np.full(a.shape, a.fill_value, dtype=a.dtype)
+            bad = set()
+            for u in units:
+                wi, i, sl, b = self._region(u)
+                region = (wi, i, b) if name.startswith("unit_") else (wi, i, sl)
+                try:
+                    out[region] = a[region]
+                except _DECODE_ERRORS:
+                    bad.add(u)
+            return out, bad
+
+    def scan(self, units=None) -> tuple[dict, dict]:
+        """Per-replica and per-unit arrays read chunk by chunk where needed, and the damaged units.
+
+        Returns ``(arrays, damaged)``: ``arrays`` maps ``output``, ``done``,
+        ``unit_writes`` (and ``risk``) to NumPy arrays, undecodable chunks
+        filled with their fill value; ``damaged`` maps each unit marked done
+        (or whose ``done`` chunk does not decode) to what is wrong with it: a
+        chunk that does not decode (checksum), non-finite values (a missing
+        chunk reads as NaN) or a write count below 1.
+        """
+        units = list(self._all_units() if units is None else units)
+        names = ["output", "done", "unit_writes"] + (["risk"] if "risk" in self.group else [])
+        arrays, bad = {}, {}
+        for name in names:
+            arrays[name], unreadable = self._read(name, units)
+            for u in unreadable:
+                bad.setdefault(u, f"{name} chunk does not decode (checksum mismatch or corrupt bytes)")
+        done = arrays["done"].astype(bool)
+        for u in units:
+            wi, i, sl, b = self._region(u)
+            if u in bad:
+                continue
+            if not done[wi, i, sl].all():
+                continue
+            if not np.isfinite(arrays["output"][wi, i, sl]).all():
+                bad[u] = "marked done but output has non-finite values (a missing chunk?)"
+            elif "risk" in arrays and not np.isfinite(arrays["risk"][wi, i, sl]).all():
+                bad[u] = "marked done but risk has non-finite values (a missing chunk?)"
+            elif arrays["unit_writes"][wi, i, b] < 1:
+                bad[u] = f"marked done but unit_writes is {int(arrays['unit_writes'][wi, i, b])}"
+        return arrays, {u: bad[u] for u in units if u in bad}
+
+    def _all_units(self) -> list[Unit]:
+        shape = self._array("done").shape
+        return unit_grid(self.widths, shape[1], shape[2], self.block)
+
     def write_unit(self, unit: Unit, result: dict, wall_time: float, node: str) -> None:
-        """Write one unit: its data, then wall time, node and write count, then ``done``."""
-        wi, i, sl, b = self._region(unit)
+        """Write one unit now (data, wall time, node and write count, then ``done``); see :meth:`writer`."""
+        if self._writer_state is None:
+            self._writer_state = _Regions(self)
+        w = self._writer_state
         with _storage_errors(self.path, "write store", catch=(OSError,)):
-            if self._writes is None:
-                self._writes = np.asarray(self._array("unit_writes")[:], dtype=np.int64)
-            self._array("output")[wi, i, sl] = result["output"]
-            if "risk" in result and "risk" in self.group:
-                self._array("risk")[wi, i, sl] = result["risk"]
-            self._array("unit_wall_time")[wi, i, b] = float(wall_time)
-            self._array("unit_node")[wi, i, b] = str(node)
-            self._writes[wi, i, b] += 1
-            self._array("unit_writes")[wi, i, b] = self._writes[wi, i, b]
-            self._array("done")[wi, i, sl] = True
+            _zarr_sync(w.write(w.plan([(unit, result, float(wall_time), str(node))])))
+
+    def writer(self, max_pending: int = 1024, batches: int = 8, concurrency: int = 64) -> "UnitWriter":
+        """A :class:`UnitWriter` on this store (use it as a context manager)."""
+        return UnitWriter(self, max_pending=max_pending, batches=batches, concurrency=concurrency)
 
     def log(self, event: str) -> None:
         """Append ``event`` to the CF ``history`` attribute and refresh ``updated``."""
@@ -278,6 +404,180 @@ class ResultStore:
         history = self.group.attrs.get("history", "")
         with _storage_errors(self.path, "write store", catch=(OSError,)):
             self.group.attrs.update({"updated": now, "history": f"{history}\n{now} {event}".lstrip("\n")})
+
+
+class _Regions:
+    """Array handles and write counters of one store, opened once; writes batches of units by regions."""
+
+    def __init__(self, rs: ResultStore):
+        with _storage_errors(rs.path, "open store"):
+            self.arrays = {k: rs._array(k).async_array for k in ("output", "done", "unit_wall_time", "unit_node",
+                                                                 "unit_writes")}
+            with contextlib.suppress(KeyError):
+                self.arrays["risk"] = rs._array("risk").async_array
+            if rs._writes is None:
+                rs._writes = np.asarray(rs._array("unit_writes")[:], dtype=np.int64)
+        self.rs, self.widths, self.block = rs, rs.widths, rs.block
+        self.n_data = int(rs._array("done").shape[2])
+        self.n_blocks = -(-self.n_data // self.block)
+
+    def _regions(self, batch: list) -> list:
+        """``batch`` -> ``[(wi, i0, i1, b0, b1, items)]``: rectangles of whole chunks, items in row-major order.
+
+        Consecutive blocks of one row make one region; rows covered completely and
+        consecutive in ``init`` merge into one region ``(wi, i0:i1, all blocks)``.
+        """
+        keyed = sorted(((self.rs._region(it[0]), it) for it in batch), key=lambda x: (x[0][0], x[0][1], x[0][3]))
+        rows: list = []  # [wi, i, b0, b1, items]
+        for (wi, i, _sl, b), it in keyed:
+            if rows and rows[-1][:2] == [wi, i] and rows[-1][3] == b:
+                rows[-1][3] = b + 1
+                rows[-1][4].append(it)
+            elif rows and rows[-1][:2] == [wi, i] and rows[-1][3] > b:
+                continue  # the same unit twice in one batch: write it once
+            else:
+                rows.append([wi, i, b, b + 1, [it]])
+        out: list = []
+        for wi, i, b0, b1, items in rows:
+            full = b0 == 0 and b1 == self.n_blocks
+            last = out[-1] if out else None
+            if full and last and last[0] == wi and last[2] == i and last[3] == 0 and last[4] == self.n_blocks:
+                out[-1] = (wi, last[1], i + 1, 0, self.n_blocks, last[5] + items)
+            else:
+                out.append((wi, i, i + 1, b0, b1, items))
+        return out
+
+    def plan(self, batch: list) -> list:
+        """The regions of ``[(unit, result, wall, node)]``, the units' write counters counted up (once per batch)."""
+        out = []
+        for wi, i0, i1, b0, b1, items in self._regions(batch):
+            self.rs._writes[wi, i0:i1, b0:b1] += 1
+            out.append((wi, i0, i1, b0, b1, items, self.rs._writes[wi, i0:i1, b0:b1].copy()))
+        return out
+
+    async def write(self, regions: list) -> list:
+        """Write planned regions: all data and per-unit fields, then all ``done``; returns the units."""
+        a = self.arrays
+        data, flags = [], []
+        for wi, i0, i1, b0, b1, items, counts in regions:
+            rows = i1 - i0
+            d0, d1 = b0 * self.block, min(b1 * self.block, self.n_data)
+            sel_d = (wi, slice(i0, i1), slice(d0, d1)) if rows > 1 else (wi, i0, slice(d0, d1))
+            sel_u = (wi, slice(i0, i1), slice(b0, b1)) if rows > 1 else (wi, i0, slice(b0, b1))
+            shape_u = (rows, b1 - b0) if rows > 1 else (b1 - b0,)
+
+            data.append(a["output"].setitem(sel_d, _stacked(items, "output", rows)))
+            if "risk" in a and "risk" in items[0][1]:
+                data.append(a["risk"].setitem(sel_d, _stacked(items, "risk", rows)))
+            data.append(a["unit_wall_time"].setitem(sel_u, np.array([it[2] for it in items]).reshape(shape_u)))
+            data.append(a["unit_node"].setitem(sel_u, np.array([it[3] for it in items], dtype=str).reshape(shape_u)))
+            data.append(a["unit_writes"].setitem(sel_u, counts.reshape(shape_u)))
+            flags.append((sel_d, np.ones((rows, d1 - d0) if rows > 1 else (d1 - d0,), dtype=bool)))
+        await asyncio.gather(*data)
+        await asyncio.gather(*(a["done"].setitem(sel, v) for sel, v in flags))
+        return [it[0] for r in regions for it in r[5]]
+
+
+def _stacked(items: list, key: str, rows: int) -> np.ndarray:
+    """The ``key`` results of ``items`` (row-major units of one region) as the region's array."""
+    x = np.concatenate([np.asarray(it[1][key]) for it in items], axis=0)
+    return x.reshape((rows, x.shape[0] // rows) + x.shape[1:]) if rows > 1 else x
+
+
+# Backoff between the tries of a batch whose write failed with a storage or transport error (~16 s in all).
+_RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+class UnitWriter:
+    """Writes units concurrently, in batches, with bounded memory; see the module docstring.
+
+    ``submit`` stages a unit (never blocks), ``flush`` sends the staged units as one
+    batch (blocks only while more than ``max_pending`` units are unwritten),
+    ``completed`` returns the units whose data and ``done`` are stored since the
+    last call, ``close`` waits for everything.  A write that still fails after the
+    retries raises :class:`StoreError` from the next call.
+    """
+
+    def __init__(self, rs: ResultStore, max_pending: int = 1024, batches: int = 8, concurrency: int = 64):
+        self.rs = rs
+        if rs._writer_state is None:
+            rs._writer_state = _Regions(rs)
+        self._regions = rs._writer_state
+        self.max_pending = max(1, int(max_pending))
+        self._staged: list = []
+        self._inflight: deque = deque()  # (future, n_units)
+        self._pending = 0
+        self._done: list = []
+        self._threads = ThreadPoolExecutor(max_workers=max(1, int(batches)), thread_name_prefix="distntk-writer")
+        self._config = zarr.config.set({"async.concurrency": int(concurrency)})
+        self._config.__enter__()
+        self.retries = 0
+        self.peak_pending = 0
+        self._closed = False
+
+    def __enter__(self) -> "UnitWriter":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(wait=exc_type is None)
+
+    def submit(self, unit: Unit, result: dict, wall_time: float, node: str) -> None:
+        self._staged.append((unit, result, float(wall_time), str(node)))
+
+    def flush(self) -> None:
+        if self._staged:
+            batch, self._staged = self._staged, []
+            regions = self._regions.plan(batch)
+            self._inflight.append((self._threads.submit(self._write, regions, len(batch)), len(batch)))
+            self._pending += len(batch)
+            self.peak_pending = max(self.peak_pending, self._pending)
+        while self._pending > self.max_pending:  # backpressure: wait for the oldest batch
+            self._reap(block=True)
+        self._reap(block=False)
+
+    def completed(self) -> list[Unit]:
+        self._reap(block=False)
+        out, self._done = self._done, []
+        return out
+
+    @property
+    def pending(self) -> int:
+        """Units submitted and not yet stored."""
+        return self._pending + len(self._staged)
+
+    def close(self, wait: bool = True) -> None:
+        """Write what is staged and wait for every batch (``wait``), then release the threads."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if wait:
+                self.flush()
+                while self._inflight:
+                    self._reap(block=True)
+        finally:
+            self._threads.shutdown(wait=True, cancel_futures=not wait)
+            self._config.__exit__(None, None, None)
+
+    def _reap(self, block: bool) -> None:
+        while self._inflight and (block or self._inflight[0][0].done()):
+            fut, n = self._inflight.popleft()
+            self._pending -= n
+            self._done.extend(fut.result())  # raises the batch's StoreError
+            block = False
+
+    def _write(self, regions: list, n: int) -> list:
+        for attempt, delay in enumerate(_RETRY_DELAYS + (None,)):
+            try:
+                with _storage_errors(self.rs.path, "write store", catch=(OSError,)):
+                    return _zarr_sync(self._regions.write(regions))
+            except StoreError as exc:
+                if delay is None:
+                    raise StoreError(f"{exc} (after {attempt} retries)") from None
+                self.retries += 1
+                _log.warning("write of %d units failed (%s); retry %d in %.2f s", n, exc, attempt + 1, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 def open_result_store(path, mode: str = "r+", storage_options: dict | None = None) -> ResultStore:
@@ -293,11 +593,13 @@ def open_result_store(path, mode: str = "r+", storage_options: dict | None = Non
     return ResultStore(str(path), g)
 
 
-def open_or_create(path, spec: Spec, storage_options: dict | None = None, command: str = "") -> ResultStore:
-    """Open the store for ``spec`` at ``path``, creating it if needed.
+def open_or_create(path, spec: Spec, predictions: Callable[[], xr.Dataset], storage_options: dict | None = None,
+                   command: str = "") -> ResultStore:
+    """Open the store for ``spec`` at ``path``, or create it with ``predictions()`` (called only then).
 
-    An existing store must come from the same canonical spec; otherwise the
-    error names the keys that differ.
+    ``predictions`` is the caller's (the driver solves the limit: ``spec.experiment.predictions``);
+    it is called after the location proved writable.  An existing store must come from the
+    same canonical spec; otherwise the error names the keys that differ.
     """
     if _exists(path, storage_options):
         store = open_result_store(path, "r+", storage_options)
@@ -306,7 +608,8 @@ def open_or_create(path, spec: Spec, storage_options: dict | None = None, comman
             raise StoreError(f"spec differs from the store's in keys: {', '.join(keys) or '(hash only)'} "
                              f"(store {path}; use another --store to run this spec)")
         return store
-    return create_store(path, spec, storage_options, command=command)
+    check_writable(path, storage_options)
+    return create_store(path, spec, predictions(), storage_options, command=command)
 
 
 def _check_local_target(path: str) -> None:
@@ -319,16 +622,42 @@ def _check_local_target(path: str) -> None:
         raise StoreError(f"cannot create store at {path}: directory exists, is not empty and is not a distntk store")
 
 
-def create_store(path, spec: Spec, storage_options: dict | None = None, command: str = "") -> ResultStore:
-    """Create and pre-allocate the store of ``spec``, predictions included (solves the limit)."""
+def check_location(path, storage_options: dict | None = None) -> bool:
+    """True if a store exists at ``path``; else check that one can be created there (one-line errors)."""
+    if _exists(path, storage_options):
+        return True
+    check_writable(path, storage_options)
+    return False
+
+
+def check_writable(path, storage_options: dict | None = None) -> None:
+    """Fail with a one-line :class:`StoreError` unless a new store can be created at ``path``.
+
+    Writes and removes a small probe object: an unwritable location fails before the limit is solved.
+    """
     _check_local_target(str(path))
     _probe_write(path, storage_options)
+
+
+def create_store(path, spec: Spec, predictions: xr.Dataset, storage_options: dict | None = None,
+                 command: str = "") -> ResultStore:
+    """Create and pre-allocate the store of ``spec``, with the ``predictions`` the caller solved.
+
+    ``predictions``: :meth:`Experiment.predictions` of ``spec.experiment`` (the store does no
+    science).  An existing store is never overwritten.  Two processes creating one store at
+    once are kept apart by the lease the driver takes first (:mod:`distntk.lease`), not here.
+    """
+    if _exists(path, storage_options):
+        raise StoreError(f"cannot create store at {path}: a store is already there")
+    check_writable(path, storage_options)
     exp = spec.experiment
-    pred = exp.predictions()
     with _storage_errors(path, "create store at"):
-        g = _zarr_group(path, "w-", storage_options)
-        _allocate(g, exp, pred)
-        g.attrs.update(_attrs(spec, exp, pred, command))
+        try:
+            g = _zarr_group(path, "w-", storage_options)
+        except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as exc:
+            raise StoreError(f"cannot create store at {path}: {type(exc).__name__}: {one_line(exc)}") from None
+        _allocate(g, exp, predictions)
+        g.attrs.update(_attrs(spec, exp, predictions, command))
     return ResultStore(str(path), g)
 
 
@@ -410,8 +739,11 @@ def _allocate(g: zarr.Group, exp: Experiment, pred: xr.Dataset) -> None:
     nb = -(-R // B)
 
     def arr(name, dims, shape, chunks, dtype, fill, data=None):
+        # every chunk carries a crc32c checksum after compression: a damaged chunk fails to decode
+        # (ValueError) instead of decoding into wrong numbers; stores made before this still open
         a = g.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
-                           dimension_names=dims, attributes=_meta(name))
+                           dimension_names=dims, attributes=_meta(name),
+                           compressors=[ZstdCodec(level=0, checksum=False), Crc32cCodec()])
         if data is not None:
             a[...] = data
         return a

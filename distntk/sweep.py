@@ -46,6 +46,7 @@ __all__ = ["Member", "Sweep", "parse_sweep", "load_sweep"]
 
 _VALUE_CHARS = 24  # longer values are named by their index in the sweep
 _MAX_MEMBERS = 10_000
+_SPEC_NAME_CHARS = 200  # a member spec's name is "<base>.<member>" up to this length, else "<base>.member<k>"
 _UNSWEPT = {"name", "description", "store", "sweep"}
 _SAFE = "=,+-._@"
 
@@ -81,18 +82,22 @@ class Sweep:
             {"members": [[m.name, m.spec.hash] for m in self.members]}).encode()).hexdigest()
 
 
-def load_sweep(path) -> Sweep | None:
+def load_sweep(path, allow_code: bool = False) -> Sweep | None:
     """The sweep of the spec file at ``path``, or ``None`` when it has no ``[sweep]`` table."""
     path = Path(path)
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read spec file {one_line(str(path))!r}: {one_line(exc)}") from None
-    return parse_sweep(text, default_name=path.stem, source=str(path))
+    return parse_sweep(text, default_name=path.stem, source=str(path), allow_code=allow_code)
 
 
-def parse_sweep(text: str, default_name: str = "experiment", source: str = "spec") -> Sweep | None:
-    """Expand ``text`` into its members, or ``None`` if it has no ``[sweep]`` table."""
+def parse_sweep(text: str, default_name: str = "experiment", source: str = "spec",
+                allow_code: bool = False) -> Sweep | None:
+    """Expand ``text`` into its members, or ``None`` if it has no ``[sweep]`` table.
+
+    ``allow_code`` is passed to every member's :func:`~distntk.spec.parse_spec`.
+    """
     try:
         raw = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, RecursionError, ValueError) as exc:
@@ -139,7 +144,7 @@ def parse_sweep(text: str, default_name: str = "experiment", source: str = "spec
     base = str(raw.get("name", default_name))
     raw.pop("store", None)
     members, names = [], set()
-    for combo in itertools.product(*axes):
+    for index, combo in enumerate(itertools.product(*axes)):
         sets = [s for part in combo for s in part]
         name = _member_name(sets[:len(grid)], zip_label(sets[-1][1]) if zipped else None)
         if name in names:
@@ -148,13 +153,15 @@ def parse_sweep(text: str, default_name: str = "experiment", source: str = "spec
         member = copy.deepcopy(raw)
         for key, _, value in sets:
             _set(member, key, value)
-        member["name"] = f"{base}.{name}"
+        full = f"{base}.{name}"
+        member["name"] = full if len(full) <= _SPEC_NAME_CHARS else f"{base[:100]}.member{index}"
         try:
             member_text = tomli_w.dumps(member)
         except (TypeError, ValueError) as exc:  # pragma: no cover - TOML values always dump back
             raise SpecError(f"sweep member {name}: {one_line(exc)}") from None
         try:
-            spec = parse_spec(member_text, default_name=f"{base}.{name}", source=f"{source} member {name}")
+            spec = parse_spec(member_text, default_name=member["name"], source=f"{source} member {name}",
+                              allow_code=allow_code)
         except SpecError as exc:
             raise SpecError(f"sweep member {name}: {one_line(exc)}") from None
         members.append(Member(name, {k: v for k, _, v in sets}, spec))

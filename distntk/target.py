@@ -73,7 +73,10 @@ def _tanh_linear(inner, outer):
 
 
 def _product(m):
-    return Target("product", int(m), lambda x: np.prod(x[:, -int(m) :, 0], axis=1), (("m", int(m)),))
+    if int(m) != m:
+        raise TargetError(f"target 'product': m is {m}; expected an integer >= 1")
+    m = int(m)
+    return Target("product", m, lambda x: np.prod(x[:, -m:, 0], axis=1), (("m", m),))
 
 
 BUILTIN_TARGETS = {"linear": _linear, "tanh_linear": _tanh_linear, "product": _product}
@@ -94,6 +97,8 @@ def make_target(name: str, m: int | None = None, **params) -> Target:
         raise TargetError(
             f"unknown target {name!r}; expected one of {sorted(BUILTIN_TARGETS)} or 'module:function'"
         )
+    if m is not None:  # product(m) takes its depth as its parameter
+        params = {"m": m, **params}
     try:
         t = BUILTIN_TARGETS[name](**params)
     except TypeError as exc:

@@ -42,7 +42,8 @@ def write_store(path, spec: Spec, results: dict, seconds: dict | None = None,
     (data, wall time, node, write count, then ``done``); the others stay
     NaN / not done.  Returns ``open_store(path)``.
     """
-    rs = create_store(path, spec, storage_options, command="tests/conftest.py write_store")
+    rs = create_store(path, spec, spec.experiment.predictions(), storage_options,
+                      command="tests/conftest.py write_store")
     for u in spec.experiment.units():
         if u in results:
             rs.write_unit(u, results[u], (seconds or {}).get(u, float("nan")), "in-process")
@@ -98,7 +99,7 @@ def quickstart_demo(tmp_path_factory) -> Demo:
     t0 = time.time()
     try:
         p = subprocess.run([f"{VENV_BIN}/distntk", "demo", "--store", str(store), "--out", str(out)], env=env,
-                           cwd=ROOT, capture_output=True, text=True, timeout=170)
+                           cwd=ROOT, capture_output=True, text=True, timeout=900)  # generous: loaded machines
     finally:
         cleanup(mark, temp)
     return Demo(p.returncode, p.stdout, p.stderr, time.time() - t0, store, out)

@@ -8,6 +8,7 @@ data stream must equal ``sample_data`` bit for bit.
 """
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -114,32 +115,60 @@ def test_fast_is_the_default_and_reference_stays_selectable():
     assert Experiment.__dataclass_fields__["kernel"].default == "fast"
 
 
-def test_numba_cache_works_on_a_fresh_copy(tmp_path):
-    """A fresh copy compiles once, writes its cache beside the code, and the next process loads it."""
+def _has_avx2() -> bool:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return platform.machine() == "x86_64" and " avx2 " in fh.read()
+    except OSError:
+        return False
+
+
+def test_numba_cache_works_on_a_fresh_copy_and_never_serves_another_cpu(tmp_path):
+    """A fresh copy compiles once, writes its cache beside the code, and the next process loads it.
+
+    A process that generates code for another CPU (Haswell: AVX2, no AVX-512) finds no cache
+    entry it can use and compiles its own; its results are the same bits (explicit FMAs, no
+    fast-math, fixed summation order).
+    """
     src = Path(__file__).resolve().parents[1] / "distntk"
     shutil.copytree(src, tmp_path / "distntk", ignore=shutil.ignore_patterns("__pycache__"))
     script = textwrap.dedent("""
+        import hashlib
         import numpy as np
         from distntk import _fast
         run = _fast.segment_kernel(1, True, False)
-        R, N, n = 1, 16, 5
-        c, a, b, S = (np.zeros((R, N)) for _ in range(4))
-        run(c, np.zeros((R, N, 1)), a, b, S, np.zeros((R, N, 3)), np.ones((R, n, 1)), np.ones((R, n)), 0.1, 0.1, True)
+        rng = np.random.default_rng(0)
+        R, N, n = 2, 37, 50
+        c, a, b = rng.uniform(-1, 1, (R, N)), rng.standard_normal((R, N)), rng.uniform(-0.3, 0.3, (R, N))
+        w, S, J = rng.standard_normal((R, N, 1)), np.zeros((R, N)), np.zeros((R, N, 3))
+        run(c, w, a, b, S, J, rng.choice([-1.0, 1.0], (R, n, 1)), rng.standard_normal((R, n)), 0.3, 0.2, True)
         win = _fast.window_kernel(False)
-        win(c, np.zeros((R, N, 1)), a, b, np.ones((2, 1)), np.zeros((3, 4), dtype=np.int64),
-            np.zeros(3, dtype=np.int64), 1.0, np.empty((R, 3)))
+        out = np.empty((R, 3))
+        win(c, w, a, b, np.array([[-1.0], [1.0]]), np.array([[0, 1, 1], [1, 0, 1], [1, 1, 0]]),
+            np.zeros(3, dtype=np.int64), 0.5, out)
         disp = [run.compiled[0], win]
-        print(sum(sum(d.stats.cache_hits.values()) for d in disp), sum(sum(d.stats.cache_misses.values()) for d in disp))
+        digest = hashlib.sha256(b"".join(x.tobytes() for x in (c, w, a, b, S, J, out))).hexdigest()
+        print(sum(sum(d.stats.cache_hits.values()) for d in disp), sum(sum(d.stats.cache_misses.values()) for d in disp),
+              digest)
     """)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CACHE_DIR")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_CACHE_DIR", "NUMBA_CPU"))}
     env["PYTHONPATH"] = str(tmp_path)
-    first = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                           check=True)
+
+    def run(extra=None):
+        proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=dict(env, **(extra or {})),
+                              capture_output=True, text=True, check=True)
+        return proc.stdout.split()
+
+    first = run()
     assert list((tmp_path / "distntk" / "__pycache__").glob("_fast*.nbi"))
-    second = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            check=True)
-    assert first.stdout.split() == ["0", "2"]
-    assert second.stdout.split() == ["2", "0"]
+    second = run()
+    assert first[:2] == ["0", "2"]
+    assert second[:2] == ["2", "0"]
+    assert second[2] == first[2]
+    if _has_avx2():
+        haswell = run({"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": ""})
+        assert haswell[:2] == ["0", "2"]  # compiled afresh: the cache holds only the native CPU's code
+        assert haswell[2] == first[2]  # and the same bits
 
 
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid"])

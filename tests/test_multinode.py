@@ -20,10 +20,10 @@ from distntk.spec import load_spec
 
 from raytools import cleanup, free_port, new_mark, scoped_env, short_tmp, tiny_spec
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(600)  # generous: the suite must pass on a loaded machine
 
 
-def _ray(args, env, timeout=120, check=True):
+def _ray(args, env, timeout=300, check=True):
     p = subprocess.run(["ray", *args], env=env, capture_output=True, text=True, timeout=timeout)
     if check and p.returncode != 0:
         raise AssertionError(f"ray {' '.join(args)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
@@ -75,15 +75,31 @@ def test_two_nodes_token_auth_job_submit(tmp_path):
         # ... and submits the spec as a Ray job
         job = _ray(["job", "submit", "--address", api, "--working-dir", str(job_dir), "--",
                     "distntk", "run", "tiny.toml", "--store", str(store), "--actors", "2", "--no-progress"],
-                   client, timeout=180)
+                   client, timeout=300)
         assert "succeeded" in job.stdout + job.stderr, job.stdout[-3000:]
 
         # a driver outside the cluster joins it with --address (needs RAY_AUTH_MODE=token and the token too)
         direct = subprocess.run(["distntk", "run", str(spec_path), "--store", str(tmp_path / "direct.zarr"),
                                  "--address", f"127.0.0.1:{gcs}", "--actors", "2", "--no-progress"],
-                                env=client, capture_output=True, text=True, timeout=120)
+                                env=client, capture_output=True, text=True, timeout=300)
         assert direct.returncode == 0, direct.stderr[-3000:]
         assert f"units to compute on Ray cluster 127.0.0.1:{gcs}" in direct.stderr
+
+        # ... with a `module:function` target that only the driver's machine has (on its PYTHONPATH, not the
+        # cluster's): --address ships the module in a runtime_env, so the workers can unpickle the target
+        laptop = tmp_path / "laptop"
+        laptop.mkdir()
+        (laptop / "my_target_mod.py").write_text(
+            "import numpy as np\n\ndef f(x):\n    return np.tanh(x[:, -1, 0] + 0.8 * x[:, -2, 0])\n")
+        user_spec = laptop / "user.toml"
+        user_spec.write_text(spec_path.read_text().replace(
+            'name = "tanh_linear"\ninner = [1.0, 0.8]\nouter = [0.0, 0.0, 0.3]', 'name = "my_target_mod:f"\nm = 2'))
+        assert "my_target_mod:f" in user_spec.read_text()
+        shipped = subprocess.run(["distntk", "run", str(user_spec), "--store", str(tmp_path / "user.zarr"),
+                                  "--address", f"127.0.0.1:{gcs}", "--actors", "2", "--no-progress", "--allow-code"],
+                                 env={**client, "PYTHONPATH": str(laptop)}, capture_output=True, text=True,
+                                 timeout=300)
+        assert shipped.returncode == 0, shipped.stderr[-3000:]
     finally:
         left = cleanup(mark, temp)
     assert left == []
@@ -94,6 +110,8 @@ def test_two_nodes_token_auth_job_submit(tmp_path):
     split = {("head" if alive[n] else "worker"): node_of_unit.count(n) for n in set(node_of_unit)}
     print(f"\nunits per node: {split} (of {len(node_of_unit)})")
     assert set(node_of_unit) == set(alive) and min(split.values()) > 0
+    user = open_store(tmp_path / "user.zarr")
+    assert user.done.values.all() and set(user.unit_node.values.ravel()) <= set(alive)
     other = open_store(tmp_path / "direct.zarr")
     np.testing.assert_array_equal(other.output.values, ds.output.values)
     assert set(other.unit_node.values.ravel()) <= set(alive)

@@ -98,7 +98,7 @@ def test_environment_alone_reaches_the_server(s3_bucket):
 
     code = f"import xarray as xr; print(xr.open_zarr({url!r}, consolidated=False).sizes['probe'])"
     out = subprocess.run([sys.executable, "-c", code], env=s3_bucket.server.subprocess_env(),
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "3"
 

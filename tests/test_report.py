@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ import zarr
 from conftest import sticky_spec, write_store
 from distntk.cli import main
 from distntk.estimate import estimate, missing_units
-from distntk.report import report_main, summary, write_report
+from distntk.report import summary, write_report
 from distntk.store import open_store
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -40,6 +41,7 @@ def test_report_on_complete_store(sticky_store, tmp_path):
     assert "**Headline: fluctuations across data sequences.**" in head
     assert "N = 512" in head and "Poisson-equation prediction" in head
     assert "i.i.d. prediction is rejected" in head
+    assert "Correlated inputs of the chain add variance" in head and "remove variance" not in head
     assert "Complete store" in head
     # memory fixed point: the experiment is rebuilt from the spec in the store's attributes
     assert "Memory fixed point" in head and "N = 512 network" in head
@@ -56,9 +58,11 @@ def test_report_on_complete_store(sticky_store, tmp_path):
 
 def test_memory_section_says_why_when_the_spec_does_not_match(sticky_store, tmp_path):
     ds = sticky_store.copy()
-    ds.attrs = {**ds.attrs, "spec": ds.attrs["spec"].replace("seed = 11", "seed = 12")}
+    ds.attrs = {**ds.attrs, "spec_canonical": ds.attrs["spec_canonical"].replace('"seed":11', '"seed":12')}
+    assert ds.attrs["spec_canonical"] != sticky_store.attrs["spec_canonical"]
     md = write_report(ds, tmp_path / "rep").read_text()
-    assert "## 6. Memory fixed point (MODEL 3)\n\nNot computed: the spec stored in 'sticky-test' now hashes to" in md
+    assert ("## 6. Memory fixed point (MODEL 3)\n\nNot computed: the canonical spec stored in 'sticky-test' does not "
+            "hash to the store's") in md
     assert not (tmp_path / "rep" / "memory.png").exists()
 
 
@@ -110,8 +114,7 @@ def test_distntk_report_reads_a_store_path(sticky, tmp_path, capsys, monkeypatch
     assert "Needs at least two widths with data." in md  # one width: no convergence figure
     assert not (tmp_path / "reports" / "s128" / "convergence.png").exists()
     assert (tmp_path / "reports" / "s128" / "memory.png").read_bytes()[:8] == PNG
-    # report_main is the same command
-    assert report_main(["s128.zarr", "--out", "elsewhere"]) == 0
+    assert main(["report", "s128.zarr", "--out", "elsewhere"]) == 0
     assert capsys.readouterr().out.strip() == "elsewhere/report.md"
 
 
@@ -122,7 +125,7 @@ def _one_line_error(capsys, code, expected):
 
 
 def test_report_on_bad_stores_is_one_line_error(tmp_path, capsys):
-    _one_line_error(capsys, report_main([str(tmp_path / "nope.zarr"), "--out", str(tmp_path / "o")]),
+    _one_line_error(capsys, main(["report", str(tmp_path / "nope.zarr"), "--out", str(tmp_path / "o")]),
                     "no distntk store at")
     zarr.open_group(str(tmp_path / "plain.zarr"), mode="w", zarr_format=3).create_array("x", shape=(2,), dtype="f8")
     _one_line_error(capsys, main(["report", str(tmp_path / "plain.zarr"), "--out", str(tmp_path / "o")]),
@@ -144,19 +147,25 @@ def test_report_into_a_file_is_one_line_error(small_store, tmp_path, capsys):
                     f"cannot write the report to {tmp_path / 'file'}")
 
 
-@pytest.mark.parametrize("bad", ["nvar_poisson", "h"])
-def test_report_on_a_store_that_lost_its_predictions(small_store, tmp_path, capsys, bad):
+@pytest.mark.parametrize("bad,what", [("nvar_poisson", "array"), ("h", "array"), ("h", "chunk")])
+def test_report_on_a_store_that_lost_its_predictions(small_store, tmp_path, capsys, bad, what):
     path = tmp_path / "s.zarr"
     shutil.copytree(small_store, path)
-    del zarr.open_group(str(path), mode="r+", zarr_format=3)[bad]  # a damaged store
-    _one_line_error(capsys, main(["report", str(path), "--out", str(tmp_path / "o")]),
-                    f"dataset has no variable {bad!r}")
+    if what == "array":
+        del zarr.open_group(str(path), mode="r+", zarr_format=3)[bad]  # a damaged store
+        why = f"{bad!r} is missing"
+    else:  # its one chunk deleted: it reads as NaN, its fill value
+        (path / bad / "c" / "0" / "0").unlink()
+        why = f"{bad!r} has non-finite values"
+    for cmd in (["report", str(path), "--out", str(tmp_path / "o")], ["query", str(path)]):
+        _one_line_error(capsys, main(cmd), f"{path} lost its predictions: {why}")
+    assert not (tmp_path / "o").exists()
 
 
 # --------------------------------------------------------------------------- a real quickstart store (Ray)
 
 
-@pytest.mark.timeout(200)
+@pytest.mark.timeout(1000)
 def test_quickstart_store_headline_poisson_consistent_iid_rejected(quickstart_demo):
     """The store that `distntk demo` wrote through Ray (jobs/quickstart.toml: N = 64, 128, 256,
     16 inits x 128 data sequences, 4 times, 3 probes).
@@ -184,3 +193,80 @@ def test_quickstart_store_headline_poisson_consistent_iid_rejected(quickstart_de
     assert head.verdict_poisson == "consistent"
     assert not head.ratio_iid_lo <= 1.0 <= head.ratio_iid_hi
     assert (est.verdict_iid == "inconsistent").all() and (est.ratio_iid_lo > 1.0).all()
+
+
+# --------------------------------------------------------------------------- wording follows the data
+
+
+@pytest.fixture(scope="module")
+def anti_store(tmp_path_factory):
+    """An anti-persistent chain (P = [[0.1, 0.9], [0.9, 0.1]]) recorded from t = 0, every unit computed."""
+    from distntk.spec import parse_spec
+    from raytools import section6_toml
+
+    text = section6_toml(seed=3, widths=(16, 32), n_init=4, n_data=8, block=4, T=1.0, times=(0.0, 0.5, 1.0),
+                         L=4, name="anti").replace("[[0.8, 0.2], [0.3, 0.7]]", "[[0.1, 0.9], [0.9, 0.1]]")
+    spec = parse_spec(text)
+    e = spec.experiment
+    return write_store(tmp_path_factory.mktemp("anti") / "anti.zarr", spec, {u: e.compute(u) for u in e.units()})
+
+
+def test_wording_follows_the_data_on_an_anti_persistent_chain(anti_store, tmp_path):
+    pred_p, pred_i = anti_store.nvar_poisson.values[1:], anti_store.nvar_iid.values[1:]
+    assert (pred_p < pred_i).all()  # the chain's correlations remove variance here
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # t = 0 cells: no 0/0 warnings either
+        lines = []
+        md = write_report(anti_store, tmp_path / "rep", summary_out=lines).read_text()
+    head = _head(md)
+    assert "remove variance" in head and "add variance" not in head
+    assert "At t = 0 no data have been seen" in head
+    assert "| 16 | 0 | 0101 | deterministic (no data seen) |" in md  # the likeliest windows alternate
+    assert "slope [99%]" in md and "slope [95%]" not in md  # brackets at the verdict level
+    assert lines and all(ln in head for ln in lines)  # the summary handed out is the report's own
+    est = estimate(anti_store)
+    assert (est.verdict_poisson.sel(time=0.0) == "n/a").all() and bool(est.deterministic.sel(time=0.0).all())
+    assert not bool(est.deterministic.sel(time=0.5).any())
+
+
+def test_memory_window_shortened_is_said(sticky, tmp_path):
+    """memory_tol = 1e-12 needs L = 23; limit.max_histories = 16 caps it at 4: the summary says so."""
+    from distntk.spec import parse_spec
+
+    text = sticky.spec.text.replace("L = 8", "memory_tol = 1e-12").replace("n_init = 16", "n_init = 2")
+    text = text.replace("widths = [128, 256, 512]", "widths = [16]").replace("n_data = 32", "n_data = 2")
+    spec = parse_spec(text + "[limit]\nmax_histories = 16\n")
+    assert spec.experiment.L == 4 and spec.warnings
+    md = write_report(write_store(tmp_path / "w.zarr", spec, {}), tmp_path / "rep", memory=None).read_text()
+    assert "**Memory window shortened.**" in _head(md) and "exceeds training.memory_tol = 1e-12" in md
+
+
+def test_query_and_report_agree_on_an_unbalanced_partial_store(sticky, tmp_path, capsys):
+    """One estimator: `distntk query` prints the numbers of distntk.estimate, including on unbalanced stores.
+
+    Width 128: init 0 has both blocks (32 replicas), inits 1-3 one block (16), init 4 none.  The mean is
+    the mean of the per-init means (computed here by hand), not the mean over replicas.
+    """
+    import json
+
+    units = [u for u in sticky.experiment.units() if u.width == 128 and u.init < 5]
+    kept = {u: sticky.results[u] for u in units if u.init == 0 or (u.init < 4 and u.data_start == 0)}
+    ds = write_store(tmp_path / "unb.zarr", sticky.spec, kept)
+    assert main(["query", str(tmp_path / "unb.zarr"), "--width", "128", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    est = estimate(ds).sel(width=128)
+    out = ds.output.sel(width=128).values
+    for r in rows:
+        e = est.sel(time=r["time"], probe=r["probe"])
+        assert r["n"] == 32 + 3 * 16 == int(e.n_obs)
+        assert r["mean"] == float(e["mean"]) and r["se"] == float(e.mean_se)
+        assert r["nvar"] == 128 * float(e.within) and r["var_init"] == float(e.between_raw)
+        ti, pi = list(ds.time.values).index(r["time"]), list(ds.probe.values).index(r["probe"])
+        by_hand = np.mean([out[0, :, ti, pi].mean()] + [out[i, :16, ti, pi].mean() for i in (1, 2, 3)])
+        assert r["mean"] == pytest.approx(by_hand, rel=1e-12, abs=1e-15)
+        grand = np.concatenate([out[0, :, ti, pi]] + [out[i, :16, ti, pi] for i in (1, 2, 3)]).mean()
+        assert abs(grand - by_hand) > 1e-9 or ti == 0  # the unbalance matters: the old query's grand mean differs
+    assert main(["report", str(tmp_path / "unb.zarr"), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    r = rows[-1]
+    assert f"| 128 | {r['time']:g} | {r['probe']} | {r['mean']:.4g} ± {r['se']:.2g} |" in md

@@ -18,7 +18,7 @@ from distntk.store import open_result_store
 
 from raytools import cleanup, done_units, marked_pids, new_mark, scoped_env, short_tmp, sigkill_when, tiny_spec
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(420)  # generous: the suite must pass on a loaded machine
 
 
 def _name(pid: int) -> str:
@@ -44,6 +44,7 @@ class Killed:
     cmd: list
     env: dict
     leftovers: dict  # pid -> name of our processes still alive 20 s after the kill
+    unkillable: list  # pids of the killed run that survived cleanup (must be none)
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +65,16 @@ def killed(tmp_path_factory):
            "--no-progress"]
     try:
         proc = subprocess.Popen(cmd, env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        sigkill_when(proc, lambda: done_units(store, e.block) >= len(e.units()) // 2, "not half of the units done")
+        sigkill_when(proc, lambda: done_units(store, e.block) >= len(e.units()) // 2, "not half of the units done",
+                     timeout=240)
         snapshot = tmp / "killed.zarr"
         shutil.copytree(store, snapshot)
         t_end = time.time() + 20
         while {_name(p) for p in marked_pids(mark)} - AGENTS and time.time() < t_end:
             time.sleep(0.5)
         leftovers = {p: _name(p) for p in marked_pids(mark)}
-        yield Killed(spec, store, snapshot, cmd, env, leftovers)
+        unkillable = cleanup(mark)  # end the killed run's Ray agents before anything reruns
+        yield Killed(spec, store, snapshot, cmd, env, leftovers, unkillable)
     finally:
         cleanup(mark, temp)
 
@@ -85,10 +88,12 @@ def test_sigkill_then_rerun(killed):
     assert n_units // 2 <= n_before < n_units, f"{n_before} of {n_units} units done at the kill; units too fast?"
     assert (before.unit_writes.values[done_before] == 1).all()
     assert set(killed.leftovers.values()) <= AGENTS, killed.leftovers
+    assert killed.unkillable == [], killed.unkillable  # no process of the killed run is left
 
     rerun = subprocess.run(killed.cmd, env=killed.env, cwd=killed.store.parent, capture_output=True, text=True,
-                           timeout=120)
+                           timeout=300)
     assert rerun.returncode == 0, rerun.stderr
+    assert "taken over from" in rerun.stderr and "(its process is gone)" in rerun.stderr  # the killed driver's lease
     assert f"{n_units - n_before} units" in rerun.stderr and f"{n_before} already done" in rerun.stderr
 
     after = open_store(killed.store).load()
@@ -99,7 +104,8 @@ def test_sigkill_then_rerun(killed):
     np.testing.assert_array_equal(after.unit_wall_time.values[done_before], before.unit_wall_time.values[done_before])
     np.testing.assert_array_equal(after.unit_node.values[done_before], before.unit_node.values[done_before])
     # the others were written once by the rerun, or twice if the kill fell between a unit's data and its flag
-    assert set(np.unique(writes[~done_before])) <= {1, 2} and (writes == 2).sum() <= 1
+    # (with several batches of writes in flight at the kill, more than one unit can be in that window)
+    assert set(np.unique(writes[~done_before])) <= {1, 2}
     # values identical to an uninterrupted computation (Experiment.compute, bit for bit)
     for u in e.units():
         wi = list(e.widths).index(u.width)

@@ -1,5 +1,6 @@
 """TOML specs: validation messages name the key, canonical form and diffs."""
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,7 @@ def test_base_spec_builds_the_experiment():
         ("name = \"tanh_linear\"", "name = \"tanh_lineer\"", "target.name: unknown target 'tanh_lineer'"),
         ("outer = [0.0, 0.0, 0.3]", "outer = [0.0, 0.0, 0.3]\nslope = 2", "target.slope: unknown key"),
         ("name = \"tanh_linear\"\ninner = [1.0, 0.8]\nouter = [0.0, 0.0, 0.3]",
-         "name = \"no_such_module_xyz:f\"\nm = 2", "target.name: cannot import target"),
+         "name = \"no_such_module_xyz:f\"\nm = 2", "target.name: 'no_such_module_xyz:f' is code"),
         ("L = 4", "L = 2", "training.L: expected an integer >= the target memory m = 3"),
         ("times = [0.5, 1.0]", "times = [1.0, 0.5]", "training.times: expected sorted times"),
         ("times = [0.5, 1.0]", "times = [0.5, 2.0]", "training.times: expected sorted times within [0, T = 1]"),
@@ -98,12 +99,15 @@ def test_user_target(tmp_path, monkeypatch):
     (tmp_path / "mytargets.py").write_text("def last(x):\n    return x[:, -1, 0]\n\ndef bad(x):\n    return x\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     text = _with('name = "tanh_linear"\ninner = [1.0, 0.8]\nouter = [0.0, 0.0, 0.3]', 'name = "mytargets:last"\nm = 1')
-    s = parse_spec(text)
+    s = parse_spec(text, allow_code=True)
     assert s.experiment.target.m == 1
-    assert s.canonical["target"] == {"name": "mytargets:last", "m": 1}
-    assert _error(text.replace("last", "bad")).startswith("target: target mytargets:bad returned shape")
+    digest = hashlib.sha256((tmp_path / "mytargets.py").read_bytes()).hexdigest()
+    assert s.canonical["target"] == {"name": "mytargets:last", "m": 1, "source_sha256": digest}
+    with pytest.raises(SpecError) as info:
+        parse_spec(text.replace("last", "bad"), allow_code=True)
+    assert str(info.value).startswith("target: target mytargets:bad returned shape")
     with pytest.raises(SpecError, match=r"^target.scale: unknown key; a 'module:function' target takes only"):
-        parse_spec(text.replace("m = 1", "m = 1\nscale = 2"))
+        parse_spec(text.replace("m = 1", "m = 1\nscale = 2"), allow_code=True)
 
 
 def test_canonical_hash_ignores_layout_and_names_differences():
@@ -128,3 +132,120 @@ def test_shipped_specs_validate():
 def test_missing_file():
     with pytest.raises(SpecError, match="spec file 'nope.toml' not found"):
         load_spec("nope.toml")
+
+
+# --------------------------------------------------------------------------- what the issue measured (issue 10)
+
+
+TARGET = 'name = "tanh_linear"\ninner = [1.0, 0.8]\nouter = [0.0, 0.0, 0.3]'
+
+
+@pytest.mark.parametrize(
+    "old,new,expected",
+    [
+        ("[[0.8, 0.2], [0.3, 0.7]]", "[[1.0, 5e-324], [0.3, 0.7]]", "chain.transition: expected probabilities that"),
+        ("inputs = [-1.0, 1.0]", "inputs = [1e308, -1e308]", "chain.inputs: expected one input per state"),
+        ("inputs = [-1.0, 1.0]", "inputs = " + "[" * 5000 + "]" * 5000, "spec: invalid TOML"),
+        ("seed = 1\n", "seed = 1" + "0" * 5000 + "\n", "spec: invalid TOML"),
+        ("b_max = 0.3", "b_max = 0.3\nalpha = 1e308", "model.alpha: expected a number (finite, |x| <= 1e+06)"),
+        ("T = 1.0", "T = 1e308", "training.T: expected a number (finite, |x| <= 1e+06)"),
+        ("T = 1.0", "T = 1e5", "training.T: expected a number <= 10000"),
+        ("times = [0.5, 1.0]", "times = [" + ", ".join(f"{i / 1e5:.5f}" for i in range(100_000)) + "]",
+         "training.times: expected at most 1000 times"),
+        ("most_likely = 2", "most_likely = 2\n[limit]\nresolution = 1000", "limit.resolution: expected an integer in"),
+        ("n_init = 2", "n_init = 1000000000", "replicas.n_init: expected an integer <= 4194304"),
+        ("n_data = 4", "n_data = 1000000000", "replicas.n_data: expected an integer <= 4194304"),
+        ("n_init = 2", "n_init = 1" + "0" * 40, "replicas.n_init: expected an integer <= 4194304, got "
+         "an integer of about 41 digits"),
+        ("widths = [16]", "widths = [1000000000]", "replicas.widths: expected widths <= 16777216"),
+        ("n_init = 2", "n_init = 2097152\nblock = 1", "replicas: 1 widths x 2097152 inits x 4 data blocks"),
+        (TARGET, 'name = "' + "x" * 100_000 + '"', "target.name: expected a non-empty string of at most 200"),
+        ("seed = 1\n", 'seed = 1\nname = "a\\nb"\n', "name: expected a non-empty string of at most 200 printable"),
+        ("seed = 1\n", 'seed = 1\nname = "a\\u0000b"\n', "name: expected a non-empty string of at most 200 printable"),
+        (TARGET, 'name = "sys:exit"\nm = 2', "target.name: 'sys:exit' is code"),
+        (TARGET, 'name = "pickle:loads"\nm = 2', "target.name: 'pickle:loads' is code"),
+        ("L = 4", "L = 13", "training.L: L = 13 gives more than limit.max_histories = 4096 histories"),
+        ("L = 4", "L = 65", "training.L: expected an integer <= 64"),
+        (TARGET, 'name = "product"\nm = 0.5', "target.m: expected an integer, got 0.5"),
+        (TARGET, 'name = "linear"\nweights = [' + ", ".join(["0.1"] * 65) + "]", "target.weights: expected a list of"),
+    ],
+)
+def test_issue_inputs_are_refused_on_one_line(old, new, expected):
+    msg = _error(_with(old, new))
+    assert msg.startswith(expected) and len(msg) <= 400 and msg.isprintable(), msg
+
+
+def test_long_and_control_character_values_are_cut_in_messages():
+    msg = _error(_with("b_max = 0.3", 'b_max = "' + "\\u0007" * 5000 + '"'))
+    assert msg.startswith("model.b_max: expected a number, got") and len(msg) < 120 and msg.isprintable()
+    msg = _error(_with("b_max = 0.3", "b_max = 0.3\n" + "k" * 5000 + " = 1"))
+    assert msg.startswith("model.'kkkkk") and len(msg) < 200
+
+
+def test_product_target_works():
+    """The documented built-in ``product``: f = X_k X_{k-1} ... over the last m lags (first coordinate)."""
+    s = parse_spec(_with(TARGET, 'name = "product"\nm = 2'))
+    e = s.experiment
+    assert s.canonical["target"] == {"name": "product", "m": 2} and e.target.m == 2
+    win = np.array([[0, 0, 1, 1], [0, 1, 0, 1], [1, 1, 1, 0]])
+    inputs = np.array([[-1.0], [1.0]])  # state 0 -> -1, state 1 -> +1
+    np.testing.assert_array_equal(e.target.on_windows(inputs, win), [1.0, -1.0, -1.0])
+    out = e.compute(e.units()[0])["output"]
+    assert out.shape == (4, 2, 2) and np.isfinite(out).all()  # 4 data sequences x 2 times x 2 probes
+    pred = e.predictions()
+    assert np.isfinite(pred.h.values).all() and (pred.nvar_poisson.values >= 0).all()
+
+
+def test_code_targets_are_never_imported_without_allow_code(tmp_path, monkeypatch):
+    marker = tmp_path / "imported"
+    (tmp_path / "evilmod.py").write_text(f"open({str(marker)!r}, 'w').close()\n\ndef f(x):\n    return x[:, -1, 0]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    text = _with(TARGET, 'name = "evilmod:f"\nm = 1')
+    with pytest.raises(SpecError, match=r"^target.name: 'evilmod:f' is code .* distntk run --allow-code$"):
+        parse_spec(text)
+    assert not marker.exists()
+    s = parse_spec(text, allow_code=True)  # explicitly allowed: imported
+    assert marker.exists() and s.experiment.target.m == 1
+    # the module's source digest is part of the hash: changed code, another experiment
+    (tmp_path / "evilmod.py").write_text((tmp_path / "evilmod.py").read_text() + "# changed\n")
+    again = parse_spec(text, allow_code=True)
+    assert again.hash != s.hash and spec_diff(s.canonical, again.canonical) == ["target.source_sha256"]
+
+
+def test_target_raising_system_exit_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "quitter.py").write_text("import sys\n\ndef f(x):\n    sys.exit(x)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SpecError) as info:
+        parse_spec(_with(TARGET, 'name = "quitter:f"\nm = 1'), allow_code=True)
+    msg = str(info.value)
+    assert msg.startswith("target: 'quitter:f' failed on the chain's windows: SystemExit") and "\n" not in msg
+
+
+def test_builtin_hashes_are_those_of_earlier_versions():
+    """The canonical form of a built-in-target spec gained no key: its hash is the one distntk 0.1.0 gave.
+
+    The constant is the hash of BASE computed by the main branch before this change (issue 10), not by
+    the code under test.
+    """
+    s = parse_spec(BASE)
+    assert s.canonical["limit"] == {"resolution": None} and "source_sha256" not in s.canonical["target"]
+    assert s.hash == "33db4573eb975f821c548c6e83f43e274506a53dca46f09d391b51eda3ab15ea"
+
+
+def test_one_history_limit_named_by_its_key():
+    """limit.max_histories (default 4096) bounds L in load_spec and in the limit the run solves."""
+    text = _with("L = 4", "L = 13")
+    assert "limit.max_histories" in _error(text)
+    s = parse_spec(text.replace("most_likely = 2", "most_likely = 2\n[limit]\nmax_histories = 8192"))
+    assert s.experiment.L == 13 and s.experiment.max_histories == 8192
+    assert s.canonical["limit"] == {"resolution": None, "max_histories": 8192}
+    # the run solves the limit with the same limit (a smaller spec keeps this fast)
+    small = parse_spec(_with("most_likely = 2", "most_likely = 2\n[limit]\nmax_histories = 16"))
+    assert small.experiment.limit().window.n_histories == 16
+    # a memory_tol that the limit cannot reach: L is shortened, with a warning naming both keys
+    w = parse_spec(_with("L = 4", "memory_tol = 1e-12"))
+    assert w.experiment.L == 12  # 2**12 = 4096 histories on the two-state chain; rho^12 = 0.3^12 = 5.3e-7
+    [msg] = w.warnings
+    assert msg.startswith("training.L: limit.max_histories = 4096 shortens the window to L = 12") and \
+        "exceeds training.memory_tol = 1e-12" in msg
+    assert parse_spec(_with("L = 4", "memory_tol = 1e-3")).warnings == ()

@@ -20,7 +20,7 @@ def spec(tmp_path):
 
 def test_schema(spec, tmp_path):
     path = tmp_path / "s.zarr"
-    create_store(path, spec, command="pytest")
+    create_store(path, spec, spec.experiment.predictions(), command="pytest")
     ds = open_store(path)
     e = spec.experiment
     W, I, R, nt, P, nb = len(e.widths), e.n_init, e.n_data, len(e.times), len(e.probes), 2
@@ -60,7 +60,7 @@ def test_schema(spec, tmp_path):
 
 def test_write_unit_and_pending(spec, tmp_path):
     path = tmp_path / "s.zarr"
-    rs = create_store(path, spec)
+    rs = create_store(path, spec, spec.experiment.predictions())
     e = spec.experiment
     units = e.units()
     assert rs.pending(units) == units
@@ -80,21 +80,21 @@ def test_write_unit_and_pending(spec, tmp_path):
 
 def test_reopen_same_spec_and_refuse_a_different_one(spec, tmp_path):
     path = tmp_path / "s.zarr"
-    create_store(path, spec)
-    assert open_or_create(path, spec).attrs["spec_hash"] == spec.hash
+    create_store(path, spec, spec.experiment.predictions())
+    assert open_or_create(path, spec, spec.experiment.predictions).attrs["spec_hash"] == spec.hash
     other = load_spec(tiny_spec(tmp_path / "other.toml", n_data=6, block=4, beta=0.7, widths=(16, 64)))
     with pytest.raises(StoreError, match=r"^spec differs from the store's in keys: model.beta, replicas.widths"):
-        open_or_create(path, other)
+        open_or_create(path, other, other.experiment.predictions)
 
 
 def test_memory_url_goes_through_the_same_path(spec):
     url = f"memory://distntk-test/{uuid.uuid4().hex}/s.zarr"
-    rs = open_or_create(url, spec)
+    rs = open_or_create(url, spec, spec.experiment.predictions)
     u = spec.experiment.units()[0]
     rs.write_unit(u, spec.experiment.compute(u), 1.0, "n")
     ds = open_store(url)
     assert int(ds.done.values.sum()) == u.data_stop - u.data_start
-    assert open_or_create(url, spec).pending([u]) == []
+    assert open_or_create(url, spec, spec.experiment.predictions).pending([u]) == []
 
 
 def test_errors_are_one_line(spec, tmp_path):
@@ -102,20 +102,20 @@ def test_errors_are_one_line(spec, tmp_path):
         open_store(tmp_path / "missing.zarr")
     (tmp_path / "file").write_text("x")
     with pytest.raises(StoreError, match="a file is in the way"):
-        open_or_create(tmp_path / "file", spec)
+        open_or_create(tmp_path / "file", spec, spec.experiment.predictions)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "x").write_text("x")
     with pytest.raises(StoreError, match="not empty"):
-        open_or_create(tmp_path / "busy", spec)
+        open_or_create(tmp_path / "busy", spec, spec.experiment.predictions)
     with pytest.raises(StoreError, match="^cannot create store at /proc/"):
-        open_or_create("/proc/distntk-test.zarr", spec)
+        open_or_create("/proc/distntk-test.zarr", spec, spec.experiment.predictions)
     zarr.open_group(str(tmp_path / "plain.zarr"), mode="w")
     with pytest.raises(StoreError, match="without distntk attributes"):
         open_result_store(tmp_path / "plain.zarr")
 
 
 def test_store_spec_rebuilds_the_experiment(spec, tmp_path):
-    create_store(tmp_path / "s.zarr", spec)
+    create_store(tmp_path / "s.zarr", spec, spec.experiment.predictions())
     ds = open_store(tmp_path / "s.zarr")
     again = store_spec(ds)
     assert again.hash == spec.hash and again.name == spec.name == "tiny"

@@ -1,0 +1,290 @@
+"""One driver per store: a lease object beside the store, ``<store>.lease.json``.
+
+(Beside, not inside: Zarr lists every object in a group's prefix and warns about
+any that is not part of the hierarchy, so readers of a running store would see
+a warning for a lease inside it.)
+
+The lease holds the owner's host, pid (and the pid's start time, so a reused pid
+is not taken for the owner), the run's start time, a random token and a
+heartbeat (Unix seconds), refreshed every :data:`HEARTBEAT_S` seconds by a
+daemon thread of the driver.
+
+* **Acquire.**  No lease: create it *exclusively* (``O_CREAT | O_EXCL`` on a
+  local path; ``PUT`` with ``If-None-Match: *`` on ``s3://``), so of two drivers
+  starting on the same new store at the same instant exactly one gets it, before
+  either creates the store; the other is refused with one line naming the
+  holder.  A live lease (holder alive, heartbeat younger than
+  :data:`STALE_AFTER_S`) is refused the same way.
+* **Stale takeover.**  A lease whose holder is known dead (same host, pid gone)
+  or whose heartbeat is older than :data:`STALE_AFTER_S` seconds is taken over:
+  replaced by ours (on ``s3://`` conditionally on the stale object's ETag, so
+  of two takers one wins; on a local path by an atomic rename, then re-read
+  after :data:`SETTLE_S` seconds: the taker that no longer finds its own token
+  gives up).  The takeover is logged (``logging``, logger ``distntk.lease``) and
+  written to the store's history by the driver.
+* **Heartbeat.**  Each beat first re-reads the lease; a lease found to carry
+  another token (this driver was paused past the timeout and taken over) marks
+  ours as lost, and the driver stops with a one-line error at its next batch.
+* **Release.**  A clean exit deletes the lease (only if it is still ours); a
+  killed driver leaves it, and the next run takes it over as stale.
+
+Heartbeats compare clocks of different hosts: :data:`STALE_AFTER_S` (60 s) is
+far above usual clock skew and far above the 10 s beat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+from ._text import one_line
+from .store import StoreError, _protocol, _storage_errors
+
+__all__ = ["Lease", "LeaseError", "acquire", "HEARTBEAT_S", "STALE_AFTER_S"]
+
+HEARTBEAT_S = 10.0
+STALE_AFTER_S = 60.0
+SETTLE_S = 0.5
+_SUFFIX = ".lease.json"
+_log = logging.getLogger("distntk.lease")
+
+
+class LeaseError(StoreError):
+    """The store is held by another live driver; one-line message naming it."""
+
+
+def _proc_start(pid: int) -> str:
+    """The start time of ``pid`` in clock ticks since boot ("" where /proc is not there)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _alive(pid: int, start: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not start or _proc_start(pid) in ("", start)
+
+
+def _precondition_failed(exc: Exception) -> bool:
+    """S3's 412 for a conditional write (s3fs turns it into an OSError with the service's words)."""
+    text = f"{exc} {exc.__cause__ or ''}".lower()
+    return any(w in text for w in ("preconditionfailed", "pre-condition", "precondition", " 412"))
+
+
+class _Object:
+    """The lease object: a local file or an fsspec object (``s3://`` with conditional writes)."""
+
+    def __init__(self, path: str, storage_options: dict | None):
+        self.where = str(path)
+        self.local = "://" not in self.where or self.where.startswith("file://")
+        if self.local:
+            root = os.path.abspath(os.path.expanduser(self.where.removeprefix("file://"))).rstrip("/")
+            self.dir, self.key = os.path.dirname(root), root + _SUFFIX
+        else:
+            import fsspec
+
+            self.fs, root = fsspec.core.url_to_fs(self.where, **(storage_options or {}))
+            self.key = root.rstrip("/") + _SUFFIX
+        self.s3 = _protocol(self.where) in ("s3", "s3a")
+
+    def read(self) -> tuple[dict | None, str | None]:
+        """(content, version tag) of the lease, ``(None, None)`` if there is none; unparsable content -> ``{}``."""
+        try:
+            if self.local:
+                with open(self.key, "rb") as f:
+                    raw = f.read()
+                tag = str(os.stat(self.key).st_ino)
+            else:
+                raw = self.fs.cat_file(self.key)
+                tag = str(self.fs.info(self.key).get("ETag", "")) if self.s3 else None
+                if self.s3:
+                    self.fs.invalidate_cache(self.key)
+        except FileNotFoundError:
+            return None, None
+        try:
+            return json.loads(raw), tag
+        except ValueError:
+            return {}, tag
+
+    def create(self, data: dict) -> bool:
+        """Write the lease only if there is none; False if another one is there."""
+        body = json.dumps(data).encode()
+        if self.local:
+            os.makedirs(self.dir, exist_ok=True)
+            tmp = f"{self.key}.{data['token']}"
+            with open(tmp, "wb") as f:
+                f.write(body)
+            try:
+                os.link(tmp, self.key)  # atomic and exclusive, with the content already in place
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                os.remove(tmp)
+        try:
+            self.fs.pipe_file(self.key, body, mode="create") if self.s3 else self._create_plain(body)
+            return True
+        except (FileExistsError, OSError) as exc:
+            if isinstance(exc, FileExistsError) or _precondition_failed(exc):
+                return False
+            raise
+
+    def _create_plain(self, body: bytes) -> None:
+        # other fsspec backends: no conditional write; check-then-write (documented race window)
+        if self.fs.exists(self.key):
+            raise FileExistsError(self.key)
+        self.fs.pipe_file(self.key, body)
+
+    def replace(self, data: dict, tag: str | None) -> bool:
+        """Overwrite the lease, on s3:// only if it is still the version ``tag``; False if it changed."""
+        body = json.dumps(data).encode()
+        if self.local:
+            tmp = f"{self.key}.{data['token']}"
+            with open(tmp, "wb") as f:
+                f.write(body)
+            os.replace(tmp, self.key)
+            return True
+        if self.s3 and tag:
+            try:
+                self.fs.pipe_file(self.key, body, IfMatch=tag)
+                return True
+            except OSError as exc:
+                if _precondition_failed(exc):
+                    return False
+                raise
+        self.fs.pipe_file(self.key, body)
+        return True
+
+    def delete(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            if self.local:
+                os.remove(self.key)
+            else:
+                self.fs.rm_file(self.key)
+
+
+def _describe(d: dict, now: float) -> str:
+    if not d:
+        return "a driver still writing its lease"
+    beat = now - float(d.get("heartbeat", 0))
+    return (f"distntk run on host {d.get('host', '?')} (pid {d.get('pid', '?')}), started {d.get('started', '?')}, "
+            f"last heartbeat {beat:.0f} s ago")
+
+
+@dataclass
+class Lease:
+    """A held lease; :meth:`check` raises once it was lost, :meth:`release` gives it back."""
+
+    obj: _Object
+    data: dict
+    tag: str | None
+    taken_over: str | None  # the stale holder it replaced, described; None when it was free
+    _lost: str | None = None
+    _stop: threading.Event | None = None
+    _thread: threading.Thread | None = None
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                cur, tag = self.obj.read()
+                if cur is None or cur.get("token") != self.data["token"]:
+                    self._lost = (f"the lease of {self.obj.where} was taken over by "
+                                  f"{_describe(cur or {}, time.time())}; this run stops")
+                    _log.error(self._lost)
+                    return
+                self.data = {**self.data, "heartbeat": time.time()}
+                if not self.obj.replace(self.data, tag):
+                    continue  # changed between read and write: the next beat sees by whom
+            except Exception as exc:  # a transient storage error: try again at the next beat
+                _log.warning("lease heartbeat on %s failed: %s", self.obj.where, one_line(exc))
+
+    def check(self) -> None:
+        if self._lost:
+            raise LeaseError(self._lost)
+
+    def release(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+            self._thread.join(timeout=30)
+        if self._lost:
+            return
+        with contextlib.suppress(Exception):
+            cur, _ = self.obj.read()
+            if cur and cur.get("token") == self.data["token"]:
+                self.obj.delete()
+
+    def __enter__(self) -> "Lease":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def acquire(path: str, storage_options: dict | None = None, *, heartbeat: bool = True) -> Lease:
+    """Take the lease of the store at ``path`` (which need not exist yet); see the module docstring."""
+    with _storage_errors(path, "take the lease of"):
+        return _acquire(_Object(path, storage_options), heartbeat)
+
+
+def _acquire(obj: _Object, heartbeat: bool) -> Lease:
+    now = time.time()
+    pid = os.getpid()
+    mine = {"host": socket.gethostname(), "pid": pid, "pid_start": _proc_start(pid),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)), "heartbeat": now,
+            "token": uuid.uuid4().hex}
+    taken_over = None
+    for _ in range(3):
+        if obj.create(mine):
+            break
+        cur, tag = obj.read()
+        if cur is None:
+            continue  # released between our create and read: try again
+        now = time.time()
+        age = now - float(cur.get("heartbeat", 0) or 0) if cur else now - _mtime(obj)
+        dead = (cur.get("host") == mine["host"] and isinstance(cur.get("pid"), int)
+                and not _alive(cur["pid"], str(cur.get("pid_start", ""))))
+        if not dead and age <= STALE_AFTER_S:
+            raise LeaseError(f"store {obj.where} is in use by {_describe(cur, now)}; one driver per store "
+                             f"(a lease without heartbeat for {STALE_AFTER_S:.0f} s is taken over)")
+        why = "its process is gone" if dead else f"no heartbeat for {age:.0f} s"
+        if not obj.replace(mine, tag):
+            continue  # someone else replaced it first: look again
+        if obj.local:  # no compare-and-swap on a local path: let a concurrent taker's write land, then look
+            time.sleep(SETTLE_S)
+            cur2, _ = obj.read()
+            if not cur2 or cur2.get("token") != mine["token"]:
+                raise LeaseError(f"store {obj.where} was just taken over by {_describe(cur2 or {}, time.time())}")
+        taken_over = f"{_describe(cur, now)} ({why})"
+        _log.warning("lease of %s taken over from %s", obj.where, taken_over)
+        break
+    else:
+        raise LeaseError(f"store {obj.where}: the lease keeps changing hands; another driver is starting on it")
+    _cur, tag = obj.read()
+    lease = Lease(obj, mine, tag, taken_over)
+    if heartbeat:
+        lease._stop = threading.Event()
+        lease._thread = threading.Thread(target=lease._beat, name="distntk-lease", daemon=True)
+        lease._thread.start()
+    return lease
+
+
+def _mtime(obj: _Object) -> float:
+    with contextlib.suppress(Exception):
+        if obj.local:
+            return os.stat(obj.key).st_mtime
+        return float(obj.fs.modified(obj.key).timestamp())
+    return time.time()

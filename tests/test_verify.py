@@ -1,0 +1,217 @@
+"""Damaged stores: found by `distntk verify`, left out by query and report, repaired by a plain rerun.
+
+Each test damages a real store written by store.py's writer (conftest.write_store, the driver's code
+path without Ray) in one way the issue measured: a deleted chunk, ``done`` over NaN data, a chunk
+overwritten with random bytes, one unit's values multiplied by 10, an old store without checksums;
+locally and on the S3 server on loopback.  The repair runs the real `distntk run` (embedded Ray).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from conftest import ROOT, write_store
+from distntk.cli import main
+from distntk.spec import load_spec
+from distntk.store import open_or_create, open_result_store, open_store
+from distntk.verify import OUTLIER_Z, outliers, verify
+from raytools import VENV_BIN, cleanup, new_mark, scoped_env, short_tmp, tiny_spec
+
+
+def _unit_text(u) -> str:
+    return f"width {u.width}, init {u.init}, data {u.data_start}-{u.data_stop - 1}"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A complete tiny store (2 widths x 2 inits x 8 data, block 4: 8 units) and its spec file."""
+    tmp = tmp_path_factory.mktemp("tiny")
+    spec_path = tiny_spec(tmp / "tiny.toml")
+    spec = load_spec(spec_path)
+    e = spec.experiment
+    results = {u: e.compute(u) for u in e.units()}
+    write_store(tmp / "clean.zarr", spec, results)
+    return spec_path, spec, tmp / "clean.zarr"
+
+
+def _copy(tiny, tmp_path) -> Path:
+    path = tmp_path / "s.zarr"
+    shutil.copytree(tiny[2], path)
+    return path
+
+
+def _chunk(path: Path, name: str, wi: int, i: int, b: int) -> Path:
+    """The file of chunk (width index wi, init i, block b) of a per-replica array (zarr v3 default keys)."""
+    rest = {"output": ["0", "0"], "risk": ["0"], "done": [], "unit_writes": []}[name]
+    return path.joinpath(name, "c", str(wi), str(i), str(b), *rest)
+
+
+def _damage(path: Path, how: str) -> None:
+    """Damage the unit (width index 1, init 0, block 1) = (32, 0, 4-7) of a tiny store."""
+    if how == "deleted output chunk":
+        _chunk(path, "output", 1, 0, 1).unlink()
+    elif how == "done over NaN data":
+        zarr.open_group(str(path), mode="r+")["output"][1, 0, 4:8] = np.nan
+    elif how == "random bytes in output":
+        f = _chunk(path, "output", 1, 0, 1)
+        f.write_bytes(np.random.default_rng(1).bytes(f.stat().st_size))
+    elif how == "random bytes in done":
+        f = _chunk(path, "done", 1, 0, 1)
+        f.write_bytes(np.random.default_rng(2).bytes(max(f.stat().st_size, 8)))
+    elif how == "deleted risk chunk":
+        _chunk(path, "risk", 1, 0, 1).unlink()
+    elif how == "random bytes in unit_writes":
+        f = _chunk(path, "unit_writes", 1, 0, 1)
+        f.write_bytes(np.random.default_rng(4).bytes(max(f.stat().st_size, 8)))
+    else:  # pragma: no cover
+        raise ValueError(how)
+
+
+DAMAGES = ["deleted output chunk", "done over NaN data", "random bytes in output", "random bytes in done",
+           "deleted risk chunk", "random bytes in unit_writes"]
+
+
+def test_a_clean_store_verifies(tiny, capsys):
+    assert verify(tiny[2]) == []
+    assert main(["verify", str(tiny[2])]) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and "every done unit intact" in err
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_damage_is_found_named_and_left_out(tiny, tmp_path, capsys, how):
+    spec_path, spec, _ = tiny
+    path = _copy(tiny, tmp_path)
+    _damage(path, how)
+    units = spec.experiment.units()
+    hit = [u for u in units if (u.width, u.init, u.data_start) == (32, 0, 4)]
+    # verify: the damaged unit, one line, exit 1
+    assert main(["verify", str(path)]) == 1
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(_unit_text(hit[0]) + ": "), out
+    # the driver's plan: exactly that unit is computed again, and it can be written back
+    rs = open_result_store(path)
+    assert rs.pending(units) == hit
+    if how == "random bytes in unit_writes":
+        rs.write_unit(hit[0], spec.experiment.compute(hit[0]), 0.1, "repair")
+        assert verify(path) == [] and open_store(path).unit_writes.values[1, 0, 1] == 1
+        return
+    # query: one warning line naming the unit, the unit left out, no traceback
+    assert main(["query", str(path), "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith("distntk: warning: 1 damaged unit(s) left out") and \
+        _unit_text(hit[0]) in err
+    doc = json.loads(out)
+    assert [p["replicas_done"] for p in doc["progress"]] == [16, 12]
+    assert {r["n"] for r in doc["rows"] if r["width"] == 32} == {12}
+    if how not in ("deleted output chunk", "random bytes in output"):
+        return  # the report reads the store as query does; two kinds suffice for it
+    # report: the same warning, a partial store naming the unit, never "Complete"
+    assert main(["report", str(path), "--out", str(tmp_path / "rep")]) == 0
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and _unit_text(hit[0]) in err and "Traceback" not in err
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "Complete store" not in md and "**Damaged units left out.**" in md
+    assert f"- {_unit_text(hit[0])}" in md  # listed with the missing units
+
+
+def test_a_plain_rerun_repairs_a_damaged_store_bit_for_bit(tiny, tmp_path):
+    """`distntk run` (embedded Ray) recomputes exactly the damaged units and writes the very same bits."""
+    spec_path, spec, clean = tiny
+    path = _copy(tiny, tmp_path)
+    _damage(path, "random bytes in output")
+    _chunk(path, "output", 0, 1, 0).unlink()  # and a second unit: (16, 1, 0-3)
+    mark, temp = new_mark(), short_tmp("dnverify")
+    env = scoped_env(tmp_path / "home", mark, RAY_TMPDIR=temp)
+    try:
+        p = subprocess.run([f"{VENV_BIN}/distntk", "run", str(spec_path), "--store", str(path), "--no-progress",
+                            "--actors", "1"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    finally:
+        cleanup(mark, temp)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "2 of 8 units to compute" in p.stderr and "estimate for the whole spec" in p.stderr
+    assert verify(path) == []
+    a, b = open_store(path), open_store(clean)
+    for name in ("output", "risk", "done"):
+        np.testing.assert_array_equal(a[name].values, b[name].values)  # NaN-free, so exact equality is bitwise
+    w = a.unit_writes.values
+    assert w[1, 0, 1] == 2 and w[0, 1, 0] == 2 and int((w == 1).sum()) == w.size - 2
+
+
+def test_an_old_store_without_checksums_still_opens_and_its_damage_is_found(tiny, tmp_path, capsys):
+    """Stores made before the crc32c codec: zstd only.  They open; a broken chunk fails Zstd decoding."""
+    path = _copy(tiny, tmp_path)
+    g = zarr.open_group(str(path), mode="r+")
+    old = g["output"]
+    data, attrs = old[...], dict(old.attrs)
+    assert any(type(c).__name__ == "Crc32cCodec" for c in old.metadata.codecs)  # new stores carry the checksum
+    new = g.create_array("output", shape=old.shape, chunks=old.chunks, dtype=old.dtype, fill_value=np.nan,
+                         dimension_names=old.metadata.dimension_names, attributes=attrs, overwrite=True)
+    new[...] = data
+    assert not any(type(c).__name__ == "Crc32cCodec" for c in new.metadata.codecs)
+    assert verify(path) == []
+    f = _chunk(path, "output", 1, 0, 1)
+    f.write_bytes(np.random.default_rng(3).bytes(f.stat().st_size))
+    [line] = verify(path)
+    assert line.startswith("width 32, init 0, data 4-7: output chunk does not decode")
+    assert main(["query", str(path)]) == 0
+    assert "1 damaged unit(s) left out" in capsys.readouterr().err
+
+
+def test_a_unit_times_ten_is_an_outlier(sticky, tmp_path, capsys):
+    """On the sticky store (32 units per width) one unit's values x 10 are flagged; the clean store has none.
+
+    The threshold is OUTLIER_Z = 10 robust standard deviations; the clean store's largest |z| is printed
+    by the assertion message for the record (2.8 when measured).
+    """
+    results = dict(sticky.results)
+    clean = write_store(tmp_path / "clean.zarr", sticky.spec, results)
+    out = clean.output.values
+    done = clean.done.values
+    assert outliers(out, done, [int(w) for w in clean.width.values], int(clean.attrs["block"])) == {}
+    # the largest robust z of the clean store, by hand, for the margin
+    zmax = 0.0
+    for wi in range(out.shape[0]):
+        m = out[wi].reshape(out.shape[1], -1, 16, *out.shape[3:]).mean(axis=2).reshape(-1, *out.shape[3:])
+        med = np.median(m, axis=0)
+        mad = 1.4826 * np.median(np.abs(m - med), axis=0)
+        zmax = max(zmax, float(np.max(np.abs(m - med) / mad)))
+    assert zmax < OUTLIER_Z / 2, zmax
+    u = sticky.experiment.units()[70]  # width 512, init 3, data 0-15
+    results[u] = {k: 10 * v for k, v in results[u].items()}
+    write_store(tmp_path / "x10.zarr", sticky.spec, results)
+    assert main(["verify", str(tmp_path / "x10.zarr")]) == 1
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.startswith(f"{_unit_text(u)}: outlier: unit mean")
+    assert main(["report", str(tmp_path / "x10.zarr"), "--out", str(tmp_path / "rep")]) == 0
+    assert _unit_text(u) in capsys.readouterr().err
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "Complete store" not in md and "times the Poisson-equation prediction" in md
+
+
+def test_verify_on_s3(tiny, s3_bucket, capsys):
+    """The same checks on an s3:// store (moto on loopback); one chunk object overwritten with random bytes."""
+    _, spec, _ = tiny
+    url = s3_bucket.url("v/s.zarr")
+    e = spec.experiment
+    rs = open_or_create(url, spec, spec.experiment.predictions)
+    for u in e.units():
+        rs.write_unit(u, e.compute(u), 0.1, "n")
+    assert main(["verify", url]) == 0
+    capsys.readouterr()
+    fs = s3_bucket.filesystem()
+    key = f"{s3_bucket.name}/v/s.zarr/output/c/0/1/0/0/0"
+    assert fs.exists(key)
+    fs.pipe_file(key, os.urandom(len(fs.cat_file(key))))
+    assert main(["verify", url, "--storage-option", f"endpoint_url={s3_bucket.server.endpoint_url}"]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "width 16, init 1, data 0-3: output chunk does not decode (checksum mismatch or corrupt bytes)"]
