@@ -13,7 +13,9 @@ that members not started yet are known and a changed sweep is refused.
   store's flattened canonical spec (dotted keys) in the node's attrs;
 * ``catalog.rows(...)``: the tidy table, one row per (store, width, time, probe),
   with the fields of ``distntk query`` and every spec key that differs across the
-  stores as a column named by its dotted key (``model.beta``);
+  stores as a column named by its dotted key (``model.beta``); each store is read
+  as ``distntk query`` reads it, damaged units left out (``catalog.damaged``
+  names them);
 * ``catalog.problems``: members named by the manifest but absent, and children
   that are not readable distntk stores, each with the reason.
 
@@ -24,7 +26,10 @@ every command uses; stores are read by a small thread pool (reading is I/O).
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -34,8 +39,10 @@ from ._text import one_line
 from .query import progress, summary
 from .spec import flat_keys, spec_diff
 from .store import StoreError, open_store
+from .verify import damage_warning, open_checked
 
-__all__ = ["Catalog", "CatalogError", "open_catalog", "read_manifest", "write_manifest", "MANIFEST"]
+__all__ = ["Catalog", "CatalogError", "open_catalog", "read_manifest", "write_manifest", "is_catalog_root",
+           "format_catalog", "MANIFEST"]
 
 MANIFEST = "sweep.json"
 _THREADS = 8
@@ -130,7 +137,25 @@ class Catalog:
     specs: dict  # member name -> {dotted key: value} of its canonical spec
     problems: dict  # member name -> reason it is missing or unreadable
     manifest: dict | None = None
+    storage_options: dict | None = field(default=None, repr=False)
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def location(self, name: str) -> str:
+        return _join(self.root, f"{name}.zarr")
+
+    def checked(self, name: str) -> tuple[xr.Dataset, dict]:
+        """Member ``name`` loaded with its damaged units left out (:func:`distntk.verify.open_checked`).
+
+        Returns ``(dataset, {unit: reason})``; what :meth:`rows` and the sweep report read.
+        """
+        if name not in self._cache:
+            self._cache[name] = open_checked(self.location(name), self.storage_options)
+        return self._cache[name]
+
+    @property
+    def damaged(self) -> dict:
+        """Member name -> one line naming its damaged units, for the members read so far."""
+        return {n: damage_warning(bad) for n, (_, bad) in list(self._cache.items()) if bad}
 
     @property
     def keys(self) -> list[str]:
@@ -141,6 +166,11 @@ class Catalog:
         for a in names[1:]:
             differ.update(spec_diff(self._canonical(names[0]), self._canonical(a)))
         return swept + sorted(differ - set(swept))
+
+    @property
+    def swept(self) -> list[str]:
+        """The keys a sweep varies (its manifest's), else :attr:`keys`: the axes of the sweep report."""
+        return list(self.manifest["keys"]) if self.manifest else self.keys
 
     def _canonical(self, name):
         return json.loads(self.stores[name].attrs["spec_canonical"])
@@ -163,14 +193,14 @@ class Catalog:
         keep = [n for n in self.stores if all(_equal(self.specs[n].get(k, _MISSING), v)
                                                for k, v in conditions.items())]
         return Catalog(self.root, {n: self.stores[n] for n in keep}, {n: self.specs[n] for n in keep},
-                       dict(self.problems), self.manifest)
+                       dict(self.problems), self.manifest, self.storage_options)
 
     def rows(self, width=None, time=None, probe=None) -> list[dict]:
         """The tidy table: the ``distntk query`` row fields per (store, width, time, probe), plus the keys."""
         keys = self.keys
 
         def one(name):
-            ds = self.stores[name]
+            ds, _ = self.checked(name)
             prog = {p["width"]: p for p in progress(ds)}
             base = {"store": name, **{k: self.specs[name].get(k) for k in keys}}
             out = []
@@ -233,4 +263,65 @@ def open_catalog(root: str, storage_options: dict | None = None) -> Catalog:
                 stores[name], specs[name] = ds, spec
     if not stores and not problems:
         raise CatalogError(f"no distntk stores under {root} (expected children named <member>.zarr)")
-    return Catalog(str(root), stores, specs, problems, manifest)
+    return Catalog(str(root), stores, specs, problems, manifest, storage_options)
+
+
+def is_catalog_root(path: str, storage_options: dict | None = None) -> bool:
+    """Whether ``path`` is a root of stores (a sweep manifest, or ``*.zarr`` children) rather than one store."""
+    if "://" not in str(path) and not __import__("os").path.isdir(str(path)):
+        return False
+    try:
+        fs, p = _fs(path, storage_options)
+        if fs.exists(f"{p}/zarr.json") or not fs.isdir(p):
+            return False
+        if fs.exists(f"{p}/{MANIFEST}"):
+            return True
+        return any(c.rstrip("/").endswith(".zarr") for c in fs.ls(p, detail=False))
+    except Exception:  # whatever the location is, opening it as a store will say what is wrong, in one line
+        return False
+
+
+_TABLE = [("width", "N", 6, "d"), ("time", "t", 5, ".2f"), ("probe", "probe", 0, "s"), ("n", "n", 6, "d"),
+          ("h", "h_t", 8, ".4f"), ("mean", "mean", 8, ".4f"), ("se", "se", 7, ".4f"), ("nvar", "N*Var", 8, ".4f"),
+          ("nvar_poisson", "Poisson", 8, ".4f"), ("nvar_iid", "iid", 8, ".4f")]
+
+
+def _clean(v):
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def format_catalog(catalog: Catalog, rows: list[dict], fmt: str = "table") -> str:
+    """The catalog's rows as ``table``, ``csv`` or ``json`` (``{"root", "keys", "problems", "rows"}``)."""
+    keys = catalog.keys
+    if fmt == "json":
+        return json.dumps({"root": catalog.root, "keys": keys, "problems": catalog.problems,
+                           "rows": [{k: _clean(v) for k, v in r.items()} for r in rows]}, indent=1)
+    if fmt == "csv":
+        fields = list(rows[0]) if rows else ["store", *keys]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if _clean(v) is None else (v if not isinstance(v, (list, dict)) else json.dumps(v)))
+                        for k, v in r.items()})
+        return buf.getvalue().rstrip("\n")
+    text = lambda v: "-" if v is None else (v if isinstance(v, str) else json.dumps(v, separators=(",", ":")))  # noqa: E731
+    sw = max([5] + [len(r["store"]) for r in rows])
+    kw = {k: max([len(k)] + [len(text(r.get(k))) for r in rows]) for k in keys}
+    pw = max([5] + [len(r["probe"]) for r in rows])
+    head = [f"{'store':<{sw}}", *[f"{k:>{kw[k]}}" for k in keys]]
+    head += [f"{label:>{pw if name == 'probe' else w}}" for name, label, w, _ in _TABLE]
+    lines = [f"catalog {catalog.root}: {len(catalog.stores)} stores"
+             + (f", {len(catalog.problems)} missing or unreadable" if catalog.problems else ""), " ".join(head)]
+    for r in rows:
+        cells = [f"{r['store']:<{sw}}", *[f"{text(r.get(k)):>{kw[k]}}" for k in keys]]
+        for name, _, w, f in _TABLE:
+            v = r[name]
+            if name == "probe":
+                cells.append(f"{v:>{pw}}")
+            elif isinstance(v, float) and not math.isfinite(v):
+                cells.append(f"{'-':>{w}}")
+            else:
+                cells.append(f"{v:>{w}{f}}")
+        lines.append(" ".join(cells))
+    return "\n".join(lines)

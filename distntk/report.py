@@ -656,9 +656,10 @@ def sweep_headlines(catalog, level: float = 0.95, verdict_level: float = 0.99) -
     ``ratio_poisson``, ``ratio_iid``, ``ratio_init`` with their intervals at
     ``verdict_level`` and verdicts, plus ``beta`` and ``between``/``pred_between``.
     """
-    keys = catalog.keys
+    keys = catalog.swept
     rows = []
-    for name, ds in catalog.stores.items():
+    for name in catalog.stores:
+        ds, _ = catalog.checked(name)
         row = {"store": name, **{k: catalog.specs[name].get(k) for k in keys}, "beta": float(ds.attrs["beta"])}
         est = estimate(ds, level=level, verdict_level=verdict_level)
         with_data = [int(N) for N in est["width"].values if int(est["n_init"].sel(width=N).max()) > 0]
@@ -742,7 +743,7 @@ def write_sweep_report(catalog, out_dir, level: float = 0.95, verdict_level: flo
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    keys = catalog.keys
+    keys = catalog.swept
     rows = sweep_headlines(catalog, level, verdict_level)
     figs = {}
     if any(r.get("width") is not None for r in rows):
@@ -791,8 +792,9 @@ def write_sweep_report(catalog, out_dir, level: float = 0.95, verdict_level: flo
     md += _table(header, table) + [""]
     md += ["## Missing and unfinished members", ""]
     lines = [f"- `{n}`: {why}" for n, why in sorted(catalog.problems.items())]
-    for name, ds in catalog.stores.items():
-        miss = missing_units(ds)
+    lines += [f"- `{n}`: damaged units left out: {why}" for n, why in sorted(catalog.damaged.items())]
+    for name in catalog.stores:
+        miss = missing_units(catalog.checked(name)[0])
         if miss:
             lines.append(f"- `{name}`: {len(miss)} units not done: " + "; ".join(ln[2:] for ln in _fmt_units(miss, 5)))
     md += (lines or ["None: every member is complete."]) + [""]
