@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 from ._text import one_line
+from .store import location
 from .cost import DEFAULT_MAX_CORE_HOURS
 
 __all__ = ["main"]
@@ -48,7 +49,11 @@ _QUICKSTART = "jobs/quickstart.toml"
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with the one-line error format of the rest of the CLI."""
+    """argparse with the one-line error format of the rest of the CLI, and no abbreviated options."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # --stor=x is an error, not a guess
+        super().__init__(*args, **kwargs)
 
     def error(self, message):  # noqa: D401 - argparse API
         raise _UsageError(f"{message} (see {self.prog} --help)")
@@ -96,6 +101,12 @@ def _redacted(argv: list[str]) -> list[str]:
             out.append(a)
         hide = is_flag(a)
     return out
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 def _quickstart_path() -> Path:
@@ -338,7 +349,10 @@ def _demo(args) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="distntk", description="Distributed Monte Carlo for the kernel limit of RNNs "
                      "trained on ergodic data sequences.")
-    sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    parser.add_argument("--version", action="version", version=f"distntk {_version()}",
+                        help="print distntk's version and exit")
+    sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser, metavar="COMMAND",
+                                help="run, query, report, verify or demo; COMMAND --help for its options")
 
     p = sub.add_parser("run", help="compute an experiment spec into a Zarr store on Ray (resumes)")
     p.add_argument("spec", help="TOML experiment spec, e.g. jobs/quickstart.toml, or a sweep spec ([sweep] table)")
@@ -364,7 +378,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--width", type=int, help="one width N")
     q.add_argument("--time", type=float, help="one time t of the grid")
     q.add_argument("--probe", help="one probe: index or window label")
-    q.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    q.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                   help="table (default, for reading), csv (one row per line) or json (progress and rows)")
     _add_storage_option(q)
 
     r = sub.add_parser("report", help="write the Markdown report (plots, verdicts, rates) of a store, or the "
@@ -401,6 +416,9 @@ def main(argv=None) -> int:
     try:
         args = _parser().parse_args(argv)
         args.argv = argv
+        for name in ("store", "out"):  # ~ and file:// in paths: the shell does not expand a quoted "~/x"
+            if getattr(args, name, None):
+                setattr(args, name, location(args.__dict__[name]))
         return {"run": _run, "query": _query, "report": _report, "verify": _verify, "demo": _demo}[args.cmd](args)
     except (_UsageError, SpecError, StoreError, QueryError, ChainError, ModelError, TargetError,
             EstimateError, ConnectError, CostError, CatalogError) as exc:

@@ -32,7 +32,7 @@ from typing import Callable
 from .lease import acquire
 from .service import RunSummary, UnitInfo, connect, run_units
 from .spec import Spec
-from .store import ResultStore, check_location, open_or_create
+from .store import ResultStore, check_location, location, open_or_create
 
 __all__ = ["RunReport", "run", "run_many", "run_sweep", "member_store"]
 
@@ -108,7 +108,7 @@ def run_many(
     stores.  ``announce(n_todo, n_total)`` counts units over all stores;
     ``on_unit(k, unit, UnitInfo)`` names the job ``k``.  Returns one report per job.
     """
-    jobs = [(spec, str(path)) for spec, path in jobs]
+    jobs = [(spec, location(path)) for spec, path in jobs]
     for _, path in jobs:  # an unreachable or unwritable location fails here, with its own words
         check_location(path, storage_options)
     with contextlib.ExitStack() as stack:

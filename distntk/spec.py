@@ -98,7 +98,7 @@ from .limit import window_length
 from .rnn import KERNELS, ModelError, RNNConfig
 from .target import BUILTIN_TARGETS, TargetError, make_target
 
-__all__ = ["Spec", "SpecError", "load_spec", "parse_spec", "spec_diff", "canonical_json", "flat_keys",
+__all__ = ["Spec", "SpecError", "load_spec", "read_spec_text", "parse_spec", "spec_diff", "canonical_json", "flat_keys",
            "is_code_target", "DEFAULT_MAX_HISTORIES"]
 
 
@@ -185,16 +185,20 @@ def flat_keys(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def load_spec(path, allow_code: bool = False) -> Spec:
-    """Read and validate a TOML spec file (``allow_code``: see :func:`parse_spec`)."""
+def read_spec_text(path) -> str:
+    """The text of a spec file, or a one-line :class:`SpecError` saying why it cannot be read."""
     path = Path(path)
     try:
-        text = path.read_text()
+        return path.read_text()
     except FileNotFoundError:
         raise SpecError(f"spec file {str(path)!r} not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read spec file {str(path)!r}: {getattr(exc, 'strerror', None) or exc}") from None
-    return parse_spec(text, default_name=path.stem, source=str(path), allow_code=allow_code)
+
+
+def load_spec(path, allow_code: bool = False) -> Spec:
+    """Read and validate a TOML spec file (``allow_code``: see :func:`parse_spec`)."""
+    return parse_spec(read_spec_text(path), default_name=Path(path).stem, source=str(path), allow_code=allow_code)
 
 
 def parse_spec(text: str, default_name: str = "experiment", source: str = "spec", allow_code: bool = False) -> Spec:

@@ -40,7 +40,7 @@ from pathlib import Path
 import tomli_w
 
 from ._text import one_line
-from .spec import Spec, SpecError, canonical_json, parse_spec
+from .spec import Spec, SpecError, canonical_json, parse_spec, read_spec_text
 
 __all__ = ["Member", "Sweep", "parse_sweep", "load_sweep"]
 
@@ -84,12 +84,7 @@ class Sweep:
 
 def load_sweep(path, allow_code: bool = False) -> Sweep | None:
     """The sweep of the spec file at ``path``, or ``None`` when it has no ``[sweep]`` table."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read spec file {one_line(str(path))!r}: {one_line(exc)}") from None
-    return parse_sweep(text, default_name=path.stem, source=str(path), allow_code=allow_code)
+    return parse_sweep(read_spec_text(path), default_name=Path(path).stem, source=str(path), allow_code=allow_code)
 
 
 def parse_sweep(text: str, default_name: str = "experiment", source: str = "spec",
