@@ -13,6 +13,7 @@ matplotlib.
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
+from .catalog import Catalog, open_catalog
 from .chain import ChainError, MarkovChain, markov_chain, window_chain
 from .estimate import EstimateError, convergence_rates, estimate, missing_units, variance_components
 from .experiment import Experiment, Unit
@@ -29,6 +30,7 @@ except _PackageNotFoundError:  # a source tree on sys.path without an install
     __version__ = "0+unknown"
 
 __all__ = [
+    "Catalog",
     "ChainError",
     "EstimateError",
     "Experiment",
@@ -48,6 +50,7 @@ __all__ = [
     "markov_chain",
     "memory_contraction",
     "missing_units",
+    "open_catalog",
     "open_store",
     "run_replicas",
     "solve_limit",

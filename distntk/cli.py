@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 from ._text import one_line
+from .store import location
 from .cost import DEFAULT_MAX_CORE_HOURS
 
 __all__ = ["main"]
@@ -48,7 +49,11 @@ _QUICKSTART = "jobs/quickstart.toml"
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with the one-line error format of the rest of the CLI."""
+    """argparse with the one-line error format of the rest of the CLI, and no abbreviated options."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # --stor=x is an error, not a guess
+        super().__init__(*args, **kwargs)
 
     def error(self, message):  # noqa: D401 - argparse API
         raise _UsageError(f"{message} (see {self.prog} --help)")
@@ -98,6 +103,12 @@ def _redacted(argv: list[str]) -> list[str]:
     return out
 
 
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
 def _quickstart_path() -> Path:
     """``jobs/quickstart.toml`` of this checkout (or of the current directory)."""
     here = Path(__file__).resolve().parents[1] / _QUICKSTART
@@ -108,13 +119,17 @@ def _run(args) -> int:
     from .cost import check_cost, estimate_cost, machine_memory
     from .driver import run
     from .spec import load_spec
+    from .sweep import load_sweep
 
-    spec = load_spec(args.spec, allow_code=args.allow_code)
     address = args.address or os.environ.get("RAY_ADDRESS") or None
     if args.actors is not None and args.actors < 1:
         raise _UsageError(f"--actors {args.actors}: expected an integer >= 1")
     if not args.max_core_hours > 0:
         raise _UsageError(f"--max-core-hours {args.max_core_hours:g}: expected a number > 0")
+    sweep = load_sweep(args.spec, allow_code=args.allow_code)
+    if sweep is not None:
+        return _run_sweep(args, sweep, address)
+    spec = load_spec(args.spec, allow_code=args.allow_code)
     for w in spec.warnings:
         print(f"distntk run: warning: {one_line(w)}", file=sys.stderr)
     cost = estimate_cost(spec.experiment)  # refused here, before a store is created or Ray started
@@ -158,6 +173,46 @@ def _open_checked(path, storage_options=None):
     return ds
 
 
+def _run_sweep(args, sweep, address) -> int:
+    """``distntk run SWEEP.toml --store ROOT``: every member into ``ROOT/<member>.zarr``, one actor pool."""
+    from .cost import check_cost, estimate_cost, machine_memory, total_cost
+    from .driver import run_sweep
+
+    for m in sweep.members:
+        for w in m.spec.warnings:
+            print(f"distntk run: warning: member {m.name}: {one_line(w)}", file=sys.stderr)
+    cost = total_cost(estimate_cost(m.spec.experiment) for m in sweep.members)
+    check_cost(cost, args.max_core_hours, machine_memory() / (1 if address else args.actors or os.cpu_count() or 1))
+    root = args.store or f"stores/{sweep.name}"
+    options = _storage_options(args.storage_option)
+    command = "distntk " + " ".join(shlex.quote(a) for a in _redacted(args.argv))
+    where = f"Ray cluster {address}" if address else "an embedded local Ray"
+
+    def announce(todo: int, total: int) -> None:
+        plan = f"{todo} of {total} units to compute on {where}" if todo else f"all {total} units already done"
+        print(f"distntk run: sweep {sweep.name} ({len(sweep.members)} members), root {root}: {plan}",
+              file=sys.stderr)
+        if todo:
+            print(f"distntk run: estimate for the whole sweep: {cost.describe()}", file=sys.stderr)
+            print(f"distntk run: starting Ray ({where}) ...", file=sys.stderr, flush=True)
+
+    t0 = time.perf_counter()
+    code = [_shipped_code(m.spec) for m in sweep.members] if args.address else []
+    reps = run_sweep(sweep, root, address=address, actors=args.actors, progress=not args.no_progress,
+                     command=command, announce=announce, storage_options=options,
+                     runtime_env=next((c for c in code if c), None))
+    computed = sum(r.computed for r in reps)
+    if computed:
+        print(f"distntk run: {computed} units computed over {sum(r.computed > 0 for r in reps)} members, "
+              f"{sum(r.skipped for r in reps)} already done; {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    if args.print_query:
+        return _print_catalog(root, options)
+    same = " (with the same --storage-option flags)" if options else ""
+    print(f"query it with: distntk query {shlex.quote(root)}{same}; report: distntk report {shlex.quote(root)}{same}",
+          file=sys.stderr)
+    return 0
+
+
 def _shipped_code(spec) -> dict | None:
     """The Ray ``runtime_env`` that ships a ``module:function`` target's module to the cluster (``--address``).
 
@@ -194,8 +249,42 @@ def _verify(args) -> int:
 
 
 def _query(args) -> int:
-    return _print_query(args.store, args.width, args.time, args.probe, args.format,
-                        _storage_options(args.storage_option))
+    from .catalog import is_catalog_root
+
+    options = _storage_options(args.storage_option)
+    if is_catalog_root(args.store, options):
+        return _print_catalog(args.store, options, args.width, args.time, args.probe, args.format, args.where)
+    if args.where:
+        raise _UsageError(f"--where selects stores of a catalog; {args.store} is one store")
+    return _print_query(args.store, args.width, args.time, args.probe, args.format, options)
+
+
+def _where(pairs: list[str] | None) -> dict:
+    """``["model.beta=0.6", ...]`` -> ``{"model.beta": 0.6}``, values read as JSON when they parse."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise _UsageError(f"--where {pair!r}: expected KEY=VALUE with a dotted spec key, e.g. model.beta=0.6")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+def _print_catalog(root, options=None, width=None, time_=None, probe=None, fmt="table", where=None) -> int:
+    from .catalog import format_catalog, open_catalog
+
+    cat = open_catalog(root, options).where(**_where(where))
+    if cat.problems:
+        print(f"distntk: warning: {len(cat.problems)} member(s) missing or unreadable: "
+              f"{one_line('; '.join(f'{n}: {why}' for n, why in sorted(cat.problems.items())))}", file=sys.stderr)
+    rows = cat.rows(width, time_, probe)
+    for name, why in sorted(cat.damaged.items()):
+        print(f"distntk: warning: {name}: {one_line(why)}", file=sys.stderr)
+    print(format_catalog(cat, rows, fmt))
+    return 0
 
 
 def _add_storage_option(p: argparse.ArgumentParser) -> None:
@@ -225,7 +314,19 @@ def _write_report(store: str, out: str | None, storage_options: dict | None = No
 
 
 def _report(args) -> int:
-    print(_write_report(args.store, args.out, _storage_options(args.storage_option))[0])
+    from .catalog import is_catalog_root, open_catalog
+
+    options = _storage_options(args.storage_option)
+    if is_catalog_root(args.store, options):
+        from .report import write_sweep_report
+
+        out = args.out or str(Path("reports") / _store_name(args.store))
+        try:
+            print(write_sweep_report(open_catalog(args.store, options), out))
+        except OSError as exc:
+            raise _UsageError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
+        return 0
+    print(_write_report(args.store, args.out, options)[0])
     return 0
 
 
@@ -248,11 +349,15 @@ def _demo(args) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="distntk", description="Distributed Monte Carlo for the kernel limit of RNNs "
                      "trained on ergodic data sequences.")
-    sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    parser.add_argument("--version", action="version", version=f"distntk {_version()}",
+                        help="print distntk's version and exit")
+    sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser, metavar="COMMAND",
+                                help="run, query, report, verify or demo; COMMAND --help for its options")
 
     p = sub.add_parser("run", help="compute an experiment spec into a Zarr store on Ray (resumes)")
-    p.add_argument("spec", help="TOML experiment spec, e.g. jobs/quickstart.toml")
-    p.add_argument("--store", help="store path or fsspec URL (default: the spec's `store`)")
+    p.add_argument("spec", help="TOML experiment spec, e.g. jobs/quickstart.toml, or a sweep spec ([sweep] table)")
+    p.add_argument("--store", help="store path or fsspec URL (default: the spec's `store`); for a sweep, the root "
+                   "that holds one store per member (default: stores/<sweep name>)")
     p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else an embedded local Ray)")
     p.add_argument("--actors", type=int, help="number of Ray actors (default: one per CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -264,16 +369,22 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"refuse a spec whose estimated cost exceeds H core-hours (default {DEFAULT_MAX_CORE_HOURS:g})")
     _add_storage_option(p)
 
-    q = sub.add_parser("query", help="progress and simulation vs limit vs predictions of a store")
-    q.add_argument("store", help="store path or fsspec URL")
+    q = sub.add_parser("query", help="progress and simulation vs limit vs predictions of a store, or of every "
+                       "store under a root (a sweep, a folder of stores)")
+    q.add_argument("store", help="store path or fsspec URL, or a root holding stores")
+    q.add_argument("--where", action="append", metavar="KEY=VALUE",
+                   help="only the stores of a root whose spec key KEY equals VALUE (JSON), repeatable, "
+                        "e.g. model.beta=0.65")
     q.add_argument("--width", type=int, help="one width N")
     q.add_argument("--time", type=float, help="one time t of the grid")
     q.add_argument("--probe", help="one probe: index or window label")
-    q.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    q.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                   help="table (default, for reading), csv (one row per line) or json (progress and rows)")
     _add_storage_option(q)
 
-    r = sub.add_parser("report", help="write the Markdown report (plots, verdicts, rates) of a store")
-    r.add_argument("store", help="store path or fsspec URL")
+    r = sub.add_parser("report", help="write the Markdown report (plots, verdicts, rates) of a store, or the "
+                       "sweep report of a root")
+    r.add_argument("store", help="store path or fsspec URL, or a root holding stores")
     r.add_argument("--out", help="output directory (default: reports/<store name>)")
     _add_storage_option(r)
 
@@ -290,6 +401,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from .catalog import CatalogError
     from .chain import ChainError
     from .cost import CostError
     from .estimate import EstimateError
@@ -304,9 +416,12 @@ def main(argv=None) -> int:
     try:
         args = _parser().parse_args(argv)
         args.argv = argv
+        for name in ("store", "out"):  # ~ and file:// in paths: the shell does not expand a quoted "~/x"
+            if getattr(args, name, None):
+                setattr(args, name, location(args.__dict__[name]))
         return {"run": _run, "query": _query, "report": _report, "verify": _verify, "demo": _demo}[args.cmd](args)
     except (_UsageError, SpecError, StoreError, QueryError, ChainError, ModelError, TargetError,
-            EstimateError, ConnectError, CostError) as exc:
+            EstimateError, ConnectError, CostError, CatalogError) as exc:
         return _fail(str(exc), 2)
     except ServiceError as exc:
         return _fail(str(exc), 1)

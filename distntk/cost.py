@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from .chain import window_chain
 from .experiment import Experiment
 
-__all__ = ["Cost", "CostError", "estimate_cost", "check_cost", "SECONDS_PER_UNIT_STEP", "ACTOR_BASE_BYTES",
+__all__ = ["Cost", "CostError", "estimate_cost", "check_cost", "total_cost", "SECONDS_PER_UNIT_STEP", "ACTOR_BASE_BYTES",
            "DEFAULT_MAX_CORE_HOURS", "machine_memory"]
 
 SECONDS_PER_UNIT_STEP = 2.2e-9
@@ -62,6 +62,14 @@ class Cost:
         return (f"{self.replicas} replicas in {self.units} units, {self.unit_steps:.3g} unit-steps, about "
                 f"{_hours(self.core_hours)} core-hours (at {SECONDS_PER_UNIT_STEP * 1e9:g} ns/unit-step), store "
                 f"{_size(self.store_bytes)}, peak memory per actor {_size(self.unit_bytes)}")
+
+
+def total_cost(costs) -> Cost:
+    """The cost of several experiments run together (a sweep): sums, and the largest unit's memory."""
+    costs = list(costs)
+    return Cost(unit_steps=sum(c.unit_steps for c in costs), core_hours=sum(c.core_hours for c in costs),
+                store_bytes=sum(c.store_bytes for c in costs), unit_bytes=max(c.unit_bytes for c in costs),
+                replicas=sum(c.replicas for c in costs), units=sum(c.units for c in costs))
 
 
 def _size(b: float) -> str:

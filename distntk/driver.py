@@ -13,21 +13,28 @@
    computation (data, then ``done``), with at most ``max_pending`` units
    buffered in the driver.  The driver is the only writer.
 
+A sweep (:mod:`distntk.sweep`) runs through :func:`run_sweep`: its manifest is
+recorded in the root (a changed sweep is refused), and :func:`run_many` puts the
+units of every member store through one actor pool, interleaved across members,
+each store with its own lease, writer and resume plan.
+
 Seeds are keyed by ``(width, init, data)`` (MODEL.md / rnn.py), so a unit
 recomputed after an interruption writes the very same bits.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 from dataclasses import dataclass
 from typing import Callable
 
 from .lease import acquire
 from .service import RunSummary, UnitInfo, connect, run_units
 from .spec import Spec
-from .store import ResultStore, check_location, open_or_create
+from .store import ResultStore, check_location, location, open_or_create
 
-__all__ = ["RunReport", "run"]
+__all__ = ["RunReport", "run", "run_many", "run_sweep", "member_store"]
 
 
 @dataclass(frozen=True)
@@ -62,48 +69,148 @@ def run(
     ``max_pending`` bounds the results buffered in the driver while the store catches up.
     ``runtime_env`` goes to ``ray.init`` when joining the cluster at ``address``.
     """
-    path = store or spec.store
-    exp = spec.experiment
-    check_location(path, storage_options)  # an unreachable or unwritable location fails here, with its own words
-    with acquire(path, storage_options) as lease:
-        rs: ResultStore = open_or_create(path, spec, exp.predictions, storage_options, command=command)
-        if lease.taken_over:
-            rs.log(f"lease taken over from {lease.taken_over}")
-        units = exp.units()
-        todo = rs.pending(units)
+    return run_many([(spec, store or spec.store)], address=address, actors=actors, progress=progress,
+                    storage_options=storage_options,
+                    on_unit=None if on_unit is None else (lambda k, u, info: on_unit(u, info)),
+                    announce=announce, command=command, max_pending=max_pending, runtime_env=runtime_env,
+                    desc=spec.name)[0]
+
+
+class _Compute:
+    """``fn((k, unit)) = experiments[k].compute(unit)``: the opaque work of a run over several stores."""
+
+    def __init__(self, experiments):
+        self.experiments = list(experiments)
+
+    def __call__(self, item):
+        k, unit = item
+        return self.experiments[k].compute(unit)
+
+
+def run_many(
+    jobs,
+    *,
+    address: str | None = None,
+    actors: int | None = None,
+    progress: bool = True,
+    storage_options: dict | None = None,
+    on_unit: Callable | None = None,
+    announce: Callable[[int, int], None] | None = None,
+    command: str = "",
+    max_pending: int = 1024,
+    runtime_env: dict | None = None,
+    desc: str = "units",
+) -> list[RunReport]:
+    """:func:`run` for several ``(spec, store)`` jobs through one actor pool (a sweep's members).
+
+    Every store gets its own lease, its own writer and its own resume plan; the
+    units of all stores are interleaved in one queue, so a cluster stays full across
+    stores.  ``announce(n_todo, n_total)`` counts units over all stores;
+    ``on_unit(k, unit, UnitInfo)`` names the job ``k``.  Returns one report per job.
+    """
+    jobs = [(spec, location(path)) for spec, path in jobs]
+    for _, path in jobs:  # an unreachable or unwritable location fails here, with its own words
+        check_location(path, storage_options)
+    with contextlib.ExitStack() as stack:
+        leases, stores, plans = [], [], []
+        for spec, path in jobs:
+            exp = spec.experiment
+            lease = stack.enter_context(acquire(path, storage_options))
+            rs: ResultStore = open_or_create(path, spec, exp.predictions, storage_options, command=command)
+            if lease.taken_over:
+                rs.log(f"lease taken over from {lease.taken_over}")
+            units = exp.units()
+            leases.append(lease)
+            stores.append(rs)
+            plans.append((units, rs.pending(units)))
+        n_todo, n_total = sum(len(t) for _, t in plans), sum(len(u) for u, _ in plans)
         if announce is not None:
-            announce(len(todo), len(units))
-        if not todo:
-            return RunReport(path, len(units), len(units), 0, None, lease.taken_over)
-        rs.log(f"run: {len(todo)} of {len(units)} units to compute ({command or 'distntk.driver.run'})")
-        if exp.record_risk:
-            exp.limit()  # solved once here; the actors receive it with the experiment
+            announce(n_todo, n_total)
+        reports = [RunReport(path, len(u), len(u) - len(t), 0, None, lease.taken_over)
+                   for (_, path), (u, t), lease in zip(jobs, plans, leases, strict=True)]
+        if not n_todo:
+            return reports
+        todo = []
+        for k, ((spec, _), rs, (units, pending)) in enumerate(zip(jobs, stores, plans, strict=True)):
+            if pending:
+                rs.log(f"run: {len(pending)} of {len(units)} units to compute ({command or 'distntk.driver.run'})")
+                if spec.experiment.record_risk:
+                    spec.experiment.limit()  # solved once here; the actors receive it with the experiment
+            todo += [(k, u) for u in pending]
+        todo = _interleave(todo)
         infos: dict = {}
 
-        with connect(address, num_cpus=actors, runtime_env=runtime_env), rs.writer(max_pending=max_pending) as w:
+        with connect(address, num_cpus=actors, runtime_env=runtime_env), contextlib.ExitStack() as writers:
+            ws = [writers.enter_context(rs.writer(max_pending=max_pending)) if plan[1] else None
+                  for rs, plan in zip(stores, plans, strict=True)]
 
-            def on_result(unit, result, info: UnitInfo) -> None:
-                w.submit(unit, result, info.wall_time, info.node)
-                infos[unit] = info
+            def on_result(item, result, info: UnitInfo) -> None:
+                k, unit = item
+                ws[k].submit(unit, result, info.wall_time, info.node)
+                infos[item] = info
 
-            def report(done: list) -> None:
+            def report(k: int, done: list) -> None:
                 for u in done:
-                    info = infos.pop(u)
+                    info = infos.pop((k, u))
                     if on_unit is not None:
-                        on_unit(u, info)
+                        on_unit(k, u, info)
 
             def on_batch() -> None:
-                lease.check()
-                w.flush()
-                report(w.completed())
+                for lease in leases:
+                    lease.check()
+                for k, w in enumerate(ws):
+                    if w is not None:
+                        w.flush()
+                        report(k, w.completed())
 
-            summary = run_units(exp.compute, todo, on_result, actors=actors, progress=progress, desc=spec.name,
-                                size=lambda u: u.data_stop - u.data_start, item_name="replicas", on_batch=on_batch)
-            w.close()
-            report(w.completed())
-            peak = w.peak_pending
-        lease.check()
+            summary = run_units(_Compute(spec.experiment for spec, _ in jobs), todo, on_result, actors=actors,
+                                progress=progress, desc=desc, size=lambda item: item[1].data_stop - item[1].data_start,
+                                item_name="replicas", on_batch=on_batch)
+            peaks = []
+            for k, w in enumerate(ws):
+                if w is not None:
+                    w.close()
+                    report(k, w.completed())
+                peaks.append(0 if w is None else w.peak_pending)
+        for lease in leases:
+            lease.check()
         nodes = ", ".join(f"{n[:12]}: {c}" for n, c in sorted(summary.nodes.items()))
-        rs.log(f"run: computed {summary.units} units ({summary.items} replicas) in {summary.seconds:.1f} s "
-               f"on {summary.actors} actors; nodes {nodes}")
-    return RunReport(path, len(units), len(units) - len(todo), summary.units, summary, lease.taken_over, peak)
+        out = []
+        for k, (rs, rep, (_, pending)) in enumerate(zip(stores, reports, plans, strict=True)):
+            if not pending:
+                out.append(rep)
+                continue
+            rs.log(f"run: computed {len(pending)} units in a run of {summary.units} units ({summary.items} replicas) "
+                   f"over {len(jobs)} store(s) in {summary.seconds:.1f} s on {summary.actors} actors; nodes {nodes}")
+            out.append(RunReport(rep.store, rep.total, rep.skipped, len(pending), summary, rep.lease_taken_over,
+                                 peaks[k]))
+    return out
+
+
+def _interleave(items: list) -> list:
+    """Round-robin over the jobs' queues: every store advances from the start of the run."""
+    queues: dict = {}
+    for item in items:
+        queues.setdefault(item[0], []).append(item)
+    out = []
+    for group in itertools.zip_longest(*queues.values()):
+        out += [x for x in group if x is not None]
+    return out
+
+
+def member_store(root: str, member) -> str:
+    """Where a sweep member's store lives: ``ROOT/<member name>.zarr``."""
+    return f"{str(root).rstrip('/')}/{member.name}.zarr"
+
+
+def run_sweep(sweep, root: str, *, storage_options: dict | None = None, **kwargs) -> list[RunReport]:
+    """Run every member of ``sweep`` into ``ROOT/<member>.zarr`` through one actor pool (see :func:`run_many`).
+
+    The root's manifest is written first; a root holding another sweep is refused
+    with one line naming what differs (:func:`distntk.catalog.write_manifest`).
+    """
+    from .catalog import write_manifest
+
+    write_manifest(str(root), sweep.manifest, storage_options)
+    jobs = [(m.spec, member_store(root, m)) for m in sweep.members]
+    return run_many(jobs, storage_options=storage_options, desc=sweep.name, **kwargs)

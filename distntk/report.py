@@ -36,6 +36,7 @@ names the missing units by (width, init, data range).  ``distntk report STORE
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -53,7 +54,8 @@ from .memory import memory_contraction  # noqa: E402
 from .store import StoreError, store_model  # noqa: E402
 from .verify import open_checked  # noqa: E402
 
-__all__ = ["open_dataset", "plot_convergence", "plot_mean", "plot_memory", "plot_nvar", "summary", "write_report"]
+__all__ = ["open_dataset", "plot_convergence", "plot_mean", "plot_memory", "plot_nvar", "summary", "write_report",
+           "write_sweep_report", "sweep_headlines"]
 
 _QUANTITY_LABELS = {
     "mean_error": "|mean - h_t|",
@@ -638,5 +640,164 @@ def write_report(dataset_or_path, out_dir, memory: xr.Dataset | str | None = "au
            "t interval. Comparisons with V_t/N use an init-robust standard error. Formulas and the choice of "
            "intervals: the docstring of `distntk/estimate.py`.", ""]
     path = out / "report.md"
+    path.write_text("\n".join(md))
+    return path
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+def sweep_headlines(catalog, level: float = 0.95, verdict_level: float = 0.99) -> list[dict]:
+    """Per member of a :class:`~distntk.catalog.Catalog`: the headline comparisons.
+
+    The headline cell is the most probable probe at the last time (as in a
+    store's report), at the largest width with done replicas.  Each row holds the
+    member's swept key values, ``N``, ``t``, ``probe``, the replicas done, and
+    ``ratio_poisson``, ``ratio_iid``, ``ratio_init`` with their intervals at
+    ``verdict_level`` and verdicts, plus ``beta`` and ``between``/``pred_between``.
+    """
+    keys = catalog.swept
+    rows = []
+    for name in catalog.stores:
+        ds, _ = catalog.checked(name)
+        row = {"store": name, **{k: catalog.specs[name].get(k) for k in keys}, "beta": float(ds.attrs["beta"])}
+        est = estimate(ds, level=level, verdict_level=verdict_level)
+        with_data = [int(N) for N in est["width"].values if int(est["n_init"].sel(width=N).max()) > 0]
+        row.update(n_done=int(est.attrs["n_done"]), n_replicas=int(est.attrs["n_replicas"]))
+        if not with_data:
+            rows.append({**row, "width": None})
+            continue
+        cell = {**_headline(est), "width": max(with_data)}
+        e = est.sel(cell)
+        row.update(width=cell["width"], time=float(cell["time"]), probe=str(cell["probe"]))
+        for q in ("ratio_poisson", "ratio_iid", "ratio_init"):
+            row.update({q: float(e[q]), f"{q}_lo": float(e[f"{q}_lo"]), f"{q}_hi": float(e[f"{q}_hi"]),
+                        f"verdict_{q.removeprefix('ratio_')}": str(e[f"verdict_{q.removeprefix('ratio_')}"].values)})
+        row.update(between=float(e["between"]), pred_between=float(e["pred_between"]))
+        rows.append(row)
+    return rows
+
+
+def _key_text(v) -> str:
+    return v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+
+
+def plot_sweep_ratios(rows: list[dict], keys: list[str], verdict_level: float):
+    """The headline ratios N Var / Poisson and N Var / i.i.d. with intervals, one panel per swept key."""
+    keys = keys or ["store"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 3.8), squeeze=False)
+    rows = [r for r in rows if r.get("width") is not None]
+    for ax, key in zip(axes[0], keys, strict=True):
+        values = sorted({_key_text(r.get(key)) for r in rows})
+        numeric = all(isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool) for r in rows)
+        others = [k for k in keys if k != key]
+        groups = sorted({tuple(_key_text(r.get(k)) for k in others) for r in rows})
+        for gi, g in enumerate(groups):
+            sub = [r for r in rows if tuple(_key_text(r.get(k)) for k in others) == g]
+            x = np.array([r[key] if numeric else values.index(_key_text(r.get(key))) for r in sub], dtype=float)
+            off = (gi - (len(groups) - 1) / 2) * (0.004 if numeric else 0.06) * (np.ptp(x) or 1.0)
+            label = ", ".join(f"{k}={v}" for k, v in zip(others, g, strict=True)) if others else None
+            for q, marker in (("ratio_poisson", "o"), ("ratio_iid", "s")):
+                y = np.array([r[q] for r in sub])
+                err = np.array([[r[q] - r[f"{q}_lo"] for r in sub], [r[f"{q}_hi"] - r[q] for r in sub]])
+                ax.errorbar(x + off, y, yerr=err, fmt=marker, ms=4, capsize=2,
+                            label=f"{'Poisson' if q == 'ratio_poisson' else 'i.i.d.'}" + (f" ({label})" if label else ""))
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_yscale("log")
+        ax.set_xlabel(key)
+        if not numeric:
+            ax.set_xticks(range(len(values)), values, rotation=20, fontsize=7)
+        ax.set_ylabel(f"N Var / prediction ({verdict_level:.0%} interval)")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sweep_init(rows: list[dict], verdict_level: float):
+    """Between-init variance over its prediction N^(1-2 beta) var_init_coef, against beta."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    rows = [r for r in rows if r.get("width") is not None]
+    for N in sorted({r["width"] for r in rows}):
+        sub = [r for r in rows if r["width"] == N]
+        x = np.array([r["beta"] for r in sub])
+        y = np.array([r["ratio_init"] for r in sub])
+        err = np.array([[r["ratio_init"] - r["ratio_init_lo"] for r in sub],
+                        [r["ratio_init_hi"] - r["ratio_init"] for r in sub]])
+        ax.errorbar(x, y, yerr=err, fmt="o", ms=4, capsize=2, label=f"N = {N}")
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_yscale("symlog", linthresh=0.1)
+    ax.set_xlabel("beta")
+    ax.set_ylabel(f"between / N^(1-2 beta) pred ({verdict_level:.0%})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def write_sweep_report(catalog, out_dir, level: float = 0.95, verdict_level: float = 0.99) -> Path:
+    """Write the report of every store of a catalog (a sweep root) into ``out_dir``; return its path.
+
+    ``sweep.md`` holds the headline ratios against each swept key (``ratios.png``),
+    the between-init variance against its ``N^(1-2 beta)`` prediction across beta
+    (``init.png``), a verdict table per member and the members that are missing or
+    unfinished, named with their missing units.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    keys = catalog.swept
+    rows = sweep_headlines(catalog, level, verdict_level)
+    figs = {}
+    if any(r.get("width") is not None for r in rows):
+        figs = {"ratios.png": plot_sweep_ratios(rows, keys, verdict_level), "init.png": plot_sweep_init(rows, verdict_level)}
+    for name, fig in figs.items():
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+    manifest = catalog.manifest or {}
+    md = [f"# Sweep {manifest.get('name', '')}".rstrip(), "",
+          f"root `{catalog.root}` · {len(catalog.stores)} stores read"
+          + (f" of {len(manifest['members'])} members" if manifest else "")
+          + (f" · swept keys: {', '.join(f'`{k}`' for k in keys)}" if keys else ""), ""]
+    done = [r for r in rows if r["n_done"] == r["n_replicas"]]
+    md += ["## Summary", ""]
+    n_cons = sum(r.get("verdict_poisson") == "consistent" for r in rows)
+    n_iid = sum(r.get("verdict_iid") == "consistent" for r in rows)
+    with_data = [r for r in rows if r.get("width") is not None]
+    md += [f"- {len(done)} of {len(rows)} stores are complete"
+           + (f"; {len(catalog.problems)} members missing or unreadable (listed below)." if catalog.problems else "."),
+           f"- Headline cell (most probable probe, t = T, largest width with data): N·Var is consistent with the "
+           f"Poisson-equation prediction at {verdict_level:.0%} in {n_cons} of {len(with_data)} members, and with the "
+           f"i.i.d. prediction in {n_iid} of {len(with_data)}.",
+           f"- Between-init variance consistent with N^(1-2β)·var_init_coef in "
+           f"{sum(r.get('verdict_init') == 'consistent' for r in rows)} of {len(with_data)} members.", ""]
+    if figs:
+        md += ["## Headline ratios against the swept keys", "", "![ratios](ratios.png)", "",
+               f"Circles: N·Var / Poisson prediction; squares: N·Var / i.i.d. prediction; bars: {verdict_level:.0%} "
+               "init-robust intervals (the verdict level). A ratio of 1 is agreement.", "",
+               "## Between-init variance across β (MODEL 5.2)", "", "![init](init.png)", "",
+               f"Between-init variance over its prediction N^(1-2β)·var_init_coef, {verdict_level:.0%} MLS intervals.",
+               ""]
+    md += ["## Verdicts per member", ""]
+    header = ["member", *keys, "N", "done", "N·Var/Poisson", "verdict", "N·Var/iid", "verdict", "between/pred",
+              "verdict"]
+    table = []
+    for r in rows:
+        cells = [f"`{r['store']}`", *[_key_text(r.get(k)) for k in keys]]
+        if r.get("width") is None:
+            table.append(cells + ["-", f"0/{r['n_replicas']}"] + ["-"] * 6)
+            continue
+        table.append(cells + [str(r["width"]), f"{r['n_done']}/{r['n_replicas']}",
+                              _ci(r["ratio_poisson"], r["ratio_poisson_lo"], r["ratio_poisson_hi"]),
+                              r["verdict_poisson"],
+                              _ci(r["ratio_iid"], r["ratio_iid_lo"], r["ratio_iid_hi"]), r["verdict_iid"],
+                              _ci(r["ratio_init"], r["ratio_init_lo"], r["ratio_init_hi"]), r["verdict_init"]])
+    md += _table(header, table) + [""]
+    md += ["## Missing and unfinished members", ""]
+    lines = [f"- `{n}`: {why}" for n, why in sorted(catalog.problems.items())]
+    lines += [f"- `{n}`: damaged units left out: {why}" for n, why in sorted(catalog.damaged.items())]
+    for name in catalog.stores:
+        miss = missing_units(catalog.checked(name)[0])
+        if miss:
+            lines.append(f"- `{name}`: {len(miss)} units not done: " + "; ".join(ln[2:] for ln in _fmt_units(miss, 5)))
+    md += (lines or ["None: every member is complete."]) + [""]
+    path = out / "sweep.md"
     path.write_text("\n".join(md))
     return path

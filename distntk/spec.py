@@ -99,8 +99,8 @@ from .limit import MAX_HISTORIES, window_length
 from .rnn import KERNELS, ModelError, RNNConfig
 from .target import BUILTIN_TARGETS, TargetError, make_target
 
-__all__ = ["Spec", "SpecError", "load_spec", "parse_spec", "spec_diff", "canonical_json", "is_code_target",
-           "DEFAULT_MAX_HISTORIES"]
+__all__ = ["Spec", "SpecError", "load_spec", "read_spec_text", "parse_spec", "spec_diff", "canonical_json", "flat_keys",
+           "is_code_target", "DEFAULT_MAX_HISTORIES"]
 
 
 class SpecError(ValueError):
@@ -172,30 +172,35 @@ def canonical_json(canonical: dict) -> str:
 
 def spec_diff(a: dict, b: dict) -> list[str]:
     """Dotted keys whose values differ between two canonical specs (sorted)."""
-    fa, fb = _flatten(a), _flatten(b)
+    fa, fb = flat_keys(a), flat_keys(b)
     return sorted(k for k in fa.keys() | fb.keys() if fa.get(k, _REQUIRED) != fb.get(k, _REQUIRED))
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flat_keys(d: dict, prefix: str = "") -> dict:
+    """A nested canonical spec as ``{dotted key: value}`` (``{"model": {"beta": 0.75}}`` -> ``model.beta``)."""
     out = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flat_keys(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
 
 
-def load_spec(path, allow_code: bool = False) -> Spec:
-    """Read and validate a TOML spec file (``allow_code``: see :func:`parse_spec`)."""
+def read_spec_text(path) -> str:
+    """The text of a spec file, or a one-line :class:`SpecError` saying why it cannot be read."""
     path = Path(path)
     try:
-        text = path.read_text()
+        return path.read_text()
     except FileNotFoundError:
         raise SpecError(f"spec file {str(path)!r} not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read spec file {str(path)!r}: {getattr(exc, 'strerror', None) or exc}") from None
-    return parse_spec(text, default_name=path.stem, source=str(path), allow_code=allow_code)
+
+
+def load_spec(path, allow_code: bool = False) -> Spec:
+    """Read and validate a TOML spec file (``allow_code``: see :func:`parse_spec`)."""
+    return parse_spec(read_spec_text(path), default_name=Path(path).stem, source=str(path), allow_code=allow_code)
 
 
 def parse_spec(text: str, default_name: str = "experiment", source: str = "spec", allow_code: bool = False) -> Spec:

@@ -84,7 +84,7 @@ from .experiment import Experiment, Unit, unit_grid
 from .spec import Spec, SpecError, canonical_json, parse_spec, spec_diff
 
 __all__ = ["StoreError", "ResultStore", "UnitWriter", "open_store", "open_result_store", "create_store",
-           "open_or_create", "check_location", "check_writable", "store_spec", "store_model"]
+           "open_or_create", "check_location", "check_writable", "store_spec", "store_model", "location"]
 
 _ZARR_FORMAT = 3
 _log = logging.getLogger("distntk.store")
@@ -103,6 +103,14 @@ def _version(pkg: str) -> str:
         return version(pkg)
     except PackageNotFoundError:  # pragma: no cover - all are declared dependencies
         return "unknown"
+
+
+def location(path) -> str:
+    """A store location as distntk uses it: ``~`` expanded and ``file://`` dropped for local paths; URLs as given."""
+    text = str(path)
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    return text if "://" in text else os.path.expanduser(text)
 
 
 def _is_url(path: str) -> bool:
@@ -582,6 +590,7 @@ class UnitWriter:
 
 def open_result_store(path, mode: str = "r+", storage_options: dict | None = None) -> ResultStore:
     """Open an existing distntk store (``mode`` ``"r"`` or ``"r+"``)."""
+    path = location(path)
     with _storage_errors(path, "open store"):
         try:
             g = _zarr_group(path, mode, storage_options)

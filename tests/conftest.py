@@ -34,18 +34,20 @@ def sticky_spec(widths=(128, 256, 512), n_init=16, n_data=32, block=16, seed=11)
                                     widths=widths, n_init=n_init, n_data=n_data, block=block, most_likely=3))
 
 
-def write_store(path, spec: Spec, results: dict, seconds: dict | None = None) -> xr.Dataset:
+def write_store(path, spec: Spec, results: dict, seconds: dict | None = None,
+                storage_options: dict | None = None) -> xr.Dataset:
     """A real store at ``path`` for ``spec`` holding ``results`` (``{Unit: Experiment.compute(unit)}``).
 
     Units are written in the experiment's order by ``ResultStore.write_unit``
     (data, wall time, node, write count, then ``done``); the others stay
     NaN / not done.  Returns ``open_store(path)``.
     """
-    rs = create_store(path, spec, spec.experiment.predictions(), command="tests/conftest.py write_store")
+    rs = create_store(path, spec, spec.experiment.predictions(), storage_options,
+                      command="tests/conftest.py write_store")
     for u in spec.experiment.units():
         if u in results:
             rs.write_unit(u, results[u], (seconds or {}).get(u, float("nan")), "in-process")
-    return open_store(path)
+    return open_store(path, storage_options)
 
 
 @dataclass(frozen=True)

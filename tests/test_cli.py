@@ -69,7 +69,10 @@ def test_bad_spec_in_a_real_process(tmp_path, entry, case):
         (["query", "{store}", "--time", "0.7"], "distntk: error: --time 0.7: not on the store's time grid"),
         (["query", "{store}", "--probe", "x"], "distntk: error: --probe x: expected a probe index 0..1"),
         (["query", "{store}", "--format", "xml"], "distntk: error: argument --format: invalid choice"),
-        (["frobnicate"], "distntk: error: argument cmd: invalid choice"),
+        (["frobnicate"], "distntk: error: argument COMMAND: invalid choice"),
+        (["query", "{store}", "--probe", "-1"], "distntk: error: --probe -1: expected a probe index 0..1"),
+        (["query", "{store}", "--form", "json"], "distntk: error: unrecognized arguments: --form json"),
+        (["run", "{spec}", "--stor", "x.zarr"], "distntk: error: unrecognized arguments: --stor x.zarr"),
         (["run", "{other}", "--store", "{store}"], "distntk: error: spec differs from the store's in keys: seed"),
     ],
 )
@@ -244,3 +247,33 @@ def test_run_warns_when_the_history_limit_shortens_L(tmp_path, capsys):
 
 def test_verify_command_on_a_missing_store(tmp_path, capsys):
     _one_error(capsys, main(["verify", str(tmp_path / "nope.zarr")]), "no distntk store at")
+
+
+def test_version_and_help_on_every_option(capsys):
+    from distntk import __version__
+    from distntk.cli import _parser
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"distntk {__version__}"
+    parser = _parser()
+    subs = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"][0]
+    for name, sub in [("distntk", parser), *subs.choices.items()]:
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+
+
+def test_tilde_and_file_urls_name_local_stores(tmp_path, capsys, monkeypatch):
+    spec = load_spec(tiny_spec(tmp_path / "tiny.toml"))
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    rs = open_or_create(home / "s.zarr", spec, spec.experiment.predictions)
+    u = spec.experiment.units()[0]
+    rs.write_unit(u, spec.experiment.compute(u), 0.1, "n")
+    assert main(["query", "~/s.zarr", "--format", "json"]) == 0
+    by_tilde = json.loads(capsys.readouterr().out)["rows"]
+    assert main(["query", f"file://{home}/s.zarr", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == by_tilde
+    assert by_tilde[0]["n"] == u.data_stop - u.data_start
+    assert not (tmp_path / "~").exists() and not Path("~").exists()

@@ -1,0 +1,86 @@
+"""Catalog benchmark: list and summarise many small stores under one root (issue: 1,000 in <= 10 s).
+
+Builds ``--stores`` small stores on local disk: one real store written by
+``distntk.store`` (2 widths x 4 inits x 16 data, 2 times, 3 probes, half its units
+done), copied under distinct member names, each copy then given its own seed in its
+spec attributes so the catalog sees a varying key.  Then times
+``open_catalog(root)`` (one listing, lazy opening of every store) and
+``catalog.rows()`` (``distntk query``'s rows for every store: reading ``done`` and
+``output`` and the estimator) separately, median of ``--repeats``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import machine_info
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
+def build(root: Path, n: int) -> None:
+    import zarr
+    from raytools import section6_toml
+
+    from distntk.spec import parse_spec
+    from distntk.store import create_store
+
+    spec = parse_spec(section6_toml(name="bench", seed=1, widths=(16, 32), n_init=4, n_data=16, block=8,
+                                    most_likely=3))
+    exp = spec.experiment
+    tmpl = root / "template.zarr"
+    rs = create_store(str(tmpl), spec)
+    units = exp.units()
+    for u in units[: len(units) // 2]:
+        rs.write_unit(u, exp.compute(u), 0.01, "bench")
+    for k in range(n):
+        dst = root / f"seed={k}.zarr"
+        shutil.copytree(tmpl, dst)
+        g = zarr.open_group(str(dst), mode="r+")
+        canonical = json.loads(g.attrs["spec_canonical"])
+        canonical["seed"] = k
+        g.attrs["spec_canonical"] = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    shutil.rmtree(tmpl)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stores", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args(argv)
+    from distntk.catalog import open_catalog
+
+    print("## Catalog: list and summarise many stores (bench/bench_catalog.py)")
+    for line in machine_info():
+        print(line)
+    with tempfile.TemporaryDirectory(prefix="dn-catalog-") as tmp:
+        root = Path(tmp)
+        t0 = time.perf_counter()
+        build(root, args.stores)
+        print(f"built {args.stores} stores in {time.perf_counter() - t0:.1f} s")
+        t_open, t_rows, n_rows = [], [], 0
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            cat = open_catalog(str(root))
+            t1 = time.perf_counter()
+            rows = cat.rows()
+            t2 = time.perf_counter()
+            t_open.append(t1 - t0)
+            t_rows.append(t2 - t1)
+            n_rows = len(rows)
+            assert len(cat.stores) == args.stores and not cat.problems and cat.keys == ["seed"]
+        o, r = statistics.median(t_open), statistics.median(t_rows)
+        print(f"| stores | rows | list + open s | summarise s | total s | stores/s |")
+        print(f"|---:|---:|---:|---:|---:|---:|")
+        print(f"| {args.stores} | {n_rows} | {o:.2f} | {r:.2f} | {o + r:.2f} | {args.stores / (o + r):.0f} |")
+
+
+if __name__ == "__main__":
+    main()

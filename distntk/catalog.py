@@ -1,0 +1,327 @@
+"""A catalog of stores: every distntk store under one root, read as one table.
+
+A *root* is a local directory or an fsspec prefix (``s3://bucket/campaign``) whose
+children ``<member>.zarr`` are distntk stores: the root of a sweep
+(:mod:`distntk.sweep`), or any folder of stores.  A sweep root also holds
+``sweep.json``, the manifest that names its members with their spec hashes, so
+that members not started yet are known and a changed sweep is refused.
+
+:func:`open_catalog` lists the root (one listing), opens the stores lazily
+(``xarray.open_zarr``, nothing read but metadata) and returns a :class:`Catalog`:
+
+* ``catalog.tree``: an ``xarray.DataTree``, one child node per store, with the
+  store's flattened canonical spec (dotted keys) in the node's attrs;
+* ``catalog.rows(...)``: the tidy table, one row per (store, width, time, probe),
+  with the fields of ``distntk query`` and every spec key that differs across the
+  stores as a column named by its dotted key (``model.beta``); each store is read
+  as ``distntk query`` reads it, damaged units left out (``catalog.damaged``
+  names them);
+* ``catalog.problems``: members named by the manifest but absent, and children
+  that are not readable distntk stores, each with the reason.
+
+The summaries are computed by :func:`distntk.query.summary`, the one estimator
+every command uses; stores are read by a small thread pool (reading is I/O).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import xarray as xr
+
+from ._text import one_line
+from .query import progress, summary
+from .spec import flat_keys, spec_diff
+from .store import StoreError, open_store
+from .verify import damage_warning, open_checked
+
+__all__ = ["Catalog", "CatalogError", "open_catalog", "read_manifest", "write_manifest", "is_catalog_root",
+           "format_catalog", "MANIFEST"]
+
+MANIFEST = "sweep.json"
+_THREADS = 8
+
+
+class CatalogError(RuntimeError):
+    """A root that cannot be listed, or a sweep that does not match its root; one-line message."""
+
+
+def _fs(root: str, storage_options: dict | None):
+    import fsspec
+
+    with _errors(root, "list"):
+        fs, path = fsspec.core.url_to_fs(str(root), **(storage_options or {}))
+    return fs, path.rstrip("/")
+
+
+@contextlib.contextmanager
+def _errors(root, action):
+    try:
+        yield
+    except CatalogError:
+        raise
+    except ImportError as exc:
+        raise CatalogError(f"cannot {action} {root}: {one_line(exc)} (pip install 'distntk[s3]' or "
+                           "'distntk[gcs]' for object storage)") from None
+    except Exception as exc:  # any filesystem or transport error: one line
+        raise CatalogError(f"cannot {action} {root}: {type(exc).__name__}: {one_line(exc)}") from None
+
+
+def _join(root: str, name: str) -> str:
+    return f"{str(root).rstrip('/')}/{name}"
+
+
+def read_manifest(root: str, storage_options: dict | None = None) -> dict | None:
+    """The sweep manifest of ``root``, or ``None`` when the root holds none."""
+    fs, path = _fs(root, storage_options)
+    with _errors(root, "read the sweep manifest of"):
+        if not fs.exists(f"{path}/{MANIFEST}"):
+            return None
+        text = fs.cat_file(f"{path}/{MANIFEST}")
+    try:
+        manifest = json.loads(text)
+        assert isinstance(manifest, dict) and isinstance(manifest.get("members"), list)
+        return manifest
+    except (ValueError, AssertionError):
+        raise CatalogError(f"{_join(root, MANIFEST)} is not a distntk sweep manifest") from None
+
+
+def write_manifest(root: str, manifest: dict, storage_options: dict | None = None) -> None:
+    """Record ``manifest`` in ``root``; refuse a root whose recorded sweep differs (what differs named)."""
+    old = read_manifest(root, storage_options)
+    if old is not None:
+        if old.get("members") == manifest["members"]:
+            return
+        raise CatalogError(f"the sweep differs from the one recorded in {root}: {_manifest_diff(old, manifest)} "
+                           "(use another --store root to run this sweep)")
+    fs, path = _fs(root, storage_options)
+    with _errors(root, "write the sweep manifest of"):
+        fs.makedirs(path, exist_ok=True)
+        fs.pipe_file(f"{path}/{MANIFEST}", json.dumps(manifest, indent=1, sort_keys=True).encode())
+
+
+def _manifest_diff(old: dict, new: dict) -> str:
+    o = {m["name"]: m["spec_hash"] for m in old["members"]}
+    n = {m["name"]: m["spec_hash"] for m in new["members"]}
+    parts = []
+    if set(o) - set(n):
+        parts.append(f"members no longer in the sweep: {_names(set(o) - set(n))}")
+    if set(n) - set(o):
+        parts.append(f"new members: {_names(set(n) - set(o))}")
+    changed = sorted(k for k in set(o) & set(n) if o[k] != n[k])
+    if changed:
+        parts.append(f"members whose spec changed: {_names(changed)}")
+    if old.get("keys") != new.get("keys"):
+        parts.append(f"swept keys {old.get('keys')} -> {new.get('keys')}")
+    return "; ".join(parts) or "member order"
+
+
+def _names(names, limit: int = 3) -> str:
+    names = sorted(names)
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The stores under one root; see the module docstring."""
+
+    root: str
+    stores: dict  # member name -> lazily opened xr.Dataset
+    specs: dict  # member name -> {dotted key: value} of its canonical spec
+    problems: dict  # member name -> reason it is missing or unreadable
+    manifest: dict | None = None
+    storage_options: dict | None = field(default=None, repr=False)
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def location(self, name: str) -> str:
+        return _join(self.root, f"{name}.zarr")
+
+    def checked(self, name: str) -> tuple[xr.Dataset, dict]:
+        """Member ``name`` loaded with its damaged units left out (:func:`distntk.verify.open_checked`).
+
+        Returns ``(dataset, {unit: reason})``; what :meth:`rows` and the sweep report read.
+        """
+        if name not in self._cache:
+            self._cache[name] = open_checked(self.location(name), self.storage_options)
+        return self._cache[name]
+
+    @property
+    def damaged(self) -> dict:
+        """Member name -> one line naming its damaged units, for the members read so far."""
+        return {n: damage_warning(bad) for n, (_, bad) in list(self._cache.items()) if bad}
+
+    @property
+    def keys(self) -> list[str]:
+        """The dotted spec keys whose values differ across the stores (swept keys first)."""
+        swept = list((self.manifest or {}).get("keys", []))
+        names = list(self.specs)
+        differ = set()
+        for a in names[1:]:
+            differ.update(spec_diff(self._canonical(names[0]), self._canonical(a)))
+        return swept + sorted(differ - set(swept))
+
+    @property
+    def swept(self) -> list[str]:
+        """The keys a sweep varies (its manifest's), else :attr:`keys`: the axes of the sweep report."""
+        return list(self.manifest["keys"]) if self.manifest else self.keys
+
+    def _canonical(self, name):
+        return json.loads(self.stores[name].attrs["spec_canonical"])
+
+    @property
+    def tree(self) -> xr.DataTree:
+        """One node per store (lazy datasets), the flattened spec in each node's attrs."""
+        nodes = {}
+        for name, ds in self.stores.items():
+            node = ds.copy()
+            node.attrs = {**ds.attrs, **{f"spec:{k}": _attr(v) for k, v in self.specs[name].items()}}
+            nodes[f"/{name}"] = node
+        tree = xr.DataTree.from_dict(nodes)
+        tree.attrs = {"root": self.root, "keys": self.keys,
+                      "problems": json.dumps(self.problems, sort_keys=True)}
+        return tree
+
+    def where(self, **conditions) -> Catalog:
+        """The catalog restricted to members whose spec keys equal the given values (dotted keys as ``**{}``)."""
+        keep = [n for n in self.stores if all(_equal(self.specs[n].get(k, _MISSING), v)
+                                               for k, v in conditions.items())]
+        return Catalog(self.root, {n: self.stores[n] for n in keep}, {n: self.specs[n] for n in keep},
+                       dict(self.problems), self.manifest, self.storage_options)
+
+    def rows(self, width=None, time=None, probe=None) -> list[dict]:
+        """The tidy table: the ``distntk query`` row fields per (store, width, time, probe), plus the keys."""
+        keys = self.keys
+
+        def one(name):
+            ds, _ = self.checked(name)
+            prog = {p["width"]: p for p in progress(ds)}
+            base = {"store": name, **{k: self.specs[name].get(k) for k in keys}}
+            out = []
+            for r in summary(ds, width=width, time=time, probe=probe):
+                p = prog[r["width"]]
+                out.append({**base, **r, "units_done": p["units_done"], "units": p["units"]})
+            return out
+
+        with ThreadPoolExecutor(_THREADS) as pool:
+            return [r for rows in pool.map(one, list(self.stores)) for r in rows]
+
+    def frame(self, width=None, time=None, probe=None):
+        """:meth:`rows` as a ``pandas.DataFrame``."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows(width, time, probe))
+
+
+_MISSING = object()
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return float(a) == float(b)
+    return a == b
+
+
+def _attr(v):
+    return v if isinstance(v, (str, int, float, bool)) else json.dumps(v, separators=(",", ":"))
+
+
+def open_catalog(root: str, storage_options: dict | None = None) -> Catalog:
+    """The stores under ``root`` (a directory or an fsspec prefix), opened lazily."""
+    fs, path = _fs(root, storage_options)
+    with _errors(root, "list"):
+        if not fs.isdir(path):
+            raise CatalogError(f"no directory or prefix at {root}; expected a folder of distntk stores")
+        children = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
+    manifest = read_manifest(root, storage_options)
+    names = [c[: -len(".zarr")] for c in children if c.endswith(".zarr")]
+    problems = {}
+    if manifest is not None:
+        for m in manifest["members"]:
+            if m["name"] not in names:
+                problems[m["name"]] = "not started (no store yet)"
+
+    def open_one(name):
+        try:
+            ds = open_store(_join(root, f"{name}.zarr"), storage_options)
+            return name, ds, flat_keys(json.loads(ds.attrs["spec_canonical"])), None
+        except (StoreError, KeyError, ValueError) as exc:
+            return name, None, None, one_line(exc)
+
+    stores, specs = {}, {}
+    with ThreadPoolExecutor(_THREADS) as pool:
+        for name, ds, spec, err in pool.map(open_one, names):
+            if err is not None:
+                problems[name] = err
+            else:
+                stores[name], specs[name] = ds, spec
+    if not stores and not problems:
+        raise CatalogError(f"no distntk stores under {root} (expected children named <member>.zarr)")
+    return Catalog(str(root), stores, specs, problems, manifest, storage_options)
+
+
+def is_catalog_root(path: str, storage_options: dict | None = None) -> bool:
+    """Whether ``path`` is a root of stores (a sweep manifest, or ``*.zarr`` children) rather than one store."""
+    if "://" not in str(path) and not __import__("os").path.isdir(str(path)):
+        return False
+    try:
+        fs, p = _fs(path, storage_options)
+        if fs.exists(f"{p}/zarr.json") or not fs.isdir(p):
+            return False
+        if fs.exists(f"{p}/{MANIFEST}"):
+            return True
+        return any(c.rstrip("/").endswith(".zarr") for c in fs.ls(p, detail=False))
+    except Exception:  # whatever the location is, opening it as a store will say what is wrong, in one line
+        return False
+
+
+_TABLE = [("width", "N", 6, "d"), ("time", "t", 5, ".2f"), ("probe", "probe", 0, "s"), ("n", "n", 6, "d"),
+          ("h", "h_t", 8, ".4f"), ("mean", "mean", 8, ".4f"), ("se", "se", 7, ".4f"), ("nvar", "N*Var", 8, ".4f"),
+          ("nvar_poisson", "Poisson", 8, ".4f"), ("nvar_iid", "iid", 8, ".4f")]
+
+
+def _clean(v):
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def format_catalog(catalog: Catalog, rows: list[dict], fmt: str = "table") -> str:
+    """The catalog's rows as ``table``, ``csv`` or ``json`` (``{"root", "keys", "problems", "rows"}``)."""
+    keys = catalog.keys
+    if fmt == "json":
+        return json.dumps({"root": catalog.root, "keys": keys, "problems": catalog.problems,
+                           "rows": [{k: _clean(v) for k, v in r.items()} for r in rows]}, indent=1)
+    if fmt == "csv":
+        fields = list(rows[0]) if rows else ["store", *keys]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if _clean(v) is None else (v if not isinstance(v, (list, dict)) else json.dumps(v)))
+                        for k, v in r.items()})
+        return buf.getvalue().rstrip("\n")
+    text = lambda v: "-" if v is None else (v if isinstance(v, str) else json.dumps(v, separators=(",", ":")))  # noqa: E731
+    sw = max([5] + [len(r["store"]) for r in rows])
+    kw = {k: max([len(k)] + [len(text(r.get(k))) for r in rows]) for k in keys}
+    pw = max([5] + [len(r["probe"]) for r in rows])
+    head = [f"{'store':<{sw}}", *[f"{k:>{kw[k]}}" for k in keys]]
+    head += [f"{label:>{pw if name == 'probe' else w}}" for name, label, w, _ in _TABLE]
+    lines = [f"catalog {catalog.root}: {len(catalog.stores)} stores"
+             + (f", {len(catalog.problems)} missing or unreadable" if catalog.problems else ""), " ".join(head)]
+    for r in rows:
+        cells = [f"{r['store']:<{sw}}", *[f"{text(r.get(k)):>{kw[k]}}" for k in keys]]
+        for name, _, w, f in _TABLE:
+            v = r[name]
+            if name == "probe":
+                cells.append(f"{v:>{pw}}")
+            elif isinstance(v, float) and not math.isfinite(v):
+                cells.append(f"{'-':>{w}}")
+            else:
+                cells.append(f"{v:>{w}{f}}")
+        lines.append(" ".join(cells))
+    return "\n".join(lines)

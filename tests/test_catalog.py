@@ -1,0 +1,140 @@
+"""A catalog of stores under a root: listing, manifest, tidy rows, filters, DataTree, sweep report.
+
+Stores here are real Zarr stores written by store.py from in-process computations
+(conftest.write_store); the Ray path of a sweep is tested in test_sweep_run.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import write_store
+from raytools import section6_toml
+
+from distntk.catalog import CatalogError, open_catalog, read_manifest, write_manifest
+from distntk.query import summary
+from distntk.report import write_sweep_report
+from distntk.sweep import parse_sweep
+
+BASE = section6_toml(name="cat", seed=5, widths=(16,), n_init=3, n_data=8, block=4)
+SWEEP = parse_sweep(BASE + '[sweep]\n"model.beta" = [0.6, 0.8, 0.9]\n', default_name="cat")
+
+
+def _write_members(root, members, units=None):
+    """Write ``members`` under ``root``: all their units, or the first ``units`` of each."""
+    for m in members:
+        exp = m.spec.experiment
+        todo = exp.units() if units is None else exp.units()[:units]
+        write_store(f"{root}/{m.name}.zarr", m.spec, {u: exp.compute(u) for u in todo})
+
+
+@pytest.fixture(scope="module")
+def sweep_root(tmp_path_factory):
+    """A partial sweep: member 0 complete, member 1 with 2 of 6 units, member 2 never started, a junk child."""
+    root = tmp_path_factory.mktemp("sweep-root")
+    write_manifest(str(root), SWEEP.manifest)
+    _write_members(root, SWEEP.members[:1])
+    _write_members(root, SWEEP.members[1:2], units=2)
+    (root / "junk.zarr").mkdir()
+    return root
+
+
+def test_catalog_lists_members_keys_and_problems(sweep_root):
+    cat = open_catalog(str(sweep_root))
+    assert sorted(cat.stores) == sorted(m.name for m in SWEEP.members[:2])
+    assert cat.keys == ["model.beta"]
+    assert cat.problems[SWEEP.members[2].name].startswith("not started")
+    assert "junk" in cat.problems and "no distntk store" in cat.problems["junk"]
+
+
+def test_rows_are_the_query_rows_of_each_store_plus_the_keys(sweep_root):
+    cat = open_catalog(str(sweep_root))
+    rows = cat.rows(time=1.0)
+    for m in SWEEP.members[:2]:
+        mine = [r for r in rows if r["store"] == m.name]
+        expected = summary(cat.stores[m.name], time=1.0)
+        assert len(mine) == len(expected) > 0
+        for r, e in zip(mine, expected, strict=True):
+            assert r["model.beta"] == m.values["model.beta"]
+            assert all((r[k] == e[k]) or (r[k] != r[k] and e[k] != e[k]) for k in e)  # NaN == NaN here
+    complete = [r for r in rows if r["store"] == SWEEP.members[0].name]
+    partial = [r for r in rows if r["store"] == SWEEP.members[1].name]
+    assert all(r["units_done"] == r["units"] == 6 for r in complete)
+    assert all(r["units_done"] == 2 and r["units"] == 6 for r in partial)
+
+
+def test_where_filters_by_spec_key(sweep_root):
+    cat = open_catalog(str(sweep_root))
+    assert list(cat.where(**{"model.beta": 0.8}).stores) == [SWEEP.members[1].name]
+    assert list(cat.where(**{"model.beta": 0.7}).stores) == []
+    assert len(cat.where(**{"training.L": 4}).stores) == 2
+
+
+def test_datatree_one_node_per_store_with_the_spec_in_attrs(sweep_root):
+    tree = open_catalog(str(sweep_root)).tree
+    names = sorted(tree.children)
+    assert names == sorted(m.name for m in SWEEP.members[:2])
+    for m in SWEEP.members[:2]:
+        node = tree[m.name]
+        assert node.attrs["spec:model.beta"] == m.values["model.beta"]
+        assert node.attrs["spec_hash"] == m.spec.hash
+        assert "output" in node.to_dataset()
+
+
+def test_folder_of_unrelated_stores_shows_the_keys_that_differ(tmp_path):
+    a = parse_sweep(BASE + '[sweep]\n"seed" = [1]\n').members[0]
+    b = parse_sweep(section6_toml(name="x", seed=2, widths=(16, 32), n_init=3, n_data=8, block=4)
+                    + '[sweep]\n"model.b_max" = [0.2]\n').members[0]
+    _write_members(tmp_path, [a, b], units=1)
+    cat = open_catalog(str(tmp_path))
+    assert cat.manifest is None and not cat.problems
+    assert cat.keys == ["model.b_max", "replicas.widths", "seed"]
+
+
+def test_changed_sweep_is_refused_naming_the_change(tmp_path):
+    write_manifest(str(tmp_path), SWEEP.manifest)
+    write_manifest(str(tmp_path), SWEEP.manifest)  # the same sweep again: accepted
+    changed = parse_sweep(BASE + '[sweep]\n"model.beta" = [0.6, 0.8, 0.95]\n', default_name="cat")
+    with pytest.raises(CatalogError) as err:
+        write_manifest(str(tmp_path), changed.manifest)
+    msg = str(err.value)
+    assert "members no longer in the sweep: model.beta=0.9" in msg and "new members: model.beta=0.95" in msg
+    assert read_manifest(str(tmp_path))["members"] == json.loads(json.dumps(SWEEP.manifest["members"]))
+
+
+def test_roots_that_are_not_catalogs_are_one_line_errors(tmp_path):
+    with pytest.raises(CatalogError, match="no directory or prefix"):
+        open_catalog(str(tmp_path / "nope"))
+    with pytest.raises(CatalogError, match="no distntk stores under"):
+        open_catalog(str(tmp_path))
+    (tmp_path / "sweep.json").write_text("{not json")
+    with pytest.raises(CatalogError, match="is not a distntk sweep manifest"):
+        read_manifest(str(tmp_path))
+
+
+def test_sweep_report_names_missing_members_and_units(sweep_root, tmp_path):
+    cat = open_catalog(str(sweep_root))
+    path = write_sweep_report(cat, tmp_path / "rep")
+    text = path.read_text()
+    assert (tmp_path / "rep" / "ratios.png").stat().st_size > 0 and (tmp_path / "rep" / "init.png").exists()
+    assert f"`{SWEEP.members[2].name}`: not started" in text
+    assert f"`{SWEEP.members[1].name}`: 4 units not done" in text
+    assert "1 of 2 stores are complete" in text
+    for m in SWEEP.members[:2]:
+        assert f"| `{m.name}` | {m.values['model.beta']} | 16 |" in text
+
+
+def test_catalog_on_s3(s3_bucket, tmp_path):
+    root = s3_bucket.url("campaign")
+    so = s3_bucket.storage_options()
+    write_manifest(root, SWEEP.manifest, so)
+    m = SWEEP.members[0]
+    exp = m.spec.experiment
+    write_store(f"{root}/{m.name}.zarr", m.spec, {u: exp.compute(u) for u in exp.units()[:3]},
+                storage_options=so)
+    cat = open_catalog(root, so)
+    assert list(cat.stores) == [m.name]
+    assert sorted(cat.problems) == sorted(x.name for x in SWEEP.members[1:])
+    rows = cat.rows(time=1.0)
+    assert rows and all(r["model.beta"] == 0.6 and r["units_done"] == 3 for r in rows)
