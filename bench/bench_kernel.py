@@ -55,7 +55,7 @@ sys.path.insert(0, str(HERE))
 from _common import machine_info, median, repeat, table  # noqa: E402
 
 from distntk import _fast  # noqa: E402
-from distntk.rnn import KERNELS, Params, RNNConfig, init_params  # noqa: E402
+from distntk.rnn import ENGINES, Params, RNNConfig, init_params  # noqa: E402
 
 SIZES = [(1024, 16), (4096, 8)]
 REL = 1e-10
@@ -104,7 +104,7 @@ def variants(reps):
 
 def _numpy_runner(kernel, cfg, N, R, n, seed=0):
     p, state, xs, ys = setup(cfg, N, R, n, seed=seed)
-    seg = KERNELS[kernel]
+    seg = ENGINES[kernel]
     args = (cfg.eta(N), cfg.scale(N), cfg.activation, cfg.gradient == "rtrl", True)
     return (lambda: seg(p, state, xs, ys, *args)), (lambda: (p.c, p.w, p.a, p.b, state[0]))
 

@@ -45,7 +45,7 @@ def child(N, R, T, kernel):
     probes = win.histories[win.most_likely(4)]
     cfg = RNNConfig()
     times = np.linspace(0, T, 11)
-    kw = dict(root=0, init=0, L=L, kernel=kernel, risk=(win.histories, win.pi, f))
+    kw = dict(root=0, init=0, L=L, engine=kernel, risk=(win.histories, win.pi, f))
     run_replicas(cfg, chain, target, 16, T, times, probes, width_key=16, data=[0, 1], **kw)  # compile, warm up
     start = _rss()
     t = time.perf_counter()

@@ -53,7 +53,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__: list[str] = []  # private: registered in distntk.rnn.KERNELS / OUTPUTS
+__all__: list[str] = []  # private: registered in distntk.rnn.ENGINES
 
 _JIT = dict(cache=True, error_model="numpy", fastmath=False)  # error_model: no zero-division checks, so loops vectorise
 

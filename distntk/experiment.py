@@ -26,7 +26,8 @@ layer (``service.py``) schedules them as opaque calls.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import xarray as xr
@@ -77,13 +78,12 @@ class Experiment:
     n_data: int
     block: int = 16
     seed: int = 0
-    kernel: str = "fast"
+    engine: str = "fast"  # the training engine, distntk.rnn.ENGINES
     kernel_resolution: int | None = None  # legacy fixed quadrature (limit.resolution)
     kernel_tol: float = 1e-6  # quadrature tolerance on the kernel entries (limit.tol)
     name: str = "experiment"
     record_risk: bool = True
     max_histories: int = 4096  # the spec's limit.max_histories
-    _limit: dict = field(default_factory=dict, repr=False, compare=False)
 
     def units(self) -> list[Unit]:
         """All units, in a fixed order (width, init, block)."""
@@ -101,7 +101,7 @@ class Experiment:
         res = run_replicas(
             self.model, self.chain, self.target, unit.width, self.T, self.times, self.probes,
             root=self.seed, width_key=unit.width, init=unit.init, data=list(unit.data), L=self.L,
-            kernel=self.kernel, risk=risk,
+            engine=self.engine, risk=risk,
         )
         out = {"output": res} if risk is None else {"output": res[0], "risk": res[1]}
         for name, values in out.items():
@@ -111,12 +111,13 @@ class Experiment:
         return out
 
     def limit(self) -> Limit:
-        """The solved limit problem (computed once per experiment object)."""
-        if "limit" not in self._limit:
-            self._limit["limit"] = solve_limit(self.model, self.chain, self.target, L=self.L,
-                                               resolution=self.kernel_resolution, quad_tol=self.kernel_tol,
-                                               max_histories=self.max_histories)
-        return self._limit["limit"]
+        """The solved limit problem (computed once per experiment object, and shipped with it to the actors)."""
+        return self._solved
+
+    @cached_property
+    def _solved(self) -> Limit:
+        return solve_limit(self.model, self.chain, self.target, L=self.L, resolution=self.kernel_resolution,
+                           quad_tol=self.kernel_tol, max_histories=self.max_histories)
 
     def probe_labels(self) -> list[str]:
         return ["".join(str(int(s)) for s in z) for z in self.probes]

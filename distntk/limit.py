@@ -668,10 +668,6 @@ class Limit:
         B = np.exp(-self.cfg.alpha * np.outer(t, lam))[:, None, :] * Acoef[None]  # (n_t, P, H)
         return np.einsum("tph,hk,tqk->tpq", B, Ct, B)
 
-    def covariance(self, times) -> np.ndarray:
-        """Full Poisson ``V_t`` on all histories, ``(n_t, H, H)`` (small ``H`` only)."""
-        return self.fluctuation_variances(times, np.eye(self.window.n_histories))["poisson"]
-
 
 def solve_limit(cfg: RNNConfig, chain: MarkovChain, target: Target, L: int | None = None,
                 tol: float = 1e-6, max_histories: int = 4096, resolution: int | None = None,

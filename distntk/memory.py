@@ -21,7 +21,7 @@ import numpy as np
 import xarray as xr
 
 from .chain import MarkovChain
-from .rnn import ACTIVATIONS, KERNELS, RNNConfig, contraction_seed, data_seed, init_params, init_seed
+from .rnn import ACTIVATIONS, ENGINES, RNNConfig, contraction_seed, data_seed, init_params, init_seed
 
 __all__ = ["memory_contraction"]
 
@@ -56,7 +56,7 @@ def memory_contraction(cfg: RNNConfig, chain: MarkovChain, width: int, n_steps: 
     S = np.zeros((2, N))
     S[1] = start
     state = [S, np.zeros((2, N, d + 2))]
-    seg = KERNELS["reference"]
+    seg = ENGINES["reference"]
     dist = [np.max(np.abs(S[0] - S[1]))]
     rms = [np.sqrt(np.mean((S[0] - S[1]) ** 2))]
     for k in range(n_steps):

@@ -25,11 +25,11 @@ Arrays are vectorised over ``R`` data sequences sharing one initialisation:
 parameters ``c, a, b`` are ``(R, N)``, ``w`` is ``(R, N, d)``; memory ``S`` is
 ``(R, N)`` and the Jacobian ``J`` is ``(R, N, d + 2)`` ordered ``(w, a, b)``.
 
-The per-segment update is a swappable kernel: :data:`KERNELS` maps a name to
-a function ``kernel(params, state, xs, ys, eta, scale, activation, rtrl, update)``
+The per-segment update is a swappable *engine*: :data:`ENGINES` maps a name to
+a function ``engine(params, state, xs, ys, eta, scale, activation, rtrl, update)``
 that advances ``xs.shape[1]`` steps in place.  ``"reference"`` is plain NumPy
 and is the oracle the fast kernels are tested against; ``"fast"`` (the default)
-is the compiled kernel of :mod:`distntk._fast` (one fused sweep over the units
+is the compiled engine of :mod:`distntk._fast` (one fused sweep over the units
 per step, SIMD ``tanh``), which with it also evaluates the records (probe
 outputs and the risk over all histories).
 
@@ -64,7 +64,7 @@ __all__ = [
     "RNNConfig",
     "Params",
     "ACTIVATIONS",
-    "KERNELS",
+    "ENGINES",
     "init_seed",
     "data_seed",
     "init_params",
@@ -189,7 +189,7 @@ def sample_data(chain: MarkovChain, target: Target, cfg: RNNConfig, n_burn: int,
 
 
 def _segment_reference(p: Params, state, xs, ys, eta, scale, activation, rtrl, update=True):
-    """Advance ``xs.shape[1]`` steps in place (plain NumPy reference kernel).
+    """Advance ``xs.shape[1]`` steps in place (the plain NumPy reference engine).
 
     ``state = [S (R,N), J (R,N,d+2)]``; ``xs (R, n, d)``, ``ys (R, n)``.
     """
@@ -222,16 +222,16 @@ def _segment_reference(p: Params, state, xs, ys, eta, scale, activation, rtrl, u
 
 
 def _segment_fast(p: Params, state, xs, ys, eta, scale, activation, rtrl, update=True):
-    """Compiled kernel with the reference's semantics (:mod:`distntk._fast`); in place."""
+    """Compiled engine with the reference's semantics (:mod:`distntk._fast`); in place."""
     if activation not in ("tanh", "sigmoid"):
-        raise ModelError(f"the fast kernel knows activations 'tanh' and 'sigmoid', not {activation!r}")
+        raise ModelError(f"the fast engine knows activations 'tanh' and 'sigmoid', not {activation!r}")
     S, J = state
     run = _fast.segment_kernel(xs.shape[2], bool(rtrl), activation == "sigmoid")
     run(p.c, p.w, p.a, p.b, S, J, np.ascontiguousarray(xs, dtype=float), np.ascontiguousarray(ys, dtype=float),
         float(eta), float(scale), bool(update))
 
 
-KERNELS: dict[str, Callable] = {"reference": _segment_reference, "fast": _segment_fast}
+ENGINES: dict[str, Callable] = {"reference": _segment_reference, "fast": _segment_fast}
 
 
 def memory_and_jacobian(w, a, b, xs, activation="tanh", rtrl=True):
@@ -388,7 +388,7 @@ def run_replicas(
     init: int,
     data: list[int] | np.ndarray,
     L: int,
-    kernel: str = "fast",
+    engine: str = "fast",
     risk: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     chunk: int | None = None,
 ):
@@ -398,13 +398,13 @@ def run_replicas(
     sorted grid ``times`` in ``[0, T]``; with ``risk = (histories, pi, f)`` also
     the stationary risk ``1/2 sum_z pi(z) (f(z) - g(z))^2`` as ``(R, n_times)``,
     returned as a second array.  ``width_key`` is the width used in the seed
-    keys (normally ``N``).  ``kernel`` names an entry of :data:`KERNELS`;
+    keys (normally ``N``).  ``engine`` names an entry of :data:`ENGINES`;
     ``"fast"`` also evaluates the records with the compiled window kernel.
     The data are drawn ``chunk`` steps at a time (default ``max(256, N // 8)``);
     the results do not depend on it.
     """
-    if kernel not in KERNELS:
-        raise ModelError(f"kernel is {kernel!r}; expected one of {sorted(KERNELS)}")
+    if engine not in ENGINES:
+        raise ModelError(f"engine is {engine!r}; expected one of {sorted(ENGINES)}")
     times = np.asarray(times, dtype=float)
     if times.ndim != 1 or np.any(np.diff(times) < 0) or times[0] < 0 or times[-1] > T:
         raise ModelError(f"time grid must be sorted within [0, T = {T}]")
@@ -422,12 +422,12 @@ def run_replicas(
     streams = [_DataStream(chain, target, cfg, B, K, data_seed(root, width_key, init, j)) for j in data]
     chunk = max(256, N // 8) if chunk is None else max(1, int(chunk))
     state = [np.zeros((R, N)), np.zeros((R, N, d + 2))]
-    seg = KERNELS[kernel]
+    seg = ENGINES[engine]
     eta, scale, rtrl = cfg.eta(N), cfg.scale(N), cfg.gradient == "rtrl"
     xs_burn = np.stack([s.burn_in() for s in streams]) if R else np.empty((0, B, d))
     seg(p, state, xs_burn, np.empty((R, 0)), eta, scale, cfg.activation, rtrl, False)
     probes = np.asarray(probes)
-    if kernel == "fast":
+    if engine == "fast":
         lcp_probes = _fast.common_prefix(probes)
         probe_out = lambda: _window_outputs_fast(p, chain.inputs, probes, scale, cfg.activation, lcp_probes)  # noqa: E731
     else:
@@ -437,7 +437,7 @@ def run_replicas(
     if risk is not None:
         hist, pi_h, f_h = risk
         hist = np.asarray(hist)
-        if kernel == "fast":
+        if engine == "fast":
             lcp_hist = _fast.common_prefix(hist)
             hist_out = lambda: _window_outputs_fast(p, chain.inputs, hist, scale, cfg.activation, lcp_hist)  # noqa: E731
         else:

@@ -6,7 +6,8 @@ A spec names everything a run needs (MODEL.md sections 1-3 and 6)::
     description = "..."            # optional, free text
     seed = 2026                    # root seed of every replica's SeedSequence
     store = "stores/quickstart.zarr"   # optional default store (local path or fsspec URL)
-    kernel = "reference"           # optional segment kernel (distntk.rnn.KERNELS)
+    engine = "reference"           # optional training engine (distntk.rnn.ENGINES; the old key "kernel" is
+                                   # still read, with a warning, and hashes the same)
 
     [chain]                        # finite ergodic chain, MODEL 1
     inputs = [-1.0, 1.0]           # x_s per state: S numbers (d = 1) or S lists of d numbers
@@ -88,6 +89,7 @@ import json
 import math
 import tomllib
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -96,11 +98,11 @@ from ._text import one_line
 from .chain import ChainError, markov_chain, window_chain
 from .experiment import Experiment
 from .limit import MAX_HISTORIES, window_length
-from .rnn import KERNELS, ModelError, RNNConfig
+from .rnn import ENGINES, ModelError, RNNConfig
 from .target import BUILTIN_TARGETS, TargetError, make_target
 
-__all__ = ["Spec", "SpecError", "load_spec", "read_spec_text", "parse_spec", "spec_diff", "canonical_json", "flat_keys",
-           "is_code_target", "DEFAULT_MAX_HISTORIES"]
+__all__ = ["Spec", "SpecError", "load_spec", "read_spec_text", "parse_spec", "spec_diff", "spec_hash",
+           "canonical_json", "flat_keys", "is_code_target", "DEFAULT_MAX_HISTORIES"]
 
 
 class SpecError(ValueError):
@@ -138,9 +140,20 @@ class Spec:
     description: str = ""
     warnings: tuple[str, ...] = field(default=())  # things a user should see before running (one line each)
 
-    @property
+    @cached_property
     def hash(self) -> str:
-        return hashlib.sha256(canonical_json(self.canonical).encode()).hexdigest()
+        return spec_hash(self.canonical)
+
+
+def spec_hash(canonical: dict) -> str:
+    """SHA-256 of a canonical spec's JSON.
+
+    The training engine is hashed under its old key ``kernel`` (its name before
+    distntk 0.2), so the hashes of specs and stores written before the rename stay
+    valid; a canonical form that still says ``kernel`` hashes the same way.
+    """
+    legacy = {("kernel" if k == "engine" else k): v for k, v in canonical.items()}
+    return hashlib.sha256(canonical_json(legacy).encode()).hexdigest()
 
 
 def is_code_target(name: str) -> bool:
@@ -172,7 +185,8 @@ def canonical_json(canonical: dict) -> str:
 
 def spec_diff(a: dict, b: dict) -> list[str]:
     """Dotted keys whose values differ between two canonical specs (sorted)."""
-    fa, fb = flat_keys(a), flat_keys(b)
+    modern = lambda c: {("engine" if k == "kernel" else k): v for k, v in c.items()}  # noqa: E731 (old stores)
+    fa, fb = flat_keys(modern(a)), flat_keys(modern(b))
     return sorted(k for k in fa.keys() | fb.keys() if fa.get(k, _REQUIRED) != fb.get(k, _REQUIRED))
 
 
@@ -234,10 +248,15 @@ def _parse(text: str, default_name: str, source: str, allow_code: bool) -> Spec:
     if not 0 <= seed < 2**128:
         raise SpecError(f"seed: expected an integer in [0, 2**128), got {_show(seed)}")
     store = top.get("store", "name", f"{_DEFAULT_STORE_DIR}/{name}.zarr")
-    default_kernel = {f.name: f.default for f in fields(Experiment)}["kernel"]
-    kernel = top.get("kernel", "name", default_kernel)
-    if kernel not in KERNELS:
-        raise SpecError(f"kernel: unknown kernel {_show(kernel)}; expected one of {sorted(KERNELS)}")
+    engine = top.get("engine", "name", None)
+    legacy = top.get("kernel", "name", None)  # the engine's name before distntk 0.2
+    if legacy is not None and engine is not None:
+        raise SpecError("kernel: the old name of engine; give engine only")
+    key = "kernel" if legacy is not None else "engine"
+    engine = legacy if legacy is not None else engine
+    engine = {f.name: f.default for f in fields(Experiment)}["engine"] if engine is None else engine
+    if engine not in ENGINES:
+        raise SpecError(f"{key}: unknown engine {_show(engine)}; expected one of {sorted(ENGINES)}")
 
     chain, chain_c = _chain(top.table("chain"))
     model_t = top.table("model", required=False)
@@ -259,6 +278,9 @@ def _parse(text: str, default_name: str, source: str, allow_code: bool) -> Spec:
     limit_t.finish()
     target, target_c = _target(top.table("target"), allow_code)
     T, times, L, record_risk, training_c, warnings = _training(training, cfg, chain, target, max_h)
+    if legacy is not None:
+        warnings = [*warnings, f"kernel = {legacy!r}: 'kernel' is the old name of the spec key 'engine'; "
+                               "write engine = ... (the hash is the same)"]
     replicas, replicas_c = _replicas(top.table("replicas"))
     probes, probes_c = _probes(top.table("probes"), chain, L, max_h)
     top.finish()
@@ -282,7 +304,7 @@ def _parse(text: str, default_name: str, source: str, allow_code: bool) -> Spec:
 
     exp = Experiment(chain=chain, target=target, model=cfg, T=T, times=times, L=L, probes=probes,
                      widths=replicas["widths"], n_init=replicas["n_init"], n_data=replicas["n_data"],
-                     block=replicas["block"], seed=seed, kernel=kernel, kernel_resolution=resolution,
+                     block=replicas["block"], seed=seed, engine=engine, kernel_resolution=resolution,
                      kernel_tol=quad_tol, name=name, record_risk=record_risk, max_histories=max_h)
     # absent at their defaults, so the hashes of earlier specs stay valid
     limit_c = {"resolution": resolution}
@@ -292,7 +314,7 @@ def _parse(text: str, default_name: str, source: str, allow_code: bool) -> Spec:
         limit_c["max_histories"] = max_h
     canonical = {
         "seed": seed,
-        "kernel": kernel,
+        "engine": engine,
         "chain": chain_c,
         "target": target_c,
         "model": model_c,

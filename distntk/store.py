@@ -81,7 +81,7 @@ from zarr.core.sync import sync as _zarr_sync
 
 from ._text import one_line
 from .experiment import Experiment, Unit, unit_grid
-from .spec import Spec, SpecError, canonical_json, parse_spec, spec_diff
+from .spec import Spec, SpecError, canonical_json, parse_spec, spec_diff, spec_hash
 
 __all__ = ["StoreError", "ResultStore", "UnitWriter", "open_store", "open_result_store", "create_store",
            "open_or_create", "check_location", "check_writable", "store_spec", "store_model", "location"]
@@ -257,7 +257,7 @@ def store_model(ds: xr.Dataset):
         raise StoreError(f"store {name!r} has no spec attributes; expected a store written by distntk run")
     try:
         canonical = json.loads(str(text))
-        if hashlib.sha256(canonical_json(canonical).encode()).hexdigest() != want:
+        if spec_hash(canonical) != want:
             raise StoreError(f"the canonical spec stored in {name!r} does not hash to the store's "
                              f"{str(want)[:12]}")
         chain = markov_chain(canonical["chain"]["transition"], canonical["chain"]["inputs"])
@@ -682,7 +682,7 @@ def _attrs(spec: Spec, exp: Experiment, pred: xr.Dataset, command: str) -> dict:
         "title": f"distntk Monte Carlo: {spec.name}",
         "summary": spec.description or "Finite-N RNN outputs on probe windows with their kernel-limit predictions",
         "source": f"distntk {_version('distntk')} (finite-N RNN, online SGD with {exp.model.gradient} "
-                  f"gradients, kernel '{exp.kernel}'; limit by quadrature, MODEL.md sections 2-5)",
+                  f"gradients, engine '{exp.engine}'; limit by quadrature, MODEL.md sections 2-5)",
         "history": f"{now} created by: {command or 'distntk'}",
         "Conventions": "CF-1.10",
         "created": now,
@@ -697,7 +697,7 @@ def _attrs(spec: Spec, exp: Experiment, pred: xr.Dataset, command: str) -> dict:
         "T": float(exp.T),
         "L": int(exp.L),
         "block": int(exp.block),
-        "kernel": exp.kernel,
+        "engine": exp.engine,
         "memory_bound": num(pa["memory_bound"]),
         "kernel_error": num(pa["kernel_error"]),
         "kernel_method": str(pa.get("kernel_method", "")),

@@ -21,7 +21,7 @@ import pytest
 from distntk import _fast
 from distntk.chain import markov_chain, window_chain
 from distntk.experiment import Experiment
-from distntk.rnn import KERNELS, RNNConfig, _DataStream, data_seed, run_replicas, sample_data
+from distntk.rnn import ENGINES, RNNConfig, _DataStream, data_seed, run_replicas, sample_data
 from distntk.target import make_target
 
 REL = 1e-10
@@ -49,7 +49,7 @@ def test_fast_equals_reference_after_a_full_run(binary, activation, gradient):
     probes = win.histories[[3, 0, 63, 3]]  # unsorted, with a repeat
     runs = {
         k: run_replicas(cfg, chain, target, 70, 2.5, np.linspace(0, 2.5, 6), probes, root=3, width_key=70,
-                        init=1, data=[0, 1, 2], L=6, kernel=k, risk=(win.histories, win.pi, f))
+                        init=1, data=[0, 1, 2], L=6, engine=k, risk=(win.histories, win.pi, f))
         for k in ("reference", "fast")
     }
     (out_r, risk_r), (out_f, risk_f) = runs["reference"], runs["fast"]
@@ -66,7 +66,7 @@ def test_fast_equals_reference_in_two_dimensions():
     f = target.on_windows(chain.inputs, win.histories)
     cfg = RNNConfig(noise_std=0.2)
     res = [run_replicas(cfg, chain, target, 50, 3.0, [0, 0.5, 1.7, 3.0], win.histories[[5, 0, 40]], root=1,
-                        width_key=50, init=2, data=[0, 1], L=4, kernel=k, risk=(win.histories, win.pi, f))
+                        width_key=50, init=2, data=[0, 1], L=4, engine=k, risk=(win.histories, win.pi, f))
            for k in ("reference", "fast")]
     for a, b in zip(*res):
         assert _rel(a, b) < REL
@@ -76,7 +76,7 @@ def test_fast_is_invariant_to_pieces_and_blocks(binary):
     chain, target, win, f = binary
     cfg = RNNConfig(noise_std=0.1)
     probes = win.histories[:5]
-    kw = dict(root=0, width_key=64, init=0, L=6, kernel="fast", risk=(win.histories, win.pi, f))
+    kw = dict(root=0, width_key=64, init=0, L=6, engine="fast", risk=(win.histories, win.pi, f))
     out3, risk3 = run_replicas(cfg, chain, target, 64, 2.0, [0, 0.3, 2.0], probes, data=[4, 5, 6], **kw)
     out1, risk1 = run_replicas(cfg, chain, target, 64, 2.0, [0, 0.3, 2.0], probes, data=[5], chunk=7, **kw)
     np.testing.assert_array_equal(out1[0], out3[1])
@@ -110,9 +110,9 @@ def test_simd_tanh_is_within_a_few_ulp():
 
 
 def test_fast_is_the_default_and_reference_stays_selectable():
-    assert set(KERNELS) >= {"reference", "fast"}
+    assert set(ENGINES) >= {"reference", "fast"}
     assert run_replicas.__defaults__ is not None and "fast" in run_replicas.__defaults__
-    assert Experiment.__dataclass_fields__["kernel"].default == "fast"
+    assert Experiment.__dataclass_fields__["engine"].default == "fast"
 
 
 def _has_avx2() -> bool:

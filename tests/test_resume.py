@@ -54,7 +54,7 @@ def killed(tmp_path_factory):
     # 48 units of 0.1-0.2 s each on the reference kernel: several seconds of work on 2 actors
     spec_path = tiny_spec(tmp / "resume.toml", widths=(768, 1536), T=2.0, times=(1.0, 2.0), n_init=6,
                           n_data=8, block=2)
-    spec_path.write_text(spec_path.read_text().replace('seed = 7', 'seed = 7\nkernel = "reference"'))
+    spec_path.write_text(spec_path.read_text().replace('seed = 7', 'seed = 7\nengine = "reference"'))
     spec = load_spec(spec_path)
     e = spec.experiment
     store = tmp / "resume.zarr"

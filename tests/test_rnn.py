@@ -5,7 +5,7 @@ import pytest
 
 from distntk.chain import markov_chain, window_chain
 from distntk.rnn import (
-    KERNELS,
+    ENGINES,
     ModelError,
     Params,
     RNNConfig,
@@ -76,7 +76,7 @@ def test_training_kernel_recursion_equals_window_recursion(rtrl):
                rng.uniform(-0.5, 0.5, (R, N)))
     xs = rng.standard_normal((R, L, d))
     state = [np.zeros((R, N)), np.zeros((R, N, d + 2))]
-    KERNELS["reference"](p, state, xs, np.zeros((R, 0)), 0.1, 0.1, "tanh", rtrl, False)
+    ENGINES["reference"](p, state, xs, np.zeros((R, 0)), 0.1, 0.1, "tanh", rtrl, False)
     for r in range(R):
         s, J = memory_and_jacobian(p.w[r], p.a[r], p.b[r], xs[r : r + 1], "tanh", rtrl)
         np.testing.assert_allclose(state[0][r], s[:, 0], rtol=1e-14, atol=1e-15)
@@ -99,7 +99,7 @@ def test_sgd_step_is_gradient_descent_on_the_loss(act):
         return 0.5 * (y[0, 0] - scale * c @ s[:, 0]) ** 2
 
     state = [np.zeros((1, N)), np.zeros((1, N, d + 2))]
-    seg = KERNELS["reference"]
+    seg = ENGINES["reference"]
     seg(p, state, xs[:, :B], y[:, :0], eta, scale, act, True, False)
     before = p.copy()
     seg(p, state, xs[:, B:], y, eta, scale, act, True, True)

@@ -249,3 +249,44 @@ def test_one_history_limit_named_by_its_key():
     assert msg.startswith("training.L: limit.max_histories = 4096 shortens the window to L = 12") and \
         "exceeds training.memory_tol = 1e-12" in msg
     assert parse_spec(_with("L = 4", "memory_tol = 1e-3")).warnings == ()
+
+
+def test_engine_key_and_its_old_name_kernel_give_one_hash():
+    """The training engine's spec key is ``engine``; ``kernel`` (its old name) still reads, hashing the same."""
+    new = parse_spec(BASE.replace("seed = ", 'engine = "reference"\nseed = ', 1))
+    old = parse_spec(BASE.replace("seed = ", 'kernel = "reference"\nseed = ', 1))
+    assert new.canonical == old.canonical and new.canonical["engine"] == "reference"
+    assert new.hash == old.hash and new.hash != parse_spec(BASE).hash
+    assert old.experiment.engine == "reference" and any("old name" in w for w in old.warnings)
+    assert not new.warnings
+    with pytest.raises(SpecError, match="kernel: the old name of engine; give engine only"):
+        parse_spec(BASE.replace("seed = ", 'engine = "fast"\nkernel = "fast"\nseed = ', 1))
+    with pytest.raises(SpecError, match="engine: unknown engine 'turbo'"):
+        parse_spec(BASE.replace("seed = ", 'engine = "turbo"\nseed = ', 1))
+
+
+def test_a_store_written_before_the_engine_rename_still_opens_and_resumes(tmp_path):
+    """A store as distntk wrote it before the rename (canonical key and attribute ``kernel``) is the same spec."""
+    import json
+
+    from distntk.store import open_or_create, open_result_store, open_store, store_model
+
+    spec = parse_spec(BASE)
+    path = tmp_path / "old.zarr"
+    rs = open_or_create(path, spec, spec.experiment.predictions)
+    g = rs.group
+    canonical = json.loads(g.attrs["spec_canonical"])
+    canonical = {("kernel" if k == "engine" else k): v for k, v in canonical.items()}  # the old layout
+    attrs = dict(g.attrs)
+    attrs["kernel"] = attrs.pop("engine")
+    attrs["spec_canonical"] = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    g.attrs.clear()
+    g.attrs.update(attrs)
+    assert "engine" not in open_result_store(path).canonical
+    again = open_or_create(path, spec, spec.experiment.predictions)  # not refused: the same experiment
+    assert again.pending(spec.experiment.units()) == spec.experiment.units()
+    cfg, chain, seed = store_model(open_store(path))
+    assert seed == spec.experiment.seed and cfg == spec.experiment.model
+    other = parse_spec(BASE.replace("seed = ", 'engine = "reference"\nseed = ', 1))
+    with pytest.raises(Exception, match=r"spec differs from the store's in keys: engine \("):
+        open_or_create(path, other, other.experiment.predictions)
