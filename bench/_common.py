@@ -55,7 +55,7 @@ def median(xs) -> float:
 
 
 def table(header: list[str], rows: list[list], fmt: list[str]) -> str:
-    cells = [header] + [[f.format(v) for f, v in zip(fmt, r)] for r in rows]
+    cells = [header] + [[f.format(v) for f, v in zip(fmt, r, strict=True)] for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
     lines = ["| " + " | ".join(c[i].rjust(widths[i]) for i in range(len(header))) + " |" for c in cells]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")

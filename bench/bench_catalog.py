@@ -77,8 +77,8 @@ def main(argv=None) -> None:
             n_rows = len(rows)
             assert len(cat.stores) == args.stores and not cat.problems and cat.keys == ["seed"]
         o, r = statistics.median(t_open), statistics.median(t_rows)
-        print(f"| stores | rows | list + open s | summarise s | total s | stores/s |")
-        print(f"|---:|---:|---:|---:|---:|---:|")
+        print("| stores | rows | list + open s | summarise s | total s | stores/s |")
+        print("|---:|---:|---:|---:|---:|---:|")
         print(f"| {args.stores} | {n_rows} | {o:.2f} | {r:.2f} | {o + r:.2f} | {args.stores / (o + r):.0f} |")
 
 

@@ -148,7 +148,7 @@ def agreement(N, R):
         finals[name] = result()
 
     def rel(x, y):
-        return max(float(np.max(np.abs(a - b)) / np.max(np.abs(b))) for a, b in zip(x, y))
+        return max(float(np.max(np.abs(a - b)) / np.max(np.abs(b))) for a, b in zip(x, y, strict=True))
 
     return rel(finals["fast"], finals["reference"]), rel(finals["jax"], finals["reference"])
 
@@ -272,7 +272,8 @@ def main(argv=None):
     try:
         import jax
     except ImportError:
-        raise SystemExit("bench_kernel: the JAX peer needs the bench extra: pip install -e '.[bench]' (make bench does)")
+        raise SystemExit("bench_kernel: the JAX peer needs the bench extra: pip install -e '.[bench]' "
+                         "(make bench does)") from None
 
     print("## Training kernel: fast vs JAX peer vs NumPy reference (one core, float64, tanh + RTRL, d = 1)")
     for line in machine_info():

@@ -36,9 +36,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info, median, table  # noqa: E402
-
 import ray  # noqa: E402
+from _common import machine_info, median, table  # noqa: E402
 
 from distntk import driver  # noqa: E402
 from distntk.spec import load_spec, parse_spec  # noqa: E402

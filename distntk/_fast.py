@@ -45,6 +45,7 @@ generation).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
@@ -217,7 +218,7 @@ def _ordered_dot(Y, i0, i1, n):
 
 
 @lru_cache(maxsize=None)
-def segment_kernel(d: int, rtrl: bool, sigmoid: bool):
+def segment_kernel(d: int, rtrl: bool, sigmoid: bool) -> Callable:
     """Compiled segment kernel for input dimension ``d`` and the given options.
 
     ``run(c, w, a, b, S, J, xs, ys, eta, scale, update)`` (a Python loop over
@@ -308,7 +309,7 @@ def segment_kernel(d: int, rtrl: bool, sigmoid: bool):
 
 
 @lru_cache(maxsize=None)
-def window_kernel(sigmoid: bool):
+def window_kernel(sigmoid: bool) -> Callable:
     """Compiled ``g^N(z)`` on a list of windows (depth-first over shared prefixes).
 
     ``run(c, w, a, b, inputs, windows, lcp, scale, out)``: ``windows (H, L)``
@@ -361,7 +362,7 @@ def common_prefix(windows: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
-def memory_jacobian_kernel(d: int, rtrl: bool, sigmoid: bool):
+def memory_jacobian_kernel(d: int, rtrl: bool, sigmoid: bool) -> Callable:
     """Compiled memory state and Jacobian of many parameter points on many windows.
 
     ``run(w, a, b, inputs, windows, lcp, s_out, J_out)``: parameter points

@@ -25,6 +25,11 @@ every command uses; stores are read by a small thread pool (reading is I/O).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
 import contextlib
 import csv
 import io
@@ -188,14 +193,15 @@ class Catalog:
                       "problems": json.dumps(self.problems, sort_keys=True)}
         return tree
 
-    def where(self, **conditions) -> Catalog:
+    def where(self, **conditions: object) -> Catalog:
         """The catalog restricted to members whose spec keys equal the given values (dotted keys as ``**{}``)."""
         keep = [n for n in self.stores if all(_equal(self.specs[n].get(k, _MISSING), v)
                                                for k, v in conditions.items())]
         return Catalog(self.root, {n: self.stores[n] for n in keep}, {n: self.specs[n] for n in keep},
                        dict(self.problems), self.manifest, self.storage_options)
 
-    def rows(self, width=None, time=None, probe=None) -> list[dict]:
+    def rows(self, width: int | None = None, time: float | None = None,
+             probe: int | str | None = None) -> list[dict]:
         """The tidy table: the ``distntk query`` row fields per (store, width, time, probe), plus the keys."""
         keys = self.keys
 
@@ -212,7 +218,8 @@ class Catalog:
         with ThreadPoolExecutor(_THREADS) as pool:
             return [r for rows in pool.map(one, list(self.stores)) for r in rows]
 
-    def frame(self, width=None, time=None, probe=None):
+    def frame(self, width: int | None = None, time: float | None = None,
+              probe: int | str | None = None) -> pd.DataFrame:
         """:meth:`rows` as a ``pandas.DataFrame``."""
         import pandas as pd
 

@@ -33,6 +33,7 @@ from math import gcd
 import numpy as np
 import scipy.linalg
 import scipy.sparse
+from numpy.typing import ArrayLike
 from scipy.sparse.csgraph import breadth_first_order, connected_components
 
 __all__ = [
@@ -129,7 +130,7 @@ def _period(P: np.ndarray) -> int:
         level[v] = level[pred[v]] + 1
     g = 0
     rows, cols = np.nonzero(P > 0)
-    for i, j in zip(rows, cols):
+    for i, j in zip(rows, cols, strict=True):
         g = gcd(g, int(level[i] + 1 - level[j]))
     return abs(g)
 
@@ -146,7 +147,7 @@ def _stationary(P: np.ndarray) -> np.ndarray:
     return pi / pi.sum()
 
 
-def markov_chain(P, inputs=None) -> MarkovChain:
+def markov_chain(P: ArrayLike, inputs: ArrayLike | None = None) -> MarkovChain:
     """Validate ``P`` (and the state inputs) and return a :class:`MarkovChain`.
 
     ``inputs`` defaults to the state index as a 1-d input.  Raises
@@ -207,7 +208,7 @@ class WindowChain:
     def n_histories(self) -> int:
         return self.histories.shape[0]
 
-    def index(self, windows) -> np.ndarray:
+    def index(self, windows: ArrayLike) -> np.ndarray:
         """Row indices of the given windows (``(..., L)`` states) in ``histories``."""
         w = np.asarray(windows, dtype=np.int64)
         if w.shape[-1] != self.L:
@@ -240,7 +241,7 @@ class WindowChain:
         rows[last[::-1]] = np.arange(self.n_histories)[::-1]
         return rows
 
-    def poisson_lag(self, v) -> np.ndarray:
+    def poisson_lag(self, v: np.ndarray) -> np.ndarray:
         """``Z v`` for a centred ``v`` (``pi_L v = 0``) by the lag sum, without ``Z`` (MODEL 7).
 
         ``u = sum_{j=0}^{L-2} P_L^j v + (Z_S g)(z_L)`` with ``g(s) = (P_L^{L-1} v)(z)``
@@ -312,7 +313,7 @@ def window_chain(chain: MarkovChain, L: int, max_histories: int = 1 << 14) -> Wi
     return WindowChain(chain=chain, histories=hist, pi=pi, P=PL)
 
 
-def fundamental_matrix(P, pi) -> np.ndarray:
+def fundamental_matrix(P: ArrayLike, pi: np.ndarray) -> np.ndarray:
     """``Z = (I - P + 1 pi^T)^{-1}`` (dense), the pi-normalised Poisson inverse."""
     P = P.toarray() if scipy.sparse.issparse(P) else np.asarray(P, dtype=float)
     S = P.shape[0]
@@ -320,7 +321,7 @@ def fundamental_matrix(P, pi) -> np.ndarray:
     return scipy.linalg.inv(A, check_finite=False)
 
 
-def poisson(P, pi, F, Z: np.ndarray | None = None) -> np.ndarray:
+def poisson(P: ArrayLike, pi: np.ndarray, F: np.ndarray, Z: np.ndarray | None = None) -> np.ndarray:
     """Solve ``(I - P) u = F - pi F`` with ``pi u = 0``.
 
     ``F`` has shape ``(S,)`` or ``(S, m)``; ``u`` has the same shape.  Pass a
@@ -334,7 +335,8 @@ def poisson(P, pi, F, Z: np.ndarray | None = None) -> np.ndarray:
     return Z @ Ft
 
 
-def asymptotic_covariance(P, pi, F, Z: np.ndarray | None = None) -> np.ndarray:
+def asymptotic_covariance(P: ArrayLike, pi: np.ndarray, F: np.ndarray,
+                          Z: np.ndarray | None = None) -> np.ndarray:
     """CLT covariance ``lim n^{-1} Cov(sum_{k<n} F(s_k))`` of a stationary chain.
 
     ``E_pi[F~ u^T + u F~^T - F~ F~^T]`` with ``u`` the Poisson solution; ``F``

@@ -40,8 +40,8 @@ import time
 from pathlib import Path
 
 from ._text import one_line
-from .store import location
 from .cost import DEFAULT_MAX_CORE_HOURS
+from .store import location
 
 __all__ = ["main"]
 
@@ -400,7 +400,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     from .catalog import CatalogError
     from .chain import ChainError
     from .cost import CostError

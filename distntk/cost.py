@@ -31,12 +31,14 @@ numba).  The number is an estimate within a small factor, not a bound.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .chain import window_chain
 from .experiment import Experiment
 
-__all__ = ["Cost", "CostError", "estimate_cost", "check_cost", "total_cost", "SECONDS_PER_UNIT_STEP", "ACTOR_BASE_BYTES",
+__all__ = ["Cost", "CostError", "estimate_cost", "check_cost", "total_cost", "SECONDS_PER_UNIT_STEP",
+           "ACTOR_BASE_BYTES",
            "DEFAULT_MAX_CORE_HOURS", "machine_memory"]
 
 SECONDS_PER_UNIT_STEP = 2.2e-9
@@ -64,7 +66,7 @@ class Cost:
                 f"{_size(self.store_bytes)}, peak memory per actor {_size(self.unit_bytes)}")
 
 
-def total_cost(costs) -> Cost:
+def total_cost(costs: Iterable[Cost]) -> Cost:
     """The cost of several experiments run together (a sweep): sums, and the largest unit's memory."""
     costs = list(costs)
     return Cost(unit_steps=sum(c.unit_steps for c in costs), core_hours=sum(c.core_hours for c in costs),

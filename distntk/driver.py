@@ -24,6 +24,12 @@ recomputed after an interruption writes the very same bits.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .sweep import Member, Sweep
+
 import contextlib
 import itertools
 from dataclasses import dataclass
@@ -88,7 +94,7 @@ class _Compute:
 
 
 def run_many(
-    jobs,
+    jobs: Iterable[tuple[Spec, str]],
     *,
     address: str | None = None,
     actors: int | None = None,
@@ -198,12 +204,13 @@ def _interleave(items: list) -> list:
     return out
 
 
-def member_store(root: str, member) -> str:
+def member_store(root: str, member: Member) -> str:
     """Where a sweep member's store lives: ``ROOT/<member name>.zarr``."""
     return f"{str(root).rstrip('/')}/{member.name}.zarr"
 
 
-def run_sweep(sweep, root: str, *, storage_options: dict | None = None, **kwargs) -> list[RunReport]:
+def run_sweep(sweep: Sweep, root: str, *, storage_options: dict | None = None,
+              **kwargs: object) -> list[RunReport]:
     """Run every member of ``sweep`` into ``ROOT/<member>.zarr`` through one actor pool (see :func:`run_many`).
 
     The root's manifest is written first; a root holding another sweep is refused

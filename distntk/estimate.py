@@ -314,11 +314,13 @@ def _check_store(ds: xr.Dataset) -> None:
             "nvar_poisson": ("time", "probe"), "nvar_iid": ("time", "probe"), "var_init_coef": ("time", "probe")}
     for name, dims in need.items():
         if name not in ds:
-            raise EstimateError(f"dataset has no variable {name!r}; expected the result-store schema (README, 'Result store schema')")
+            raise EstimateError(f"dataset has no variable {name!r}; expected the result-store schema "
+                                "(README, 'Result store schema')")
         if set(ds[name].dims) != set(dims):
             raise EstimateError(f"variable {name!r} has dims {ds[name].dims}; expected {dims}")
     if "beta" not in ds.attrs:
-        raise EstimateError("dataset has no attribute 'beta'; expected the result-store schema (README, 'Result store schema')")
+        raise EstimateError("dataset has no attribute 'beta'; expected the result-store schema "
+                            "(README, 'Result store schema')")
 
 
 def estimate(ds: xr.Dataset, level: float = 0.95, verdict_level: float = 0.99) -> xr.Dataset:

@@ -26,6 +26,7 @@ layer (``service.py``) schedules them as opaque calls.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -54,7 +55,7 @@ class Unit:
         return range(self.data_start, self.data_stop)
 
 
-def unit_grid(widths, n_init: int, n_data: int, block: int) -> list[Unit]:
+def unit_grid(widths: Iterable[int], n_init: int, n_data: int, block: int) -> list[Unit]:
     """All work units of a design, in the one fixed order (width, init, data block).
 
     Block ``k`` holds data seeds ``[k block, min((k + 1) block, n_data))``: the

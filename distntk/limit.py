@@ -88,11 +88,12 @@ import numpy as np
 import scipy.linalg
 from numpy.polynomial.hermite_e import hermegauss
 from numpy.polynomial.legendre import leggauss
+from numpy.typing import ArrayLike
 from scipy.linalg.blas import dsyrk as _syrk
 from scipy.stats import norm, qmc
 
-from .chain import ChainError, MarkovChain, WindowChain, window_chain
 from . import _fast
+from .chain import ChainError, MarkovChain, WindowChain, window_chain
 from .rnn import RNNConfig
 from .target import Target
 
@@ -148,7 +149,7 @@ def _tensor(rules, scales):
     """Tensor product of 1-d rules ``(x, w)`` on the standard variables (normal: weight ``e^{-x^2/2}``,
     uniform: ``[-1, 1]``), scaled to the coordinates; weights normalised to probability."""
     pts, wts = [], []
-    for (x, w), (kind, scale) in zip(rules, scales):
+    for (x, w), (kind, scale) in zip(rules, scales, strict=True):
         pts.append(scale * x)
         wts.append(w / np.sqrt(2 * np.pi) if kind == "normal" else w / 2.0)
     grids = np.meshgrid(*pts, indexing="ij")
@@ -203,7 +204,7 @@ def _rule_graded(scales, frame, m, n, X, c):
         z, dz = c * np.sinh(t), (T / m) * c * np.cosh(t)
         axes += [sd[i] * z for i in range(k)]
         dws += [sd[i] * dz for i in range(k)]
-    for kind, scale in scales[k:]:
+    for _kind, scale in scales[k:]:
         x, w = leggauss(n)
         axes.append(scale * x)
         dws.append(w / 2.0)
@@ -601,7 +602,7 @@ class Limit:
         return self._eig[0]
 
     # --- section 4.3 --------------------------------------------------------
-    def residual(self, times) -> np.ndarray:
+    def residual(self, times: ArrayLike) -> np.ndarray:
         """``r_t = f - h_t`` on all histories, ``(n_t, H)``."""
         lam, Q, sq = self._eig
         t = np.atleast_1d(np.asarray(times, dtype=float))
@@ -610,12 +611,12 @@ class Limit:
         # fewer than H columns (the null space of K does not move)
         return self.f - ((grow * self._coef_f) @ Q.T) / sq
 
-    def h(self, times) -> np.ndarray:
+    def h(self, times: ArrayLike) -> np.ndarray:
         """``h_t`` on all histories, ``(n_t, H)``."""
         return self.f - self.residual(times)
 
     # --- section 5 ----------------------------------------------------------
-    def fluctuation_variances(self, times, functionals) -> dict[str, np.ndarray]:
+    def fluctuation_variances(self, times: ArrayLike, functionals: ArrayLike) -> dict[str, np.ndarray]:
         """``l^T V_t l'`` for the Poisson and i.i.d. data terms.
 
         ``functionals`` is ``(P, H)``; returns ``{"poisson": (n_t, P, P), "iid": (n_t, P, P)}``
@@ -658,7 +659,7 @@ class Limit:
             out_i[it] = np.sum(w2 * (iid + extra), axis=0)
         return {"poisson": out_p, "iid": out_i}
 
-    def init_variance(self, times, functionals) -> np.ndarray:
+    def init_variance(self, times: ArrayLike, functionals: ArrayLike) -> np.ndarray:
         """``l^T E_t C_0 E_t^T l'`` (multiply by ``N^{1-2beta}``), ``(n_t, P, P)``."""
         Lmat = np.atleast_2d(np.asarray(functionals, dtype=float))
         lam, Q, sq = self._eig

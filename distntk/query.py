@@ -85,7 +85,8 @@ def _select(ds: xr.Dataset, width=None, time=None, probe=None):
     return wsel, tsel, psel
 
 
-def summary(ds: xr.Dataset, width=None, time=None, probe=None) -> list[dict]:
+def summary(ds: xr.Dataset, width: int | None = None, time: float | None = None,
+            probe: int | str | None = None) -> list[dict]:
     """One record per selected (width, time, probe); see the module docstring for the columns."""
     wsel, tsel, psel = _select(ds, width, time, probe)
     est = estimate(ds)

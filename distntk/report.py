@@ -36,6 +36,14 @@ names the missing units by (width, init, data range).  ``distntk report STORE
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .catalog import Catalog
+
 import json
 import os
 import tomllib
@@ -69,7 +77,7 @@ _QUANTITY_LABELS = {
 # --------------------------------------------------------------------------- input
 
 
-def open_dataset(source) -> xr.Dataset:
+def open_dataset(source: xr.Dataset | str | os.PathLike) -> xr.Dataset:
     """``source`` itself if it is a Dataset, else the store at that path or URL without its damaged units.
 
     A path goes through :func:`distntk.verify.open_checked`: damaged units and
@@ -132,7 +140,7 @@ def _sel(est, name, probe, **idx):
     return da.sel(**idx) if idx else da
 
 
-def plot_nvar(est: xr.Dataset):
+def plot_nvar(est: xr.Dataset) -> Figure:
     """``N * Var(g | theta)`` vs ``t`` per width (columns) and probe/risk (rows)."""
     with np.errstate(all="ignore"):
         return _plot_nvar(est)
@@ -166,7 +174,7 @@ def _plot_nvar(est: xr.Dataset):
     return fig
 
 
-def plot_mean(est: xr.Dataset):
+def plot_mean(est: xr.Dataset) -> Figure:
     """Simulated mean (99% t intervals) against ``h_t``, one panel per probe/risk."""
     rows, widths = _panels(est), est["width"].values
     fig, axes = plt.subplots(1, len(rows), figsize=(3.3 * len(rows) + 0.5, 3.0), squeeze=False)
@@ -199,7 +207,7 @@ def _headline(est: xr.Dataset) -> dict:
     return {"probe": probe, "time": est["time"].values[-1]}
 
 
-def plot_convergence(rates: xr.Dataset, cell: dict):
+def plot_convergence(rates: xr.Dataset, cell: dict) -> Figure:
     """``|mean - h|`` and ``|ratio - 1|`` vs ``N`` (log-log) at ``cell`` and for the risk at ``cell['time']``."""
     sets = [("", cell)] + ([("risk_", {"time": cell["time"]})] if "risk_slope" in rates else [])
     qs = list(rates["quantity"].values)
@@ -244,7 +252,7 @@ def plot_convergence(rates: xr.Dataset, cell: dict):
     return fig
 
 
-def plot_memory(mem: xr.Dataset):
+def plot_memory(mem: xr.Dataset) -> Figure:
     """Distance between two memory trajectories vs step, with the bound ``rho^(k+1) d_{-1}``."""
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     k = mem["step"].values
@@ -313,7 +321,7 @@ def _correlation_sentence(est) -> str:
 
 
 def summary(est: xr.Dataset, rates: xr.Dataset | None = None, mem: xr.Dataset | None = None,
-            missing=None, notes=()) -> list[str]:
+            missing: list | None = None, notes: Iterable[str] = ()) -> list[str]:
     """The plain-language summary, as Markdown bullet lines (``notes``: extra bullets, e.g. warnings)."""
     lines = list(notes)
     vl = est.attrs["verdict_level"]
@@ -322,7 +330,8 @@ def summary(est: xr.Dataset, rates: xr.Dataset | None = None, mem: xr.Dataset | 
     have = est["n_init"] > 0
     widths_done = [int(N) for N in est["width"].values if bool(have.sel(width=N).any())]
     if not widths_done:
-        return lines + ["- **No replica is done yet.** There is nothing to compare; the missing units are listed below."]
+        return lines + ["- **No replica is done yet.** There is nothing to compare; the missing units are listed "
+                        "below."]
     Nmax = widths_done[-1]
     c, n, lo, hi = _verdicts(est, "poisson", {"width": Nmax})
     ca, na, _, _ = _verdicts(est, "poisson")
@@ -533,7 +542,8 @@ def _rate_table(rates, pre):
 # --------------------------------------------------------------------------- the report
 
 
-def write_report(dataset_or_path, out_dir, memory: xr.Dataset | str | None = "auto", level: float = 0.95,
+def write_report(dataset_or_path: xr.Dataset | str | os.PathLike, out_dir: str | os.PathLike,
+                 memory: xr.Dataset | str | None = "auto", level: float = 0.95,
                  verdict_level: float = 0.99, source: str | None = None, summary_out: list | None = None) -> Path:
     """Write ``report.md`` and its PNGs into ``out_dir`` (created); return the report's path.
 
@@ -647,7 +657,7 @@ def write_report(dataset_or_path, out_dir, memory: xr.Dataset | str | None = "au
 # --------------------------------------------------------------------------- sweeps
 
 
-def sweep_headlines(catalog, level: float = 0.95, verdict_level: float = 0.99) -> list[dict]:
+def sweep_headlines(catalog: Catalog, level: float = 0.95, verdict_level: float = 0.99) -> list[dict]:
     """Per member of a :class:`~distntk.catalog.Catalog`: the headline comparisons.
 
     The headline cell is the most probable probe at the last time (as in a
@@ -682,7 +692,7 @@ def _key_text(v) -> str:
     return v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
 
 
-def plot_sweep_ratios(rows: list[dict], keys: list[str], verdict_level: float):
+def plot_sweep_ratios(rows: list[dict], keys: list[str], verdict_level: float) -> Figure:
     """The headline ratios N Var / Poisson and N Var / i.i.d. with intervals, one panel per swept key."""
     keys = keys or ["store"]
     fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 3.8), squeeze=False)
@@ -701,7 +711,7 @@ def plot_sweep_ratios(rows: list[dict], keys: list[str], verdict_level: float):
                 y = np.array([r[q] for r in sub])
                 err = np.array([[r[q] - r[f"{q}_lo"] for r in sub], [r[f"{q}_hi"] - r[q] for r in sub]])
                 ax.errorbar(x + off, y, yerr=err, fmt=marker, ms=4, capsize=2,
-                            label=f"{'Poisson' if q == 'ratio_poisson' else 'i.i.d.'}" + (f" ({label})" if label else ""))
+                            label=("Poisson" if q == "ratio_poisson" else "i.i.d.") + (f" ({label})" if label else ""))
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_yscale("log")
         ax.set_xlabel(key)
@@ -713,7 +723,7 @@ def plot_sweep_ratios(rows: list[dict], keys: list[str], verdict_level: float):
     return fig
 
 
-def plot_sweep_init(rows: list[dict], verdict_level: float):
+def plot_sweep_init(rows: list[dict], verdict_level: float) -> Figure:
     """Between-init variance over its prediction N^(1-2 beta) var_init_coef, against beta."""
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
     rows = [r for r in rows if r.get("width") is not None]
@@ -733,7 +743,8 @@ def plot_sweep_init(rows: list[dict], verdict_level: float):
     return fig
 
 
-def write_sweep_report(catalog, out_dir, level: float = 0.95, verdict_level: float = 0.99) -> Path:
+def write_sweep_report(catalog: Catalog, out_dir: str | os.PathLike, level: float = 0.95,
+                       verdict_level: float = 0.99) -> Path:
     """Write the report of every store of a catalog (a sweep root) into ``out_dir``; return its path.
 
     ``sweep.md`` holds the headline ratios against each swept key (``ratios.png``),
@@ -747,7 +758,8 @@ def write_sweep_report(catalog, out_dir, level: float = 0.95, verdict_level: flo
     rows = sweep_headlines(catalog, level, verdict_level)
     figs = {}
     if any(r.get("width") is not None for r in rows):
-        figs = {"ratios.png": plot_sweep_ratios(rows, keys, verdict_level), "init.png": plot_sweep_init(rows, verdict_level)}
+        figs = {"ratios.png": plot_sweep_ratios(rows, keys, verdict_level),
+                "init.png": plot_sweep_init(rows, verdict_level)}
     for name, fig in figs.items():
         fig.savefig(out / name, dpi=110)
         plt.close(fig)

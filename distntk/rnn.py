@@ -49,6 +49,7 @@ any replica is recomputed bit for bit anywhere, whatever the blocking.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable
 
@@ -173,7 +174,8 @@ def init_params(cfg: RNNConfig, N: int, d: int, rng: np.random.Generator) -> Par
     return Params(c[None], w[None], a[None], b[None])
 
 
-def sample_data(chain: MarkovChain, target: Target, cfg: RNNConfig, n_burn: int, n_train: int, rng):
+def sample_data(chain: MarkovChain, target: Target, cfg: RNNConfig, n_burn: int, n_train: int,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One replica's data: states ``(n_burn + n_train,)`` and targets ``(n_train,)``.
 
     Training step ``k`` sees state ``path[n_burn + k]``; its target uses the
@@ -234,7 +236,8 @@ def _segment_fast(p: Params, state, xs, ys, eta, scale, activation, rtrl, update
 ENGINES: dict[str, Callable] = {"reference": _segment_reference, "fast": _segment_fast}
 
 
-def memory_and_jacobian(w, a, b, xs, activation="tanh", rtrl=True):
+def memory_and_jacobian(w: np.ndarray, a: np.ndarray, b: np.ndarray, xs: np.ndarray, activation: str = "tanh",
+                        rtrl: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Memory state and Jacobian after running from 0 over input windows.
 
     ``w (Q, d)``, ``a, b (Q,)`` are parameter points; ``xs (H, L, d)`` the
@@ -287,7 +290,7 @@ def _prefix_tree(histories: np.ndarray):
 
 
 def history_outputs(p: Params, inputs: np.ndarray, histories: np.ndarray, scale: float, activation: str,
-                    tree=None) -> np.ndarray:
+                    tree: object | None = None) -> np.ndarray:
     """``g^N(z)`` on every window of ``histories (H, L)``; returns ``(R, H)``.
 
     Walks the prefix tree, so the cost is ``N`` times the number of distinct
@@ -381,8 +384,8 @@ def run_replicas(
     target: Target,
     N: int,
     T: float,
-    times,
-    probes,
+    times: Sequence[float],
+    probes: np.ndarray,
     root: int,
     width_key: int,
     init: int,
@@ -391,7 +394,7 @@ def run_replicas(
     engine: str = "fast",
     risk: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     chunk: int | None = None,
-):
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Train ``len(data)`` replicas sharing initialisation ``init``.
 
     Returns ``output (R, n_times, P)`` on the probe windows ``(P, L)`` at the

@@ -33,6 +33,7 @@ import os
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -59,7 +60,7 @@ class ConnectError(ServiceError):
 class UnitFailed(ServiceError):
     """The unit's function raised; ``unit`` and ``cause`` say which and why."""
 
-    def __init__(self, unit, cause: BaseException):
+    def __init__(self, unit: Any, cause: BaseException):
         self.unit, self.cause = unit, cause
         super().__init__(one_line(f"unit {unit} failed: {type(cause).__name__}: {one_line(cause)}"))
 
@@ -119,7 +120,7 @@ def cluster_cpus() -> int:
 
 @contextlib.contextmanager
 def connect(address: str | None = None, num_cpus: int | None = None, namespace: str | None = None,
-            runtime_env: dict | None = None):
+            runtime_env: dict | None = None) -> Iterator[None]:
     """Ray for the duration of the block: join ``address`` or start an embedded local Ray.
 
     An already initialised Ray (a test, a notebook) is used as is and left running.
@@ -185,7 +186,7 @@ class ActorPool:
     def busy(self) -> int:
         return len(self._calls)
 
-    def submit(self, tag, unit) -> None:
+    def submit(self, tag: Any, unit: Any) -> None:
         """Run ``fn(unit)`` on a slot with room; ``tag`` comes back with its outcome."""
         k = self._free.popleft()
         self._calls[self.actors[k].run.remote(self._fn_box, unit)] = (k, self.gens[k], tag)

@@ -87,6 +87,7 @@ import importlib.util
 import inspect
 import json
 import math
+import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from functools import cached_property
@@ -201,7 +202,7 @@ def flat_keys(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def read_spec_text(path) -> str:
+def read_spec_text(path: str | os.PathLike) -> str:
     """The text of a spec file, or a one-line :class:`SpecError` saying why it cannot be read."""
     path = Path(path)
     try:
@@ -212,7 +213,7 @@ def read_spec_text(path) -> str:
         raise SpecError(f"cannot read spec file {str(path)!r}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
-def load_spec(path, allow_code: bool = False) -> Spec:
+def load_spec(path: str | os.PathLike, allow_code: bool = False) -> Spec:
     """Read and validate a TOML spec file (``allow_code``: see :func:`parse_spec`)."""
     return parse_spec(read_spec_text(path), default_name=Path(path).stem, source=str(path), allow_code=allow_code)
 
@@ -230,7 +231,8 @@ def parse_spec(text: str, default_name: str = "experiment", source: str = "spec"
         raise
     except (ArithmeticError, ValueError, TypeError, IndexError, np.linalg.LinAlgError, MemoryError) as exc:
         # a safety net: whatever the checks above let through still ends in one line
-        raise SpecError(f"{one_line(source, 120)}: cannot build the experiment: {type(exc).__name__}: {one_line(exc)}") \
+        raise SpecError(f"{one_line(source, 120)}: cannot build the experiment: "
+                        f"{type(exc).__name__}: {one_line(exc)}") \
             from None
 
 
@@ -424,7 +426,7 @@ def _training(t: "_Table", cfg: RNNConfig, chain, target, max_h: int):
         raise SpecError("training.times: expected a non-empty list of times")
     if len(times) > _MAX_TIMES:
         raise SpecError(f"training.times: expected at most {_MAX_TIMES} times, got {len(times)}")
-    if any(b < a for a, b in zip(times, times[1:])) or times[0] < 0 or times[-1] > T:
+    if any(b < a for a, b in zip(times[:-1], times[1:], strict=True)) or times[0] < 0 or times[-1] > T:
         raise SpecError(f"training.times: expected sorted times within [0, T = {T:g}], got {_show(times)}")
     if len(set(times)) != len(times):
         raise SpecError(f"training.times: expected distinct times, got {_show(times)}")
@@ -455,7 +457,7 @@ def _training(t: "_Table", cfg: RNNConfig, chain, target, max_h: int):
         raise SpecError(f"training.L: expected an integer <= {_MAX_L}, got {_show(L)}")
     try:
         window_chain(chain, L, max_histories=max_h)
-    except ChainError as exc:
+    except ChainError:
         raise SpecError(f"training.L: L = {L} gives more than limit.max_histories = {max_h} histories; expected "
                         f"a smaller L or a larger limit.max_histories (at most {_MAX_HISTORIES})") from None
     training_c = {"T": T, "times": times, "L": int(L), "record_risk": record_risk}

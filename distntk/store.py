@@ -58,10 +58,16 @@ object, so an unwritable location fails before the limit is solved.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .chain import MarkovChain
+    from .rnn import RNNConfig
+
 import asyncio
 import contextlib
 import datetime as _dt
-import hashlib
 import json
 import logging
 import math
@@ -70,8 +76,8 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
 from importlib.metadata import PackageNotFoundError, version
+from typing import Callable
 
 import numpy as np
 import xarray as xr
@@ -105,7 +111,7 @@ def _version(pkg: str) -> str:
         return "unknown"
 
 
-def location(path) -> str:
+def location(path: str | os.PathLike) -> str:
     """A store location as distntk uses it: ``~`` expanded and ``file://`` dropped for local paths; URLs as given."""
     text = str(path)
     if text.startswith("file://"):
@@ -204,7 +210,7 @@ def _probe_write(path, storage_options=None) -> None:
             fs.rm_file(probe)
 
 
-def open_store(path, storage_options: dict | None = None) -> xr.Dataset:
+def open_store(path: str | os.PathLike, storage_options: dict | None = None) -> xr.Dataset:
     """The store at ``path`` as a lazily loaded :class:`xarray.Dataset`.
 
     ``storage_options`` go to the fsspec backend of a URL (``endpoint_url``, ``key``, ...);
@@ -240,7 +246,7 @@ def store_spec(ds: xr.Dataset) -> Spec:
     return spec
 
 
-def store_model(ds: xr.Dataset):
+def store_model(ds: xr.Dataset) -> tuple[RNNConfig, MarkovChain, int]:
     """``(RNNConfig, MarkovChain, seed)`` of a store, rebuilt from its canonical spec (data only).
 
     What :func:`distntk.rnn.memory_contraction` needs: the chain and the model,
@@ -322,7 +328,7 @@ class ResultStore:
         with _storage_errors(self.path, "read store"):
             return np.asarray(self._array("done")[:], dtype=bool)
 
-    def pending(self, units) -> list[Unit]:
+    def pending(self, units: Iterable[Unit]) -> list[Unit]:
         """The units among ``units`` to compute: not all marked done, or done but damaged (:meth:`scan`).
 
         A damaged unit is recomputed from its seeds, so a plain rerun repairs a
@@ -358,7 +364,7 @@ class ResultStore:
                     bad.add(u)
             return out, bad
 
-    def scan(self, units=None) -> tuple[dict, dict]:
+    def scan(self, units: Iterable[Unit] | None = None) -> tuple[dict, dict]:
         """Per-replica and per-unit arrays read chunk by chunk where needed, and the damaged units.
 
         Returns ``(arrays, damaged)``: ``arrays`` maps ``output``, ``done``,
@@ -588,7 +594,7 @@ class UnitWriter:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def open_result_store(path, mode: str = "r+", storage_options: dict | None = None) -> ResultStore:
+def open_result_store(path: str | os.PathLike, mode: str = "r+", storage_options: dict | None = None) -> ResultStore:
     """Open an existing distntk store (``mode`` ``"r"`` or ``"r+"``)."""
     path = location(path)
     with _storage_errors(path, "open store"):
@@ -602,7 +608,8 @@ def open_result_store(path, mode: str = "r+", storage_options: dict | None = Non
     return ResultStore(str(path), g)
 
 
-def open_or_create(path, spec: Spec, predictions: Callable[[], xr.Dataset], storage_options: dict | None = None,
+def open_or_create(path: str | os.PathLike, spec: Spec, predictions: Callable[[], xr.Dataset],
+                   storage_options: dict | None = None,
                    command: str = "") -> ResultStore:
     """Open the store for ``spec`` at ``path``, or create it with ``predictions()`` (called only then).
 
@@ -631,7 +638,7 @@ def _check_local_target(path: str) -> None:
         raise StoreError(f"cannot create store at {path}: directory exists, is not empty and is not a distntk store")
 
 
-def check_location(path, storage_options: dict | None = None) -> bool:
+def check_location(path: str | os.PathLike, storage_options: dict | None = None) -> bool:
     """True if a store exists at ``path``; else check that one can be created there (one-line errors)."""
     if _exists(path, storage_options):
         return True
@@ -639,7 +646,7 @@ def check_location(path, storage_options: dict | None = None) -> bool:
     return False
 
 
-def check_writable(path, storage_options: dict | None = None) -> None:
+def check_writable(path: str | os.PathLike, storage_options: dict | None = None) -> None:
     """Fail with a one-line :class:`StoreError` unless a new store can be created at ``path``.
 
     Writes and removes a small probe object: an unwritable location fails before the limit is solved.
@@ -648,7 +655,7 @@ def check_writable(path, storage_options: dict | None = None) -> None:
     _probe_write(path, storage_options)
 
 
-def create_store(path, spec: Spec, predictions: xr.Dataset, storage_options: dict | None = None,
+def create_store(path: str | os.PathLike, spec: Spec, predictions: xr.Dataset, storage_options: dict | None = None,
                  command: str = "") -> ResultStore:
     """Create and pre-allocate the store of ``spec``, with the ``predictions`` the caller solved.
 

@@ -32,6 +32,7 @@ import copy
 import hashlib
 import itertools
 import json
+import os
 import tomllib
 import urllib.parse
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ class Sweep:
             {"members": [[m.name, m.spec.hash] for m in self.members]}).encode()).hexdigest()
 
 
-def load_sweep(path, allow_code: bool = False) -> Sweep | None:
+def load_sweep(path: str | os.PathLike, allow_code: bool = False) -> Sweep | None:
     """The sweep of the spec file at ``path``, or ``None`` when it has no ``[sweep]`` table."""
     return parse_sweep(read_spec_text(path), default_name=Path(path).stem, source=str(path), allow_code=allow_code)
 

@@ -82,7 +82,7 @@ def _product(m):
 BUILTIN_TARGETS = {"linear": _linear, "tanh_linear": _tanh_linear, "product": _product}
 
 
-def make_target(name: str, m: int | None = None, **params) -> Target:
+def make_target(name: str, m: int | None = None, **params: object) -> Target:
     """A built-in target by name, or ``"module:function"`` with depth ``m``."""
     if ":" in name:
         mod_name, _, fn_name = name.partition(":")

@@ -29,6 +29,9 @@ Predictions (``h``, ``nvar_poisson``, ...) must be present and finite.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
+
 import numpy as np
 import xarray as xr
 
@@ -50,7 +53,8 @@ def _unit_text(u: Unit) -> str:
     return f"width {u.width}, init {u.init}, data {u.data_start}-{u.data_stop - 1}"
 
 
-def outliers(output: np.ndarray, done: np.ndarray, widths, block: int, skip=()) -> dict[Unit, str]:
+def outliers(output: np.ndarray, done: np.ndarray, widths: list[int], block: int,
+             skip: Iterable[Unit] = ()) -> dict[Unit, str]:
     """Done units whose mean is an outlier among their width's units (module docstring).
 
     ``output (width, init, data, time, probe)``, ``done (width, init, data)``;
@@ -107,7 +111,7 @@ def _problems(path, storage_options=None):
     return rs, arrays, bad, preds
 
 
-def verify(path, storage_options: dict | None = None) -> list[str]:
+def verify(path: str | os.PathLike, storage_options: dict | None = None) -> list[str]:
     """Everything wrong with the store at ``path``, one line each (empty if nothing).
 
     Damaged units and outliers as ``width N, init i, data a-b: what``, in store
@@ -125,7 +129,7 @@ def damage_warning(bad: dict) -> str:
                     f"run` to recompute them): {named}", 600)
 
 
-def open_checked(path, storage_options: dict | None = None) -> tuple[xr.Dataset, dict]:
+def open_checked(path: str | os.PathLike, storage_options: dict | None = None) -> tuple[xr.Dataset, dict]:
     """The store as an in-memory Dataset with its damaged units and outliers left out (not done).
 
     Returns ``(ds, bad)``, ``bad`` mapping each left-out unit to the reason;

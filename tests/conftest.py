@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 import xarray as xr
+from raytools import VENV_BIN, cleanup, new_mark, scoped_env, section6_toml, short_tmp
+from s3_server import s3_bucket, s3_server  # noqa: F401  (fixtures, found by name; the S3 server lives in s3_server.py)
 
 from distntk.spec import Spec, parse_spec
 from distntk.store import create_store, open_store
-from raytools import VENV_BIN, cleanup, new_mark, scoped_env, section6_toml, short_tmp
-from s3_server import s3_bucket, s3_server  # noqa: F401  (fixtures, found by name; the S3 server lives in s3_server.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 

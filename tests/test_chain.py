@@ -106,7 +106,8 @@ def test_simulate_visits_states_at_stationary_frequency():
     # sd of a frequency <= sqrt(tau_int pi(1-pi)/n) ~ 2e-3 here; 1e-2 is 5 sd
     np.testing.assert_allclose(freq, ch.pi, atol=1e-2)
     # same generator state -> same path; the path depends only on the generator
-    np.testing.assert_array_equal(ch.simulate(100, np.random.default_rng(7)), ch.simulate(100, np.random.default_rng(7)))
+    np.testing.assert_array_equal(ch.simulate(100, np.random.default_rng(7)),
+                                  ch.simulate(100, np.random.default_rng(7)))
 
 
 def test_window_chain_is_the_chain_of_windows():

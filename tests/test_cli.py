@@ -7,12 +7,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from raytools import VENV_BIN, tiny_spec
 
 from distntk.cli import main
 from distntk.spec import load_spec
 from distntk.store import create_store, open_or_create
-
-from raytools import VENV_BIN, tiny_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -212,7 +211,6 @@ def test_run_refuses_above_max_core_hours_naming_the_estimate(tmp_path, capsys):
     from distntk.cost import estimate_cost
 
     cost = estimate_cost(load_spec(spec).experiment)
-    e = load_spec(spec).experiment
     # the formula of distntk/cost.py's docstring, by hand: burn-in L = 4 plus T N training steps, and at each of the
     # 2 times the 2 probes and the 2**4 = 16 histories of the two-state chain (risk), L = 4 steps each
     by_hand = sum(2 * 8 * N * ((4 + N) + 2 * 4 * (2 + 16)) for N in (16, 32))

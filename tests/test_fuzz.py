@@ -18,10 +18,10 @@ import sys
 
 import numpy as np
 import pytest
+from raytools import section6_toml
 
 from distntk.cli import main
 from distntk.spec import Spec, SpecError, parse_spec
-from raytools import section6_toml
 
 SEED = 20261126
 N_SPECS = 1200
@@ -39,7 +39,8 @@ EVIL = [
     '"sys:exit"', '"pickle:loads"', '"os:system"', '"product"', '"linear"', '"tanh_linear"', '"sigmoid"',
     '"truncated"', '"fast"', '"reference"', "[0.5, 1.0, 1.0]", "[1.0, 0.5]", "[0.0, 1.0]",
     "[" + ", ".join(f"{i / 100_000:.6f}" for i in range(100_000)) + "]", "[16, 16]", "[1000000000]", "[16777216]",
-    "[-1.0, 1.0, 2.0]", "[[-1.0], [1.0]]", "[[-1.0, 2.0], [1.0, 0.0]]", '["0000", "1111"]', '["00x0"]', "[[0, 0, 0, 9]]",
+    "[-1.0, 1.0, 2.0]", "[[-1.0], [1.0]]", "[[-1.0, 2.0], [1.0, 0.0]]", '["0000", "1111"]', '["00x0"]',
+    "[[0, 0, 0, 9]]",
     "[1.0, 0.8, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]",
     "1e-12", "0.5", "0.75", "0.99", "100", "4096", "16384", "16385",
 ]

@@ -68,7 +68,7 @@ def test_fast_equals_reference_in_two_dimensions():
     res = [run_replicas(cfg, chain, target, 50, 3.0, [0, 0.5, 1.7, 3.0], win.histories[[5, 0, 40]], root=1,
                         width_key=50, init=2, data=[0, 1], L=4, engine=k, risk=(win.histories, win.pi, f))
            for k in ("reference", "fast")]
-    for a, b in zip(*res):
+    for a, b in zip(*res, strict=True):
         assert _rel(a, b) < REL
 
 
@@ -148,8 +148,8 @@ def test_numba_cache_works_on_a_fresh_copy_and_never_serves_another_cpu(tmp_path
             np.zeros(3, dtype=np.int64), 0.5, out)
         disp = [run.compiled[0], win]
         digest = hashlib.sha256(b"".join(x.tobytes() for x in (c, w, a, b, S, J, out))).hexdigest()
-        print(sum(sum(d.stats.cache_hits.values()) for d in disp), sum(sum(d.stats.cache_misses.values()) for d in disp),
-              digest)
+        hits = sum(sum(d.stats.cache_hits.values()) for d in disp)
+        print(hits, sum(sum(d.stats.cache_misses.values()) for d in disp), digest)
     """)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_CACHE_DIR", "NUMBA_CPU"))}
     env["PYTHONPATH"] = str(tmp_path)

@@ -18,15 +18,14 @@ import time
 
 import numpy as np
 import pytest
+from latency_proxy import latency_proxy
+from raytools import cleanup, new_mark, scoped_env, short_tmp, tiny_spec
 
 from distntk import open_store
 from distntk.cli import main
 from distntk.lease import STALE_AFTER_S, LeaseError, acquire
 from distntk.spec import load_spec
 from distntk.store import open_or_create
-
-from latency_proxy import latency_proxy
-from raytools import cleanup, new_mark, scoped_env, short_tmp, tiny_spec
 
 pytestmark = pytest.mark.timeout(300)
 

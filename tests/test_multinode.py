@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from raytools import cleanup, free_port, new_mark, scoped_env, short_tmp, tiny_spec
 
 from distntk import open_store
 from distntk.spec import load_spec
-
-from raytools import cleanup, free_port, new_mark, scoped_env, short_tmp, tiny_spec
 
 pytestmark = pytest.mark.timeout(600)  # generous: the suite must pass on a loaded machine
 

@@ -22,15 +22,14 @@ import numpy as np
 import pytest
 import zarr
 import zarr.storage
+from latency_proxy import latency_proxy
+from raytools import cleanup, done_units, free_port, new_mark, scoped_env, short_tmp, sigkill_when, tiny_spec
 
 from distntk import open_store
 from distntk.cli import main
 from distntk.experiment import Experiment
 from distntk.spec import load_spec
 from distntk.store import StoreError, create_store
-
-from latency_proxy import latency_proxy
-from raytools import cleanup, done_units, free_port, new_mark, scoped_env, short_tmp, sigkill_when, tiny_spec
 
 pytestmark = pytest.mark.timeout(420)  # generous: the suite must pass on a loaded machine
 

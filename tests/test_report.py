@@ -14,8 +14,8 @@ import warnings
 import numpy as np
 import pytest
 import zarr
-
 from conftest import sticky_spec, write_store
+
 from distntk.cli import main
 from distntk.estimate import estimate, missing_units
 from distntk.report import summary, write_report
@@ -201,8 +201,9 @@ def test_quickstart_store_headline_poisson_consistent_iid_rejected(quickstart_de
 @pytest.fixture(scope="module")
 def anti_store(tmp_path_factory):
     """An anti-persistent chain (P = [[0.1, 0.9], [0.9, 0.1]]) recorded from t = 0, every unit computed."""
-    from distntk.spec import parse_spec
     from raytools import section6_toml
+
+    from distntk.spec import parse_spec
 
     text = section6_toml(seed=3, widths=(16, 32), n_init=4, n_data=8, block=4, T=1.0, times=(0.0, 0.5, 1.0),
                          L=4, name="anti").replace("[[0.8, 0.2], [0.3, 0.7]]", "[[0.1, 0.9], [0.9, 0.1]]")

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from raytools import cleanup, done_units, marked_pids, new_mark, scoped_env, short_tmp, sigkill_when, tiny_spec
 
 from distntk import open_store
 from distntk.cli import main
 from distntk.estimate import missing_units
 from distntk.spec import Spec, load_spec
 from distntk.store import open_result_store
-
-from raytools import cleanup, done_units, marked_pids, new_mark, scoped_env, short_tmp, sigkill_when, tiny_spec
 
 pytestmark = pytest.mark.timeout(420)  # generous: the suite must pass on a loaded machine
 

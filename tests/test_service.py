@@ -5,14 +5,13 @@ import os
 import numpy as np
 import pytest
 import ray
+from raytools import cleanup, new_mark, short_tmp, tiny_spec
 
 from distntk import open_store
 from distntk.driver import run
 from distntk.service import ACTOR_PREFIX, UnitFailed, run_units
 from distntk.spec import load_spec
 from distntk.store import StoreError
-
-from raytools import cleanup, new_mark, short_tmp, tiny_spec
 
 pytestmark = pytest.mark.timeout(420)  # generous: the suite must pass on a loaded machine
 

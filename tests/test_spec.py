@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from raytools import section6_toml
 
 from distntk.spec import SpecError, load_spec, parse_spec, spec_diff
-from raytools import section6_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 

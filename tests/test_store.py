@@ -5,12 +5,11 @@ import uuid
 import numpy as np
 import pytest
 import zarr
+from raytools import tiny_spec
 
 from distntk import open_store
 from distntk.spec import load_spec
 from distntk.store import StoreError, create_store, open_or_create, open_result_store, store_spec
-
-from raytools import tiny_spec
 
 
 @pytest.fixture

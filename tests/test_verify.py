@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-
 from conftest import ROOT, write_store
+from raytools import VENV_BIN, cleanup, new_mark, scoped_env, short_tmp, tiny_spec
+
 from distntk.cli import main
 from distntk.spec import load_spec
 from distntk.store import open_or_create, open_result_store, open_store
 from distntk.verify import OUTLIER_Z, outliers, verify
-from raytools import VENV_BIN, cleanup, new_mark, scoped_env, short_tmp, tiny_spec
 
 
 def _unit_text(u) -> str:
