@@ -26,7 +26,17 @@ for its tanh (both counted in the assembly compiled for that ISA), and
 SIMD tanh alone reaches in L1: ``tanh ns/value x ops / ops tanh`` (loads and
 stores free, the division weighted as in tanh).
 
-Usage: python bench/bench_kernel.py [--repeat 5] [--quick] [--no-avx2]
+Kernel quadrature (limit solver).  ``distntk._fast.memory_jacobian_kernel`` on the
+MODEL.md section 6 chain at ``L = 8`` (all 256 histories, 510 prefix nodes), over
+the nodes of the default rule (tolerance 1e-6) in blocks of the size
+``limit.ntk_features`` uses there, tanh and RTRL: ns per point and prefix node,
+against the NumPy reference ``rnn.memory_and_jacobian`` (no prefix sharing:
+``H L`` steps per point; its ``s`` and ``J`` must equal the kernel's to 1e-12
+relative) and against its bound: the vector loop's arithmetic (counted in its
+assembly) at the SIMD tanh's rate.  ``--quadrature`` runs only this part (and the
+tanh probe it needs), on both ISAs.
+
+Usage: python bench/bench_kernel.py [--repeat 5] [--quick] [--no-avx2] [--quadrature]
 """
 
 from __future__ import annotations
@@ -208,6 +218,64 @@ def walk(reps, N=4096, R=8, L=10):
                 ref_ns=t_ref / (R * N * nodes) * 1e9, err=err, ops_level=ops_level, mem_level=mem_level)
 
 
+QUAD_REL = 1e-12
+
+
+def quadrature(reps, L=8):
+    """The limit solver's kernel quadrature: ``memory_jacobian_kernel`` over the default rule's nodes.
+
+    MODEL.md 6 chain, all ``2^L`` histories sorted (``2^(L+1) - 2`` prefix nodes), the
+    rule ``limit.ntk_features`` builds at tolerance 1e-6, in its node blocks; rates are
+    per point and prefix node.  The reference (``rnn.memory_and_jacobian``, NumPy) runs
+    on the first 1024 points, every window from the start.
+    """
+    from distntk.chain import markov_chain, window_chain
+    from distntk.limit import _quadrature
+    from distntk.rnn import memory_and_jacobian
+
+    cfg = RNNConfig()
+    chain = markov_chain([[0.8, 0.2], [0.3, 0.7]], [-1.0, 1.0])
+    win = window_chain(chain, L)
+    rule = _quadrature(cfg, win, None, 0, 1e-6, 1 << 21, 64)
+    d = chain.dim
+    hist = np.ascontiguousarray(win.histories, dtype=np.int64)
+    lcp = _fast.common_prefix(hist)
+    H = len(hist)
+    nodes = int(L + np.sum(L - lcp[1:]))
+    full = np.zeros((len(rule.pts), d + 2))
+    for j, col in enumerate(rule.coords):
+        full[:, col] = rule.pts[:, j]
+    Q = len(full)
+    block = int(np.clip((1 << 25) // (H * (d + 3)), 8, 256))  # as limit.ntk_features
+    run = _fast.memory_jacobian_kernel(d, True, False)
+    args = [(np.ascontiguousarray(full[lo:lo + block, :d].T), full[lo:lo + block, d].copy(),
+             full[lo:lo + block, d + 1].copy()) for lo in range(0, Q, block)]
+    outs = [(np.empty((H, len(a))), np.empty((H, d + 2, len(a)))) for _, a, _ in args]
+
+    def fast():
+        for (w, a, b), (s, J) in zip(args, outs, strict=True):
+            run(w, a, b, chain.inputs, hist, lcp, s, J)
+
+    fast()
+    t_fast = median(repeat(fast, reps, time.process_time))
+    m = min(Q, 1024)
+    xs = chain.inputs[hist]
+
+    def ref():
+        return memory_and_jacobian(full[:m, :d], full[:m, d], full[:m, d + 1], xs, "tanh", True)
+
+    s_ref, J_ref = ref()
+    t_ref = median(repeat(ref, max(3, reps // 2), time.process_time))
+    s_fast = np.concatenate([s for s, _ in outs], axis=1)[:, :m]
+    J_fast = np.concatenate([J for _, J in outs], axis=2)[:, :, :m]
+    err = max(float(np.max(np.abs(s_fast - s_ref.T)) / np.max(np.abs(s_ref))),
+              float(np.max(np.abs(J_fast - J_ref.transpose(1, 2, 0))) / np.max(np.abs(J_ref))))
+    (w, a, b), (s, J) = args[0], outs[0]
+    ops, mem, _ = vector_ops(_fresh_asm(run, w, a, b, chain.inputs, hist, lcp, s, J))
+    return dict(Q=Q, block=block, L=L, H=H, nodes=nodes, fast_ns=t_fast / (Q * nodes) * 1e9,
+                ref_ns=t_ref / (m * nodes) * 1e9, err=err, ops=ops, mem=mem)
+
+
 def _fresh_asm(dispatcher, *args):
     """Assembly of a numba kernel compiled afresh for this process's ISA (cached code cannot be inspected)."""
     from numba import njit
@@ -255,9 +323,13 @@ def child(argv):
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--no-check", action="store_true")
+    ap.add_argument("--quadrature", action="store_true")
     a = ap.parse_args(argv)
+    if a.quadrature:
+        print(json.dumps(dict(bound=bound(a.repeat), quadrature=quadrature(a.repeat))))
+        return
     print(json.dumps(dict(rows=isa_rows(a.repeat, not a.no_check), bound=bound(a.repeat), walk=walk(a.repeat),
-                                variants=variants(a.repeat))))
+                          quadrature=quadrature(a.repeat), variants=variants(a.repeat))))
 
 
 def main(argv=None):
@@ -268,19 +340,25 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="no whole-run agreement check (smoke test)")
     ap.add_argument("--no-avx2", action="store_true", help="native ISA only")
+    ap.add_argument("--quadrature", action="store_true", help="only the kernel quadrature (limit solver)")
     args = ap.parse_args(argv)
-    try:
-        import jax
-    except ImportError:
-        raise SystemExit("bench_kernel: the JAX peer needs the bench extra: pip install -e '.[bench]' "
-                         "(make bench does)") from None
-
-    print("## Training kernel: fast vs JAX peer vs NumPy reference (one core, float64, tanh + RTRL, d = 1)")
+    if args.quadrature:  # no JAX peer in this part
+        print("## Kernel quadrature of the limit solver: fast vs NumPy reference (one core, float64, tanh + RTRL)")
+        jax_version = "not needed"
+    else:
+        try:
+            import jax
+        except ImportError:
+            raise SystemExit("bench_kernel: the JAX peer needs the bench extra: pip install -e '.[bench]' "
+                             "(make bench does)") from None
+        print("## Training kernel: fast vs JAX peer vs NumPy reference (one core, float64, tanh + RTRL, d = 1)")
+        jax_version = jax.__version__
     for line in machine_info():
         print("  " + line)
-    print(f"  jax {jax.__version__}; load average {os.getloadavg()[0]:.2f} at start")
+    print(f"  jax {jax_version}; load average {os.getloadavg()[0]:.2f} at start")
     results = {}
-    child_args = ["--repeat", str(args.repeat)] + (["--no-check"] if args.quick else [])
+    child_args = (["--repeat", str(args.repeat)] + (["--no-check"] if args.quick else [])
+                  + (["--quadrature"] if args.quadrature else []))
     for isa, extra in [("native", {})] + ([] if args.no_avx2 else [("AVX2", AVX2_ENV)]):
         env = dict(os.environ, **extra)
         proc = subprocess.run([sys.executable, __file__, "--child"] + child_args, env=env, capture_output=True,
@@ -289,13 +367,26 @@ def main(argv=None):
             sys.stderr.write(proc.stderr)
             raise SystemExit(f"bench_kernel: the {isa} run failed")
         results[isa] = json.loads(proc.stdout.strip().splitlines()[-1])
+    bad = []
+    if not args.quadrature:
+        bad += _print_training(results, args.quick)
+    bad += _print_quadrature(results)
+    if not args.quadrature:
+        _print_variants(results)
+    print(f"(load average {os.getloadavg()[0]:.2f} at the end)")
+    if bad:
+        raise SystemExit("bench_kernel: not within tolerance of the reference: " + "; ".join(bad))
+
+
+def _print_training(results, quick):
+    """The training-kernel, cost-model and record-walk tables; returns the failed agreement checks."""
     rows, bad = [], []
     for isa, res in results.items():
         for r in res["rows"]:
             rows.append([r["N"], r["R"], isa, "yes" if res["bound"]["zmm"] else "no", r["fast"] / 1e6, r["jax"] / 1e6,
                          r["reference"] / 1e6, r["fast"] / r["jax"], r["fast_wall"] / r["jax_wall"],
                          r["fast"] / r["reference"], 1e9 / r["fast"], r["err_fast"], r["err_jax"]])
-            if not (r["err_fast"] < REL and r["err_jax"] < REL) and not args.quick:
+            if not (r["err_fast"] < REL and r["err_jax"] < REL) and not quick:
                 bad.append(f"{isa} N={r['N']}: fast {r['err_fast']:.1e}, jax {r['err_jax']:.1e}")
     print("M unit-steps/s by CPU time (pinned to one core); fast/JAX also by wall-clock time")
     print(table(["N", "R", "ISA", "zmm", "fast", "JAX peer", "reference", "fast/JAX", "(wall)", "fast/ref",
@@ -331,6 +422,31 @@ def main(argv=None):
                  "fast/bound", "rel.err"], wrow,
                 ["{}", "{}", "{}", "{}", "{}", "{}", "{:.2f}", "{:.2f}", "{:.1f}x", "{:.2f}", "{:.2f}x", "{:.1e}"]))
     print()
+    return bad
+
+
+def _print_quadrature(results):
+    """The kernel-quadrature table; returns the failed agreement checks."""
+    qrow, bad = [], []
+    for isa, res in results.items():
+        q, b = res["quadrature"], res["bound"]
+        bound_ns = b["tanh_ns"] / b["ops_tanh"] * q["ops"]  # per point and prefix node: the loop's arithmetic
+        qrow.append([isa, q["Q"], q["block"], q["H"], q["nodes"], q["ops"], q["mem"], b["tanh_ns"], q["ref_ns"],
+                     q["fast_ns"], q["ref_ns"] / q["fast_ns"], bound_ns, q["fast_ns"] / bound_ns, q["err"]])
+        if not q["err"] < QUAD_REL:
+            bad.append(f"{isa} kernel quadrature: {q['err']:.1e}")
+    print("Kernel quadrature of the limit solver (memory_jacobian_kernel; MODEL.md 6 chain, L = 8, the default rule's"
+          "\nnodes in ntk_features' blocks, tanh, RTRL): ns per point and prefix node, CPU time;"
+          "\nbound = SIMD tanh ns/value x ops of the vector loop / ops tanh; reference = rnn.memory_and_jacobian")
+    print(table(["ISA", "points", "block", "H", "nodes", "ops", "memory ops", "SIMD tanh ns", "reference ns",
+                 "fast ns", "fast/ref", "bound ns", "fast/bound", "rel.err"], qrow,
+                ["{}", "{}", "{}", "{}", "{}", "{}", "{}", "{:.2f}", "{:.1f}", "{:.2f}", "{:.1f}x", "{:.2f}",
+                 "{:.2f}x", "{:.1e}"]))
+    print()
+    return bad
+
+
+def _print_variants(results):
     vrow = []
     for isa, res in results.items():
         for v in res["variants"]:
@@ -341,9 +457,6 @@ def main(argv=None):
     print("Other variants, and one replica's block (9 doubles per unit) outgrowing L2: ns/unit-step, CPU time")
     print(table(["ISA", "model", "N", "R", "block MiB", "reference ns", "fast ns", "fast/ref"], vrow,
                 ["{}"] * 8))
-    print(f"(load average {os.getloadavg()[0]:.2f} at the end)")
-    if bad:
-        raise SystemExit("bench_kernel: not within 1e-10 of the reference: " + "; ".join(bad))
 
 
 if __name__ == "__main__":
