@@ -390,24 +390,29 @@ def memory_jacobian_kernel(d: int, rtrl: bool, sigmoid: bool) -> Callable:
         J = np.zeros((L + 1, D + 2, Q))
         for h in range(H):
             start = lcp[h] if h > 0 else 0
+            if start >= L:  # the same window as h - 1 (or L = 0): its states
+                s_out[h] = s_out[h - 1] if h > 0 else s[L]
+                J_out[h] = J_out[h - 1] if h > 0 else J[L]
+                continue
             for lev in range(start, L):
                 q = windows[h, lev]
+                # the last level is stored straight into the outputs (no copy of level L per window)
+                sn = s_out[h] if lev == L - 1 else s[lev + 1]
+                Jn = J_out[h] if lev == L - 1 else J[lev + 1]
                 for i in range(Q):
                     sp = s[lev, i]
                     bi = b[i]
                     si, ds = _activation(wx[q, i] + bi * sp, SIGMOID)
-                    s[lev + 1, i] = si
+                    sn[i] = si
                     if RTRL:
                         for j in range(D):
-                            J[lev + 1, j, i] = ds * (inputs[q, j] + bi * J[lev, j, i])
-                        J[lev + 1, D, i] = ds * (1.0 + bi * J[lev, D, i])
-                        J[lev + 1, D + 1, i] = ds * (sp + bi * J[lev, D + 1, i])
+                            Jn[j, i] = ds * (inputs[q, j] + bi * J[lev, j, i])
+                        Jn[D, i] = ds * (1.0 + bi * J[lev, D, i])
+                        Jn[D + 1, i] = ds * (sp + bi * J[lev, D + 1, i])
                     else:
                         for j in range(D):
-                            J[lev + 1, j, i] = ds * inputs[q, j]
-                        J[lev + 1, D, i] = ds
-                        J[lev + 1, D + 1, i] = ds * sp
-            s_out[h] = s[L]
-            J_out[h] = J[L]
+                            Jn[j, i] = ds * inputs[q, j]
+                        Jn[D, i] = ds
+                        Jn[D + 1, i] = ds * sp
 
     return run
