@@ -68,20 +68,25 @@ def _fail(msg: str, code: int) -> int:
     return code
 
 
-def _storage_options(pairs: list[str] | None) -> dict | None:
+def _key_values(pairs: list[str], flag: str, expected: str) -> dict:
     """``["k=v", ...]`` -> ``{k: v}``, each value read as JSON when it parses, else kept as a string."""
-    if not pairs:
-        return None
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise _UsageError(f"--storage-option {pair}: expected KEY=VALUE, e.g. endpoint_url=http://127.0.0.1:9000")
+            raise _UsageError(f"{flag} {pair}: expected {expected}")
         try:
             out[key.strip()] = json.loads(value)
         except ValueError:
             out[key.strip()] = value
     return out
+
+
+def _storage_options(pairs: list[str] | None) -> dict | None:
+    """``--storage-option`` pairs as the fsspec backend's keyword arguments (``None`` when none given)."""
+    if not pairs:
+        return None
+    return _key_values(pairs, "--storage-option", "KEY=VALUE, e.g. endpoint_url=http://127.0.0.1:9000")
 
 
 def _redacted(argv: list[str]) -> list[str]:
@@ -260,17 +265,8 @@ def _query(args) -> int:
 
 
 def _where(pairs: list[str] | None) -> dict:
-    """``["model.beta=0.6", ...]`` -> ``{"model.beta": 0.6}``, values read as JSON when they parse."""
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise _UsageError(f"--where {pair!r}: expected KEY=VALUE with a dotted spec key, e.g. model.beta=0.6")
-        try:
-            out[key.strip()] = json.loads(value)
-        except ValueError:
-            out[key.strip()] = value
-    return out
+    """``--where`` pairs: ``["model.beta=0.6", ...]`` -> ``{"model.beta": 0.6}``."""
+    return _key_values(pairs or [], "--where", "KEY=VALUE with a dotted spec key, e.g. model.beta=0.6")
 
 
 def _print_catalog(root, options=None, width=None, time_=None, probe=None, fmt="table", where=None) -> int:
