@@ -36,7 +36,7 @@ def build(root: Path, n: int) -> None:
                                     most_likely=3))
     exp = spec.experiment
     tmpl = root / "template.zarr"
-    rs = create_store(str(tmpl), spec)
+    rs = create_store(str(tmpl), spec, exp.predictions())
     units = exp.units()
     for u in units[: len(units) // 2]:
         rs.write_unit(u, exp.compute(u), 0.01, "bench")
