@@ -35,6 +35,7 @@ import csv
 import io
 import json
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -275,7 +276,7 @@ def open_catalog(root: str, storage_options: dict | None = None) -> Catalog:
 
 def is_catalog_root(path: str, storage_options: dict | None = None) -> bool:
     """Whether ``path`` is a root of stores (a sweep manifest, or ``*.zarr`` children) rather than one store."""
-    if "://" not in str(path) and not __import__("os").path.isdir(str(path)):
+    if "://" not in str(path) and not os.path.isdir(str(path)):
         return False
     try:
         fs, p = _fs(path, storage_options)

@@ -121,8 +121,9 @@ def _quickstart_path() -> Path:
 
 
 def _run(args) -> int:
-    from .cost import check_cost, estimate_cost, machine_memory
-    from .driver import run
+    """``distntk run SPEC``: one spec into its store, or a sweep's members into ``ROOT/<member>.zarr``."""
+    from .cost import check_cost, estimate_cost, machine_memory, total_cost
+    from .driver import run, run_sweep
     from .spec import load_spec
     from .sweep import load_sweep
 
@@ -132,36 +133,46 @@ def _run(args) -> int:
     if not args.max_core_hours > 0:
         raise _UsageError(f"--max-core-hours {args.max_core_hours:g}: expected a number > 0")
     sweep = load_sweep(args.spec, allow_code=args.allow_code)
-    if sweep is not None:
-        return _run_sweep(args, sweep, address)
-    spec = load_spec(args.spec, allow_code=args.allow_code)
-    for w in spec.warnings:
-        print(f"distntk run: warning: {one_line(w)}", file=sys.stderr)
-    cost = estimate_cost(spec.experiment)  # refused here, before a store is created or Ray started
+    if sweep is None:
+        spec = load_spec(args.spec, allow_code=args.allow_code)
+        members, store = [("", spec)], args.store or spec.store
+        what, where_to = f"spec {spec.name} ({spec.hash[:12]})", f"store {store}"
+    else:
+        members, store = [(f"member {m.name}: ", m.spec) for m in sweep.members], args.store or f"stores/{sweep.name}"
+        what, where_to = f"sweep {sweep.name} ({len(sweep.members)} members)", f"root {store}"
+    for prefix, spec in members:
+        for w in spec.warnings:
+            print(f"distntk run: warning: {prefix}{one_line(w)}", file=sys.stderr)
+    cost = total_cost(estimate_cost(spec.experiment) for _, spec in members)  # refused before any store or Ray
     check_cost(cost, args.max_core_hours, machine_memory() / (1 if address else args.actors or os.cpu_count() or 1))
-    store = args.store or spec.store
     options = _storage_options(args.storage_option)
-    command = "distntk " + " ".join(shlex.quote(a) for a in _redacted(args.argv))
     where = f"Ray cluster {address}" if address else "an embedded local Ray"
 
     def announce(todo: int, total: int) -> None:
         plan = f"{todo} of {total} units to compute on {where}" if todo else f"all {total} units already done"
-        print(f"distntk run: spec {spec.name} ({spec.hash[:12]}), store {store}: {plan}", file=sys.stderr)
+        print(f"distntk run: {what}, {where_to}: {plan}", file=sys.stderr)
         if todo:
-            print(f"distntk run: estimate for the whole spec: {cost.describe()}", file=sys.stderr)
+            print(f"distntk run: estimate for the whole {what.split()[0]}: {cost.describe()}", file=sys.stderr)
             print(f"distntk run: starting Ray ({where}) ...", file=sys.stderr, flush=True)
 
+    shipped = [c for _, spec in members if (c := _shipped_code(spec))] if args.address else []
+    kwargs = dict(address=address, actors=args.actors, progress=not args.no_progress, announce=announce,
+                  command="distntk " + " ".join(shlex.quote(a) for a in _redacted(args.argv)),
+                  storage_options=options, runtime_env=shipped[0] if shipped else None)
     t0 = time.perf_counter()
-    rep = run(spec, store, address=address, actors=args.actors, progress=not args.no_progress, command=command,
-              announce=announce, storage_options=options, runtime_env=_shipped_code(spec) if args.address else None)
-    if rep.summary is not None:
-        s = rep.summary
+    reps = [run(spec, store, **kwargs)] if sweep is None else run_sweep(sweep, store, **kwargs)
+    done = [r for r in reps if r.summary is not None]
+    if done:
+        s = done[0].summary  # one actor pool served every store of the run
         nodes = ", ".join(f"{n[:12]} {c}" for n, c in sorted(s.nodes.items()))
-        print(f"distntk run: {rep.computed} units ({s.items} replicas) computed, {rep.skipped} already done, "
-              f"{s.retried} retried; {s.actors} actors on {len(s.nodes)} node(s) [{nodes}]; "
-              f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        over = f" over {len(done)} members" if sweep is not None else ""
+        print(f"distntk run: {sum(r.computed for r in reps)} units ({s.items} replicas) computed{over}, "
+              f"{sum(r.skipped for r in reps)} already done, {s.retried} retried; {s.actors} actors on "
+              f"{len(s.nodes)} node(s) [{nodes}]; {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     if args.print_query:
-        return _print_query(store, fmt="table", storage_options=options)
+        if sweep is None:
+            return _print_query(store, fmt="table", storage_options=options)
+        return _print_catalog(store, options)
     same = " (with the same --storage-option flags)" if options else ""
     print(f"query it with: distntk query {shlex.quote(store)}{same}; report: distntk report {shlex.quote(store)}{same}",
           file=sys.stderr)
@@ -176,46 +187,6 @@ def _open_checked(path, storage_options=None):
     if damaged:
         print(f"distntk: warning: {damage_warning(damaged)}", file=sys.stderr)
     return ds
-
-
-def _run_sweep(args, sweep, address) -> int:
-    """``distntk run SWEEP.toml --store ROOT``: every member into ``ROOT/<member>.zarr``, one actor pool."""
-    from .cost import check_cost, estimate_cost, machine_memory, total_cost
-    from .driver import run_sweep
-
-    for m in sweep.members:
-        for w in m.spec.warnings:
-            print(f"distntk run: warning: member {m.name}: {one_line(w)}", file=sys.stderr)
-    cost = total_cost(estimate_cost(m.spec.experiment) for m in sweep.members)
-    check_cost(cost, args.max_core_hours, machine_memory() / (1 if address else args.actors or os.cpu_count() or 1))
-    root = args.store or f"stores/{sweep.name}"
-    options = _storage_options(args.storage_option)
-    command = "distntk " + " ".join(shlex.quote(a) for a in _redacted(args.argv))
-    where = f"Ray cluster {address}" if address else "an embedded local Ray"
-
-    def announce(todo: int, total: int) -> None:
-        plan = f"{todo} of {total} units to compute on {where}" if todo else f"all {total} units already done"
-        print(f"distntk run: sweep {sweep.name} ({len(sweep.members)} members), root {root}: {plan}",
-              file=sys.stderr)
-        if todo:
-            print(f"distntk run: estimate for the whole sweep: {cost.describe()}", file=sys.stderr)
-            print(f"distntk run: starting Ray ({where}) ...", file=sys.stderr, flush=True)
-
-    t0 = time.perf_counter()
-    code = [_shipped_code(m.spec) for m in sweep.members] if args.address else []
-    reps = run_sweep(sweep, root, address=address, actors=args.actors, progress=not args.no_progress,
-                     command=command, announce=announce, storage_options=options,
-                     runtime_env=next((c for c in code if c), None))
-    computed = sum(r.computed for r in reps)
-    if computed:
-        print(f"distntk run: {computed} units computed over {sum(r.computed > 0 for r in reps)} members, "
-              f"{sum(r.skipped for r in reps)} already done; {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    if args.print_query:
-        return _print_catalog(root, options)
-    same = " (with the same --storage-option flags)" if options else ""
-    print(f"query it with: distntk query {shlex.quote(root)}{same}; report: distntk report {shlex.quote(root)}{same}",
-          file=sys.stderr)
-    return 0
 
 
 def _shipped_code(spec) -> dict | None:

@@ -60,14 +60,9 @@ def latency_proxy(upstream_port: int, delay: float, drop_seconds: float = 3.0, t
             raise RuntimeError(f"latency proxy did not start within {timeout:.0f} s")
         yield LatencyProxy(int(line), delay, proc)
     finally:
-        if proc.poll() is None:
-            proc.stdin.close()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        proc.stdout.close()
+        from s3_server import stop_by_eof  # here, not at the top: this file also runs as the proxy process
+
+        stop_by_eof(proc)
 
 
 async def _serve(upstream_port: int, delay: float, drop_seconds: float) -> None:

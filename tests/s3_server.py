@@ -156,14 +156,19 @@ def running_s3_server(timeout: float = 60.0):
                 )
             yield S3Server(endpoint_url=f"http://127.0.0.1:{int(line)}")
         finally:
-            if proc.poll() is None:
-                proc.stdin.close()  # end-of-file: the server stops and exits
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            proc.stdout.close()
+            stop_by_eof(proc)
+
+
+def stop_by_eof(proc: subprocess.Popen) -> None:
+    """End a helper server that serves until its stdin closes: close it, wait, kill if it hangs."""
+    if proc.poll() is None:
+        proc.stdin.close()  # end-of-file: the server stops and exits
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    proc.stdout.close()
 
 
 @pytest.fixture(scope="session")
