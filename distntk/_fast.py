@@ -416,3 +416,50 @@ def memory_jacobian_kernel(d: int, rtrl: bool, sigmoid: bool) -> Callable:
                         Jn[D + 1, i] = ds * sp
 
     return run
+
+
+@lru_cache(maxsize=None)
+def path_jacobian_kernel(d: int, rtrl: bool, sigmoid: bool) -> Callable:
+    """Compiled memory state and Jacobian of many parameter points along one path of states.
+
+    ``run(w, a, b, inputs, path, s, J, s_out, J_out)``: parameter points ``w (d, Q)``,
+    ``a, b (Q,)``; ``path (n,)`` states; ``s (Q,)`` and ``J (d + 2, Q)`` the state
+    before the path (updated in place, so a long path can be run in pieces); fills
+    ``s_out (n, Q)`` and ``J_out (n, d + 2, Q)`` with the state after each step,
+    the recursion of :func:`memory_jacobian_kernel` without a restart from 0.
+    """
+    D, RTRL, SIGMOID = int(d), bool(rtrl), bool(sigmoid)
+
+    @njit(**_JIT)
+    def run(w, a, b, inputs, path, s, J, s_out, J_out):
+        Q = a.shape[0]
+        n_states = inputs.shape[0]
+        wx = np.empty((n_states, Q))
+        for q in range(n_states):
+            for i in range(Q):
+                v = 0.0
+                for j in range(D):
+                    v += w[j, i] * inputs[q, j]
+                wx[q, i] = v + a[i]
+        for k in range(path.shape[0]):
+            q = path[k]
+            for i in range(Q):
+                sp = s[i]
+                bi = b[i]
+                si, ds = _activation(wx[q, i] + bi * sp, SIGMOID)
+                if RTRL:
+                    for j in range(D):
+                        J[j, i] = ds * (inputs[q, j] + bi * J[j, i])
+                    J[D, i] = ds * (1.0 + bi * J[D, i])
+                    J[D + 1, i] = ds * (sp + bi * J[D + 1, i])
+                else:
+                    for j in range(D):
+                        J[j, i] = ds * inputs[q, j]
+                    J[D, i] = ds
+                    J[D + 1, i] = ds * sp
+                s[i] = si
+                s_out[k, i] = si
+                for j in range(D + 2):
+                    J_out[k, j, i] = J[j, i]
+
+    return run

@@ -122,7 +122,8 @@ def run_many(
         for spec, path in jobs:
             exp = spec.experiment
             lease = stack.enter_context(acquire(path, storage_options))
-            rs: ResultStore = open_or_create(path, spec, exp.predictions, storage_options, command=command)
+            rs: ResultStore = open_or_create(path, spec, _predictions(exp, address, actors, runtime_env, progress),
+                                             storage_options, command=command)
             if lease.taken_over:
                 rs.log(f"lease taken over from {lease.taken_over}")
             units = exp.units()
@@ -140,8 +141,7 @@ def run_many(
         for k, ((spec, _), rs, (units, pending)) in enumerate(zip(jobs, stores, plans, strict=True)):
             if pending:
                 rs.log(f"run: {len(pending)} of {len(units)} units to compute ({command or 'distntk.driver.run'})")
-                if spec.experiment.record_risk:
-                    spec.experiment.limit()  # solved once here; the actors receive it with the experiment
+                spec.experiment.prepare()  # solved once here; the actors receive it with the experiment
             todo += [(k, u) for u in pending]
         todo = _interleave(todo)
         infos: dict = {}
@@ -191,6 +191,32 @@ def run_many(
             out.append(RunReport(rep.store, rep.total, rep.skipped, len(pending), summary, rep.lease_taken_over,
                                  peaks[k]))
     return out
+
+
+class _Segment:
+    """A path segment of the sampled limit as a Ray work unit (``distntk.longmem.segment_stats``)."""
+
+    def __init__(self, fn, problem):
+        self.fn, self.problem = fn, problem
+
+    def __call__(self, index):
+        return self.fn(self.problem, index)
+
+
+def _predictions(exp, address, actors, runtime_env, progress) -> Callable:
+    """``exp.predictions`` (called only when a store is created); a sampled limit's path segments run
+    on Ray actors, in the run's own cluster or an embedded Ray started for them."""
+    if exp.memory != "sampled":
+        return exp.predictions
+
+    def ray_map(fn, problem, indices):
+        got = {}
+        with connect(address, num_cpus=actors, runtime_env=runtime_env):
+            run_units(_Segment(fn, problem), indices, lambda i, res, info: got.__setitem__(i, res), actors=actors,
+                      progress=progress, desc="limit segments", item_name="segments")
+        return [got[i] for i in indices]
+
+    return lambda: exp.predictions(map_segments=ray_map)
 
 
 def _interleave(items: list) -> list:

@@ -90,6 +90,13 @@ resp. 0), ``"inconsistent"`` or ``"n/a"``::
     ratio_init    = between / (N^{1-2beta} var_init_coef)     MLS interval
     mean_error    = mean - h                    +- t_{I-1} mean_se
 
+A sampled (infinite-past) limit's predictions carry Monte Carlo standard errors
+(``h_se``, ``nvar_poisson_se``, ...; :mod:`distntk.longmem`); they widen the
+intervals: in quadrature on the log scale for the ratios
+(``sqrt((within_se / within)^2 + (pred_se / pred)^2)``; for ``ratio_init`` a
+factor ``exp(+- z pred_se / pred)`` on the MLS interval) and
+``sqrt(mean_se^2 + h_se^2)`` for the mean.
+
 The verdicts are per cell: with many cells about ``1 - verdict_level`` of them
 come out inconsistent by chance even when the prediction is exact.
 
@@ -252,13 +259,18 @@ def _verdict(lo, hi, target):
     return xr.where(ok, xr.where(inside, "consistent", "inconsistent"), "n/a").astype(object)
 
 
-def _assess(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_level) -> xr.Dataset:
+def _assess(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_level, se=None) -> xr.Dataset:
     with np.errstate(all="ignore"):
-        return _assess_cells(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_level)
+        return _assess_cells(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_level, se or {})
 
 
-def _assess_cells(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_level) -> xr.Dataset:
+def _assess_cells(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_level, se) -> xr.Dataset:
     comp = variance_components(y, done, level)
+    # Monte Carlo standard errors of a sampled limit's predictions (0 for a window limit); relative ones
+    # widen the log-scale ratio intervals in quadrature, absolute ones the mean's
+    rel = {k: (se[k] / abs(v)) if k in se else 0.0
+           for k, v in (("h", h), ("nvar_p", nvar_p), ("nvar_i", nvar_i), ("var0", var0))}
+    h_se = se.get("h", 0.0)
     q_t = lambda df: stats.t.isf((1 - verdict_level) / 2, df)  # noqa: E731
     N = width.astype(float)
     pred_p, pred_i = nvar_p / N, nvar_i / N
@@ -271,8 +283,9 @@ def _assess_cells(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_
     out["pred_between"] = pred_b.broadcast_like(like)
     # within vs the data-driven predictions: init-robust interval (module docstring)
     # log scale: the per-init variances are right-skewed, and the log interval keeps coverage (module doc)
-    spread = np.exp(q_t(np.maximum(comp.n_init_within - 1.0, 1.0)) * comp.within_se / comp.within)
-    for name, pred in (("poisson", pred_p), ("iid", pred_i)):
+    q_w = q_t(np.maximum(comp.n_init_within - 1.0, 1.0))
+    for name, pred, r in (("poisson", pred_p, rel["nvar_p"]), ("iid", pred_i, rel["nvar_i"])):
+        spread = np.exp(q_w * np.sqrt((comp.within_se / comp.within) ** 2 + r**2))
         out[f"ratio_{name}"] = comp.within / pred
         out[f"ratio_{name}_lo"] = out[f"ratio_{name}"] / spread
         out[f"ratio_{name}_hi"] = out[f"ratio_{name}"] * spread
@@ -283,10 +296,11 @@ def _assess_cells(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_
         output_core_dims=[[], []],
     )
     out["ratio_init"] = comp.between / pred_b
-    out["ratio_init_lo"] = lo_b / pred_b
-    out["ratio_init_hi"] = hi_b / pred_b
+    widen = np.exp(stats.norm.isf((1 - verdict_level) / 2) * rel["var0"])
+    out["ratio_init_lo"] = lo_b / pred_b / widen
+    out["ratio_init_hi"] = hi_b / pred_b * widen
     out["verdict_init"] = _verdict(out.ratio_init_lo, out.ratio_init_hi, 1.0)
-    half_m = q_t(np.maximum(comp.n_init - 1.0, 1.0)) * comp.mean_se
+    half_m = q_t(np.maximum(comp.n_init - 1.0, 1.0)) * np.sqrt(comp.mean_se**2 + h_se**2)
     out["mean_error"] = comp["mean"] - h
     out["mean_error_lo"] = out.mean_error - half_m
     out["mean_error_hi"] = out.mean_error + half_m
@@ -301,6 +315,11 @@ def _assess_cells(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_
         out[f"verdict_{name.split('_')[1]}"] = xr.where(det, "n/a", out[f"verdict_{name.split('_')[1]}"]).astype(object)
     out["within_dispersion"] = out["within_dispersion"].where(~det)
     return out
+
+
+def _prediction_se(ds: xr.Dataset, **names: str) -> dict:
+    """The predictions' Monte Carlo standard errors present in ``ds`` (a sampled limit's), by role."""
+    return {role: ds[name] for role, name in names.items() if name in ds}
 
 
 def _done_mask(ds: xr.Dataset) -> xr.DataArray:
@@ -345,13 +364,16 @@ def estimate(ds: xr.Dataset, level: float = 0.95, verdict_level: float = 0.99) -
     done = _done_mask(ds)
     width = ds["width"]
     out = _assess(ds["output"], done, ds["h"], ds["nvar_poisson"], ds["nvar_iid"], ds["var_init_coef"],
-                  width, beta, level, verdict_level)
+                  width, beta, level, verdict_level,
+                  _prediction_se(ds, h="h_se", nvar_p="nvar_poisson_se", nvar_i="nvar_iid_se", var0="var_init_coef_se"))
     if "risk" in ds and all(v in ds for v in ("risk_h", "nvar_risk_poisson", "nvar_risk_iid", "var_risk_init_coef")):
         r = _assess(ds["risk"], done, ds["risk_h"], ds["nvar_risk_poisson"], ds["nvar_risk_iid"],
-                    ds["var_risk_init_coef"], width, beta, level, verdict_level)
+                    ds["var_risk_init_coef"], width, beta, level, verdict_level,
+                    _prediction_se(ds, h="risk_h_se", nvar_p="nvar_risk_poisson_se", nvar_i="nvar_risk_iid_se",
+                                   var0="var_risk_init_coef_se"))
         for k, v in r.data_vars.items():
             out[f"risk_{k}"] = v
-    for name in ("pi_probe", "f"):
+    for name in ("pi_probe", "f", "h_se", "nvar_poisson_se", "nvar_iid_se", "var_init_coef_se"):
         if name in ds:
             out[name] = ds[name]
     out.attrs = {

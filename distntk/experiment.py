@@ -26,15 +26,15 @@ layer (``service.py``) schedules them as opaque calls.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 import xarray as xr
 
-from .chain import MarkovChain
-from .limit import Limit, solve_limit
+from .chain import MarkovChain, window_chain
+from .limit import MAX_HISTORIES, Limit, solve_limit
 from .rnn import ModelError, RNNConfig, run_replicas
 from .target import Target
 
@@ -85,6 +85,11 @@ class Experiment:
     name: str = "experiment"
     record_risk: bool = True
     max_histories: int = 4096  # the spec's limit.max_histories
+    memory: str = "window"  # limit.memory resolved: "window" (L-window limit) or "sampled" (infinite past)
+    basis_L: int | None = None  # sampled: the basis window (limit.basis_L)
+    L0: int | None = None  # sampled: the control-variate window (limit.l0)
+    segments: int = 16  # sampled: independent path segments (limit.segments)
+    segment_steps: int = 4096  # sampled: steps per segment (limit.segment_steps)
 
     def units(self) -> list[Unit]:
         """All units, in a fixed order (width, init, block)."""
@@ -95,10 +100,7 @@ class Experiment:
 
         Deterministic in the seeds: the same unit gives the same bits anywhere.
         """
-        risk = None
-        if self.record_risk:
-            win = self.limit().window
-            risk = (win.histories, win.pi, self.limit().f)
+        risk = self._risk_windows if self.record_risk else None
         res = run_replicas(
             self.model, self.chain, self.target, unit.width, self.T, self.times, self.probes,
             root=self.seed, width_key=unit.width, init=unit.init, data=list(unit.data), L=self.L,
@@ -110,6 +112,20 @@ class Experiment:
                 raise ModelError(f"unit {unit} produced non-finite {name} values (the training diverged: check "
                                  "model.alpha, the inputs and the target's scale)")
         return out
+
+    @cached_property
+    def _risk_windows(self):
+        """``(histories, pi_L, f)`` of the ``L`` window chain: the stationary risk's sum (MODEL 2)."""
+        if self.memory == "window":
+            lim = self.limit()
+            return lim.window.histories, lim.window.pi, lim.f
+        win = window_chain(self.chain, self.L, max_histories=MAX_HISTORIES)
+        return win.histories, win.pi, self.target.on_windows(self.chain.inputs, win.histories)
+
+    def prepare(self) -> None:
+        """Compute, once, what every unit needs before the experiment is shipped to the actors."""
+        if self.record_risk:
+            self._risk_windows  # noqa: B018
 
     def limit(self) -> Limit:
         """The solved limit problem (computed once per experiment object, and shipped with it to the actors)."""
@@ -123,8 +139,15 @@ class Experiment:
     def probe_labels(self) -> list[str]:
         return ["".join(str(int(s)) for s in z) for z in self.probes]
 
-    def predictions(self) -> xr.Dataset:
-        """Limit and variance predictions on ``(time, probe)``; see the module docstring."""
+    def predictions(self, map_segments: Callable | None = None) -> xr.Dataset:
+        """Limit and variance predictions on ``(time, probe)``; see the module docstring.
+
+        With ``memory = "sampled"`` the training side is the infinite past (:mod:`distntk.longmem`):
+        ``map_segments`` computes the path segments (the driver passes Ray actors), and every
+        prediction comes with its Monte Carlo standard error ``<name>_se``.
+        """
+        if self.memory == "sampled":
+            return self._sampled_predictions(map_segments)
         lim = self.limit()
         idx = lim.window.index(self.probes)
         E = np.zeros((len(idx), lim.window.n_histories))
@@ -165,6 +188,54 @@ class Experiment:
                 "kernel_seconds": lim.kernel.seconds,
                 "kernel_tol": lim.kernel.tol if lim.kernel.tol is not None else float("nan"),
                 "n_histories": lim.window.n_histories,
+                "beta": self.model.beta,
+            },
+        )
+
+    def _sampled_predictions(self, map_segments: Callable | None) -> xr.Dataset:
+        from .longmem import solve_sampled
+
+        sl = solve_sampled(self.model, self.chain, self.target, self.basis_L, self.L0, segments=self.segments,
+                           steps=self.segment_steps, seed=self.seed, quad_tol=self.kernel_tol,
+                           resolution=self.kernel_resolution, map_segments=map_segments)
+        t = np.asarray(self.times, dtype=float)
+        out = sl.predict(t, self.probes, self.L)
+        dims = ("time", "probe")
+        names = {"h": dims, "nvar_poisson": dims, "nvar_iid": dims, "var_init_coef": dims, "risk_h": ("time",),
+                 "nvar_risk_poisson": ("time",), "nvar_risk_iid": ("time",), "var_risk_init_coef": ("time",)}
+        data = {}
+        for name, d in names.items():
+            data[name] = (d, out[name])
+            data[name + "_se"] = (d, out[name + "_se"])
+        data["f"] = (("probe",), out["f"])
+        data["pi_probe"] = (("probe",), out["pi_probe"])
+        corr_h = float(np.max(np.abs(out["h_corr"])))
+        corr_v = float(np.max(np.abs(out["nvar_poisson_corr"]) / np.abs(out["nvar_poisson"]).clip(1e-300)))
+        pb = sl.problem
+        return xr.Dataset(
+            data,
+            coords={"time": t, "probe": self.probe_labels()},
+            attrs={
+                "L": self.L,
+                "memory_method": "sampled",
+                # the memory truncation as measured: the infinite-past limit minus the L0-window one
+                "memory_bound": corr_h,
+                "memory_correction_h": corr_h,
+                "memory_correction_nvar_rel": corr_v,
+                "memory_L0": pb.L0,
+                "memory_basis_L": int(pb.basis.shape[1]),
+                "memory_basis_rank": pb.k,
+                "memory_basis_residual": sl.basis_residual,
+                "memory_segments": sl.n_segments,
+                "memory_path_steps": sl.path_steps,
+                "memory_lag_window": sl.lag_window,
+                "memory_seconds": sl.seconds,
+                "kernel_error": pb.kernel_error,
+                "kernel_method": pb.kernel_method,
+                "kernel_nodes": len(pb.wts),
+                "kernel_seconds": float("nan"),
+                "kernel_tol": self.kernel_tol if self.kernel_resolution is None else float("nan"),
+                "n_histories": int(pb.basis.shape[0]),
                 "beta": self.model.beta,
             },
         )

@@ -102,6 +102,7 @@ __all__ = ["Kernel", "FeatureKernel", "Limit", "MAX_HISTORIES", "window_length",
 
 _E_C2 = 1.0 / 3.0  # E[c^2] for c ~ U[-1, 1]
 MAX_HISTORIES = 1 << 20  # the feature-space solver's reach: windows enumerated and held in memory
+_MAX_GROW = 1 << 16  # window_length never looks past this L (rho^L is then reported as it is)
 
 
 def _count_histories(chain: MarkovChain, L: int) -> int:
@@ -122,9 +123,19 @@ def window_length(cfg: RNNConfig, chain: MarkovChain, m: int = 1, tol: float = 1
     L = max(L, m, 1)
     if _count_histories(chain, m) > max_histories:
         raise ChainError(f"target depth m = {m} already needs more than {max_histories} histories")
-    while L > m and _count_histories(chain, L) > max_histories:
-        L -= 1
-    return L, rho**L
+    # grow from m: the counts never decrease with L (every window of an irreducible chain has a successor),
+    # so the first L whose successor is too many is the longest affordable one; at most _MAX_GROW steps
+    A = (chain.P > 0).astype(float)
+    v = (chain.pi > 0).astype(float)
+    for _ in range(m - 1):
+        v = v @ A
+    Lc = m
+    while Lc < min(L, _MAX_GROW):
+        nv = v @ A
+        if nv.sum() > max_histories:
+            break
+        v, Lc = nv, Lc + 1
+    return Lc, rho**Lc
 
 
 @dataclass(frozen=True, eq=False)
@@ -455,6 +466,8 @@ class FeatureKernel:
     n_nodes: int
     seconds: float = 0.0
     tol: float | None = None
+    nodes: np.ndarray | None = None  # (Q, d + 2) the rule's nodes (w_1..w_d, a, b), for the sampled limit
+    weights: np.ndarray | None = None  # (Q,)
 
 
 def _features(run, chain, hist, lcp, full, wts, sl, sq):
@@ -532,7 +545,7 @@ def ntk_features(cfg: RNNConfig, window: WindowChain, resolution: int | None = N
     U = Q @ V
     C0_eig = _E_C2 * (V.T @ CC @ V)
     return FeatureKernel(U, lam, C0_eig, trace, truncation, rule.error, rule.method, len(rule.pts),
-                         time.perf_counter() - t0, rule.tol)
+                         time.perf_counter() - t0, rule.tol, full, rule.wts)
 
 
 def _gl_nodes(t: float, rate: float, tol: float = 1e-14, n_max: int = 40):

@@ -144,6 +144,8 @@ def format_records(ds: xr.Dataset, rows: list[dict], prog: list[dict], fmt: str 
         pct = 100.0 * p["replicas_done"] / max(p["replicas"], 1)
         lines.append(f"  N = {p['width']:>6}: {p['replicas_done']:>7}/{p['replicas']} replicas "
                      f"({p['units_done']}/{p['units']} units, {pct:5.1f}%)")
+    if ds.attrs.get("memory_method") == "sampled":
+        lines.append(_sampled_note(ds))
     pw = max([5] + [len(r["probe"]) for r in rows])
     lines += ["", "simulation vs limit vs predictions (N*Var within an initialisation; "
               "Var_init across initialisations)",
@@ -154,6 +156,22 @@ def format_records(ds: xr.Dataset, rows: list[dict], prog: list[dict], fmt: str 
                      f"{_fix(r['mean'], 8)} {_fix(r['se'], 7)} {_fix(r['nvar'], 8)} {_fix(r['nvar_poisson'], 8)} "
                      f"{_fix(r['nvar_iid'], 8)} {_sci(r['var_init'])} {_sci(r['var_init_pred'])}")
     return "\n".join(lines)
+
+
+def _sampled_note(ds: xr.Dataset) -> str:
+    """The sampled limit's line: how it was estimated and its largest Monte Carlo errors."""
+    a = ds.attrs
+
+    def rel(name):
+        v, se = ds[name].values, ds[name + "_se"].values if name + "_se" in ds else np.nan
+        return float(np.nanmax(np.abs(se) / np.maximum(np.abs(v), 1e-300))) if np.size(v) else float("nan")
+
+    h_se = float(np.nanmax(ds["h_se"].values)) if "h_se" in ds else float("nan")
+    return (f"  limit over the infinite past, sampled (L0 = {a.get('memory_L0')}, {a.get('memory_segments')} "
+            f"segments, {a.get('memory_path_steps')} steps): Monte Carlo standard errors up to {h_se:.1e} on h_t, "
+            f"{rel('nvar_poisson'):.1e} relative on Poisson, {rel('nvar_iid'):.1e} on iid, "
+            f"{rel('var_init_coef'):.1e} on pred; measured memory correction "
+            f"{float(a.get('memory_correction_h', np.nan)):.1e} on h_t")
 
 
 def _fix(v: float, w: int) -> str:

@@ -39,6 +39,12 @@ A spec names everything a run needs (MODEL.md sections 1-3 and 6)::
     tol = 1e-6                     # kernel quadrature tolerance on K entries (MODEL 4.2, 7); or, legacy:
     # resolution = 20              # fixed Gauss-Hermite points per coordinate (error estimate unreliable)
     max_histories = 4096           # most length-L histories the window chain may have (default 4096)
+    memory = "auto"                # "window": the limit trains on length-L windows; "sampled": on the
+                                   # infinite past, estimated along simulated chains (distntk.longmem);
+                                   # "auto" (default): sampled when no window with at most max_histories
+                                   # histories has rho^L <= 1e-6
+    # l0 = 6                       # sampled: control-variate window (default: the basis window, the longest
+                                   # with at most 1024 histories); segments = 16; segment_steps = 4096
 
     [replicas]
     widths = [64, 128, 256]
@@ -121,6 +127,7 @@ _MAX_T = 1e4
 _MAX_TIMES = 1000
 _MAX_L = 64
 _MAX_HISTORIES = MAX_HISTORIES  # the feature-space solver's reach (limit.MAX_HISTORIES)
+_BASIS_HISTORIES = 1024  # the sampled limit's basis window: the longest with at most this many histories
 _MAX_RESOLUTION = 64
 _MAX_WIDTH = 1 << 24
 _MAX_UNITS = 1 << 22
@@ -277,9 +284,29 @@ def _parse(text: str, default_name: str, source: str, allow_code: bool) -> Spec:
     max_h = limit_t.get("max_histories", "integer", DEFAULT_MAX_HISTORIES)
     if not 1 <= max_h <= _MAX_HISTORIES:
         raise SpecError(f"limit.max_histories: expected an integer in [1, {_MAX_HISTORIES}], got {_show(max_h)}")
+    memory = limit_t.get("memory", "string", "auto")
+    if memory not in ("auto", "window", "sampled"):
+        raise SpecError(f"limit.memory: expected 'auto', 'window' or 'sampled', got {_show(memory)}")
+    l0 = limit_t.get("l0", "integer", None)
+    segments = limit_t.get("segments", "integer", 16)
+    if not 2 <= segments <= 4096:
+        raise SpecError(f"limit.segments: expected an integer in [2, 4096], got {_show(segments)}")
+    seg_steps = limit_t.get("segment_steps", "integer", 4096)
+    if not 256 <= seg_steps <= 1 << 22:
+        raise SpecError(f"limit.segment_steps: expected an integer in [256, {1 << 22}], got {_show(seg_steps)}")
     limit_t.finish()
     target, target_c = _target(top.table("target"), allow_code)
     T, times, L, record_risk, training_c, warnings = _training(training, cfg, chain, target, max_h)
+    sampled = _memory_mode(memory, cfg, chain, target, max_h)
+    basis_L = L0 = None
+    if sampled:
+        basis_L = window_length(cfg, chain, target.m, _DEFAULT_TOL, max_histories=min(max_h, _BASIS_HISTORIES))[0]
+        L0 = basis_L if l0 is None else l0
+        if not target.m <= L0 <= basis_L:
+            raise SpecError(f"limit.l0: expected an integer in [{target.m}, {basis_L}] (the target memory m and "
+                            f"the basis window), got {_show(L0)}")
+    elif l0 is not None:
+        raise SpecError("limit.l0: applies only to limit.memory = 'sampled' (the infinite-past limit)")
     if legacy is not None:
         warnings = [*warnings, f"kernel = {legacy!r}: 'kernel' is the old name of the spec key 'engine'; "
                                "write engine = ... (the hash is the same)"]
@@ -307,13 +334,19 @@ def _parse(text: str, default_name: str, source: str, allow_code: bool) -> Spec:
     exp = Experiment(chain=chain, target=target, model=cfg, T=T, times=times, L=L, probes=probes,
                      widths=replicas["widths"], n_init=replicas["n_init"], n_data=replicas["n_data"],
                      block=replicas["block"], seed=seed, engine=engine, kernel_resolution=resolution,
-                     kernel_tol=quad_tol, name=name, record_risk=record_risk, max_histories=max_h)
+                     kernel_tol=quad_tol, name=name, record_risk=record_risk, max_histories=max_h,
+                     memory="sampled" if sampled else "window", basis_L=basis_L, L0=L0, segments=segments,
+                     segment_steps=seg_steps)
     # absent at their defaults, so the hashes of earlier specs stay valid
     limit_c = {"resolution": resolution}
     if resolution is None and quad_tol != _DEFAULT_QUAD_TOL:
         limit_c["tol"] = quad_tol
     if max_h != DEFAULT_MAX_HISTORIES:
         limit_c["max_histories"] = max_h
+    if sampled:
+        limit_c.update(memory="sampled", basis_L=basis_L, l0=L0, segments=segments, segment_steps=seg_steps)
+    elif memory == "window" and _memory_mode("auto", cfg, chain, target, max_h):
+        limit_c["memory"] = "window"
     canonical = {
         "seed": seed,
         "engine": engine,
@@ -462,6 +495,18 @@ def _training(t: "_Table", cfg: RNNConfig, chain, target, max_h: int):
                         f"a smaller L or a larger limit.max_histories (at most {_MAX_HISTORIES})") from None
     training_c = {"T": T, "times": times, "L": int(L), "record_risk": record_risk}
     return T, tuple(times), int(L), record_risk, training_c, warnings
+
+
+def _memory_mode(memory: str, cfg: RNNConfig, chain, target, max_h: int) -> bool:
+    """Whether the limit is over the infinite past (``limit.memory``; ``auto``: when the longest window with
+    at most ``max_h`` histories leaves a memory bound ``rho^L`` above 1e-6, MODEL 3 and 7)."""
+    if memory != "auto":
+        return memory == "sampled"
+    try:
+        _, bound = window_length(cfg, chain, target.m, _DEFAULT_TOL, max_histories=max_h)
+    except ChainError:
+        return True
+    return bound > _DEFAULT_TOL
 
 
 def _replicas(t: "_Table"):

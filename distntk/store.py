@@ -712,6 +712,9 @@ def _attrs(spec: Spec, exp: Experiment, pred: xr.Dataset, command: str) -> dict:
         "kernel_seconds": num(pa.get("kernel_seconds", float("nan"))),
         "kernel_tol": num(pa.get("kernel_tol", float("nan"))),
         "n_histories": int(pa.get("n_histories", 0)),
+        "memory_method": str(pa.get("memory_method", "window")),
+        **{k: (num(v) if isinstance(v, float) else v) for k, v in pa.items()
+           if k.startswith("memory_") and k != "memory_method" and k != "memory_bound"},
         "distntk_version": _version("distntk"),
         "ray_version": _version("ray"),
         "numpy_version": np.__version__,
@@ -748,6 +751,10 @@ _LONG_NAMES = {
 
 
 def _meta(name: str) -> dict:
+    if name.endswith("_se") and name[:-3] in _LONG_NAMES:
+        base, units = _LONG_NAMES[name[:-3]]
+        return {"long_name": f"Monte Carlo standard error of the sampled limit's {base}",
+                **({"units": units} if units else {})}
     long_name, units = _LONG_NAMES.get(name, (name, None))
     return {"long_name": long_name, **({"units": units} if units else {})}
 
@@ -782,10 +789,15 @@ def _allocate(g: zarr.Group, exp: Experiment, pred: xr.Dataset) -> None:
     arr("unit_node", ("width", "init", "block"), (W, I, nb), (1, 1, 1), str, "")
     arr("unit_writes", ("width", "init", "block"), (W, I, nb), (1, 1, 1), "int64", 0)
 
+    # a sampled (infinite-past) limit also has the Monte Carlo standard error <name>_se of each prediction
     for name in ("h", "nvar_poisson", "nvar_iid", "var_init_coef"):
-        arr(name, ("time", "probe"), (nt, P), (nt, P), "float64", np.nan, pred[name].values)
+        for nm in (name, name + "_se"):
+            if nm == name or nm in pred:
+                arr(nm, ("time", "probe"), (nt, P), (nt, P), "float64", np.nan, pred[nm].values)
     for name in ("f", "pi_probe"):
         arr(name, ("probe",), (P,), (P,), "float64", np.nan, pred[name].values)
     for name in ("risk_h", "nvar_risk_poisson", "nvar_risk_iid", "var_risk_init_coef"):
-        arr(name, ("time",), (nt,), (nt,), "float64", np.nan, pred[name].values)
+        for nm in (name, name + "_se"):
+            if nm == name or nm in pred:
+                arr(nm, ("time",), (nt,), (nt,), "float64", np.nan, pred[nm].values)
     arr("probe_window", ("probe", "lag"), (P, exp.L), (P, exp.L), "int64", 0, np.asarray(exp.probes, dtype=np.int64))
