@@ -143,6 +143,11 @@ def _run(args) -> int:
     for prefix, spec in members:
         for w in spec.warnings:
             print(f"distntk run: warning: {prefix}{one_line(w)}", file=sys.stderr)
+        e = spec.experiment
+        if e.memory == "sampled":
+            print(f"distntk run: {prefix}limit over the infinite past (limit.memory, rho = {e.model.rho:g}): a basis "
+                  f"window of L = {e.basis_L}, then {e.segments} path segments of {e.segment_steps} steps on the "
+                  "actors, when the store is created", file=sys.stderr)
     cost = total_cost(estimate_cost(spec.experiment) for _, spec in members)  # refused before any store or Ray
     check_cost(cost, args.max_core_hours, machine_memory() / (1 if address else args.actors or os.cpu_count() or 1))
     options = _storage_options(args.storage_option)
