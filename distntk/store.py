@@ -449,7 +449,7 @@ class ResultStore:
                 continue
             done[wi, i, b] = True
         done_data = np.repeat(done, self.block, axis=2)[:, :, :R]
-        return {"done": done_data, "unit_wall_time": wall, "unit_node": node.astype(str),
+        return {"done": done_data, "unit_wall_time": wall, "unit_node": node.astype(recs.dtype),
                 "unit_writes": writes}, bad
 
     def write_unit(self, unit: Unit, result: dict, wall_time: float, node: str) -> None:
