@@ -825,12 +825,17 @@ def _allocate(g: zarr.Group, exp: Experiment, pred: xr.Dataset, schema: int) -> 
     nt, P, B = len(exp.times), len(exp.probes), exp.block
     nb = -(-R // B)
 
-    def arr(name, dims, shape, chunks, dtype, fill, data=None):
-        # every chunk carries a crc32c checksum after compression: a damaged chunk fails to decode
-        # (ValueError) instead of decoding into wrong numbers; stores made before this still open
+    def arr(name, dims, shape, chunks, dtype, fill, data=None, per_unit=False):
+        # every chunk carries a crc32c checksum (after compression): a damaged chunk fails to decode
+        # (ValueError) instead of decoding into wrong numbers; stores made before this still open.
+        # Schema 2, per-unit arrays: no compression (float64 results do not compress: Zstd made a
+        # unit's output 1 % larger, at CPU cost the driver pays per chunk) and chunk keys "c.i.j.k"
+        # (one directory per array on a local store, not one new directory per unit).
+        kw = {"compressors": [ZstdCodec(level=0, checksum=False), Crc32cCodec()]}
+        if per_unit and schema >= 2:
+            kw = {"compressors": [Crc32cCodec()], "chunk_key_encoding": {"name": "default", "separator": "."}}
         a = g.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
-                           dimension_names=dims, attributes=_meta(name),
-                           compressors=[ZstdCodec(level=0, checksum=False), Crc32cCodec()])
+                           dimension_names=dims, attributes=_meta(name), **kw)
         if data is not None:
             a[...] = data
         return a
@@ -842,11 +847,13 @@ def _allocate(g: zarr.Group, exp: Experiment, pred: xr.Dataset, schema: int) -> 
     arr("time", ("time",), (nt,), (nt,), "float64", 0.0, np.asarray(exp.times, dtype=float))
     arr("probe", ("probe",), (P,), (P,), str, "", np.asarray(exp.probe_labels(), dtype=str))
 
-    arr("output", ("width", "init", "data", "time", "probe"), (W, I, R, nt, P), (1, 1, B, nt, P), "float64", np.nan)
+    arr("output", ("width", "init", "data", "time", "probe"), (W, I, R, nt, P), (1, 1, B, nt, P), "float64", np.nan,
+        per_unit=True)
     if exp.record_risk:
-        arr("risk", ("width", "init", "data", "time"), (W, I, R, nt), (1, 1, B, nt), "float64", np.nan)
+        arr("risk", ("width", "init", "data", "time"), (W, I, R, nt), (1, 1, B, nt), "float64", np.nan,
+            per_unit=True)
     if schema >= 2:
-        arr("unit", ("width", "init", "block"), (W, I, nb), (1, 1, 1), str, "")
+        arr("unit", ("width", "init", "block"), (W, I, nb), (1, 1, 1), str, "", per_unit=True)
     else:
         arr("done", ("width", "init", "data"), (W, I, R), (1, 1, B), "bool", False)
         arr("unit_wall_time", ("width", "init", "block"), (W, I, nb), (1, 1, 1), "float64", np.nan)

@@ -54,9 +54,11 @@ def _copy(tiny, tmp_path, schema: int = 2) -> Path:
 
 
 def _chunk(path: Path, name: str, wi: int, i: int, b: int) -> Path:
-    """The file of chunk (width index wi, init i, block b) of a per-replica array (zarr v3 default keys)."""
+    """The file of chunk (width index wi, init i, block b) of a per-unit array (keys "c/..." or "c.", as stored)."""
     rest = {"output": ["0", "0"], "risk": ["0"], "done": [], "unit_writes": [], "unit": []}[name]
-    return path.joinpath(name, "c", str(wi), str(i), str(b), *rest)
+    meta = json.loads(path.joinpath(name, "zarr.json").read_text())
+    sep = meta["chunk_key_encoding"]["configuration"]["separator"]
+    return path.joinpath(name, sep.join(["c", str(wi), str(i), str(b), *rest]))
 
 
 def _damage(path: Path, how: str) -> None:
@@ -238,7 +240,7 @@ def test_verify_on_s3(tiny, s3_bucket, capsys):
     assert main(["verify", url]) == 0
     capsys.readouterr()
     fs = s3_bucket.filesystem()
-    key = f"{s3_bucket.name}/v/s.zarr/output/c/0/1/0/0/0"
+    key = f"{s3_bucket.name}/v/s.zarr/output/c.0.1.0.0.0"
     assert fs.exists(key)
     fs.pipe_file(key, os.urandom(len(fs.cat_file(key))))
     assert main(["verify", url, "--storage-option", f"endpoint_url={s3_bucket.server.endpoint_url}"]) == 1
