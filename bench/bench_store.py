@@ -7,7 +7,11 @@ Four parts, units of near-zero compute (sticky chain, N = 16, four replicas per 
    same behind tests/latency_proxy.py at 20 ms and 50 ms per response:
    ``sequential`` (``write_unit`` one after another, the old path),
    ``one batch`` (the batched region writer, one batch in flight) and
-   ``pipelined`` (the same with up to 8 batches in flight: the design chosen).
+   ``pipelined`` (the same with up to 8 batches in flight: the design chosen),
+   all on the current store layout (schema 2: three objects per unit), and
+   ``pipelined`` on the schema-1 layout (six objects per unit, Zstd, one
+   directory per chunk) for comparison.  For S3 the moto server's own ceiling
+   (PUTs/s, and units/s at the layout's objects per unit) is measured too.
 2. **``distntk run`` end to end** (``driver.run``, embedded Ray, 2 actors) on a
    local store and on S3 + 20 ms, with the driver's peak RSS and the most units
    it held unwritten (bounded by ``max_pending``, set low here to show it).
@@ -39,7 +43,7 @@ from raytools import section6_toml  # noqa: E402
 from s3_server import running_s3_server  # noqa: E402
 
 from distntk.spec import parse_spec  # noqa: E402
-from distntk.store import open_or_create  # noqa: E402
+from distntk.store import SCHEMA, create_store  # noqa: E402
 
 
 def _spec(n_units: int, name: str):
@@ -52,10 +56,16 @@ def _loadavg() -> str:
         return " ".join(f.read().split()[:3])
 
 
-def _store_alone(url: str, opts: dict | None, n: int, design: str) -> float:
+def _objects_per_unit(schema: int, risk: bool = True) -> int:
+    """Chunk objects one unit writes: output, risk, and its record (schema 2) or done + three fields (schema 1)."""
+    return 1 + int(risk) + (1 if schema >= 2 else 4)
+
+
+def _store_alone(url: str, opts: dict | None, n: int, design: str, schema: int = SCHEMA) -> float:
     spec = _spec(n, "bench-store")
     e = spec.experiment
-    rs = open_or_create(url, spec, e.predictions, opts)
+    assert e.record_risk  # _objects_per_unit counts the risk chunk
+    rs = create_store(url, spec, e.predictions(), opts, schema=schema)
     units = e.units()
     result = e.compute(units[0])  # the same bytes for every unit: compute is not what is measured
     t0 = time.perf_counter()
@@ -142,7 +152,7 @@ def main() -> None:
         print(line)
     tmp = Path(tempfile.mkdtemp(prefix="bench-store-"))
     rows, rows2 = [], []
-    designs = ["sequential", "one batch", "pipelined"]
+    designs = [("sequential", SCHEMA), ("one batch", SCHEMA), ("pipelined", SCHEMA), ("pipelined", 1)]
     with contextlib.nullcontext() if args.dispatch_only else running_s3_server() as s3:
         if args.dispatch_only:
             return _dispatch_table(args.actors)
@@ -159,19 +169,25 @@ def main() -> None:
                                                  {**s3.storage_options(), "endpoint_url": p50.endpoint_url}))]
             for name, loc in where:
                 rates = []
-                for d in designs:
+                for d, schema in designs:
                     # the sequential path is slow behind the proxies: fewer units there
                     n = args.units if d != "sequential" or name in ("local", "S3 loopback") else args.units // 8
-                    url, opts = loc(f"{name.replace(' ', '')}-{d.replace(' ', '')}")
-                    rates.append(_store_alone(url, opts, n, d))
+                    url, opts = loc(f"{name.replace(' ', '')}-{d.replace(' ', '')}-{schema}")
+                    rates.append(_store_alone(url, opts, n, d, schema))
                 rows.append([name] + rates + [_loadavg()])
-                got = ", ".join(f"{d} {r:.0f}/s" for d, r in zip(designs, rates, strict=True))
+                got = ", ".join(f"{d} (schema {k}) {r:.0f}/s" for (d, k), r in zip(designs, rates, strict=True))
                 print(f"  store alone, {name}: {got}", flush=True)
             ceiling = _server_ceiling(s3)
-            print("\nstore alone: units/s written by the driver (no Ray), "
-                  f"{args.units} units of 4 replicas, 6 objects per unit; the moto server itself takes "
-                  f"{ceiling:.0f} PUTs/s = {ceiling / 6:.0f} units/s here (load {_loadavg()})")
-            print(table(["store"] + designs + ["load avg"], rows, ["{}", "{:.0f}", "{:.0f}", "{:.0f}", "{}"]))
+            per_unit = _objects_per_unit(SCHEMA)
+            print(f"\nstore alone: units/s written by the driver (no Ray), {args.units} units of 4 replicas, "
+                  f"{per_unit} objects per unit (schema {SCHEMA}; schema 1: {_objects_per_unit(1)}); the moto server "
+                  f"itself takes {ceiling:.0f} PUTs/s = {ceiling / per_unit:.0f} units/s here "
+                  f"(schema 1: {ceiling / _objects_per_unit(1):.0f}) (load {_loadavg()})")
+            for row in rows[1:]:
+                print(f"  {row[0]}: pipelined reaches {100 * row[3] * per_unit / ceiling:.0f} % of the server's "
+                      f"PUT ceiling (schema 1: {100 * row[4] * _objects_per_unit(1) / ceiling:.0f} %)")
+            print(table(["store"] + [f"{d}" + (" (schema 1)" if k == 1 else "") for d, k in designs] + ["load avg"],
+                        rows, ["{}", "{:.0f}", "{:.0f}", "{:.0f}", "{:.0f}", "{}"]))
 
             for name, url, opts in [("local", str(tmp / "run.zarr"), None),
                                     ("S3 + 20 ms", "s3://bench/run20.zarr",

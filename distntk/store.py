@@ -30,8 +30,8 @@ The result path (:class:`UnitWriter`, from :meth:`ResultStore.writer`).  Units
 reach the writer in batches; a batch is cut into rectangular regions of whole
 chunks (consecutive blocks of one ``(width, init)`` row, or consecutive full
 rows), and each region is written with one ``setitem`` of zarr's async API per
-array, every chunk's PUT in flight at once (``async.concurrency``).  A bounded
-pool of writer threads keeps several batches in flight, so the number of
+array, every chunk's PUT in flight at once (``async.concurrency``).  Each batch
+is one coroutine on zarr's event loop, several batches in flight at once, so the number of
 requests in flight, not their latency, sets the throughput; the driver only
 waits when ``max_pending`` units are buffered (backpressure: memory stays
 bounded when the store is slower than the actors).  A batch's records (its
@@ -79,7 +79,6 @@ import math
 import os
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Callable
@@ -568,10 +567,16 @@ class UnitWriter:
     """Writes units concurrently, in batches, with bounded memory; see the module docstring.
 
     ``submit`` stages a unit (never blocks), ``flush`` sends the staged units as one
-    batch (blocks only while more than ``max_pending`` units are unwritten),
-    ``completed`` returns the units whose data and ``done`` are stored since the
-    last call, ``close`` waits for everything.  A write that still fails after the
-    retries raises :class:`StoreError` from the next call.
+    batch (blocks only while more than ``max_pending`` units are unwritten, or
+    ``batches`` batches are in flight), ``completed`` returns the units whose data
+    and records are stored since the last call, ``close`` waits for everything.
+    A write that still fails after the retries raises :class:`StoreError` from the
+    next call.
+
+    Each batch is one coroutine on zarr's own event loop (the loop that runs every
+    zarr I/O), handed over with :func:`asyncio.run_coroutine_threadsafe`: the
+    driver's thread returns at once, and the batches in flight interleave their
+    requests on that one loop, with no writer threads of our own.
     """
 
     def __init__(self, rs: ResultStore, max_pending: int = 1024, batches: int = 8, concurrency: int = 64):
@@ -580,13 +585,14 @@ class UnitWriter:
             rs._writer_state = _Regions(rs)
         self._regions = rs._writer_state
         self.max_pending = max(1, int(max_pending))
+        self.batches = max(1, int(batches))
         self._staged: list = []
-        self._inflight: deque = deque()  # (future, n_units)
+        self._inflight: deque = deque()  # (concurrent.futures.Future, n_units)
         self._pending = 0
         self._done: list = []
-        self._threads = ThreadPoolExecutor(max_workers=max(1, int(batches)), thread_name_prefix="distntk-writer")
         self._config = zarr.config.set({"async.concurrency": int(concurrency)})
         self._config.__enter__()
+        self._loop = _zarr_sync(_running_loop())  # zarr's I/O loop (its own thread)
         self.retries = 0
         self.peak_pending = 0
         self._closed = False
@@ -602,9 +608,12 @@ class UnitWriter:
 
     def flush(self) -> None:
         if self._staged:
+            while len(self._inflight) >= self.batches:
+                self._reap(block=True)
             batch, self._staged = self._staged, []
             regions = self._regions.plan(batch)
-            self._inflight.append((self._threads.submit(self._write, regions, len(batch)), len(batch)))
+            fut = asyncio.run_coroutine_threadsafe(self._write(regions, len(batch)), self._loop)
+            self._inflight.append((fut, len(batch)))
             self._pending += len(batch)
             self.peak_pending = max(self.peak_pending, self._pending)
         while self._pending > self.max_pending:  # backpressure: wait for the oldest batch
@@ -622,7 +631,7 @@ class UnitWriter:
         return self._pending + len(self._staged)
 
     def close(self, wait: bool = True) -> None:
-        """Write what is staged and wait for every batch (``wait``), then release the threads."""
+        """Write what is staged and wait for every batch (``wait``; else cancel them), then restore zarr's config."""
         if self._closed:
             return
         self._closed = True
@@ -632,7 +641,12 @@ class UnitWriter:
                 while self._inflight:
                     self._reap(block=True)
         finally:
-            self._threads.shutdown(wait=True, cancel_futures=not wait)
+            for fut, _ in self._inflight:  # not waited for: cancelled (a unit without its record is not done)
+                fut.cancel()
+            for fut, _ in self._inflight:
+                with contextlib.suppress(BaseException):
+                    fut.exception()  # wait until the cancellation (or the end) has happened on the loop
+            self._inflight.clear()
             self._config.__exit__(None, None, None)
 
     def _reap(self, block: bool) -> None:
@@ -642,18 +656,22 @@ class UnitWriter:
             self._done.extend(fut.result())  # raises the batch's StoreError
             block = False
 
-    def _write(self, regions: list, n: int) -> list:
+    async def _write(self, regions: list, n: int) -> list:
         for attempt, delay in enumerate(_RETRY_DELAYS + (None,)):
             try:
                 with _storage_errors(self.rs.path, "write store", catch=(OSError,)):
-                    return _zarr_sync(self._regions.write(regions))
+                    return await self._regions.write(regions)
             except StoreError as exc:
                 if delay is None:
                     raise StoreError(f"{exc} (after {attempt} retries)") from None
                 self.retries += 1
                 _log.warning("write of %d units failed (%s); retry %d in %.2f s", n, exc, attempt + 1, delay)
-                time.sleep(delay)
+                await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _running_loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
 
 
 def open_result_store(path: str | os.PathLike, mode: str = "r+", storage_options: dict | None = None) -> ResultStore:
