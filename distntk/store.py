@@ -21,7 +21,7 @@ stored: a unit is done iff its record is there.  So a unit is three objects
 presents the records as the variables ``done`` (width, init, data),
 ``unit_wall_time``, ``unit_node`` and ``unit_writes`` (width, init, block).
 
-Schema 1 (stores without the ``store_schema`` attribute, made before distntk 0.3)
+Schema 1 (stores without the ``store_schema`` attribute, made by distntk 0.2 and earlier)
 has those four as arrays of their own (``done`` chunks ``(1, 1, block)``, the
 others ``(1, 1, 1)``): six objects per unit, ``done`` written last.  Such stores
 open, verify and resume as before: reads and writes follow the layout a store has.
@@ -330,7 +330,7 @@ class ResultStore:
 
     @property
     def schema(self) -> int:
-        """The store's layout: 2 (one ``unit`` record per unit), or 1 for stores made before distntk 0.3."""
+        """The store's layout: 2 (one ``unit`` record per unit), or 1 for stores made by distntk 0.2 and earlier."""
         return int(self.group.attrs.get("store_schema", 1))
 
     def _region(self, unit: Unit):
@@ -742,7 +742,7 @@ def create_store(path: str | os.PathLike, spec: Spec, predictions: xr.Dataset, s
     ``predictions``: :meth:`Experiment.predictions` of ``spec.experiment`` (the store does no
     science).  An existing store is never overwritten.  Two processes creating one store at
     once are kept apart by the lease the driver takes first (:mod:`distntk.lease`), not here.
-    ``schema`` 1 makes the layout of stores written before distntk 0.3 (for tests of old stores).
+    ``schema`` 1 makes the layout of stores written by distntk 0.2 and earlier (for tests of old stores).
     """
     if schema not in (1, 2):
         raise StoreError(f"store schema {schema} is not 1 or 2")

@@ -40,7 +40,7 @@ def write_store(path, spec: Spec, results: dict, seconds: dict | None = None,
 
     Units are written in the experiment's order by ``ResultStore.write_unit``
     (data, then the unit's record: ``done``); the others stay NaN / not done.
-    ``schema`` 1 writes the layout of stores made before distntk 0.3.  Returns ``open_store(path)``.
+    ``schema`` 1 writes the layout of stores made by distntk 0.2 and earlier.  Returns ``open_store(path)``.
     """
     rs = create_store(path, spec, spec.experiment.predictions(), storage_options,
                       command="tests/conftest.py write_store", schema=schema)

@@ -20,7 +20,7 @@ def spec(tmp_path):
 
 @pytest.mark.parametrize("schema", [2, 1])
 def test_schema(spec, tmp_path, schema):
-    """Both layouts (2: one record per unit; 1: stores before distntk 0.3) read as the same Dataset."""
+    """Both layouts (2: one record per unit; 1: stores by distntk 0.2 and earlier) read as the same Dataset."""
     path = tmp_path / "s.zarr"
     rs = create_store(path, spec, spec.experiment.predictions(), command="pytest", schema=schema)
     assert rs.schema == schema and (rs.attrs.get("store_schema") == 2) == (schema == 2)

@@ -35,7 +35,7 @@ def tiny(tmp_path_factory):
     """A complete tiny store (2 widths x 2 inits x 8 data, block 4: 8 units) and its spec file.
 
     ``tiny[2]`` has the current layout; ``tiny[3]`` the same units in the schema-1 layout (stores made
-    before distntk 0.3: ``done``, ``unit_writes``, ... as arrays of their own).
+    by distntk 0.2 and earlier: ``done``, ``unit_writes``, ... as arrays of their own).
     """
     tmp = tmp_path_factory.mktemp("tiny")
     spec_path = tiny_spec(tmp / "tiny.toml")
@@ -154,7 +154,7 @@ def test_damage_is_found_named_and_left_out(tiny, tmp_path, capsys, schema, how)
 def test_a_plain_rerun_repairs_a_damaged_store_bit_for_bit(tiny, tmp_path, schema):
     """`distntk run` (embedded Ray) recomputes exactly the damaged units and writes the very same bits.
 
-    Schema 1: an old store (made before distntk 0.3) resumes in its own layout.
+    Schema 1: an old store (made by distntk 0.2 and earlier) resumes in its own layout.
     """
     spec_path, spec, clean = tiny[:3]
     path = _copy(tiny, tmp_path, schema)
