@@ -459,8 +459,8 @@ class ResultStore:
         with _storage_errors(self.path, "write store", catch=(OSError,)):
             _zarr_sync(w.write(w.plan([(unit, result, float(wall_time), str(node))])))
 
-    def writer(self, max_pending: int = 1024, batches: int = 8, concurrency: int = 64) -> "UnitWriter":
-        """A :class:`UnitWriter` on this store (use it as a context manager)."""
+    def writer(self, max_pending: int = 1024, batches: int | None = None, concurrency: int = 64) -> "UnitWriter":
+        """A :class:`UnitWriter` on this store (use it as a context manager); ``batches``: see there."""
         return UnitWriter(self, max_pending=max_pending, batches=batches, concurrency=concurrency)
 
     def log(self, event: str) -> None:
@@ -576,11 +576,14 @@ class UnitWriter:
     Each batch is one coroutine on zarr's own event loop (the loop that runs every
     zarr I/O), handed over with :func:`asyncio.run_coroutine_threadsafe`: the
     driver's thread returns at once, and the batches in flight interleave their
-    requests on that one loop, with no writer threads of our own.
+    requests on that one loop, with no writer threads of our own.  ``batches``
+    (default 8 on object storage, 2 on a local disk) bounds the batches in flight.
     """
 
-    def __init__(self, rs: ResultStore, max_pending: int = 1024, batches: int = 8, concurrency: int = 64):
+    def __init__(self, rs: ResultStore, max_pending: int = 1024, batches: int | None = None, concurrency: int = 64):
         self.rs = rs
+        if batches is None:  # in flight at once: hide latency on object storage; on a local disk the
+            batches = 8 if _is_url(rs.path) else 2  # writes are CPU-bound and more only contend for the GIL
         if rs._writer_state is None:
             rs._writer_state = _Regions(rs)
         self._regions = rs._writer_state
