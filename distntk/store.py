@@ -86,6 +86,8 @@ from typing import Callable
 import numpy as np
 import xarray as xr
 import zarr
+from xarray.backends import BackendArray
+from xarray.core import indexing
 from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.core.sync import sync as _zarr_sync
 
@@ -227,10 +229,41 @@ def open_store(path: str | os.PathLike, storage_options: dict | None = None) -> 
             return xr.open_zarr(rs.group.store, consolidated=False, zarr_format=_ZARR_FORMAT, chunks=None)
         ds = xr.open_zarr(rs.group.store, consolidated=False, zarr_format=_ZARR_FORMAT, chunks=None,
                           drop_variables=["unit"])
-    fields, _ = rs._unit_fields(rs._all_units())  # an undecodable record reads as not done (verify names it)
+    records = _Records(rs)  # read when one of the four is first loaded, once for all four
     dims = {"done": ("width", "init", "data")}
-    return ds.assign({name: xr.Variable(dims.get(name, ("width", "init", "block")), fields[name], _meta(name))
+    return ds.assign({name: xr.Variable(dims.get(name, ("width", "init", "block")),
+                                        indexing.LazilyIndexedArray(_RecordField(records, name)), _meta(name))
                       for name in ("done", "unit_wall_time", "unit_node", "unit_writes")})
+
+
+class _Records:
+    """The ``unit`` records of a schema-2 store, decoded on first use (an undecodable one reads as not done)."""
+
+    def __init__(self, rs: ResultStore):
+        self.rs, self._fields = rs, None
+        W, I, R = rs._array("output").shape[:3]
+        nb = rs._array("unit").shape[2]
+        self.shapes = {"done": (W, I, R), "unit_wall_time": (W, I, nb), "unit_node": (W, I, nb),
+                       "unit_writes": (W, I, nb)}
+        self.dtypes = {"done": np.dtype(bool), "unit_wall_time": np.dtype(np.float64),
+                       "unit_node": rs._array("unit").dtype, "unit_writes": np.dtype(np.int64)}
+
+    def field(self, name: str) -> np.ndarray:
+        if self._fields is None:
+            self._fields = self.rs._unit_fields(self.rs._all_units())[0]
+        return self._fields[name]
+
+
+class _RecordField(BackendArray):
+    """One field of the records as a lazily indexed array (xarray's backend protocol)."""
+
+    def __init__(self, records: _Records, name: str):
+        self.records, self.name = records, name
+        self.shape, self.dtype = records.shapes[name], records.dtypes[name]
+
+    def __getitem__(self, key):
+        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.BASIC,
+                                                  lambda k: self.records.field(self.name)[k])
 
 
 def store_spec(ds: xr.Dataset) -> Spec:

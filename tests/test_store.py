@@ -91,6 +91,10 @@ def test_write_unit_and_pending(spec, tmp_path, schema):
         g = zarr.open_group(str(path), mode="r")
         assert json.loads(str(g["unit"][0, 0, 1])) == {"writes": 2, "wall_time": 0.5, "node": "node-b"}
         assert str(g["unit"][0, 0, 0]) == ""
+        # open_store reads no record until a variable is loaded: a record removed after the open reads as not done
+        lazy = open_store(path)
+        (path / "unit" / "c.0.0.1").unlink()
+        assert not lazy.done.values.any() and lazy.unit_writes.values[0, 0].tolist() == [0, 0]
 
 
 def test_reopen_same_spec_and_refuse_a_different_one(spec, tmp_path):
