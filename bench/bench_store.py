@@ -110,16 +110,19 @@ def _server_ceiling(s3) -> float:
     return 600 / (time.perf_counter() - t0)
 
 
-def _dispatch(k: int, rounds: int = 8, sleep: float = 0.25) -> float:
+def _dispatch(k: int, rounds: int = 8, sleep: float = 0.25) -> tuple[float, float]:
     """Efficiency of the service's scheduling loop over K started actors: units/s over the ideal K / sleep.
 
     The actors are started and warmed (one unit each) first: on 2 cores, starting 64
     worker processes takes longer than the measurement itself.  The loop is
-    ``run_units``'s: refill free slots, drain completed calls in batches.
+    ``run_units``'s: refill free slots, drain completed calls in batches.  Returns
+    ``(efficiency, mean PSS of a worker process in MiB)``.
     """
     from distntk.service import ActorPool
 
     def nap(unit):
+        if unit < 0:  # the warm-up call: where it ran
+            return os.getpid()
         time.sleep(sleep)
         return unit
 
@@ -127,8 +130,10 @@ def _dispatch(k: int, rounds: int = 8, sleep: float = 0.25) -> float:
     try:
         for j in range(k):
             pool.submit(j, -1)
+        pids = set()
         while pool.busy():
-            pool.completed(timeout=1.0)
+            pids.update(v[0] for *_, v in pool.completed(timeout=1.0))  # (value, wall, node)
+        pss = [_pss_mib(p) for p in pids]
         n, sent, done = k * rounds, 0, 0
         t0 = time.perf_counter()
         while done < n:
@@ -139,7 +144,18 @@ def _dispatch(k: int, rounds: int = 8, sleep: float = 0.25) -> float:
         seconds = time.perf_counter() - t0
     finally:
         pool.shutdown()
-    return (n / seconds) / (k / sleep)
+    return (n / seconds) / (k / sleep), sum(pss) / max(len(pss), 1)
+
+
+def _pss_mib(pid: int) -> float:
+    """Proportional set size of a process (its share of shared pages counted once), MiB."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Pss:")) / 1024
+
+
+def _available_mib() -> float:
+    with open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:")) / 1024
 
 
 def main() -> None:
@@ -147,7 +163,8 @@ def main() -> None:
     ap.add_argument("--units", type=int, default=400, help="units per store measurement")
     ap.add_argument("--dispatch-only", action="store_true", help="only part 3")
     ap.add_argument("--actors", type=int, nargs="*", default=[64],
-                    help="actor counts for the dispatch part (512 worker processes need ~30 GiB of memory)")
+                    help="actor counts for the dispatch part (each worker process takes about 70 MiB; counts "
+                         "that would not fit in 80 %% of the available memory are skipped)")
     args = ap.parse_args()
     for line in machine_info():
         print(line)
@@ -207,20 +224,25 @@ def main() -> None:
 def _dispatch_table(actors: list) -> None:
     import ray
 
-    rows3 = []
+    rows3, per_worker = [], 100.0  # MiB: a first guess, replaced by the measured PSS
     for k in actors:
+        need = k * per_worker * 1.2
+        if need > 0.8 * _available_mib():  # never push a shared machine into the OOM killer
+            print(f"  dispatch with {k} actors not run: about {need / 1024:.1f} GiB needed for the worker processes "
+                  f"({per_worker:.0f} MiB each), {_available_mib() / 1024:.1f} GiB available")
+            continue
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
         try:
-            eff = _dispatch(k)
-            rows3.append([k, k / 0.25, eff * k / 0.25, 100 * eff, _loadavg()])
-            print(f"  dispatch, {k} actors: {100 * eff:.0f} % of ideal", flush=True)
+            eff, per_worker = _dispatch(k)
+            rows3.append([k, k / 0.25, eff * k / 0.25, 100 * eff, per_worker, _loadavg()])
+            print(f"  dispatch, {k} actors: {100 * eff:.0f} % of ideal; {per_worker:.0f} MiB PSS per worker", flush=True)
         except Exception as exc:  # e.g. out of memory for 512 worker processes on a small machine
             print(f"  dispatch with {k} actors failed: {type(exc).__name__}: {exc}")
         finally:
             ray.shutdown()
     print("\ndispatch: started actors whose units sleep 0.25 s (fractional num_cpus on 2 cores), 8 rounds")
-    print(table(["actors", "ideal units/s", "units/s", "% of ideal", "load avg"], rows3,
-                ["{}", "{:.0f}", "{:.0f}", "{:.0f}", "{}"]))
+    print(table(["actors", "ideal units/s", "units/s", "% of ideal", "PSS MiB per worker", "load avg"], rows3,
+                ["{}", "{:.0f}", "{:.0f}", "{:.0f}", "{:.0f}", "{}"]))
 
 
 if __name__ == "__main__":
