@@ -235,7 +235,8 @@ def _dispatch_table(actors: list) -> None:
         try:
             eff, per_worker = _dispatch(k)
             rows3.append([k, k / 0.25, eff * k / 0.25, 100 * eff, per_worker, _loadavg()])
-            print(f"  dispatch, {k} actors: {100 * eff:.0f} % of ideal; {per_worker:.0f} MiB PSS per worker", flush=True)
+            print(f"  dispatch, {k} actors: {100 * eff:.0f} % of ideal; {per_worker:.0f} MiB PSS per worker",
+                  flush=True)
         except Exception as exc:  # e.g. out of memory for 512 worker processes on a small machine
             print(f"  dispatch with {k} actors failed: {type(exc).__name__}: {exc}")
         finally:

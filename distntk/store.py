@@ -77,7 +77,6 @@ import json
 import logging
 import math
 import os
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
