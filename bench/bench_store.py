@@ -62,14 +62,15 @@ def _objects_per_unit(schema: int, risk: bool = True) -> int:
     return 1 + int(risk) + (1 if schema >= 2 else 4)
 
 
-def _store_alone(url: str, opts: dict | None, n: int, design: str, schema: int = SCHEMA) -> float:
+def _store_alone(url: str, opts: dict | None, n: int, design: str, schema: int = SCHEMA) -> tuple[float, float]:
+    """``(units/s, driver CPU ms per unit)``: the CPU of this process, all its threads (zarr's loop included)."""
     spec = _spec(n, "bench-store")
     e = spec.experiment
     assert e.record_risk  # _objects_per_unit counts the risk chunk
     rs = create_store(url, spec, e.predictions(), opts, schema=schema)
     units = e.units()
     result = e.compute(units[0])  # the same bytes for every unit: compute is not what is measured
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     if design == "sequential":
         for u in units:
             rs.write_unit(u, result, 0.001, "bench")
@@ -79,7 +80,7 @@ def _store_alone(url: str, opts: dict | None, n: int, design: str, schema: int =
                 w.submit(u, result, 0.001, "bench")
                 if k % 16 == 15:  # the driver hands over what one ray.wait drained; 16 is typical
                     w.flush()
-    return n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0), 1e3 * (time.process_time() - c0) / n
 
 
 def _steady(times: list) -> float:
@@ -186,13 +187,15 @@ def main() -> None:
                      ("S3 + 50 ms", lambda tag: (f"s3://bench/{tag}.zarr",
                                                  {**s3.storage_options(), "endpoint_url": p50.endpoint_url}))]
             for name, loc in where:
-                rates = []
+                rates, cpu = [], []
                 for d, schema in designs:
                     # the sequential path is slow behind the proxies: fewer units there
                     n = args.units if d != "sequential" or name in ("local", "S3 loopback") else args.units // 8
                     url, opts = loc(f"{name.replace(' ', '')}-{d.replace(' ', '')}-{schema}")
-                    rates.append(_store_alone(url, opts, n, d, schema))
-                rows.append([name] + rates + [_loadavg()])
+                    rate, ms = _store_alone(url, opts, n, d, schema)
+                    rates.append(rate)
+                    cpu.append(ms)
+                rows.append([name] + rates + [cpu[2], cpu[3], _loadavg()])
                 got = ", ".join(f"{d} (schema {k}) {r:.0f}/s" for (d, k), r in zip(designs, rates, strict=True))
                 print(f"  store alone, {name}: {got}", flush=True)
             ceiling = _server_ceiling(s3)
@@ -204,8 +207,9 @@ def main() -> None:
             for row in rows[1:]:
                 print(f"  {row[0]}: pipelined reaches {100 * row[3] * per_unit / ceiling:.0f} % of the server's "
                       f"PUT ceiling (schema 1: {100 * row[4] * _objects_per_unit(1) / ceiling:.0f} %)")
-            print(table(["store"] + [f"{d}" + (" (schema 1)" if k == 1 else "") for d, k in designs] + ["load avg"],
-                        rows, ["{}", "{:.0f}", "{:.0f}", "{:.0f}", "{:.0f}", "{}"]))
+            print(table(["store"] + [f"{d}" + (" (schema 1)" if k == 1 else "") for d, k in designs] +
+                        ["driver CPU ms/unit, pipelined", "the same, schema 1", "load avg"],
+                        rows, ["{}", "{:.0f}", "{:.0f}", "{:.0f}", "{:.0f}", "{:.2f}", "{:.2f}", "{}"]))
 
             for name, url, opts in [("local", str(tmp / "run.zarr"), None),
                                     ("S3 + 20 ms", "s3://bench/run20.zarr",
