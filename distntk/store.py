@@ -881,8 +881,8 @@ def _allocate(g: zarr.Group, exp: Experiment, pred: xr.Dataset, schema: int) -> 
     def arr(name, dims, shape, chunks, dtype, fill, data=None, per_unit=False):
         # every chunk carries a crc32c checksum (after compression): a damaged chunk fails to decode
         # (ValueError) instead of decoding into wrong numbers; stores made before this still open.
-        # Schema 2, per-unit arrays: no compression (float64 results do not compress: Zstd made a
-        # unit's output 1 % larger, at CPU cost the driver pays per chunk) and chunk keys "c.i.j.k"
+        # Schema 2, per-unit arrays: no compression (float64 results hardly compress, and Zstd is CPU
+        # the driver pays per chunk) and chunk keys "c.i.j.k"
         # (one directory per array on a local store, not one new directory per unit).
         kw = {"compressors": [ZstdCodec(level=0, checksum=False), Crc32cCodec()]}
         if per_unit and schema >= 2:
