@@ -1,36 +1,41 @@
 """Result stores: one Zarr v3 group per experiment, pre-allocated, written unit by unit.
 
-Layout (documented in the README, "Result store schema")::
+Layout (documented in the README, "Result store schema"), store schema 2::
 
     dims    width (W), init (I), data (R = n_data), time (n_t), probe (P), lag (L),
             block (ceil(R / block))
     coords  width, init, data, block (int64), time (float64), probe (str window label)
     output  (width, init, data, time, probe) float64   NaN until written
     risk    (width, init, data, time)        float64   when the spec records the risk
-    done    (width, init, data)              bool      set AFTER the unit's data
-    unit_wall_time (width, init, block) float64 s, NaN until done
-    unit_node      (width, init, block) str   Ray node id that computed the unit, "" until done
-    unit_writes    (width, init, block) int64 times the unit was written (1 after a clean run)
+    unit    (width, init, block)             str       the unit's record, "" until done
     h, nvar_poisson, nvar_iid, var_init_coef (time, probe); f, pi_probe (probe);
     probe_window (probe, lag); risk_h, nvar_risk_poisson, nvar_risk_iid, var_risk_init_coef (time)
 
 A work unit ``(width, init, data block)`` is exactly one chunk of every per-replica
-array (chunks ``(1, 1, block, ...)``) and one element of every per-unit array
-(chunks ``(1, 1, 1)``), so a unit's writes never touch another unit's chunks and a
-unit rewritten after a crash replaces whole chunks.  Write order per unit: data,
-wall time, node and write counter (concurrently), then, once all of those are
-stored, ``done``; a unit is done iff its ``done`` region is all True.
+array (chunks ``(1, 1, block, ...)``) and one element of ``unit`` (chunks
+``(1, 1, 1)``), so a unit's writes never touch another unit's chunks and a unit
+rewritten after a crash replaces whole chunks.  The record is the JSON object
+``{"writes": n, "wall_time": s, "node": id}``, written after the unit's data are
+stored: a unit is done iff its record is there.  So a unit is three objects
+(``output``, ``risk``, ``unit``) written in two rounds.  :func:`open_store`
+presents the records as the variables ``done`` (width, init, data),
+``unit_wall_time``, ``unit_node`` and ``unit_writes`` (width, init, block).
+
+Schema 1 (stores without the ``store_schema`` attribute, made by distntk 0.2 and earlier)
+has those four as arrays of their own (``done`` chunks ``(1, 1, block)``, the
+others ``(1, 1, 1)``): six objects per unit, ``done`` written last.  Such stores
+open, verify and resume as before: reads and writes follow the layout a store has.
 
 The result path (:class:`UnitWriter`, from :meth:`ResultStore.writer`).  Units
 reach the writer in batches; a batch is cut into rectangular regions of whole
 chunks (consecutive blocks of one ``(width, init)`` row, or consecutive full
 rows), and each region is written with one ``setitem`` of zarr's async API per
-array, every chunk's PUT in flight at once (``async.concurrency``).  A bounded
-pool of writer threads keeps several batches in flight, so the number of
+array, every chunk's PUT in flight at once (``async.concurrency``).  Each batch
+is one coroutine on zarr's event loop, several batches in flight at once, so the number of
 requests in flight, not their latency, sets the throughput; the driver only
 waits when ``max_pending`` units are buffered (backpressure: memory stays
-bounded when the store is slower than the actors).  A batch's ``done`` regions
-are written after all of the batch's data: a crash at any moment loses at most
+bounded when the store is slower than the actors).  A batch's records (its
+``done``) are written after all of the batch's data: a crash at any moment loses at most
 the units in flight, and never leaves a unit marked done without its data.  A
 failed write (a dropped connection, a 5xx) is retried with backoff, the same
 bytes to the same objects, before the run stops with a one-line error.
@@ -72,9 +77,7 @@ import json
 import logging
 import math
 import os
-import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Callable
@@ -82,6 +85,8 @@ from typing import Callable
 import numpy as np
 import xarray as xr
 import zarr
+from xarray.backends import BackendArray
+from xarray.core import indexing
 from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.core.sync import sync as _zarr_sync
 
@@ -89,10 +94,11 @@ from ._text import one_line
 from .experiment import Experiment, Unit, unit_grid
 from .spec import Spec, SpecError, canonical_json, parse_spec, spec_diff, spec_hash
 
-__all__ = ["StoreError", "ResultStore", "UnitWriter", "open_store", "open_result_store", "create_store",
+__all__ = ["SCHEMA", "StoreError", "ResultStore", "UnitWriter", "open_store", "open_result_store", "create_store",
            "open_or_create", "check_location", "check_writable", "store_spec", "store_model", "location"]
 
 _ZARR_FORMAT = 3
+SCHEMA = 2  # the layout new stores get (attribute ``store_schema``; absent means 1)
 _log = logging.getLogger("distntk.store")
 
 
@@ -216,9 +222,47 @@ def open_store(path: str | os.PathLike, storage_options: dict | None = None) -> 
     ``storage_options`` go to the fsspec backend of a URL (``endpoint_url``, ``key``, ...);
     without them the backend reads its standard environment.
     """
-    g = open_result_store(path, mode="r", storage_options=storage_options).group
+    rs = open_result_store(path, mode="r", storage_options=storage_options)
     with _storage_errors(path, "read store"):
-        return xr.open_zarr(g.store, consolidated=False, zarr_format=_ZARR_FORMAT, chunks=None)
+        if rs.schema < 2:
+            return xr.open_zarr(rs.group.store, consolidated=False, zarr_format=_ZARR_FORMAT, chunks=None)
+        ds = xr.open_zarr(rs.group.store, consolidated=False, zarr_format=_ZARR_FORMAT, chunks=None,
+                          drop_variables=["unit"])
+    records = _Records(rs)  # read when one of the four is first loaded, once for all four
+    dims = {"done": ("width", "init", "data")}
+    return ds.assign({name: xr.Variable(dims.get(name, ("width", "init", "block")),
+                                        indexing.LazilyIndexedArray(_RecordField(records, name)), _meta(name))
+                      for name in ("done", "unit_wall_time", "unit_node", "unit_writes")})
+
+
+class _Records:
+    """The ``unit`` records of a schema-2 store, decoded on first use (an undecodable one reads as not done)."""
+
+    def __init__(self, rs: ResultStore):
+        self.rs, self._fields = rs, None
+        W, I, R = rs._array("output").shape[:3]
+        nb = rs._array("unit").shape[2]
+        self.shapes = {"done": (W, I, R), "unit_wall_time": (W, I, nb), "unit_node": (W, I, nb),
+                       "unit_writes": (W, I, nb)}
+        self.dtypes = {"done": np.dtype(bool), "unit_wall_time": np.dtype(np.float64),
+                       "unit_node": rs._array("unit").dtype, "unit_writes": np.dtype(np.int64)}
+
+    def field(self, name: str) -> np.ndarray:
+        if self._fields is None:
+            self._fields = self.rs._unit_fields(self.rs._all_units())[0]
+        return self._fields[name]
+
+
+class _RecordField(BackendArray):
+    """One field of the records as a lazily indexed array (xarray's backend protocol)."""
+
+    def __init__(self, records: _Records, name: str):
+        self.records, self.name = records, name
+        self.shape, self.dtype = records.shapes[name], records.dtypes[name]
+
+    def __getitem__(self, key):
+        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.BASIC,
+                                                  lambda k: self.records.field(self.name)[k])
 
 
 def store_spec(ds: xr.Dataset) -> Spec:
@@ -316,6 +360,11 @@ class ResultStore:
     def block(self) -> int:
         return int(self.group.attrs["block"])
 
+    @property
+    def schema(self) -> int:
+        """The store's layout: 2 (one ``unit`` record per unit), or 1 for stores made by distntk 0.2 and earlier."""
+        return int(self.group.attrs.get("store_schema", 1))
+
     def _region(self, unit: Unit):
         try:
             wi = self.widths.index(unit.width)
@@ -325,6 +374,8 @@ class ResultStore:
 
     def done_mask(self) -> np.ndarray:
         """``done`` as a NumPy array ``(width, init, data)``."""
+        if self.schema >= 2:
+            return self._unit_fields(self._all_units())[0]["done"]
         with _storage_errors(self.path, "read store"):
             return np.asarray(self._array("done")[:], dtype=bool)
 
@@ -357,7 +408,7 @@ class ResultStore:
             bad = set()
             for u in units:
                 wi, i, sl, b = self._region(u)
-                region = (wi, i, b) if name.startswith("unit_") else (wi, i, sl)
+                region = (wi, i, b) if name.startswith("unit") else (wi, i, sl)
                 try:
                     out[region] = a[region]
                 except _DECODE_ERRORS:
@@ -375,8 +426,12 @@ class ResultStore:
         chunk reads as NaN) or a write count below 1.
         """
         units = list(self._all_units() if units is None else units)
-        names = ["output", "done", "unit_writes"] + (["risk"] if "risk" in self.group else [])
+        names = ["output"] + (["done", "unit_writes"] if self.schema < 2 else []) + \
+            (["risk"] if "risk" in self.group else [])
         arrays, bad = {}, {}
+        if self.schema >= 2:
+            fields, bad = self._unit_fields(units)
+            arrays.update(done=fields["done"], unit_writes=fields["unit_writes"])
         for name in names:
             arrays[name], unreadable = self._read(name, units)
             for u in unreadable:
@@ -397,19 +452,47 @@ class ResultStore:
         return arrays, {u: bad[u] for u in units if u in bad}
 
     def _all_units(self) -> list[Unit]:
-        shape = self._array("done").shape
+        shape = self._array("output").shape
         return unit_grid(self.widths, shape[1], shape[2], self.block)
 
+    def _unit_fields(self, units: list) -> tuple[dict, dict]:
+        """Schema 2: the ``unit`` records of ``units`` as arrays, and the units whose record is unreadable.
+
+        Returns ``({"done": (W, I, R) bool, "unit_wall_time", "unit_node", "unit_writes": (W, I, block)},
+        {unit: why})``; a unit with an unreadable record counts as not done.
+        """
+        recs, unreadable = self._read("unit", units)
+        W, I, nb = recs.shape
+        R = self._array("output").shape[2]
+        wall, node = np.full((W, I, nb), np.nan), np.full((W, I, nb), "", dtype=object)
+        writes, done = np.zeros((W, I, nb), dtype=np.int64), np.zeros((W, I, nb), dtype=bool)
+        bad = {u: "unit chunk does not decode (checksum mismatch or corrupt bytes)" for u in unreadable}
+        for u in units:
+            wi, i, _, b = self._region(u)
+            text = recs[wi, i, b]
+            if u in bad or not text:
+                continue
+            try:
+                rec = json.loads(str(text))
+                writes[wi, i, b], wall[wi, i, b], node[wi, i, b] = int(rec["writes"]), rec["wall_time"], rec["node"]
+            except (ValueError, KeyError, TypeError):
+                bad[u] = "unit record does not parse"
+                continue
+            done[wi, i, b] = True
+        done_data = np.repeat(done, self.block, axis=2)[:, :, :R]
+        return {"done": done_data, "unit_wall_time": wall, "unit_node": node.astype(recs.dtype),
+                "unit_writes": writes}, bad
+
     def write_unit(self, unit: Unit, result: dict, wall_time: float, node: str) -> None:
-        """Write one unit now (data, wall time, node and write count, then ``done``); see :meth:`writer`."""
+        """Write one unit now (its data, then its record: ``done``); see :meth:`writer`."""
         if self._writer_state is None:
             self._writer_state = _Regions(self)
         w = self._writer_state
         with _storage_errors(self.path, "write store", catch=(OSError,)):
             _zarr_sync(w.write(w.plan([(unit, result, float(wall_time), str(node))])))
 
-    def writer(self, max_pending: int = 1024, batches: int = 8, concurrency: int = 64) -> "UnitWriter":
-        """A :class:`UnitWriter` on this store (use it as a context manager)."""
+    def writer(self, max_pending: int = 1024, batches: int | None = None, concurrency: int = 64) -> "UnitWriter":
+        """A :class:`UnitWriter` on this store (use it as a context manager); ``batches``: see there."""
         return UnitWriter(self, max_pending=max_pending, batches=batches, concurrency=concurrency)
 
     def log(self, event: str) -> None:
@@ -424,15 +507,20 @@ class _Regions:
     """Array handles and write counters of one store, opened once; writes batches of units by regions."""
 
     def __init__(self, rs: ResultStore):
+        self.schema = rs.schema
+        names = ("output", "unit") if self.schema >= 2 else ("output", "done", "unit_wall_time", "unit_node",
+                                                                "unit_writes")
         with _storage_errors(rs.path, "open store"):
-            self.arrays = {k: rs._array(k).async_array for k in ("output", "done", "unit_wall_time", "unit_node",
-                                                                 "unit_writes")}
+            self.arrays = {k: rs._array(k).async_array for k in names}
             with contextlib.suppress(KeyError):
                 self.arrays["risk"] = rs._array("risk").async_array
-            if rs._writes is None:
-                rs._writes = np.asarray(rs._array("unit_writes")[:], dtype=np.int64)
+        if rs._writes is None:  # the write counters as read chunk-safe (a damaged one restarts at 0)
+            units = rs._all_units()
+            writes = rs._unit_fields(units)[0]["unit_writes"] if self.schema >= 2 else \
+                rs._read("unit_writes", units)[0]
+            rs._writes = np.asarray(writes, dtype=np.int64)
         self.rs, self.widths, self.block = rs, rs.widths, rs.block
-        self.n_data = int(rs._array("done").shape[2])
+        self.n_data = int(rs._array("output").shape[2])
         self.n_blocks = -(-self.n_data // self.block)
 
     def _regions(self, batch: list) -> list:
@@ -470,7 +558,7 @@ class _Regions:
         return out
 
     async def write(self, regions: list) -> list:
-        """Write planned regions: all data and per-unit fields, then all ``done``; returns the units."""
+        """Write planned regions: all data (and, schema 1, per-unit fields), then the records (``done``)."""
         a = self.arrays
         data, flags = [], []
         for wi, i0, i1, b0, b1, items, counts in regions:
@@ -483,12 +571,17 @@ class _Regions:
             data.append(a["output"].setitem(sel_d, _stacked(items, "output", rows)))
             if "risk" in a and "risk" in items[0][1]:
                 data.append(a["risk"].setitem(sel_d, _stacked(items, "risk", rows)))
+            if self.schema >= 2:
+                recs = [json.dumps({"writes": int(n), "wall_time": it[2], "node": it[3]}, separators=(",", ":"))
+                        for it, n in zip(items, counts.ravel(), strict=True)]
+                flags.append((a["unit"], sel_u, np.array(recs, dtype=str).reshape(shape_u)))
+                continue
             data.append(a["unit_wall_time"].setitem(sel_u, np.array([it[2] for it in items]).reshape(shape_u)))
             data.append(a["unit_node"].setitem(sel_u, np.array([it[3] for it in items], dtype=str).reshape(shape_u)))
             data.append(a["unit_writes"].setitem(sel_u, counts.reshape(shape_u)))
-            flags.append((sel_d, np.ones((rows, d1 - d0) if rows > 1 else (d1 - d0,), dtype=bool)))
+            flags.append((a["done"], sel_d, np.ones((rows, d1 - d0) if rows > 1 else (d1 - d0,), dtype=bool)))
         await asyncio.gather(*data)
-        await asyncio.gather(*(a["done"].setitem(sel, v) for sel, v in flags))
+        await asyncio.gather(*(arr.setitem(sel, v) for arr, sel, v in flags))  # only once the data are stored
         return [it[0] for r in regions for it in r[5]]
 
 
@@ -506,25 +599,35 @@ class UnitWriter:
     """Writes units concurrently, in batches, with bounded memory; see the module docstring.
 
     ``submit`` stages a unit (never blocks), ``flush`` sends the staged units as one
-    batch (blocks only while more than ``max_pending`` units are unwritten),
-    ``completed`` returns the units whose data and ``done`` are stored since the
-    last call, ``close`` waits for everything.  A write that still fails after the
-    retries raises :class:`StoreError` from the next call.
+    batch (blocks only while more than ``max_pending`` units are unwritten, or
+    ``batches`` batches are in flight), ``completed`` returns the units whose data
+    and records are stored since the last call, ``close`` waits for everything.
+    A write that still fails after the retries raises :class:`StoreError` from the
+    next call.
+
+    Each batch is one coroutine on zarr's own event loop (the loop that runs every
+    zarr I/O), handed over with :func:`asyncio.run_coroutine_threadsafe`: the
+    driver's thread returns at once, and the batches in flight interleave their
+    requests on that one loop, with no writer threads of our own.  ``batches``
+    (default 8 on object storage, 2 on a local disk) bounds the batches in flight.
     """
 
-    def __init__(self, rs: ResultStore, max_pending: int = 1024, batches: int = 8, concurrency: int = 64):
+    def __init__(self, rs: ResultStore, max_pending: int = 1024, batches: int | None = None, concurrency: int = 64):
         self.rs = rs
+        if batches is None:  # in flight at once: hide latency on object storage; on a local disk the
+            batches = 8 if _is_url(rs.path) else 2  # writes are CPU-bound and more only contend for the GIL
         if rs._writer_state is None:
             rs._writer_state = _Regions(rs)
         self._regions = rs._writer_state
         self.max_pending = max(1, int(max_pending))
+        self.batches = max(1, int(batches))
         self._staged: list = []
-        self._inflight: deque = deque()  # (future, n_units)
+        self._inflight: deque = deque()  # (concurrent.futures.Future, n_units)
         self._pending = 0
         self._done: list = []
-        self._threads = ThreadPoolExecutor(max_workers=max(1, int(batches)), thread_name_prefix="distntk-writer")
         self._config = zarr.config.set({"async.concurrency": int(concurrency)})
         self._config.__enter__()
+        self._loop = _zarr_sync(_running_loop())  # zarr's I/O loop (its own thread)
         self.retries = 0
         self.peak_pending = 0
         self._closed = False
@@ -540,9 +643,12 @@ class UnitWriter:
 
     def flush(self) -> None:
         if self._staged:
+            while len(self._inflight) >= self.batches:
+                self._reap(block=True)
             batch, self._staged = self._staged, []
             regions = self._regions.plan(batch)
-            self._inflight.append((self._threads.submit(self._write, regions, len(batch)), len(batch)))
+            fut = asyncio.run_coroutine_threadsafe(self._write(regions, len(batch)), self._loop)
+            self._inflight.append((fut, len(batch)))
             self._pending += len(batch)
             self.peak_pending = max(self.peak_pending, self._pending)
         while self._pending > self.max_pending:  # backpressure: wait for the oldest batch
@@ -560,7 +666,7 @@ class UnitWriter:
         return self._pending + len(self._staged)
 
     def close(self, wait: bool = True) -> None:
-        """Write what is staged and wait for every batch (``wait``), then release the threads."""
+        """Write what is staged and wait for every batch (``wait``; else cancel them), then restore zarr's config."""
         if self._closed:
             return
         self._closed = True
@@ -570,7 +676,12 @@ class UnitWriter:
                 while self._inflight:
                     self._reap(block=True)
         finally:
-            self._threads.shutdown(wait=True, cancel_futures=not wait)
+            for fut, _ in self._inflight:  # not waited for: cancelled (a unit without its record is not done)
+                fut.cancel()
+            for fut, _ in self._inflight:
+                with contextlib.suppress(BaseException):
+                    fut.exception()  # wait until the cancellation (or the end) has happened on the loop
+            self._inflight.clear()
             self._config.__exit__(None, None, None)
 
     def _reap(self, block: bool) -> None:
@@ -580,18 +691,22 @@ class UnitWriter:
             self._done.extend(fut.result())  # raises the batch's StoreError
             block = False
 
-    def _write(self, regions: list, n: int) -> list:
+    async def _write(self, regions: list, n: int) -> list:
         for attempt, delay in enumerate(_RETRY_DELAYS + (None,)):
             try:
                 with _storage_errors(self.rs.path, "write store", catch=(OSError,)):
-                    return _zarr_sync(self._regions.write(regions))
+                    return await self._regions.write(regions)
             except StoreError as exc:
                 if delay is None:
                     raise StoreError(f"{exc} (after {attempt} retries)") from None
                 self.retries += 1
                 _log.warning("write of %d units failed (%s); retry %d in %.2f s", n, exc, attempt + 1, delay)
-                time.sleep(delay)
+                await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _running_loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
 
 
 def open_result_store(path: str | os.PathLike, mode: str = "r+", storage_options: dict | None = None) -> ResultStore:
@@ -656,13 +771,16 @@ def check_writable(path: str | os.PathLike, storage_options: dict | None = None)
 
 
 def create_store(path: str | os.PathLike, spec: Spec, predictions: xr.Dataset, storage_options: dict | None = None,
-                 command: str = "") -> ResultStore:
+                 command: str = "", schema: int = SCHEMA) -> ResultStore:
     """Create and pre-allocate the store of ``spec``, with the ``predictions`` the caller solved.
 
     ``predictions``: :meth:`Experiment.predictions` of ``spec.experiment`` (the store does no
     science).  An existing store is never overwritten.  Two processes creating one store at
     once are kept apart by the lease the driver takes first (:mod:`distntk.lease`), not here.
+    ``schema`` 1 makes the layout of stores written by distntk 0.2 and earlier (for tests of old stores).
     """
+    if schema not in (1, 2):
+        raise StoreError(f"store schema {schema} is not 1 or 2")
     if _exists(path, storage_options):
         raise StoreError(f"cannot create store at {path}: a store is already there")
     check_writable(path, storage_options)
@@ -672,8 +790,10 @@ def create_store(path: str | os.PathLike, spec: Spec, predictions: xr.Dataset, s
             g = _zarr_group(path, "w-", storage_options)
         except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as exc:
             raise StoreError(f"cannot create store at {path}: {type(exc).__name__}: {one_line(exc)}") from None
-        _allocate(g, exp, predictions)
+        _allocate(g, exp, predictions, schema)
         g.attrs.update(_attrs(spec, exp, predictions, command))
+        if schema >= 2:
+            g.attrs["store_schema"] = schema
     return ResultStore(str(path), g)
 
 
@@ -730,6 +850,7 @@ _LONG_NAMES = {
     "unit_wall_time": ("wall time of the work unit on its actor", "s"),
     "unit_node": ("Ray node id that computed the work unit", None),
     "unit_writes": ("number of times the work unit was written", "1"),
+    "unit": ("work unit record, JSON {writes, wall_time, node}; written after its data", None),
     "h": ("kernel limit h_t(z), MODEL 4.3", "1"),
     "nvar_poisson": ("predicted N Var(g|theta), Poisson equation, MODEL 5.1", "1"),
     "nvar_iid": ("predicted N Var(g|theta) if data were i.i.d., MODEL 5.1", "1"),
@@ -759,17 +880,22 @@ def _meta(name: str) -> dict:
     return {"long_name": long_name, **({"units": units} if units else {})}
 
 
-def _allocate(g: zarr.Group, exp: Experiment, pred: xr.Dataset) -> None:
+def _allocate(g: zarr.Group, exp: Experiment, pred: xr.Dataset, schema: int) -> None:
     W, I, R = len(exp.widths), exp.n_init, exp.n_data
     nt, P, B = len(exp.times), len(exp.probes), exp.block
     nb = -(-R // B)
 
-    def arr(name, dims, shape, chunks, dtype, fill, data=None):
-        # every chunk carries a crc32c checksum after compression: a damaged chunk fails to decode
-        # (ValueError) instead of decoding into wrong numbers; stores made before this still open
+    def arr(name, dims, shape, chunks, dtype, fill, data=None, per_unit=False):
+        # every chunk carries a crc32c checksum (after compression): a damaged chunk fails to decode
+        # (ValueError) instead of decoding into wrong numbers; stores made before this still open.
+        # Schema 2, per-unit arrays: no compression (float64 results hardly compress, and Zstd is CPU
+        # the driver pays per chunk) and chunk keys "c.i.j.k"
+        # (one directory per array on a local store, not one new directory per unit).
+        kw = {"compressors": [ZstdCodec(level=0, checksum=False), Crc32cCodec()]}
+        if per_unit and schema >= 2:
+            kw = {"compressors": [Crc32cCodec()], "chunk_key_encoding": {"name": "default", "separator": "."}}
         a = g.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
-                           dimension_names=dims, attributes=_meta(name),
-                           compressors=[ZstdCodec(level=0, checksum=False), Crc32cCodec()])
+                           dimension_names=dims, attributes=_meta(name), **kw)
         if data is not None:
             a[...] = data
         return a
@@ -781,13 +907,18 @@ def _allocate(g: zarr.Group, exp: Experiment, pred: xr.Dataset) -> None:
     arr("time", ("time",), (nt,), (nt,), "float64", 0.0, np.asarray(exp.times, dtype=float))
     arr("probe", ("probe",), (P,), (P,), str, "", np.asarray(exp.probe_labels(), dtype=str))
 
-    arr("output", ("width", "init", "data", "time", "probe"), (W, I, R, nt, P), (1, 1, B, nt, P), "float64", np.nan)
+    arr("output", ("width", "init", "data", "time", "probe"), (W, I, R, nt, P), (1, 1, B, nt, P), "float64", np.nan,
+        per_unit=True)
     if exp.record_risk:
-        arr("risk", ("width", "init", "data", "time"), (W, I, R, nt), (1, 1, B, nt), "float64", np.nan)
-    arr("done", ("width", "init", "data"), (W, I, R), (1, 1, B), "bool", False)
-    arr("unit_wall_time", ("width", "init", "block"), (W, I, nb), (1, 1, 1), "float64", np.nan)
-    arr("unit_node", ("width", "init", "block"), (W, I, nb), (1, 1, 1), str, "")
-    arr("unit_writes", ("width", "init", "block"), (W, I, nb), (1, 1, 1), "int64", 0)
+        arr("risk", ("width", "init", "data", "time"), (W, I, R, nt), (1, 1, B, nt), "float64", np.nan,
+            per_unit=True)
+    if schema >= 2:
+        arr("unit", ("width", "init", "block"), (W, I, nb), (1, 1, 1), str, "", per_unit=True)
+    else:
+        arr("done", ("width", "init", "data"), (W, I, R), (1, 1, B), "bool", False)
+        arr("unit_wall_time", ("width", "init", "block"), (W, I, nb), (1, 1, 1), "float64", np.nan)
+        arr("unit_node", ("width", "init", "block"), (W, I, nb), (1, 1, 1), str, "")
+        arr("unit_writes", ("width", "init", "block"), (W, I, nb), (1, 1, 1), "int64", 0)
 
     # a sampled (infinite-past) limit also has the Monte Carlo standard error <name>_se of each prediction
     for name in ("h", "nvar_poisson", "nvar_iid", "var_init_coef"):

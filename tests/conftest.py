@@ -24,7 +24,7 @@ from raytools import VENV_BIN, cleanup, new_mark, scoped_env, section6_toml, sho
 from s3_server import s3_bucket, s3_server  # noqa: F401  (fixtures, found by name; the S3 server lives in s3_server.py)
 
 from distntk.spec import Spec, parse_spec
-from distntk.store import create_store, open_store
+from distntk.store import SCHEMA, create_store, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,15 +35,15 @@ def sticky_spec(widths=(128, 256, 512), n_init=16, n_data=32, block=16, seed=11)
 
 
 def write_store(path, spec: Spec, results: dict, seconds: dict | None = None,
-                storage_options: dict | None = None) -> xr.Dataset:
+                storage_options: dict | None = None, schema: int = SCHEMA) -> xr.Dataset:
     """A real store at ``path`` for ``spec`` holding ``results`` (``{Unit: Experiment.compute(unit)}``).
 
     Units are written in the experiment's order by ``ResultStore.write_unit``
-    (data, wall time, node, write count, then ``done``); the others stay
-    NaN / not done.  Returns ``open_store(path)``.
+    (data, then the unit's record: ``done``); the others stay NaN / not done.
+    ``schema`` 1 writes the layout of stores made by distntk 0.2 and earlier.  Returns ``open_store(path)``.
     """
     rs = create_store(path, spec, spec.experiment.predictions(), storage_options,
-                      command="tests/conftest.py write_store")
+                      command="tests/conftest.py write_store", schema=schema)
     for u in spec.experiment.units():
         if u in results:
             rs.write_unit(u, results[u], (seconds or {}).get(u, float("nan")), "in-process")

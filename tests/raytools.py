@@ -51,11 +51,11 @@ def tiny_spec(path: Path, name="tiny", seed=7, beta=0.75, T=1.0, times=(0.5, 1.0
 
 def done_units(store, block: int, storage_options: dict | None = None) -> int:
     """Units marked done in a store being written (0 before it exists): the first replica of every unit."""
-    import zarr
+    from distntk.store import open_result_store
 
     try:
-        done = zarr.open_group(str(store), mode="r", storage_options=storage_options)["done"][:]
-    except Exception:  # not created yet
+        done = open_result_store(store, "r", storage_options).done_mask()
+    except Exception:  # not created yet (or its attributes not written yet)
         return 0
     return int(done[:, :, ::block].sum())
 

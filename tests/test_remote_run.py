@@ -195,7 +195,7 @@ class _Recorder(zarr.storage.WrapperStore):
 
 
 def test_unit_writes_are_whole_object_puts_on_s3(small, s3_bucket):
-    """Per unit: one PUT per chunk of that unit, no GET of any chunk, data -> wall time/node/count -> done."""
+    """Per unit: one PUT per chunk of that unit, no GET of any chunk, data -> the unit's record (done)."""
     from distntk.store import ResultStore
 
     spec = load_spec(small)
@@ -209,20 +209,18 @@ def test_unit_writes_are_whole_object_puts_on_s3(small, s3_bucket):
     rs.write_unit(first, e.compute(first), 0.5, "node-a")  # also reads the write counters once
     log.clear()
     rs.write_unit(edge, e.compute(edge), 0.25, "node-b")
-    chunk_io = [(op, k) for op, k in log if "/c/" in k]
-    # data and per-unit fields go concurrently (any order among them), `done` strictly after all of them
-    assert sorted(chunk_io[:5]) == [("set", "output/c/0/0/1/0/0"), ("set", "risk/c/0/0/1/0"),
-                                    ("set", "unit_node/c/0/0/1"), ("set", "unit_wall_time/c/0/0/1"),
-                                    ("set", "unit_writes/c/0/0/1")]
-    assert chunk_io[5:] == [("set", "done/c/0/0/1")]
-    assert not [k for op, k in log if op == "get" and "/c/" in k]  # never a read of a chunk
+    chunk_io = [(op, k) for op, k in log if "/c." in k]
+    # three objects per unit: the data concurrently (any order), the unit's record (its `done`) strictly after
+    assert sorted(chunk_io[:2]) == [("set", "output/c.0.0.1.0.0"), ("set", "risk/c.0.0.1.0")]
+    assert chunk_io[2:] == [("set", "unit/c.0.0.1")]
+    assert not [k for op, k in log if op == "get" and "/c." in k]  # never a read of a chunk
     log.clear()
-    with rs.writer() as w:  # the batched path: two units, still one PUT per chunk, no read, done last
+    with rs.writer() as w:  # the batched path: two units, still one PUT per chunk, no read, records last
         for u in (first, edge):
             w.submit(u, e.compute(u), 0.125, "node-c")
-    chunk_io = [(op, k) for op, k in log if "/c/" in k]
-    assert len(chunk_io) == 12 and all(op == "set" for op, _ in chunk_io) and len(set(chunk_io)) == 12
-    assert {k.split("/")[0] for _, k in chunk_io[-2:]} == {"done"}
+    chunk_io = [(op, k) for op, k in log if "/c." in k]
+    assert len(chunk_io) == 6 and all(op == "set" for op, _ in chunk_io) and len(set(chunk_io)) == 6
+    assert {k for _, k in chunk_io[-2:]} == {"unit/c.0.0.0", "unit/c.0.0.1"}
     ds = open_store(url)
     assert ds.done.values[0, 0].all() and ds.unit_writes.values[0, 0].tolist() == [2, 2]
     assert ds.unit_node.values[0, 0].tolist() == ["node-c", "node-c"]

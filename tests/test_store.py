@@ -1,5 +1,6 @@
 """Result store: schema, chunk layout, write order, spec checks, URLs (no Ray here)."""
 
+import json
 import uuid
 
 import numpy as np
@@ -17,9 +18,12 @@ def spec(tmp_path):
     return load_spec(tiny_spec(tmp_path / "tiny.toml", n_data=6, block=4))
 
 
-def test_schema(spec, tmp_path):
+@pytest.mark.parametrize("schema", [2, 1])
+def test_schema(spec, tmp_path, schema):
+    """Both layouts (2: one record per unit; 1: stores by distntk 0.2 and earlier) read as the same Dataset."""
     path = tmp_path / "s.zarr"
-    create_store(path, spec, spec.experiment.predictions(), command="pytest")
+    rs = create_store(path, spec, spec.experiment.predictions(), command="pytest", schema=schema)
+    assert rs.schema == schema and (rs.attrs.get("store_schema") == 2) == (schema == 2)
     ds = open_store(path)
     e = spec.experiment
     W, I, R, nt, P, nb = len(e.widths), e.n_init, e.n_data, len(e.times), len(e.probes), 2
@@ -53,13 +57,16 @@ def test_schema(spec, tmp_path):
     g = zarr.open_group(str(path), mode="r")
     assert g["output"].chunks == (1, 1, e.block, nt, P)
     assert g["risk"].chunks == (1, 1, e.block, nt)
-    assert g["done"].chunks == (1, 1, e.block)
-    assert g["unit_writes"].chunks == g["unit_node"].chunks == g["unit_wall_time"].chunks == (1, 1, 1)
+    per_unit = {2: ["unit"], 1: ["unit_node", "unit_wall_time", "unit_writes"]}[schema]
+    assert sorted(k for k in g.array_keys() if k.startswith("unit")) == per_unit
+    assert all(g[k].chunks == (1, 1, 1) for k in per_unit)
+    assert ("done" in g) == (schema == 1) and (schema == 2 or g["done"].chunks == (1, 1, e.block))
 
 
-def test_write_unit_and_pending(spec, tmp_path):
+@pytest.mark.parametrize("schema", [2, 1])
+def test_write_unit_and_pending(spec, tmp_path, schema):
     path = tmp_path / "s.zarr"
-    rs = create_store(path, spec, spec.experiment.predictions())
+    rs = create_store(path, spec, spec.experiment.predictions(), schema=schema)
     e = spec.experiment
     units = e.units()
     assert rs.pending(units) == units
@@ -75,6 +82,19 @@ def test_write_unit_and_pending(spec, tmp_path):
     assert ds.unit_writes.values[0, 0].tolist() == [0, 1]
     assert ds.unit_node.values[0, 0, 1] == "node-a" and ds.unit_wall_time.values[0, 0, 1] == 0.25
     assert np.isnan(ds.output.values[0, 0, :4]).all()  # neighbours untouched
+    rs2 = open_result_store(path)  # reopened: the write counter goes on from the store
+    rs2.write_unit(u, res, 0.5, "node-b")
+    ds = open_store(path)
+    assert ds.unit_writes.values[0, 0].tolist() == [0, 2] and ds.unit_node.values[0, 0, 1] == "node-b"
+    assert rs2.done_mask()[0, 0].tolist() == [False] * 4 + [True] * 2
+    if schema == 2:  # the record: a JSON object written after the data
+        g = zarr.open_group(str(path), mode="r")
+        assert json.loads(str(g["unit"][0, 0, 1])) == {"writes": 2, "wall_time": 0.5, "node": "node-b"}
+        assert str(g["unit"][0, 0, 0]) == ""
+        # open_store reads no record until a variable is loaded: a record removed after the open reads as not done
+        lazy = open_store(path)
+        (path / "unit" / "c.0.0.1").unlink()
+        assert not lazy.done.values.any() and lazy.unit_writes.values[0, 0].tolist() == [0, 0]
 
 
 def test_reopen_same_spec_and_refuse_a_different_one(spec, tmp_path):

@@ -32,26 +32,33 @@ def _unit_text(u) -> str:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """A complete tiny store (2 widths x 2 inits x 8 data, block 4: 8 units) and its spec file."""
+    """A complete tiny store (2 widths x 2 inits x 8 data, block 4: 8 units) and its spec file.
+
+    ``tiny[2]`` has the current layout; ``tiny[3]`` the same units in the schema-1 layout (stores made
+    by distntk 0.2 and earlier: ``done``, ``unit_writes``, ... as arrays of their own).
+    """
     tmp = tmp_path_factory.mktemp("tiny")
     spec_path = tiny_spec(tmp / "tiny.toml")
     spec = load_spec(spec_path)
     e = spec.experiment
     results = {u: e.compute(u) for u in e.units()}
     write_store(tmp / "clean.zarr", spec, results)
-    return spec_path, spec, tmp / "clean.zarr"
+    write_store(tmp / "clean-schema1.zarr", spec, results, schema=1)
+    return spec_path, spec, tmp / "clean.zarr", tmp / "clean-schema1.zarr"
 
 
-def _copy(tiny, tmp_path) -> Path:
+def _copy(tiny, tmp_path, schema: int = 2) -> Path:
     path = tmp_path / "s.zarr"
-    shutil.copytree(tiny[2], path)
+    shutil.copytree(tiny[2] if schema == 2 else tiny[3], path)
     return path
 
 
 def _chunk(path: Path, name: str, wi: int, i: int, b: int) -> Path:
-    """The file of chunk (width index wi, init i, block b) of a per-replica array (zarr v3 default keys)."""
-    rest = {"output": ["0", "0"], "risk": ["0"], "done": [], "unit_writes": []}[name]
-    return path.joinpath(name, "c", str(wi), str(i), str(b), *rest)
+    """The file of chunk (width index wi, init i, block b) of a per-unit array (keys "c/..." or "c.", as stored)."""
+    rest = {"output": ["0", "0"], "risk": ["0"], "done": [], "unit_writes": [], "unit": []}[name]
+    meta = json.loads(path.joinpath(name, "zarr.json").read_text())
+    sep = meta["chunk_key_encoding"]["configuration"]["separator"]
+    return path.joinpath(name, sep.join(["c", str(wi), str(i), str(b), *rest]))
 
 
 def _damage(path: Path, how: str) -> None:
@@ -71,25 +78,44 @@ def _damage(path: Path, how: str) -> None:
     elif how == "random bytes in unit_writes":
         f = _chunk(path, "unit_writes", 1, 0, 1)
         f.write_bytes(np.random.default_rng(4).bytes(max(f.stat().st_size, 8)))
+    elif how == "random bytes in unit record":
+        f = _chunk(path, "unit", 1, 0, 1)
+        f.write_bytes(np.random.default_rng(5).bytes(f.stat().st_size))
+    elif how == "unit record not JSON":  # a chunk that decodes, holding no record
+        zarr.open_group(str(path), mode="r+")["unit"][1, 0, 1] = "{writes: 1"
     else:  # pragma: no cover
         raise ValueError(how)
 
 
-DAMAGES = ["deleted output chunk", "done over NaN data", "random bytes in output", "random bytes in done",
-           "deleted risk chunk", "random bytes in unit_writes"]
+# (layout, damage): the current layout, and schema 1 (old stores) where its own arrays differ
+DAMAGES = [(2, "deleted output chunk"), (2, "done over NaN data"), (2, "random bytes in output"),
+           (2, "random bytes in unit record"), (2, "unit record not JSON"), (2, "deleted risk chunk"),
+           (1, "random bytes in done"), (1, "random bytes in unit_writes"), (1, "deleted output chunk")]
 
 
-def test_a_clean_store_verifies(tiny, capsys):
-    assert verify(tiny[2]) == []
-    assert main(["verify", str(tiny[2])]) == 0
+@pytest.mark.parametrize("schema", [2, 1])
+def test_a_clean_store_verifies(tiny, capsys, schema):
+    path = tiny[2] if schema == 2 else tiny[3]
+    assert verify(path) == []
+    assert main(["verify", str(path)]) == 0
     out, err = capsys.readouterr()
     assert out == "" and "every done unit intact" in err
 
 
-@pytest.mark.parametrize("how", DAMAGES)
-def test_damage_is_found_named_and_left_out(tiny, tmp_path, capsys, how):
-    spec_path, spec, _ = tiny
-    path = _copy(tiny, tmp_path)
+def test_both_layouts_read_alike(tiny):
+    """The same units written in either layout: the same Dataset (values, flags, counters, nodes)."""
+    a, b = open_store(tiny[2]), open_store(tiny[3])
+    assert "unit" not in a and "done" in a and a.attrs["store_schema"] == 2 and "store_schema" not in b.attrs
+    for name in ("output", "risk", "done", "unit_writes", "unit_node", "unit_wall_time"):
+        assert a[name].dims == b[name].dims and a[name].dtype.kind == b[name].dtype.kind, name
+        np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
+    assert a.done.values.all() and (a.unit_writes.values == 1).all()
+
+
+@pytest.mark.parametrize(("schema", "how"), DAMAGES)
+def test_damage_is_found_named_and_left_out(tiny, tmp_path, capsys, schema, how):
+    spec_path, spec = tiny[:2]
+    path = _copy(tiny, tmp_path, schema)
     _damage(path, how)
     units = spec.experiment.units()
     hit = [u for u in units if (u.width, u.init, u.data_start) == (32, 0, 4)]
@@ -124,10 +150,14 @@ def test_damage_is_found_named_and_left_out(tiny, tmp_path, capsys, how):
     assert f"- {_unit_text(hit[0])}" in md  # listed with the missing units
 
 
-def test_a_plain_rerun_repairs_a_damaged_store_bit_for_bit(tiny, tmp_path):
-    """`distntk run` (embedded Ray) recomputes exactly the damaged units and writes the very same bits."""
-    spec_path, spec, clean = tiny
-    path = _copy(tiny, tmp_path)
+@pytest.mark.parametrize("schema", [2, 1])
+def test_a_plain_rerun_repairs_a_damaged_store_bit_for_bit(tiny, tmp_path, schema):
+    """`distntk run` (embedded Ray) recomputes exactly the damaged units and writes the very same bits.
+
+    Schema 1: an old store (made by distntk 0.2 and earlier) resumes in its own layout.
+    """
+    spec_path, spec, clean = tiny[:3]
+    path = _copy(tiny, tmp_path, schema)
     _damage(path, "random bytes in output")
     _chunk(path, "output", 0, 1, 0).unlink()  # and a second unit: (16, 1, 0-3)
     mark, temp = new_mark(), short_tmp("dnverify")
@@ -140,6 +170,7 @@ def test_a_plain_rerun_repairs_a_damaged_store_bit_for_bit(tiny, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert "2 of 8 units to compute" in p.stderr and "estimate for the whole spec" in p.stderr
     assert verify(path) == []
+    assert ("done" in zarr.open_group(str(path), mode="r")) == (schema == 1)  # the layout kept
     a, b = open_store(path), open_store(clean)
     for name in ("output", "risk", "done"):
         np.testing.assert_array_equal(a[name].values, b[name].values)  # NaN-free, so exact equality is bitwise
@@ -200,7 +231,7 @@ def test_a_unit_times_ten_is_an_outlier(sticky, tmp_path, capsys):
 
 def test_verify_on_s3(tiny, s3_bucket, capsys):
     """The same checks on an s3:// store (moto on loopback); one chunk object overwritten with random bytes."""
-    _, spec, _ = tiny
+    spec = tiny[1]
     url = s3_bucket.url("v/s.zarr")
     e = spec.experiment
     rs = open_or_create(url, spec, spec.experiment.predictions)
@@ -209,7 +240,7 @@ def test_verify_on_s3(tiny, s3_bucket, capsys):
     assert main(["verify", url]) == 0
     capsys.readouterr()
     fs = s3_bucket.filesystem()
-    key = f"{s3_bucket.name}/v/s.zarr/output/c/0/1/0/0/0"
+    key = f"{s3_bucket.name}/v/s.zarr/output/c.0.1.0.0.0"
     assert fs.exists(key)
     fs.pipe_file(key, os.urandom(len(fs.cat_file(key))))
     assert main(["verify", url, "--storage-option", f"endpoint_url={s3_bucket.server.endpoint_url}"]) == 1
