@@ -42,13 +42,17 @@ import io
 import json
 import math
 import os
+import pickle
+import subprocess
+import sys
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import xarray as xr
 
 from ._text import one_line
-from .query import progress, summary
+from .query import QueryError, progress, summary
 from .spec import flat_keys, spec_diff
 from .store import StoreError, open_store
 from .verify import damage_warning, open_checked_many, store_attrs_many
@@ -57,6 +61,8 @@ __all__ = ["Catalog", "CatalogError", "open_catalog", "read_manifest", "write_ma
            "format_catalog", "MANIFEST"]
 
 MANIFEST = "sweep.json"
+_STORES_PER_WORKER = 200  # a worker process costs ~1.5 s of CPU for its imports: worth it from this many stores on
+_MAX_WORKERS = 8
 
 
 class CatalogError(RuntimeError):
@@ -252,18 +258,21 @@ class Catalog:
              probe: int | str | None = None) -> list[dict]:
         """The tidy table: the ``distntk query`` row fields per (store, width, time, probe), plus the keys."""
         keys = self.keys
-        self._read(list(self.stores))  # every store at once
+        select = (width, time, probe)
+        todo = [n for n in self.stores if n not in self._cache]
+        fresh = dict(zip(todo, _read_summarised([self.location(n) for n in todo], self.storage_options, select),
+                         strict=True))
+        self._cache.update({n: got for n, (got, _) in fresh.items()})
         out = []
         for name in self.stores:
             got = self._cache[name]
             if isinstance(got, StoreError):
                 continue  # named by `damaged`, never summarised
-            ds = got[0]
-            prog = {p["width"]: p for p in progress(ds)}
+            rows = fresh[name][1] if name in fresh else _store_rows(got[0], select)
+            if isinstance(rows, QueryError):
+                raise rows
             base = {"store": name, **{k: self.specs[name].get(k) for k in keys}}
-            for r in summary(ds, width=width, time=time, probe=probe):
-                p = prog[r["width"]]
-                out.append({**base, **r, "units_done": p["units_done"], "units": p["units"]})
+            out += [{**base, **r} for r in rows]
         return out
 
     def frame(self, width: int | None = None, time: float | None = None,
@@ -272,6 +281,69 @@ class Catalog:
         import pandas as pd
 
         return pd.DataFrame(self.rows(width, time, probe))
+
+
+def _store_rows(ds: xr.Dataset, select: tuple) -> list[dict]:
+    """``distntk query``'s rows of one checked store, with its units done per width."""
+    prog = {p["width"]: p for p in progress(ds)}
+    return [{**r, "units_done": prog[r["width"]]["units_done"], "units": prog[r["width"]]["units"]}
+            for r in summary(ds, *select)]
+
+
+def _summarised(locations: list, storage_options: dict | None, select: tuple) -> list:
+    """``[(checked store or its StoreError, its rows or their QueryError)]`` for ``locations``, in one process."""
+    out = []
+    for got in open_checked_many(locations, storage_options):
+        if isinstance(got, StoreError):
+            out.append((got, None))
+            continue
+        try:
+            out.append((got, _store_rows(got[0], select)))
+        except QueryError as exc:
+            out.append((got, exc))
+    return out
+
+
+def _read_summarised(locations: list, storage_options: dict | None, select: tuple) -> list:
+    """:func:`_summarised`, split over worker processes when there are enough stores to pay for them.
+
+    Reading a store is CPU-bound Python in zarr (metadata, codecs, one task per chunk),
+    so threads do not help; processes do, one per core.  A worker is a fresh
+    interpreter running :func:`_worker` (not ``multiprocessing``, which would run the
+    caller's main module again), its input and output pickled through its pipes.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    n = min(cores, _MAX_WORKERS, len(locations) // _STORES_PER_WORKER)
+    if n < 2:
+        return _summarised(locations, storage_options, select)
+    step = -(-len(locations) // n)
+    parts = [locations[k:k + step] for k in range(0, len(locations), step)]
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    workers = [subprocess.Popen([sys.executable, "-c", "from distntk.catalog import _worker; _worker()"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+               for _ in parts]
+    with ThreadPoolExecutor(len(workers)) as pool:  # every pipe drained at once: no worker waits on another
+        outputs = list(pool.map(lambda w, part: w.communicate(pickle.dumps((part, storage_options, select))),
+                                workers, parts))
+    out = []
+    for w, (stdout, stderr) in zip(workers, outputs, strict=True):
+        if w.returncode != 0:
+            last = (stderr.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
+            raise CatalogError(f"a worker process reading stores exited with code {w.returncode}: {one_line(last)}")
+        out += pickle.loads(stdout)  # written by our own worker just now
+    return out
+
+
+def _worker() -> None:
+    """A worker process of :func:`_read_summarised`: pickled ``(locations, storage_options, select)`` in, results out."""
+    out, sys.stdout = sys.stdout.buffer, sys.stderr  # nothing but the result goes to the pipe
+    locations, storage_options, select = pickle.load(sys.stdin.buffer)
+    pickle.dump(_summarised(locations, storage_options, select), out, protocol=pickle.HIGHEST_PROTOCOL)
+    out.flush()
 
 
 _MISSING = object()

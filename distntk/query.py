@@ -89,7 +89,7 @@ def summary(ds: xr.Dataset, width: int | None = None, time: float | None = None,
             probe: int | str | None = None) -> list[dict]:
     """One record per selected (width, time, probe); see the module docstring for the columns."""
     wsel, tsel, psel = _select(ds, width, time, probe)
-    est = estimate(ds)
+    est = estimate(ds.drop_vars(["risk"], errors="ignore"))  # the rows are the output's: its risk is not estimated
     beta = float(ds.attrs["beta"])
     widths = [int(w) for w in ds["width"].values]
     times = [float(t) for t in ds["time"].values]

@@ -205,6 +205,8 @@ _COORDS = ("width", "init", "data", "time", "probe")
 _PER_REPLICA = ("output", "risk", "done")
 _CONCURRENT_STORES = 32  # stores whose arrays are in flight at once
 _BATCH = 256  # stores read before they are checked (bounds the memory of a large catalog)
+# the per-unit bookkeeping and its coordinate: checked (the write counter), not part of a summary's Dataset
+_NOT_SUMMARISED = ("block", "unit_wall_time", "unit_node", "unit_writes")
 _CHUNKS_PER_BATCH = 64  # chunks zarr decodes per batch: fewer tasks per chunk than its default of 1
 
 
@@ -377,7 +379,10 @@ def open_checked_many(paths: Iterable[str | os.PathLike],
                 if isinstance(raw, StoreError):
                     raise raw
                 res = _checked_from(path, *raw)
-                out.append(res if res is not None else open_checked(path, storage_options))
+                if res is None:  # the same variables as the whole-array path
+                    ds, bad = open_checked(path, storage_options)
+                    res = ds.drop_vars(_NOT_SUMMARISED, errors="ignore"), bad
+                out.append(res)
             except StoreError as exc:
                 out.append(exc)
     return out
