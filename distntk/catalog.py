@@ -304,7 +304,7 @@ def _summarised(locations: list, storage_options: dict | None, select: tuple) ->
     return out
 
 
-def _read_summarised(locations: list, storage_options: dict | None, select: tuple) -> list:
+def _read_summarised(locations: list, storage_options: dict | None, select: tuple, workers: int | None = None) -> list:
     """:func:`_summarised`, split over worker processes when there are enough stores to pay for them.
 
     Reading a store is CPU-bound Python in zarr (metadata, codecs, one task per chunk),
@@ -312,11 +312,13 @@ def _read_summarised(locations: list, storage_options: dict | None, select: tupl
     interpreter running :func:`_worker` (not ``multiprocessing``, which would run the
     caller's main module again), its input and output pickled through its pipes.
     """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    n = min(cores, _MAX_WORKERS, len(locations) // _STORES_PER_WORKER)
+    if workers is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            cores = os.cpu_count() or 1
+        workers = min(cores, _MAX_WORKERS, len(locations) // _STORES_PER_WORKER)
+    n = min(workers, len(locations))
     if n < 2:
         return _summarised(locations, storage_options, select)
     step = -(-len(locations) // n)
