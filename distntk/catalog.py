@@ -25,8 +25,10 @@ small object per store, all at once, spec hash checked) and returns a :class:`Ca
 
 The summaries are computed by :func:`distntk.query.summary`, the one estimator
 every command uses.  Reading is the cost of a catalog: every array a summary needs
-is read whole, with the arrays of many stores in flight at once (zarr's asynchronous
-API), and nothing else is opened.
+is read whole, with the arrays of several stores in flight at once (zarr's
+asynchronous API), and nothing else is opened.  That reading is CPU-bound Python
+inside zarr, so a catalog of hundreds of stores is split over worker processes,
+one per core (:func:`_read_summarised`).
 """
 
 from __future__ import annotations
@@ -341,7 +343,7 @@ def _read_summarised(locations: list, storage_options: dict | None, select: tupl
 
 
 def _worker() -> None:
-    """A worker process of :func:`_read_summarised`: pickled ``(locations, storage_options, select)`` in, results out."""
+    """A worker of :func:`_read_summarised`: pickled ``(locations, storage_options, select)`` in, results out."""
     out, sys.stdout = sys.stdout.buffer, sys.stderr  # nothing but the result goes to the pipe
     locations, storage_options, select = pickle.load(sys.stdin.buffer)
     pickle.dump(_summarised(locations, storage_options, select), out, protocol=pickle.HIGHEST_PROTOCOL)

@@ -22,8 +22,7 @@ from raytools import VENV_BIN, cleanup, new_mark, scoped_env, short_tmp, tiny_sp
 
 from distntk.cli import main
 from distntk.spec import load_spec
-from distntk.store import open_or_create, open_result_store, open_store
-from distntk.store import StoreError
+from distntk.store import StoreError, open_or_create, open_result_store, open_store
 from distntk.verify import OUTLIER_Z, open_checked, open_checked_many, outliers, verify
 
 
