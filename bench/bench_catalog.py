@@ -5,14 +5,17 @@ Builds ``--stores`` small stores on local disk: one real store written by
 done), copied under distinct member names, each copy then given the spec attributes
 (text, canonical form, hash) of the same spec with its own seed, so the catalog sees a
 varying key and every store passes the spec-hash check.  Then times
-``open_catalog(root)`` (one listing, lazy opening of every store) and
-``catalog.rows()`` (``distntk query``'s rows for every store: reading ``done`` and
-``output`` and the estimator) separately, median of ``--repeats``.
+``open_catalog(root)`` (one listing, every store's attributes read and its spec hash
+checked; the datasets are opened lazily, on access) and ``catalog.rows()``
+(``distntk query``'s rows for every store: every store read and checked as ``distntk
+query`` checks one, then the estimator) separately, median of ``--repeats``.  The
+load average before and after is printed: the machine may be shared.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -67,6 +70,7 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         build(root, args.stores)
         print(f"built {args.stores} stores in {time.perf_counter() - t0:.1f} s")
+        print("load average (1, 5, 15 min) before: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
         t_open, t_rows, n_rows = [], [], 0
         for _ in range(args.repeats):
             t0 = time.perf_counter()
@@ -78,6 +82,7 @@ def main(argv=None) -> None:
             t_rows.append(t2 - t1)
             n_rows = len(rows)
             assert len(cat.stores) == args.stores and not cat.problems and cat.keys == ["seed"]
+        print("load average (1, 5, 15 min) after: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
         o, r = statistics.median(t_open), statistics.median(t_rows)
         print("| stores | rows | list + open s | summarise s | total s | stores/s |")
         print("|---:|---:|---:|---:|---:|---:|")
