@@ -95,7 +95,8 @@ def summary(ds: xr.Dataset, width: int | None = None, time: float | None = None,
     times = [float(t) for t in ds["time"].values]
     labels = [str(p) for p in ds["probe"].values]
     dims = ("width", "time", "probe")
-    a = {k: est[k].transpose(*dims).values for k in ("n_obs", "h", "mean", "mean_se", "within", "between_raw")}
+    a = {k: (est[k] if est[k].dims == dims else est[k].transpose(*dims)).values
+         for k in ("n_obs", "h", "mean", "mean_se", "within", "between_raw")}
     nvp, nvi, vic = ds["nvar_poisson"].values, ds["nvar_iid"].values, ds["var_init_coef"].values
     rows = []
     for N in wsel:
