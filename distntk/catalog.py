@@ -327,14 +327,14 @@ def _read_summarised(locations: list, storage_options: dict | None, select: tupl
     parts = [locations[k:k + step] for k in range(0, len(locations), step)]
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    workers = [subprocess.Popen([sys.executable, "-c", "from distntk.catalog import _worker; _worker()"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-               for _ in parts]
-    with ThreadPoolExecutor(len(workers)) as pool:  # every pipe drained at once: no worker waits on another
+    procs = [subprocess.Popen([sys.executable, "-c", "from distntk.catalog import _worker; _worker()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+             for _ in parts]
+    with ThreadPoolExecutor(len(procs)) as pool:  # every pipe drained at once: no worker waits on another
         outputs = list(pool.map(lambda w, part: w.communicate(pickle.dumps((part, storage_options, select))),
-                                workers, parts))
+                                procs, parts))
     out = []
-    for w, (stdout, stderr) in zip(workers, outputs, strict=True):
+    for w, (stdout, stderr) in zip(procs, outputs, strict=True):
         if w.returncode != 0:
             last = (stderr.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
             raise CatalogError(f"a worker process reading stores exited with code {w.returncode}: {one_line(last)}")

@@ -287,7 +287,7 @@ async def _read_store(path: str, storage_options: dict | None):
             return name, (a.metadata, exc)
 
     names = _COORDS + _PER_REPLICA + _bookkeeping_names() + PREDICTIONS + _RISK_PREDICTIONS
-    with _storage_errors(path, "read store", catch=(OSError,)):
+    with _storage_errors(path, "read store"):  # a transport error, or metadata that do not parse: this store only
         return attrs, dict(await asyncio.gather(*(get(n) for n in names)))
 
 
