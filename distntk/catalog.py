@@ -6,21 +6,29 @@ children ``<member>.zarr`` are distntk stores: the root of a sweep
 ``sweep.json``, the manifest that names its members with their spec hashes, so
 that members not started yet are known and a changed sweep is refused.
 
-:func:`open_catalog` lists the root (one listing), opens the stores lazily
-(``xarray.open_zarr``, nothing read but metadata) and returns a :class:`Catalog`:
+:func:`open_catalog` lists the root (one listing), reads each store's attributes (one
+small object per store, all at once, spec hash checked) and returns a :class:`Catalog`:
 
+* ``catalog.stores``: member name -> ``xarray.Dataset``, each opened lazily
+  (``xarray.open_zarr``) on first access;
 * ``catalog.tree``: an ``xarray.DataTree``, one child node per store, with the
   store's flattened canonical spec (dotted keys) in the node's attrs;
 * ``catalog.rows(...)``: the tidy table, one row per (store, width, time, probe),
   with the fields of ``distntk query`` and every spec key that differs across the
   stores as a column named by its dotted key (``model.beta``); each store is read
-  as ``distntk query`` reads it, damaged units left out (``catalog.damaged``
-  names them);
+  and checked as ``distntk query`` reads it (:func:`distntk.verify.open_checked_many`:
+  checksums, non-finite values, write counts, outliers, predictions, spec hash),
+  damaged units left out and a store that cannot be read whole left out
+  (``catalog.damaged`` names both);
 * ``catalog.problems``: members named by the manifest but absent, and children
   that are not readable distntk stores, each with the reason.
 
 The summaries are computed by :func:`distntk.query.summary`, the one estimator
-every command uses; stores are read by a small thread pool (reading is I/O).
+every command uses.  Reading is the cost of a catalog: every array a summary needs
+is read whole, with the arrays of several stores in flight at once (zarr's
+asynchronous API), and nothing else is opened.  That reading is CPU-bound Python
+inside zarr, so a catalog of hundreds of stores is split over worker processes,
+one per core (:func:`_read_summarised`).
 """
 
 from __future__ import annotations
@@ -36,22 +44,27 @@ import io
 import json
 import math
 import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import xarray as xr
 
 from ._text import one_line
-from .query import progress, summary
+from .query import QueryError, progress, summary
 from .spec import flat_keys, spec_diff
 from .store import StoreError, open_store
-from .verify import damage_warning, open_checked
+from .verify import damage_warning, open_checked_many, store_attrs_many
 
 __all__ = ["Catalog", "CatalogError", "open_catalog", "read_manifest", "write_manifest", "is_catalog_root",
            "format_catalog", "MANIFEST"]
 
 MANIFEST = "sweep.json"
-_THREADS = 8
+_STORES_PER_WORKER = 200  # a worker process costs ~1.5 s of CPU for its imports: worth it from this many stores on
+_MAX_WORKERS = 8
 
 
 class CatalogError(RuntimeError):
@@ -134,34 +147,74 @@ def _names(names, limit: int = 3) -> str:
     return ", ".join(names[:limit]) + more
 
 
+class _LazyStores(Mapping):
+    """Member name -> ``xarray.Dataset``, each store opened (lazily, metadata only) on first access."""
+
+    def __init__(self, locations: dict, storage_options: dict | None, opened: dict | None = None):
+        self._locations, self._options = locations, storage_options
+        self._opened = {} if opened is None else opened  # shared with the catalogs derived by `where`
+
+    def __getitem__(self, name):
+        if name not in self._opened:
+            self._opened[name] = open_store(self._locations[name], self._options)
+        return self._opened[name]
+
+    def __iter__(self):
+        return iter(self._locations)
+
+    def __len__(self):
+        return len(self._locations)
+
+    def only(self, names) -> _LazyStores:
+        return _LazyStores({n: self._locations[n] for n in names}, self._options, self._opened)
+
+
 @dataclass(frozen=True)
 class Catalog:
     """The stores under one root; see the module docstring."""
 
     root: str
-    stores: dict  # member name -> lazily opened xr.Dataset
+    stores: Mapping  # member name -> lazily opened xr.Dataset
     specs: dict  # member name -> {dotted key: value} of its canonical spec
     problems: dict  # member name -> reason it is missing or unreadable
     manifest: dict | None = None
     storage_options: dict | None = field(default=None, repr=False)
+    attrs: dict = field(default_factory=dict, repr=False)  # member name -> the store's attributes
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def location(self, name: str) -> str:
         return _join(self.root, f"{name}.zarr")
 
     def checked(self, name: str) -> tuple[xr.Dataset, dict]:
-        """Member ``name`` loaded with its damaged units left out (:func:`distntk.verify.open_checked`).
+        """Member ``name`` read and checked, damaged units left out (:func:`distntk.verify.open_checked_many`).
 
-        Returns ``(dataset, {unit: reason})``; what :meth:`rows` and the sweep report read.
+        Returns ``(dataset, {unit: reason})``, what :meth:`rows` and the sweep report read; the
+        dataset holds the coordinates, ``output``, ``risk``, ``done`` and the predictions.  A store
+        that cannot be read whole (lost predictions, a spec that does not match its hash) raises
+        its :class:`~distntk.store.StoreError`.
         """
-        if name not in self._cache:
-            self._cache[name] = open_checked(self.location(name), self.storage_options)
-        return self._cache[name]
+        self._read([name])
+        got = self._cache[name]
+        if isinstance(got, StoreError):
+            raise got
+        return got
+
+    def _read(self, names) -> None:
+        todo = [n for n in names if n not in self._cache]
+        if todo:
+            self._cache.update(zip(todo, open_checked_many([self.location(n) for n in todo], self.storage_options),
+                                   strict=True))
 
     @property
     def damaged(self) -> dict:
-        """Member name -> one line naming its damaged units, for the members read so far."""
-        return {n: damage_warning(bad) for n, (_, bad) in list(self._cache.items()) if bad}
+        """Member name -> one line naming its damaged units, or why it cannot be read, for the members read so far."""
+        out = {}
+        for n, got in list(self._cache.items()):
+            if isinstance(got, StoreError):
+                out[n] = one_line(f"not summarised: {got}", 600)
+            elif got[1]:
+                out[n] = damage_warning(got[1])
+        return out
 
     @property
     def keys(self) -> list[str]:
@@ -179,7 +232,7 @@ class Catalog:
         return list(self.manifest["keys"]) if self.manifest else self.keys
 
     def _canonical(self, name):
-        return json.loads(self.stores[name].attrs["spec_canonical"])
+        return json.loads(self.attrs[name]["spec_canonical"])
 
     @property
     def tree(self) -> xr.DataTree:
@@ -198,26 +251,31 @@ class Catalog:
         """The catalog restricted to members whose spec keys equal the given values (dotted keys as ``**{}``)."""
         keep = [n for n in self.stores if all(_equal(self.specs[n].get(k, _MISSING), v)
                                                for k, v in conditions.items())]
-        return Catalog(self.root, {n: self.stores[n] for n in keep}, {n: self.specs[n] for n in keep},
-                       dict(self.problems), self.manifest, self.storage_options)
+        stores = self.stores.only(keep) if isinstance(self.stores, _LazyStores) else {n: self.stores[n] for n in keep}
+        return Catalog(self.root, stores, {n: self.specs[n] for n in keep}, dict(self.problems), self.manifest,
+                       self.storage_options, {n: self.attrs[n] for n in keep if n in self.attrs},
+                       {n: self._cache[n] for n in keep if n in self._cache})
 
     def rows(self, width: int | None = None, time: float | None = None,
              probe: int | str | None = None) -> list[dict]:
         """The tidy table: the ``distntk query`` row fields per (store, width, time, probe), plus the keys."""
         keys = self.keys
-
-        def one(name):
-            ds, _ = self.checked(name)
-            prog = {p["width"]: p for p in progress(ds)}
+        select = (width, time, probe)
+        todo = [n for n in self.stores if n not in self._cache]
+        fresh = dict(zip(todo, _read_summarised([self.location(n) for n in todo], self.storage_options, select),
+                         strict=True))
+        self._cache.update({n: got for n, (got, _) in fresh.items()})
+        out = []
+        for name in self.stores:
+            got = self._cache[name]
+            if isinstance(got, StoreError):
+                continue  # named by `damaged`, never summarised
+            rows = fresh[name][1] if name in fresh else _store_rows(got[0], select)
+            if isinstance(rows, QueryError):
+                raise rows
             base = {"store": name, **{k: self.specs[name].get(k) for k in keys}}
-            out = []
-            for r in summary(ds, width=width, time=time, probe=probe):
-                p = prog[r["width"]]
-                out.append({**base, **r, "units_done": p["units_done"], "units": p["units"]})
-            return out
-
-        with ThreadPoolExecutor(_THREADS) as pool:
-            return [r for rows in pool.map(one, list(self.stores)) for r in rows]
+            out += [{**base, **r} for r in rows]
+        return out
 
     def frame(self, width: int | None = None, time: float | None = None,
               probe: int | str | None = None) -> pd.DataFrame:
@@ -225,6 +283,71 @@ class Catalog:
         import pandas as pd
 
         return pd.DataFrame(self.rows(width, time, probe))
+
+
+def _store_rows(ds: xr.Dataset, select: tuple) -> list[dict]:
+    """``distntk query``'s rows of one checked store, with its units done per width."""
+    prog = {p["width"]: p for p in progress(ds)}
+    return [{**r, "units_done": prog[r["width"]]["units_done"], "units": prog[r["width"]]["units"]}
+            for r in summary(ds, *select)]
+
+
+def _summarised(locations: list, storage_options: dict | None, select: tuple) -> list:
+    """``[(checked store or its StoreError, its rows or their QueryError)]`` for ``locations``, in one process."""
+    out = []
+    for got in open_checked_many(locations, storage_options):
+        if isinstance(got, StoreError):
+            out.append((got, None))
+            continue
+        try:
+            out.append((got, _store_rows(got[0], select)))
+        except QueryError as exc:
+            out.append((got, exc))
+    return out
+
+
+def _read_summarised(locations: list, storage_options: dict | None, select: tuple, workers: int | None = None) -> list:
+    """:func:`_summarised`, split over worker processes when there are enough stores to pay for them.
+
+    Reading a store is CPU-bound Python in zarr (metadata, codecs, one task per chunk),
+    so threads do not help; processes do, one per core.  A worker is a fresh
+    interpreter running :func:`_worker` (not ``multiprocessing``, which would run the
+    caller's main module again), its input and output pickled through its pipes.
+    """
+    if workers is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            cores = os.cpu_count() or 1
+        workers = min(cores, _MAX_WORKERS, len(locations) // _STORES_PER_WORKER)
+    n = min(workers, len(locations))
+    if n < 2:
+        return _summarised(locations, storage_options, select)
+    step = -(-len(locations) // n)
+    parts = [locations[k:k + step] for k in range(0, len(locations), step)]
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    procs = [subprocess.Popen([sys.executable, "-c", "from distntk.catalog import _worker; _worker()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+             for _ in parts]
+    with ThreadPoolExecutor(len(procs)) as pool:  # every pipe drained at once: no worker waits on another
+        outputs = list(pool.map(lambda w, part: w.communicate(pickle.dumps((part, storage_options, select))),
+                                procs, parts))
+    out = []
+    for w, (stdout, stderr) in zip(procs, outputs, strict=True):
+        if w.returncode != 0:
+            last = (stderr.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
+            raise CatalogError(f"a worker process reading stores exited with code {w.returncode}: {one_line(last)}")
+        out += pickle.loads(stdout)  # written by our own worker just now
+    return out
+
+
+def _worker() -> None:
+    """A worker of :func:`_read_summarised`: pickled ``(locations, storage_options, select)`` in, results out."""
+    out, sys.stdout = sys.stdout.buffer, sys.stderr  # nothing but the result goes to the pipe
+    locations, storage_options, select = pickle.load(sys.stdin.buffer)
+    pickle.dump(_summarised(locations, storage_options, select), out, protocol=pickle.HIGHEST_PROTOCOL)
+    out.flush()
 
 
 _MISSING = object()
@@ -255,23 +378,18 @@ def open_catalog(root: str, storage_options: dict | None = None) -> Catalog:
             if m["name"] not in names:
                 problems[m["name"]] = "not started (no store yet)"
 
-    def open_one(name):
-        try:
-            ds = open_store(_join(root, f"{name}.zarr"), storage_options)
-            return name, ds, flat_keys(json.loads(ds.attrs["spec_canonical"])), None
-        except (StoreError, KeyError, ValueError) as exc:
-            return name, None, None, one_line(exc)
-
-    stores, specs = {}, {}
-    with ThreadPoolExecutor(_THREADS) as pool:
-        for name, ds, spec, err in pool.map(open_one, names):
-            if err is not None:
-                problems[name] = err
-            else:
-                stores[name], specs[name] = ds, spec
+    locations, specs, attrs = {}, {}, {}
+    for name, got in zip(names, store_attrs_many([_join(root, f"{n}.zarr") for n in names], storage_options),
+                         strict=True):
+        if isinstance(got, StoreError):
+            problems[name] = one_line(got)
+            continue
+        specs[name] = flat_keys(json.loads(got["spec_canonical"]))  # it parsed and hashed to spec_hash
+        locations[name], attrs[name] = _join(root, f"{name}.zarr"), got
+    stores = _LazyStores(locations, storage_options)
     if not stores and not problems:
         raise CatalogError(f"no distntk stores under {root} (expected children named <member>.zarr)")
-    return Catalog(str(root), stores, specs, problems, manifest, storage_options)
+    return Catalog(str(root), stores, specs, problems, manifest, storage_options, attrs)
 
 
 def is_catalog_root(path: str, storage_options: dict | None = None) -> bool:
@@ -299,10 +417,11 @@ def _clean(v):
 
 
 def format_catalog(catalog: Catalog, rows: list[dict], fmt: str = "table") -> str:
-    """The catalog's rows as ``table``, ``csv`` or ``json`` (``{"root", "keys", "problems", "rows"}``)."""
+    """The catalog's rows as ``table``, ``csv`` or ``json`` (``{"root", "keys", "problems", "damaged", "rows"}``)."""
     keys = catalog.keys
     if fmt == "json":
         return json.dumps({"root": catalog.root, "keys": keys, "problems": catalog.problems,
+                           "damaged": catalog.damaged,
                            "rows": [{k: _clean(v) for k, v in r.items()} for r in rows]}, indent=1)
     if fmt == "csv":
         fields = list(rows[0]) if rows else ["store", *keys]
@@ -319,8 +438,10 @@ def format_catalog(catalog: Catalog, rows: list[dict], fmt: str = "table") -> st
     pw = max([5] + [len(r["probe"]) for r in rows])
     head = [f"{'store':<{sw}}", *[f"{k:>{kw[k]}}" for k in keys]]
     head += [f"{label:>{pw if name == 'probe' else w}}" for name, label, w, _ in _TABLE]
+    damaged = catalog.damaged
     lines = [f"catalog {catalog.root}: {len(catalog.stores)} stores"
-             + (f", {len(catalog.problems)} missing or unreadable" if catalog.problems else ""), " ".join(head)]
+             + (f", {len(catalog.problems)} missing or unreadable" if catalog.problems else "")
+             + (f", {len(damaged)} with damaged units left out or not summarised" if damaged else ""), " ".join(head)]
     for r in rows:
         cells = [f"{r['store']:<{sw}}", *[f"{text(r.get(k)):>{kw[k]}}" for k in keys]]
         for name, _, w, f in _TABLE:

@@ -221,6 +221,38 @@ def _components(y: np.ndarray, m: np.ndarray, level: float) -> dict[str, np.ndar
     }
 
 
+def _aligned(da: xr.DataArray, dims: list, shape: tuple) -> np.ndarray:
+    """``da``'s values broadcast to ``dims`` (a superset of its dims) of ``shape``, as a NumPy array."""
+    own = [d for d in dims if d in da.dims]
+    v = da.transpose(*own).values if list(da.dims) != own else da.values
+    return np.broadcast_to(v.reshape([shape[k] if d in da.dims else 1 for k, d in enumerate(dims)]), shape)
+
+
+def _component_arrays(y: xr.DataArray, done: xr.DataArray | None, level: float):
+    """``(rest dims, their shape, their coords, {name: ndarray})``: :func:`variance_components` on arrays."""
+    if not 0 < level < 1:
+        raise EstimateError(f"level is {level}; expected 0 < level < 1")
+    for dim in ("init", "data"):
+        if dim not in y.dims:
+            raise EstimateError(f"variable {y.name!r} has dims {y.dims}; expected an {dim!r} dim")
+    if done is not None and set(done.dims) <= set(y.dims):  # the store's case: no xarray broadcast needed
+        rest = [d for d in y.dims if d not in ("init", "data")]
+        order = ["init", "data", *rest]
+        yv = (y.transpose(*order) if list(y.dims) != order else y).values.astype(float)
+        mv = _aligned(done.astype(bool), order, yv.shape)
+    else:
+        mask = xr.ones_like(y, dtype=bool) if done is None else done.astype(bool)
+        mask, y = xr.broadcast(mask, y)
+        rest = [d for d in y.dims if d not in ("init", "data")]
+        yv = y.transpose("init", "data", *rest).values.astype(float)
+        mv = mask.transpose("init", "data", *rest).values
+    shape = yv.shape[2:]
+    C = int(np.prod(shape))
+    res = _components(yv.reshape(yv.shape[0], yv.shape[1], C), mv.reshape(mv.shape[0], mv.shape[1], C), level)
+    coords = {d: y.coords[d].variable for d in rest if d in y.coords}
+    return rest, shape, coords, {k: v.reshape(shape) for k, v in res.items()}
+
+
 def variance_components(y: xr.DataArray, done: xr.DataArray | None = None, level: float = 0.95) -> xr.Dataset:
     """One-way random-effects decomposition of ``y`` over dims ``init`` and ``data``.
 
@@ -232,22 +264,8 @@ def variance_components(y: xr.DataArray, done: xr.DataArray | None = None, level
     between_hi, between_se, ms_between``; intervals at ``level``.  Formulas in
     the module docstring.
     """
-    if not 0 < level < 1:
-        raise EstimateError(f"level is {level}; expected 0 < level < 1")
-    for dim in ("init", "data"):
-        if dim not in y.dims:
-            raise EstimateError(f"variable {y.name!r} has dims {y.dims}; expected an {dim!r} dim")
-    mask = xr.ones_like(y, dtype=bool) if done is None else done.astype(bool)
-    mask, y = xr.broadcast(mask, y)
-    rest = [d for d in y.dims if d not in ("init", "data")]
-    yv = y.transpose("init", "data", *rest).values.astype(float)
-    mv = mask.transpose("init", "data", *rest).values
-    shape = yv.shape[2:]
-    C = int(np.prod(shape))
-    res = _components(yv.reshape(yv.shape[0], yv.shape[1], C), mv.reshape(mv.shape[0], mv.shape[1], C), level)
-    coords = {d: y.coords[d] for d in rest if d in y.coords}
-    return xr.Dataset({k: (rest, v.reshape(shape)) for k, v in res.items()}, coords=coords,
-                      attrs={"level": level})
+    rest, _, coords, res = _component_arrays(y, done, level)
+    return xr.Dataset({k: (rest, v) for k, v in res.items()}, coords=coords, attrs={"level": level})
 
 
 # --------------------------------------------------------------------------- comparisons
@@ -256,65 +274,66 @@ def variance_components(y: xr.DataArray, done: xr.DataArray | None = None, level
 def _verdict(lo, hi, target):
     ok = np.isfinite(lo) & np.isfinite(hi)
     inside = (lo <= target) & (target <= hi)
-    return xr.where(ok, xr.where(inside, "consistent", "inconsistent"), "n/a").astype(object)
+    return np.where(ok, np.where(inside, "consistent", "inconsistent"), "n/a").astype(object)
 
 
-def _assess(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_level, se=None) -> xr.Dataset:
+def _assess(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_level, se=None):
+    """``(rest dims, coords, {name: ndarray})``: components, predictions and comparisons of one variable."""
     with np.errstate(all="ignore"):
         return _assess_cells(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_level, se or {})
 
 
-def _assess_cells(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_level, se) -> xr.Dataset:
-    comp = variance_components(y, done, level)
+def _assess_cells(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_level, se):
+    # on NumPy arrays: the same operations as on DataArrays, without xarray's per-operation overhead
+    rest, shape, coords, comp = _component_arrays(y, done, level)
+    on = lambda da: _aligned(da, rest, shape)  # noqa: E731
     # Monte Carlo standard errors of a sampled limit's predictions (0 for a window limit); relative ones
     # widen the log-scale ratio intervals in quadrature, absolute ones the mean's
-    rel = {k: (se[k] / abs(v)) if k in se else 0.0
-           for k, v in (("h", h), ("nvar_p", nvar_p), ("nvar_i", nvar_i), ("var0", var0))}
-    h_se = se.get("h", 0.0)
+    se = {k: on(v) for k, v in se.items()}
     q_t = lambda df: stats.t.isf((1 - verdict_level) / 2, df)  # noqa: E731
-    N = width.astype(float)
+    N = on(width).astype(float)
+    h, nvar_p, nvar_i, var0 = on(h), on(nvar_p), on(nvar_i), on(var0)
     pred_p, pred_i = nvar_p / N, nvar_i / N
     pred_b = N ** (1.0 - 2.0 * beta) * var0
-    out = comp.copy()
-    like = comp["within"]
-    out["h"] = h.broadcast_like(like)
-    out["pred_within_poisson"] = pred_p.broadcast_like(like)
-    out["pred_within_iid"] = pred_i.broadcast_like(like)
-    out["pred_between"] = pred_b.broadcast_like(like)
+    out = dict(comp)
+    out["h"] = h.copy()
+    out["pred_within_poisson"] = pred_p
+    out["pred_within_iid"] = pred_i
+    out["pred_between"] = pred_b
     # within vs the data-driven predictions: init-robust interval (module docstring)
     # log scale: the per-init variances are right-skewed, and the log interval keeps coverage (module doc)
-    q_w = q_t(np.maximum(comp.n_init_within - 1.0, 1.0))
+    within = comp["within"]
+    rel = {k: (se[k] / np.abs(v)) if k in se else 0.0
+           for k, v in (("nvar_p", nvar_p), ("nvar_i", nvar_i), ("var0", var0))}
+    q_w = q_t(np.maximum(comp["n_init_within"] - 1.0, 1.0))
     for name, pred, r in (("poisson", pred_p, rel["nvar_p"]), ("iid", pred_i, rel["nvar_i"])):
-        spread = np.exp(q_w * np.sqrt((comp.within_se / comp.within) ** 2 + r**2))
-        out[f"ratio_{name}"] = comp.within / pred
+        spread = np.exp(q_w * np.sqrt((comp["within_se"] / within) ** 2 + r**2))
+        out[f"ratio_{name}"] = within / pred
         out[f"ratio_{name}_lo"] = out[f"ratio_{name}"] / spread
         out[f"ratio_{name}_hi"] = out[f"ratio_{name}"] * spread
         out[f"verdict_{name}"] = _verdict(out[f"ratio_{name}_lo"], out[f"ratio_{name}_hi"], 1.0)
-    lo_b, hi_b = xr.apply_ufunc(
-        lambda S1, n1, S2, n2, c: _mls(S1, n1, S2, n2, c, verdict_level),
-        comp.ms_between, comp.n_init - 1.0, comp.within, comp.df_within, 1.0 / comp.n_tilde,
-        output_core_dims=[[], []],
-    )
-    out["ratio_init"] = comp.between / pred_b
+    lo_b, hi_b = _mls(comp["ms_between"], comp["n_init"] - 1.0, within, comp["df_within"], 1.0 / comp["n_tilde"],
+                      verdict_level)
     widen = np.exp(stats.norm.isf((1 - verdict_level) / 2) * rel["var0"])
+    out["ratio_init"] = comp["between"] / pred_b
     out["ratio_init_lo"] = lo_b / pred_b / widen
     out["ratio_init_hi"] = hi_b / pred_b * widen
-    out["verdict_init"] = _verdict(out.ratio_init_lo, out.ratio_init_hi, 1.0)
-    half_m = q_t(np.maximum(comp.n_init - 1.0, 1.0)) * np.sqrt(comp.mean_se**2 + h_se**2)
+    out["verdict_init"] = _verdict(out["ratio_init_lo"], out["ratio_init_hi"], 1.0)
+    half_m = q_t(np.maximum(comp["n_init"] - 1.0, 1.0)) * np.sqrt(comp["mean_se"] ** 2 + se.get("h", 0.0) ** 2)
     out["mean_error"] = comp["mean"] - h
-    out["mean_error_lo"] = out.mean_error - half_m
-    out["mean_error_hi"] = out.mean_error + half_m
-    out["verdict_mean"] = _verdict(out.mean_error_lo, out.mean_error_hi, 0.0)
+    out["mean_error_lo"] = out["mean_error"] - half_m
+    out["mean_error_hi"] = out["mean_error"] + half_m
+    out["verdict_mean"] = _verdict(out["mean_error_lo"], out["mean_error_hi"], 0.0)
     # t = 0: no data seen yet, g is a function of the initialisation alone; both predictions of the
     # variance across data are 0 and the simulated one is round-off, so there is nothing to compare
-    det = ((nvar_p == 0) & (nvar_i == 0)).broadcast_like(like)
+    det = (nvar_p == 0) & (nvar_i == 0)
     out["deterministic"] = det
-    for name in ("ratio_poisson", "ratio_iid"):
-        for k in (name, f"{name}_lo", f"{name}_hi"):
-            out[k] = out[k].where(~det)
-        out[f"verdict_{name.split('_')[1]}"] = xr.where(det, "n/a", out[f"verdict_{name.split('_')[1]}"]).astype(object)
-    out["within_dispersion"] = out["within_dispersion"].where(~det)
-    return out
+    for name in ("poisson", "iid"):
+        for k in (f"ratio_{name}", f"ratio_{name}_lo", f"ratio_{name}_hi"):
+            out[k] = np.where(det, np.nan, out[k])
+        out[f"verdict_{name}"] = np.where(det, "n/a", out[f"verdict_{name}"]).astype(object)
+    out["within_dispersion"] = np.where(det, np.nan, out["within_dispersion"])
+    return rest, coords, out
 
 
 def _prediction_se(ds: xr.Dataset, **names: str) -> dict:
@@ -363,19 +382,24 @@ def estimate(ds: xr.Dataset, level: float = 0.95, verdict_level: float = 0.99) -
     beta = float(ds.attrs["beta"])
     done = _done_mask(ds)
     width = ds["width"]
-    out = _assess(ds["output"], done, ds["h"], ds["nvar_poisson"], ds["nvar_iid"], ds["var_init_coef"],
-                  width, beta, level, verdict_level,
-                  _prediction_se(ds, h="h_se", nvar_p="nvar_poisson_se", nvar_i="nvar_iid_se", var0="var_init_coef_se"))
+    rest, coords, cells = _assess(ds["output"], done, ds["h"], ds["nvar_poisson"], ds["nvar_iid"],
+                                  ds["var_init_coef"], width, beta, level, verdict_level,
+                                  _prediction_se(ds, h="h_se", nvar_p="nvar_poisson_se", nvar_i="nvar_iid_se",
+                                                 var0="var_init_coef_se"))
+    variables = {k: (rest, v, ds["h"].attrs if k == "h" else {}) for k, v in cells.items()}
     if "risk" in ds and all(v in ds for v in ("risk_h", "nvar_risk_poisson", "nvar_risk_iid", "var_risk_init_coef")):
-        r = _assess(ds["risk"], done, ds["risk_h"], ds["nvar_risk_poisson"], ds["nvar_risk_iid"],
-                    ds["var_risk_init_coef"], width, beta, level, verdict_level,
-                    _prediction_se(ds, h="risk_h_se", nvar_p="nvar_risk_poisson_se", nvar_i="nvar_risk_iid_se",
-                                   var0="var_risk_init_coef_se"))
-        for k, v in r.data_vars.items():
-            out[f"risk_{k}"] = v
+        r_rest, r_coords, r = _assess(ds["risk"], done, ds["risk_h"], ds["nvar_risk_poisson"], ds["nvar_risk_iid"],
+                                      ds["var_risk_init_coef"], width, beta, level, verdict_level,
+                                      _prediction_se(ds, h="risk_h_se", nvar_p="nvar_risk_poisson_se",
+                                                     nvar_i="nvar_risk_iid_se", var0="var_risk_init_coef_se"))
+        variables.update({f"risk_{k}": (r_rest, v, ds["risk_h"].attrs if k == "h" else {}) for k, v in r.items()})
+        coords = {**r_coords, **coords}
     for name in ("pi_probe", "f", "h_se", "nvar_poisson_se", "nvar_iid_se", "var_init_coef_se"):
         if name in ds:
-            out[name] = ds[name]
+            variables[name] = ds[name].variable
+            coords.update({d: ds[name].coords[d].variable for d in ds[name].dims
+                           if d in ds[name].coords and d not in coords})
+    out = xr.Dataset(variables, coords=coords)
     out.attrs = {
         "level": level,
         "verdict_level": verdict_level,

@@ -89,13 +89,14 @@ def summary(ds: xr.Dataset, width: int | None = None, time: float | None = None,
             probe: int | str | None = None) -> list[dict]:
     """One record per selected (width, time, probe); see the module docstring for the columns."""
     wsel, tsel, psel = _select(ds, width, time, probe)
-    est = estimate(ds)
+    est = estimate(ds.drop_vars(["risk"], errors="ignore"))  # the rows are the output's: its risk is not estimated
     beta = float(ds.attrs["beta"])
     widths = [int(w) for w in ds["width"].values]
     times = [float(t) for t in ds["time"].values]
     labels = [str(p) for p in ds["probe"].values]
     dims = ("width", "time", "probe")
-    a = {k: est[k].transpose(*dims).values for k in ("n_obs", "h", "mean", "mean_se", "within", "between_raw")}
+    a = {k: (est[k] if est[k].dims == dims else est[k].transpose(*dims)).values
+         for k in ("n_obs", "h", "mean", "mean_se", "within", "between_raw")}
     nvp, nvi, vic = ds["nvar_poisson"].values, ds["nvar_iid"].values, ds["var_init_coef"].values
     rows = []
     for N in wsel:

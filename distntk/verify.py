@@ -24,22 +24,49 @@ initialisations), so the threshold leaves a wide margin, and a unit scaled by
 10 is far beyond it.  An outlier is not proof of damage: ``verify`` names it;
 ``query`` and ``report`` leave it out with the damaged units (one warning line).
 
-Predictions (``h``, ``nvar_poisson``, ...) must be present and finite.
+Predictions (``h``, ``nvar_poisson``, ...) must be present and finite, and the
+canonical spec in the store's attributes must hash to its ``spec_hash`` (the
+catalog's columns and a sweep's resume rely on that pair).
+
+Many stores at once (:func:`open_checked_many`, what a catalog reads): the same
+checks on the arrays a summary needs, each array read whole in one call, the
+arrays of several stores in flight at once through zarr's asynchronous API.  A
+store with a chunk that does not decode goes through the unit-by-unit path of
+:func:`open_checked`, which names the units.  The per-unit bookkeeping is read
+only for the write counter (schema 1: ``unit_writes``; schema 2: the ``unit`` records, which also give
+``done``), through :func:`_from_records` and :func:`_write_counts`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 from collections.abc import Iterable
+from types import SimpleNamespace
 
 import numpy as np
 import xarray as xr
+import zarr
+import zarr.api.asynchronous as zarr_async
+from zarr.core.sync import sync as _zarr_sync
 
 from ._text import one_line
 from .experiment import Unit, unit_grid
-from .store import StoreError, open_result_store, open_store
+from .spec import spec_hash
+from .store import (
+    _DECODE_ERRORS,
+    _NOT_FOUND,
+    StoreError,
+    _meta,
+    _storage_errors,
+    location,
+    open_result_store,
+    open_store,
+)
 
-__all__ = ["verify", "open_checked", "outliers", "damage_warning", "OUTLIER_Z", "OUTLIER_MIN_UNITS",
+__all__ = ["verify", "open_checked", "open_checked_many", "store_attrs_many", "outliers", "damage_warning",
+           "OUTLIER_Z", "OUTLIER_MIN_UNITS",
            "PREDICTIONS"]
 
 OUTLIER_Z = 10.0
@@ -89,26 +116,50 @@ def _grid(N, I, R, block):
     return unit_grid([N], I, R, block)
 
 
+def _prediction_problems(values: dict) -> list[str]:
+    """Missing, undecodable or non-finite predictions; ``values``: name -> array, exception, or None if absent."""
+    preds = []
+    for name, v in values.items():
+        if v is None:
+            preds.append(f"predictions: {name!r} is missing")
+        elif isinstance(v, Exception):
+            preds.append(f"predictions: {name!r} does not decode ({one_line(v, 80)})")
+        elif v.dtype.kind == "f" and not np.isfinite(v).all():
+            preds.append(f"predictions: {name!r} has non-finite values (a missing chunk?)")
+    return preds
+
+
 def _problems(path, storage_options=None):
     """``(store, arrays, bad units {Unit: why}, prediction problems [str])``."""
     rs = open_result_store(path, mode="r", storage_options=storage_options)
+    _check_spec_hash(rs.path, rs.attrs)
     arrays, damaged = rs.scan()
     bad = dict(damaged)
     bad.update(outliers(arrays["output"], arrays["done"].astype(bool), rs.widths, rs.block, skip=damaged))
     names = PREDICTIONS + (_RISK_PREDICTIONS if "risk" in rs.group else ())
-    preds = []
+    values = {}
     for name in names:
         if name not in rs.group:
-            preds.append(f"predictions: {name!r} is missing")
+            values[name] = None
             continue
         try:
-            v = np.asarray(rs.group[name][...])
-        except (ValueError, RuntimeError) as exc:
-            preds.append(f"predictions: {name!r} does not decode ({one_line(exc, 80)})")
-            continue
-        if v.dtype.kind == "f" and not np.isfinite(v).all():
-            preds.append(f"predictions: {name!r} has non-finite values (a missing chunk?)")
-    return rs, arrays, bad, preds
+            values[name] = np.asarray(rs.group[name][...])
+        except _DECODE_ERRORS as exc:
+            values[name] = exc
+    return rs, arrays, bad, _prediction_problems(values)
+
+
+def _check_spec_hash(path, attrs: dict) -> None:
+    """The store's canonical spec must hash to its ``spec_hash``: the catalog's columns and the
+    sweep's resume both trust that pair, so a doctored or damaged one is refused."""
+    try:
+        ok = spec_hash(json.loads(attrs["spec_canonical"])) == attrs["spec_hash"]
+    except (ValueError, TypeError, KeyError):
+        ok = False
+    if not ok:
+        raise StoreError(f"{path}: the canonical spec in its attributes does not hash to its spec_hash "
+                         f"{str(attrs.get('spec_hash', ''))[:12]} (damaged or edited attributes; recreate the "
+                         "store with distntk run)")
 
 
 def verify(path: str | os.PathLike, storage_options: dict | None = None) -> list[str]:
@@ -167,3 +218,223 @@ def open_checked(path: str | os.PathLike, storage_options: dict | None = None) -
         attrs["distntk_left_out"] = damage_warning(bad)
     loaded = xr.Dataset(out, coords={k: c.load() for k, c in ds.coords.items()}, attrs=attrs)
     return loaded, bad
+
+
+# --------------------------------------------------------------------------- many stores at once
+
+_COORDS = ("width", "init", "data", "time", "probe")
+_PER_REPLICA = ("output", "risk", "done")
+# stores whose arrays are in flight at once: on local disk more only adds event-loop overhead (measured:
+# CPU per store grows from 1 to 32 stores in flight); on object storage latency, not CPU, is the cost
+_CONCURRENT_STORES = {"local": 4, "url": 32}
+_BATCH = 256  # stores read before they are checked (bounds the memory of a large catalog)
+# the per-unit bookkeeping and its coordinate: checked (the write counter), not part of a summary's Dataset
+_NOT_SUMMARISED = ("block", "unit_wall_time", "unit_node", "unit_writes", "unit")
+_CHUNKS_PER_BATCH = 64  # chunks zarr decodes per batch: fewer tasks per chunk than its default of 1
+
+
+def _bookkeeping_names() -> tuple[str, ...]:
+    """The per-unit bookkeeping arrays the checks read: the write counter (schema 1) or the ``unit`` records
+    (schema 2, which also hold ``done``); a store has one of the two (see :func:`_write_counts`)."""
+    return ("unit_writes", "unit")
+
+
+def _from_records(got: dict, attrs: dict) -> bool:
+    """Schema 2: ``done`` and ``unit_writes`` decoded from the ``unit`` records into ``got`` (as if read);
+    ``False`` when a record chunk does not decode or a record does not parse (then the store is read unit by
+    unit, which names those units)."""
+    meta, recs = got.get("unit", (None, None))
+    if recs is None:
+        return True
+    out = got.get("output", (None, None))[1]
+    if isinstance(recs, Exception) or out is None or isinstance(out, Exception):
+        return False
+    block = int(attrs["block"])
+    writes = np.zeros(recs.shape, dtype=np.int64)
+    for idx, text in np.ndenumerate(recs):
+        if text:
+            try:
+                writes[idx] = int(json.loads(str(text))["writes"])
+            except (ValueError, KeyError, TypeError):
+                return False
+    done = np.repeat(writes > 0, block, axis=2)[:, :, : out.shape[2]]
+    got["done"] = (SimpleNamespace(dimension_names=("width", "init", "data"), attributes=_meta("done")), done)
+    got["unit_writes"] = (meta, writes)
+    return True
+
+
+def _write_counts(values: dict) -> np.ndarray:
+    """The per-unit write counters ``(width, init, block)`` from the arrays read.
+
+    The one place the fast path knows where the counters live, so a change of the
+    bookkeeping layout touches this function and :func:`_bookkeeping_names` only.
+    """
+    return np.asarray(values["unit_writes"], dtype=np.int64)
+
+
+def _unit_damage(values: dict, units: list, widths: list, block: int) -> dict:
+    """Done units whose data are not finite or whose write count is below 1 (as ``ResultStore.scan`` judges)."""
+    output, done, risk = values["output"], values["done"].astype(bool), values.get("risk")
+    writes = _write_counts(values)
+    bad = {}
+    for u in units:
+        wi, sl = widths.index(u.width), slice(u.data_start, u.data_stop)
+        if not done[wi, u.init, sl].all():
+            continue
+        if not np.isfinite(output[wi, u.init, sl]).all():
+            bad[u] = "marked done but output has non-finite values (a missing chunk?)"
+        elif risk is not None and not np.isfinite(risk[wi, u.init, sl]).all():
+            bad[u] = "marked done but risk has non-finite values (a missing chunk?)"
+        elif writes[wi, u.init, u.data_start // block] < 1:
+            bad[u] = f"marked done but unit_writes is {int(writes[wi, u.init, u.data_start // block])}"
+    return bad
+
+
+async def _open_group(path: str, storage_options: dict | None):
+    """``(group, attrs)`` of the distntk store at ``path`` (zarr's asynchronous API; errors as open_result_store)."""
+    if storage_options and "://" not in path:
+        raise StoreError(f"storage options apply to fsspec URLs (s3://, gs://, memory://), not to the local path "
+                         f"{path}")
+    kwargs = {"storage_options": storage_options} if storage_options else {}
+    with _storage_errors(path, "open store"):
+        try:
+            g = await zarr_async.open_group(store=path, mode="r", zarr_format=3, use_consolidated=False, **kwargs)
+        except _NOT_FOUND:
+            raise StoreError(f"no distntk store at {path}") from None
+    attrs = dict(g.attrs)
+    if "spec_hash" not in attrs or "spec_canonical" not in attrs:
+        raise StoreError(f"{path} is a Zarr group without distntk attributes (not a distntk store, or its "
+                         "creation was interrupted: remove it to start over)")
+    return g, attrs
+
+
+async def _read_store(path: str, storage_options: dict | None):
+    """``(group attrs, {name: (metadata, values | decode error | None if absent)})``, all reads in flight at once."""
+    g, attrs = await _open_group(path, storage_options)
+
+    async def get(name):
+        try:
+            a = await g.getitem(name)
+        except KeyError:
+            return name, (None, None)
+        try:
+            return name, (a.metadata, np.asarray(await a.getitem(...)))
+        except _DECODE_ERRORS as exc:
+            return name, (a.metadata, exc)
+
+    names = _COORDS + _PER_REPLICA + _bookkeeping_names() + PREDICTIONS + _RISK_PREDICTIONS
+    with _storage_errors(path, "read store"):  # a transport error, or metadata that do not parse: this store only
+        return attrs, dict(await asyncio.gather(*(get(n) for n in names)))
+
+
+async def _each(paths: list, read, storage_options: dict | None) -> list:
+    """``read(path, storage_options)`` for every path, a few at once; a StoreError is returned, not raised."""
+    gate = asyncio.Semaphore(_CONCURRENT_STORES["url" if any("://" in p for p in paths) else "local"])
+
+    async def one(path):
+        async with gate:
+            try:
+                return await read(path, storage_options)
+            except StoreError as exc:
+                return exc
+
+    return await asyncio.gather(*(one(p) for p in paths))
+
+
+async def _attrs_checked(path: str, storage_options: dict | None) -> dict:
+    attrs = (await _open_group(path, storage_options))[1]
+    _check_spec_hash(path, attrs)
+    return attrs
+
+
+def store_attrs_many(paths: Iterable[str | os.PathLike],
+                     storage_options: dict | None = None) -> list[dict | StoreError]:
+    """The attributes of each distntk store of ``paths`` (one small read each, all at once), or its StoreError.
+
+    The spec hash is checked: a store whose canonical spec does not hash to its
+    ``spec_hash`` is a StoreError, so its spec keys are never trusted.
+    """
+    return _zarr_sync(_each([location(p) for p in paths], _attrs_checked, storage_options))
+
+
+def _checked_from(path: str, attrs: dict, got: dict) -> tuple[xr.Dataset, dict] | None:
+    """:func:`open_checked` on arrays already read; ``None`` when a per-unit chunk does not decode."""
+    if not _from_records(got, attrs):
+        return None  # read unit by unit (ResultStore.scan): the units whose records are unreadable are named
+    values = {n: v for n, (_, v) in got.items()}
+    for name in ("output", "done", "unit_writes"):
+        if values.get(name) is None:
+            raise StoreError(f"{path}: the store has no array {name!r}; expected a store written by distntk run")
+    if any(isinstance(values[n], Exception) for n in ("output", "risk", "done", "unit_writes")):
+        return None  # read unit by unit (ResultStore.scan): the units of the chunks that do not decode are named
+    for name in _COORDS:
+        if values[name] is None or isinstance(values[name], Exception):
+            why = "is missing" if values[name] is None else f"does not decode ({one_line(values[name], 80)})"
+            raise StoreError(f"{path}: variable {name!r} {why}")
+    _check_spec_hash(path, attrs)
+    has_risk = values["risk"] is not None
+    preds = _prediction_problems({n: values[n] for n in PREDICTIONS + (_RISK_PREDICTIONS if has_risk else ())})
+    if preds:
+        raise StoreError(f"{path} lost its predictions: {preds[0].removeprefix('predictions: ')}; the store "
+                         "cannot be compared with the limit (recreate it with distntk run)")
+    widths = [int(w) for w in values["width"]]
+    block = int(attrs["block"])
+    done = values["done"].astype(bool)
+    units = unit_grid(widths, done.shape[1], done.shape[2], block)
+    bad = _unit_damage(values, units, widths, block)
+    bad.update(outliers(values["output"], done, widths, block, skip=dict(bad)))
+    bad = {u: bad[u] for u in units if u in bad}  # store order, as scan gives it
+    replaced = {"done": done.copy()}
+    for name in ("output", "risk"):
+        if has_risk or name == "output":
+            replaced[name] = values[name].copy()
+    for u in bad:  # left out: not done, and NaN like a unit never written
+        where = (widths.index(u.width), u.init, slice(u.data_start, u.data_stop))
+        replaced["done"][where] = False
+        for name in ("output", "risk"):
+            if name in replaced:
+                replaced[name][where] = np.nan
+    data, coords = {}, {}
+    for name, (meta, v) in got.items():
+        if v is None or name in _bookkeeping_names() or name == "unit_writes":
+            continue
+        var = xr.Variable(tuple(meta.dimension_names), replaced.get(name, v), dict(meta.attributes))
+        (coords if name in _COORDS else data)[name] = var
+    out_attrs = dict(attrs)
+    if bad:
+        out_attrs["distntk_left_out"] = damage_warning(bad)
+    return xr.Dataset(data, coords=coords, attrs=out_attrs), bad
+
+
+def open_checked_many(paths: Iterable[str | os.PathLike],
+                      storage_options: dict | None = None) -> list[tuple[xr.Dataset, dict] | StoreError]:
+    """:func:`open_checked` for many stores at once: ``(ds, bad)``, or the :class:`StoreError` of each.
+
+    The same checks (distntk attributes, spec hash, chunk checksums, non-finite
+    values, write counts, outliers, predictions) on the arrays a summary needs:
+    coordinates, ``output``, ``risk``, ``done`` and the predictions, with the
+    write counter for the checks; the bookkeeping arrays are not in ``ds``.
+    Every array of several stores (4 on local disk, 32 on object storage) is read at once by zarr's
+    asynchronous API,
+    each array whole in one call.  A store with a chunk that does not decode
+    is read again unit by unit (:func:`open_checked`), so its damaged units are
+    named exactly as ``distntk verify`` names them.
+    """
+    paths = [location(p) for p in paths]
+    out = []
+    for k in range(0, len(paths), _BATCH):
+        part = paths[k:k + _BATCH]
+        with zarr.config.set({"codec_pipeline.batch_size": _CHUNKS_PER_BATCH}):
+            raws = _zarr_sync(_each(part, _read_store, storage_options))
+        for path, raw in zip(part, raws, strict=True):
+            try:
+                if isinstance(raw, StoreError):
+                    raise raw
+                res = _checked_from(path, *raw)
+                if res is None:  # the same variables as the whole-array path
+                    ds, bad = open_checked(path, storage_options)
+                    res = ds.drop_vars(_NOT_SUMMARISED, errors="ignore"), bad
+                out.append(res)
+            except StoreError as exc:
+                out.append(exc)
+    return out

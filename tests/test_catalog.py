@@ -15,6 +15,7 @@ from raytools import section6_toml
 from distntk.catalog import CatalogError, open_catalog, read_manifest, write_manifest
 from distntk.query import summary
 from distntk.report import write_sweep_report
+from distntk.store import StoreError
 from distntk.sweep import parse_sweep
 
 BASE = section6_toml(name="cat", seed=5, widths=(16,), n_init=3, n_data=8, block=4)
@@ -138,3 +139,71 @@ def test_catalog_on_s3(s3_bucket, tmp_path):
     assert sorted(cat.problems) == sorted(x.name for x in SWEEP.members[1:])
     rows = cat.rows(time=1.0)
     assert rows and all(r["model.beta"] == 0.6 and r["units_done"] == 3 for r in rows)
+
+
+@pytest.fixture(scope="module")
+def complete_root(tmp_path_factory):
+    """The three members of SWEEP, all complete (block 4: each unit is one chunk of 4 replicas)."""
+    root = tmp_path_factory.mktemp("complete-root")
+    write_manifest(str(root), SWEEP.manifest)
+    _write_members(root, SWEEP.members)
+    return root
+
+
+def test_damaged_members_are_named_and_never_summarised_as_complete(complete_root, tmp_path, capsys):
+    """One member per kind of damage: a deleted chunk (judged on the whole arrays), random bytes in a
+    chunk (read again unit by unit), a lost prediction and a doctored spec (the whole store refused)."""
+    import shutil
+
+    import numpy as np
+    import zarr
+
+    from distntk.cli import main
+
+    root = tmp_path / "root"
+    shutil.copytree(complete_root, root)
+    a, b, c = (m.name for m in SWEEP.members)
+    # the per-unit arrays' chunk keys are c.i.j.k (store schema 2)
+    (root / f"{a}.zarr" / "output" / "c.0.1.0.0.0").unlink()  # init 1, data 0-3
+    chunk = root / f"{b}.zarr" / "output" / "c.0.2.1.0.0"  # init 2, data 4-7
+    chunk.write_bytes(np.random.default_rng(5).bytes(chunk.stat().st_size))
+    (root / f"{c}.zarr" / "nvar_poisson" / "c" / "0" / "0").unlink()
+    shutil.copytree(root / f"{a}.zarr", root / "doctored.zarr")
+    g = zarr.open_group(str(root / "doctored.zarr"), mode="r+")
+    g.attrs["spec_canonical"] = g.attrs["spec_canonical"].replace('"beta":0.6', '"beta":0.7')
+
+    cat = open_catalog(str(root))
+    assert "does not hash to its spec_hash" in cat.problems["doctored"] and "doctored" not in cat.stores
+    rows = cat.rows(time=1.0)
+    by = {n: [r for r in rows if r["store"] == n] for n in (a, b, c)}
+    assert by[a] and all(r["units_done"] == 5 and r["units"] == 6 and r["n"] == 20 for r in by[a])
+    assert by[b] and all(r["units_done"] == 5 and r["units"] == 6 and r["n"] == 20 for r in by[b])
+    assert by[c] == []  # nothing to compare with: not summarised at all
+    assert "width 16, init 1, data 0-3" in cat.damaged[a]
+    assert "width 16, init 2, data 4-7" in cat.damaged[b]
+    assert cat.damaged[c].startswith("not summarised:") and "lost its predictions: 'nvar_poisson'" in cat.damaged[c]
+    with pytest.raises(StoreError, match="lost its predictions"):
+        cat.checked(c)
+
+    assert main(["query", str(root), "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert {r["store"] for r in doc["rows"]} == {a, b} and set(doc["damaged"]) == {a, b, c}
+    assert "doctored" in doc["problems"]
+    lines = err.splitlines()
+    assert len(lines) == 4 and "Traceback" not in err
+    assert lines[0].startswith("distntk: warning: 1 member(s) missing or unreadable: doctored:")
+    assert [ln.split(":")[2].strip() for ln in lines[1:]] == sorted([a, b, c])
+
+
+def test_worker_processes_give_the_same_rows(complete_root):
+    """The path of large catalogs (stores split over worker processes) returns what one process returns."""
+    from distntk.catalog import _read_summarised, _summarised
+
+    locations = [f"{complete_root}/{m.name}.zarr" for m in SWEEP.members]
+    select = (None, 1.0, None)
+    here = _summarised(locations, None, select)
+    there = _read_summarised(locations, None, select, workers=2)
+    assert [rows for _, rows in there] == [rows for _, rows in here] and len(here) == 3
+    for (ds_here, bad_here), (ds_there, bad_there) in ((h, t) for (h, _), (t, _) in zip(here, there, strict=True)):
+        assert bad_here == bad_there == {} and ds_here.identical(ds_there)

@@ -22,8 +22,8 @@ from raytools import VENV_BIN, cleanup, new_mark, scoped_env, short_tmp, tiny_sp
 
 from distntk.cli import main
 from distntk.spec import load_spec
-from distntk.store import open_or_create, open_result_store, open_store
-from distntk.verify import OUTLIER_Z, outliers, verify
+from distntk.store import StoreError, open_or_create, open_result_store, open_store
+from distntk.verify import OUTLIER_Z, open_checked, open_checked_many, outliers, verify
 
 
 def _unit_text(u) -> str:
@@ -246,3 +246,51 @@ def test_verify_on_s3(tiny, s3_bucket, capsys):
     assert main(["verify", url, "--storage-option", f"endpoint_url={s3_bucket.server.endpoint_url}"]) == 1
     assert capsys.readouterr().out.splitlines() == [
         "width 16, init 1, data 0-3: output chunk does not decode (checksum mismatch or corrupt bytes)"]
+
+
+@pytest.mark.parametrize("how", DAMAGES + [(2, "clean"), (1, "clean"), (2, "old store without checksums")])
+def test_many_stores_at_once_are_checked_as_one_is(tiny, tmp_path, how):
+    """The catalog's reader (every array of many stores in flight at once) finds what open_checked finds.
+
+    Same damaged units with the same reasons, and the same numbers in every variable both hold; a
+    corrupt chunk sends the store through the unit-by-unit path, a deleted one is judged on the
+    whole arrays.
+    """
+    schema, how = how
+    path = _copy(tiny, tmp_path, schema)
+    if how == "old store without checksums":
+        g = zarr.open_group(str(path), mode="r+")
+        old = g["output"]
+        data, attrs = old[...], dict(old.attrs)
+        new = g.create_array("output", shape=old.shape, chunks=old.chunks, dtype=old.dtype, fill_value=np.nan,
+                             dimension_names=old.metadata.dimension_names, attributes=attrs, overwrite=True)
+        new[...] = data
+        f = _chunk(path, "output", 1, 0, 1)
+        f.write_bytes(np.random.default_rng(3).bytes(f.stat().st_size))
+    elif how != "clean":
+        _damage(path, how)
+    one, bad_one = open_checked(path)
+    [(many, bad_many)] = open_checked_many([path])
+    assert bad_many == bad_one and (how == "clean") == (not bad_one)
+    assert set(many.variables) == set(one.variables) - {"block", "unit_wall_time", "unit_node", "unit_writes"}
+    for name, var in many.variables.items():
+        assert var.dims == one[name].dims and var.dtype == one[name].dtype and var.attrs == one[name].attrs
+        np.testing.assert_array_equal(var.values, one[name].values)
+    assert many.attrs == one.attrs
+
+
+def test_many_stores_at_once_refuse_what_open_checked_refuses(tiny, tmp_path):
+    """Lost predictions, a doctored spec and a folder that is no store: each a one-line StoreError, the others read."""
+    lost, doctored = _copy(tiny, tmp_path / "a"), _copy(tiny, tmp_path / "b")
+    (lost / "h" / "c" / "0" / "0").unlink()
+    g = zarr.open_group(str(doctored), mode="r+")
+    g.attrs["spec_canonical"] = g.attrs["spec_canonical"].replace('"seed":7', '"seed":8')
+    (tmp_path / "empty.zarr").mkdir()
+    got = open_checked_many([lost, doctored, tmp_path / "empty.zarr", tiny[2]])
+    assert [type(g).__name__ for g in got] == ["StoreError"] * 3 + ["tuple"]
+    assert "lost its predictions: 'h' has non-finite values" in str(got[0])
+    assert "does not hash to its spec_hash" in str(got[1])
+    assert "no distntk store at" in str(got[2])
+    with pytest.raises(StoreError, match="does not hash to its spec_hash"):
+        open_checked(doctored)
+    assert all("\n" not in str(g) for g in got[:3])
