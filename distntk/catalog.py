@@ -231,6 +231,10 @@ class Catalog:
         """The keys a sweep varies (its manifest's), else :attr:`keys`: the axes of the sweep report."""
         return list(self.manifest["keys"]) if self.manifest else self.keys
 
+    def spec_value(self, name: str, key: str):
+        """Member ``name``'s value of dotted spec ``key`` (a table, such as a swept ``"target"``, as a dict)."""
+        return _value(self.specs[name], key)
+
     def _canonical(self, name):
         return json.loads(self.attrs[name]["spec_canonical"])
 
@@ -249,7 +253,7 @@ class Catalog:
 
     def where(self, **conditions: object) -> Catalog:
         """The catalog restricted to members whose spec keys equal the given values (dotted keys as ``**{}``)."""
-        keep = [n for n in self.stores if all(_equal(self.specs[n].get(k, _MISSING), v)
+        keep = [n for n in self.stores if all(_equal(_value(self.specs[n], k, _MISSING), v)
                                                for k, v in conditions.items())]
         stores = self.stores.only(keep) if isinstance(self.stores, _LazyStores) else {n: self.stores[n] for n in keep}
         return Catalog(self.root, stores, {n: self.specs[n] for n in keep}, dict(self.problems), self.manifest,
@@ -273,7 +277,7 @@ class Catalog:
             rows = fresh[name][1] if name in fresh else _store_rows(got[0], select)
             if isinstance(rows, QueryError):
                 raise rows
-            base = {"store": name, **{k: self.specs[name].get(k) for k in keys}}
+            base = {"store": name, **{k: _value(self.specs[name], k) for k in keys}}
             out += [{**base, **r} for r in rows]
         return out
 
@@ -283,6 +287,14 @@ class Catalog:
         import pandas as pd
 
         return pd.DataFrame(self.rows(width, time, probe))
+
+
+def _value(flat: dict, key: str, default=None):
+    """The value of dotted ``key`` in a flattened spec; a table (a swept ``"target"``) as the dict of its keys."""
+    if key in flat:
+        return flat[key]
+    sub = {k[len(key) + 1:]: v for k, v in flat.items() if k.startswith(key + ".")}
+    return sub or default
 
 
 def _store_rows(ds: xr.Dataset, select: tuple) -> list[dict]:

@@ -689,7 +689,7 @@ def sweep_headlines(catalog: Catalog, level: float = 0.95, verdict_level: float 
     rows = []
     for name in catalog.stores:
         ds, _ = catalog.checked(name)
-        row = {"store": name, **{k: catalog.specs[name].get(k) for k in keys}, "beta": float(ds.attrs["beta"])}
+        row = {"store": name, **{k: catalog.spec_value(name, k) for k in keys}, "beta": float(ds.attrs["beta"])}
         est = estimate(ds, level=level, verdict_level=verdict_level)
         with_data = [int(N) for N in est["width"].values if int(est["n_init"].sel(width=N).max()) > 0]
         row.update(n_done=int(est.attrs["n_done"]), n_replicas=int(est.attrs["n_replicas"]))
@@ -711,29 +711,61 @@ def _key_text(v) -> str:
     return v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
 
 
+def _sweep_axes(rows: list[dict], keys: list[str]) -> list[list[str]]:
+    """The swept keys grouped into plot axes: keys whose values determine each other (a zip) share one."""
+    groups: list[list[str]] = []
+    for k in keys:
+        for g in groups:
+            ab, ba, ok = {}, {}, True
+            for r in rows:
+                va, vb = _key_text(r.get(g[0])), _key_text(r.get(k))
+                if ab.setdefault(va, vb) != vb or ba.setdefault(vb, va) != va:
+                    ok = False
+                    break
+            if ok:
+                g.append(k)
+                break
+        else:
+            groups.append([k])
+    return groups
+
+
+def _axis_label(r: dict, group: list[str]) -> str:
+    """A row's value on an axis: the key's value, or for a zip the member name's label (e.g. ``sticky``)."""
+    if len(group) == 1 and not isinstance(r.get(group[0]), (dict, list)):
+        return _key_text(r.get(group[0]))
+    labels = [p for p in str(r.get("store", "")).split(",") if "=" not in p and "@" not in p]
+    text = ",".join(labels) or "; ".join(_key_text(r.get(k)) for k in group)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def plot_sweep_ratios(rows: list[dict], keys: list[str], verdict_level: float) -> Figure:
-    """The headline ratios N Var / Poisson and N Var / i.i.d. with intervals, one panel per swept key."""
+    """The headline ratios N Var / Poisson and N Var / i.i.d. with intervals, one panel per swept axis
+    (keys varied together, a zip, share one panel)."""
     keys = keys or ["store"]
-    fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 3.8), squeeze=False)
     rows = [r for r in rows if r.get("width") is not None]
-    for ax, key in zip(axes[0], keys, strict=True):
-        values = sorted({_key_text(r.get(key)) for r in rows})
-        numeric = all(isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool) for r in rows)
-        others = [k for k in keys if k != key]
-        groups = sorted({tuple(_key_text(r.get(k)) for k in others) for r in rows})
+    axes_keys = _sweep_axes(rows, keys)
+    fig, axes = plt.subplots(1, len(axes_keys), figsize=(5.2 * len(axes_keys), 3.8), squeeze=False)
+    for ax, group in zip(axes[0], axes_keys, strict=True):
+        key = group[0]
+        numeric = len(group) == 1 and all(isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)
+                                          for r in rows)
+        values = sorted({_axis_label(r, group) for r in rows})
+        others = [g for g in axes_keys if g is not group]
+        label_of = lambda r, others=others: ", ".join(_axis_label(r, g) for g in others)  # noqa: E731
+        groups = sorted({label_of(r) for r in rows})
         for gi, g in enumerate(groups):
-            sub = [r for r in rows if tuple(_key_text(r.get(k)) for k in others) == g]
-            x = np.array([r[key] if numeric else values.index(_key_text(r.get(key))) for r in sub], dtype=float)
+            sub = [r for r in rows if label_of(r) == g]
+            x = np.array([r[key] if numeric else values.index(_axis_label(r, group)) for r in sub], dtype=float)
             off = (gi - (len(groups) - 1) / 2) * (0.004 if numeric else 0.06) * (np.ptp(x) or 1.0)
-            label = ", ".join(f"{k}={v}" for k, v in zip(others, g, strict=True)) if others else None
             for q, marker in (("ratio_poisson", "o"), ("ratio_iid", "s")):
                 y = np.array([r[q] for r in sub])
                 err = np.array([[r[q] - r[f"{q}_lo"] for r in sub], [r[f"{q}_hi"] - r[q] for r in sub]])
                 ax.errorbar(x + off, y, yerr=err, fmt=marker, ms=4, capsize=2,
-                            label=("Poisson" if q == "ratio_poisson" else "i.i.d.") + (f" ({label})" if label else ""))
+                            label=("Poisson" if q == "ratio_poisson" else "i.i.d.") + (f" ({g})" if g else ""))
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_yscale("log")
-        ax.set_xlabel(key)
+        ax.set_xlabel(" + ".join(group))
         if not numeric:
             ax.set_xticks(range(len(values)), values, rotation=20, fontsize=7)
         ax.set_ylabel(f"N Var / prediction ({verdict_level:.0%} interval)")

@@ -207,3 +207,12 @@ def test_worker_processes_give_the_same_rows(complete_root):
     assert [rows for _, rows in there] == [rows for _, rows in here] and len(here) == 3
     for (ds_here, bad_here), (ds_there, bad_there) in ((h, t) for (h, _), (t, _) in zip(here, there, strict=True)):
         assert bad_here == bad_there == {} and ds_here.identical(ds_there)
+
+
+def test_a_swept_table_is_a_column_of_its_keys():
+    """A sweep may vary a whole table ("target"); its column holds the table's keys, not nothing."""
+    from distntk.catalog import _value
+
+    flat = {"target.name": "linear", "target.weights": [1.0], "model.beta": 0.6}
+    assert _value(flat, "target") == {"name": "linear", "weights": [1.0]}
+    assert _value(flat, "model.beta") == 0.6 and _value(flat, "chain") is None
