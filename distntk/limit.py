@@ -470,17 +470,33 @@ class FeatureKernel:
     weights: np.ndarray | None = None  # (Q,)
 
 
-def _features(run, chain, hist, lcp, full, wts, sl, sq):
-    """``Pi^{1/2} Phi`` on the nodes ``sl`` (``(H, (d + 3) q)``) and its ``s`` part (``(H, q)``)."""
+def _features(run, chain, hist, lcp, full, wts, sl, sq, out=None, trace=False):
+    """``Pi^{1/2} Phi`` on the nodes ``sl`` (``(H, (d + 3) q)``) and its ``s`` part (``(H, q)``, a view).
+
+    ``run`` is :func:`distntk._fast.memory_features_kernel`; the kernel writes the
+    weighted features straight into ``X`` (``out`` when given: a buffer of at least
+    ``H (d + 3) q`` doubles, reused across blocks).  With ``trace`` also returns
+    ``sum(X**2)`` (the block's part of ``tr M``), from the same pass.
+    """
     d, H = chain.dim, len(hist)
-    q = len(full[sl])
-    s = np.empty((H, q))
-    J = np.empty((H, d + 2, q))
-    run(np.ascontiguousarray(full[sl, :d].T), np.ascontiguousarray(full[sl, d]),
-        np.ascontiguousarray(full[sl, d + 1]), chain.inputs, hist, lcp, s, J)
-    s *= np.sqrt(wts[sl]) * sq[:, None]
-    J *= np.sqrt(_E_C2 * wts[sl]) * sq[:, None, None]
-    return np.hstack([s, J.reshape(H, -1)]), s
+    nodes = full[sl]
+    q = len(nodes)
+    n = H * (d + 3) * q
+    X = (np.empty(n) if out is None else out[:n]).reshape(H, (d + 3) * q)
+    tr = run(np.ascontiguousarray(nodes[:, :d].T), np.ascontiguousarray(nodes[:, d]),
+             np.ascontiguousarray(nodes[:, d + 1]), chain.inputs, hist, lcp,
+             np.sqrt(wts[sl]), np.sqrt(_E_C2 * wts[sl]), np.ascontiguousarray(sq, dtype=float), X)
+    return (X, X[:, :q], tr) if trace else (X, X[:, :q])
+
+
+def _gemm_acc(A, B, C):
+    """``C += A @ B`` in place (``C`` Fortran-ordered; BLAS ``beta = 1``, no temporary)."""
+    if C.flags.f_contiguous and C.dtype == np.float64 and A.flags.c_contiguous:
+        out = scipy.linalg.blas.dgemm(1.0, A.T, B, beta=1.0, c=C, trans_a=True, overwrite_c=True)
+        if out is not C:
+            C[...] = out
+    else:
+        C += A @ B
 
 
 def ntk_features(cfg: RNNConfig, window: WindowChain, resolution: int | None = None, seed: int = 0,
@@ -504,34 +520,37 @@ def ntk_features(cfg: RNNConfig, window: WindowChain, resolution: int | None = N
     d = chain.dim
     hist = np.ascontiguousarray(window.histories, dtype=np.int64)
     lcp = _fast.common_prefix(hist)
-    run = _fast.memory_jacobian_kernel(d, cfg.gradient == "rtrl", cfg.activation == "sigmoid")
+    run = _fast.memory_features_kernel(d, cfg.gradient == "rtrl", cfg.activation == "sigmoid")
     full = np.zeros((len(rule.pts), d + 2))
     for j, col in enumerate(rule.coords):
         full[:, col] = rule.pts[:, j]
     sq = np.sqrt(window.pi)
-    if block is None:  # a feature block of at most 2^25 doubles (256 MiB)
-        block = int(np.clip((1 << 25) // (H * (d + 3)), 8, 256))
+    if block is None:  # a feature block of at most 2^27 doubles (1 GiB): long GEMMs, few passes over Y and Q
+        block = int(np.clip((1 << 27) // (H * (d + 3)), 16, 512))
     blocks = [slice(lo, lo + block) for lo in range(0, len(full), block)]
+    buf = np.empty(H * (d + 3) * min(block, len(full)))  # one feature buffer for all blocks
     k = min(rank, H)
     while True:
         # pass 1: Y = M Omega = sum_b X_b (X_b^T Omega), Omega (H, k) Gaussian: one power step, so the
-        # range error in M is ~ lambda_{k+1} rather than sqrt(lambda_{k+1} lambda_1)
+        # range error in M is ~ lambda_{k+1} rather than sqrt(lambda_{k+1} lambda_1); tr M from the same pass
         Omega = np.random.default_rng(np.random.SeedSequence([seed, 0xFEA7, k])).standard_normal((H, k))
-        Y = np.zeros((H, k))
+        Y = np.zeros((H, k), order="F")
         trace = 0.0
         for sl in blocks:
-            X, _ = _features(run, chain, hist, lcp, full, rule.wts, sl, sq)
-            trace += float(np.einsum("ij,ij->", X, X))
-            Y += X @ (X.T @ Omega)
+            X, _, tr = _features(run, chain, hist, lcp, full, rule.wts, sl, sq, out=buf, trace=True)
+            trace += tr
+            _gemm_acc(X, X.T @ Omega, Y)
         Q, _ = np.linalg.qr(Y)
-        # pass 2: B B^T with B = Q^T Pi^{1/2} Phi, and the s-part for C_0
+        del Y
+        # pass 2: B B^T with B = Q^T Pi^{1/2} Phi, and the s-part (B's first q columns) for C_0
         BB = np.zeros((k, k))
         CC = np.zeros((k, k))
+        QT = np.ascontiguousarray(Q.T)
         for sl in blocks:
-            X, s = _features(run, chain, hist, lcp, full, rule.wts, sl, sq)
-            B = Q.T @ X
+            X, _ = _features(run, chain, hist, lcp, full, rule.wts, sl, sq, out=buf)
+            B = QT @ X
             BB += B @ B.T
-            Cs = Q.T @ s
+            Cs = B[:, : len(full[sl])]
             CC += Cs @ Cs.T
         ev = np.linalg.eigvalsh(BB)
         truncation = max(trace - float(np.sum(ev)), 0.0)
