@@ -626,7 +626,7 @@ class Limit:
         """``Z v`` for centred rows ``v`` (``(n, H)``): dense ``Z`` (oracle) or the lag sum (MODEL 7)."""
         if self.dense:
             return v @ self.window.fundamental.T
-        return self.window.poisson_lag(v.T).T
+        return self.window.poisson_lag(np.ascontiguousarray(v.T)).T  # (H, n) rows contiguous for P_L @
 
     @property
     def eigenvalues(self) -> np.ndarray:
@@ -678,7 +678,7 @@ class Limit:
             v = Y.reshape(len(nodes), P, -1) * r[:, None, :]
             v = v - (v @ pi)[..., None]  # (I - 1 pi^T) v
             vw = v * pi  # Pi v
-            Zv = self._poisson(v.reshape(-1, len(pi))).reshape(v.shape)  # Z v
+            Zv = np.ascontiguousarray(self._poisson(v.reshape(-1, len(pi)))).reshape(v.shape)  # Z v
             iid = np.einsum("uph,uqh->upq", vw, v)
             cross = np.einsum("uph,uqh->upq", vw, Zv)
             pois = cross + cross.transpose(0, 2, 1) - iid
