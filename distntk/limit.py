@@ -529,26 +529,47 @@ def ntk_features(cfg: RNNConfig, window: WindowChain, resolution: int | None = N
         block = int(np.clip((1 << 27) // (H * (d + 3)), 16, 512))
     blocks = [slice(lo, lo + block) for lo in range(0, len(full), block)]
     buf = np.empty(H * (d + 3) * min(block, len(full)))  # one feature buffer for all blocks
-    k = min(rank, H)
+    # The sketch grows in chunks of columns; a chunk reuses all earlier work: its pass 1 sketches only
+    # the new columns, which are orthogonalised against the basis so far, and pass 2 adds their rows
+    # of B.  Chunk j's Omega is seeded by the column count it brings the sketch to, so the first chunk
+    # is the (rank)-column sketch and a grown sketch has the columns a fresh one of its size would have
+    # in the first chunks.
+    Q = np.zeros((H, 0))
+    Bs = [np.zeros((0, (d + 3) * len(full[sl]))) for sl in blocks]  # B = Q^T X_b per block, kept (k x R)
+    trace = None
+    k_new = min(rank, H)
     while True:
-        # pass 1: Y = M Omega = sum_b X_b (X_b^T Omega), Omega (H, k) Gaussian: one power step, so the
-        # range error in M is ~ lambda_{k+1} rather than sqrt(lambda_{k+1} lambda_1); tr M from the same pass
-        Omega = np.random.default_rng(np.random.SeedSequence([seed, 0xFEA7, k])).standard_normal((H, k))
-        Y = np.zeros((H, k), order="F")
-        trace = 0.0
+        k = Q.shape[1] + k_new
+        # pass 1: Y = M Omega = sum_b X_b (X_b^T Omega), Omega (H, k_new) Gaussian: one power step, so the
+        # range error in M is ~ lambda_{k+1} rather than sqrt(lambda_{k+1} lambda_1); tr M from the first pass
+        Omega = np.random.default_rng(np.random.SeedSequence([seed, 0xFEA7, k])).standard_normal((H, k_new))
+        Y = np.zeros((H, k_new), order="F")
+        tr_sum = 0.0
         for sl in blocks:
             X, _, tr = _features(run, chain, hist, lcp, full, rule.wts, sl, sq, out=buf, trace=True)
-            trace += tr
+            tr_sum += tr
             _gemm_acc(X, X.T @ Omega, Y)
-        Q, _ = np.linalg.qr(Y)
+        trace = tr_sum if trace is None else trace
+        del Omega
+        if Q.shape[1]:  # block Gram-Schmidt against the basis so far, twice (the new part may be round-off)
+            Y -= Q @ (Q.T @ Y)
+            Qn, _ = np.linalg.qr(Y)
+            Qn -= Q @ (Q.T @ Qn)
+            Qn, _ = np.linalg.qr(Qn)
+        else:
+            Qn, _ = np.linalg.qr(Y)
         del Y
-        # pass 2: B B^T with B = Q^T Pi^{1/2} Phi, and the s-part (B's first q columns) for C_0
+        # pass 2: the new rows Q_n^T X_b of B = Q^T Pi^{1/2} Phi; then B B^T, and the s-part (B's first q
+        # columns of each block) for C_0
+        QT = np.ascontiguousarray(Qn.T)
+        for ib, sl in enumerate(blocks):
+            X, _ = _features(run, chain, hist, lcp, full, rule.wts, sl, sq, out=buf)
+            Bs[ib] = np.vstack([Bs[ib], QT @ X])
+        del QT
+        Q = np.hstack([Q, Qn])
         BB = np.zeros((k, k))
         CC = np.zeros((k, k))
-        QT = np.ascontiguousarray(Q.T)
-        for sl in blocks:
-            X, _ = _features(run, chain, hist, lcp, full, rule.wts, sl, sq, out=buf)
-            B = QT @ X
+        for B, sl in zip(Bs, blocks, strict=True):
             BB += B @ B.T
             Cs = B[:, : len(full[sl])]
             CC += Cs @ Cs.T
@@ -558,7 +579,7 @@ def ntk_features(cfg: RNNConfig, window: WindowChain, resolution: int | None = N
         # and the discarded trace is negligible
         if k >= H or (ev[0] <= rank_rtol * ev[-1] and truncation <= 1e-12 * trace):
             break
-        k = min(2 * k, H)
+        k_new = min(k, H - k)  # double the sketch
     lam, V = np.linalg.eigh(BB)
     lam = np.clip(lam, 0.0, None)
     U = Q @ V
