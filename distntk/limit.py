@@ -511,8 +511,16 @@ def ntk_features(cfg: RNNConfig, window: WindowChain, resolution: int | None = N
     Checked after the fact: the smallest eigenvalue of ``B B^T`` is below
     ``rank_rtol`` times the largest (the sketch has run into round-off, so no
     direction above it is missing) and the discarded trace ``tr M - tr(B B^T)``
-    is below ``1e-12 tr M``; else ``k`` doubles and both passes repeat.  No
-    ``H x H`` array is formed; memory is ``O(H (k + block (d + 3)))``.
+    is below ``1e-12 tr M``; else the sketch doubles: ``k`` new columns of
+    ``Omega`` (pass 1 for them only; their ``Y`` orthogonalised against ``Q``)
+    and pass 2 for the new rows of ``B`` (the old rows are kept), so a grown
+    sketch costs what one of its final size costs, plus two feature passes.  No
+    ``H x H`` array is formed; memory is ``O(H (k + block (d + 3)) + k Q (d + 3))``.
+
+    Cost: the GEMMs ``X_b^T Omega``, ``X_b Z`` and ``Q^T X_b`` (``6 H k (d + 3) Q``
+    flops in all) and two compiled feature passes per growth step, each writing
+    ``X_b`` once (weights and ``Pi^{1/2}`` fused, ``tr M`` summed in the same pass)
+    into one buffer of at most 2^27 doubles reused across blocks.
     """
     t0 = time.perf_counter()
     rule = _quadrature(cfg, window, resolution, seed, tol, max_nodes, sample)
