@@ -133,14 +133,17 @@ def main(argv=None):
         out = subprocess.run([sys.executable, __file__, "--one", case, method], env=env, check=True,
                              capture_output=True, text=True).stdout
         res = json.loads(out.strip().splitlines()[-1])
-        T = res["times"]
-        rows.append([case, method, res["H"], res["nodes"], res["rank"] or "-", *T.values(), res["peak_mib"],
-                     res["kernel_error"], res["h_probe0_t2"], res["nvar_probe0_t2"]])
-        print("  done:", case, method, f"{T['total']:.1f} s", flush=True)
-    keys = list(T)
-    print(table(["case", "method", "histories", "nodes", "rank"] + [f"{k} s" for k in keys]
-                + ["peak MiB", "kernel error", "h (top probe, t=2)", "N Var (top probe, t=2)"], rows,
-                ["{}", "{}", "{}", "{}", "{}"] + ["{:.2f}"] * len(keys) + ["{:.0f}", "{:.1e}", "{:.6f}", "{:.5f}"]))
+        T, C = res["times"], res["cpu"]
+        rows.append([case, method, res["H"], res["nodes"], res["rank"] or "-", *C.values(), T["total"],
+                     T["total CPU"], res["peak_mib"], res["kernel_error"], res["h_probe0_t2"],
+                     res["nvar_probe0_t2"]])
+        print("  done:", case, method, f"{T['total']:.1f} s wall, {T['total CPU']:.1f} s CPU", flush=True)
+    keys = list(C)
+    print(table(["case", "method", "histories", "nodes", "rank"] + [f"{k} CPU s" for k in keys]
+                + ["total wall s", "total CPU s", "peak MiB", "kernel error", "h (top probe, t=2)",
+                   "N Var (top probe, t=2)"], rows,
+                ["{}", "{}", "{}", "{}", "{}"] + ["{:.2f}"] * (len(keys) + 2)
+                + ["{:.0f}", "{:.1e}", "{:.6f}", "{:.5f}"]))
     print(f"  load average at end: {open('/proc/loadavg').read().split()[:3]}")
 
 
