@@ -47,33 +47,33 @@ def once(case, method):
     P, x, L = CASES[case]
     chain = markov_chain(P, x)
     target = make_target("tanh_linear", inner=[1, 0.8], outer=[0, 0, 0.3])
-    T = {}
+    T, C = {}, {}
     cpu0 = time.process_time()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     lim = solve_limit(RNNConfig(), chain, target, L=L, method=method)
-    T["kernel"] = time.perf_counter() - t0
+    T["kernel"], C["kernel"] = time.perf_counter() - t0, time.process_time() - c0
     t = np.linspace(0, 2, 41)
     idx = lim.window.most_likely(4)
     E = np.zeros((len(idx), lim.window.n_histories))
     E[np.arange(len(idx)), idx] = 1.0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     r = lim.residual(t)
     lim.h(t)
-    T["h_t"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    T["h_t"], C["h_t"] = time.perf_counter() - t0, time.process_time() - c0
+    t0, c0 = time.perf_counter(), time.process_time()
     fv = lim.fluctuation_variances(t, E)
     lim.init_variance(t, E)
-    T["V_t probes"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    T["V_t probes"], C["V_t probes"] = time.perf_counter() - t0, time.process_time() - c0
+    t0, c0 = time.perf_counter(), time.process_time()
     ell = -lim.window.pi * r
     for i, ti in enumerate(t):
         lim.fluctuation_variances([ti], ell[i : i + 1])
         lim.init_variance([ti], ell[i : i + 1])
-    T["V_t risk"] = time.perf_counter() - t0
+    T["V_t risk"], C["V_t risk"] = time.perf_counter() - t0, time.process_time() - c0
     T["total"] = sum(T.values())
     T["total CPU"] = time.process_time() - cpu0
     k = lim.kernel
-    return {"case": case, "method": method, "H": lim.window.n_histories, "times": T, "nodes": k.n_nodes,
+    return {"case": case, "method": method, "H": lim.window.n_histories, "times": T, "cpu": C, "nodes": k.n_nodes,
             "rank": int(getattr(k, "U", np.zeros((0, 0))).shape[1]) if method == "features" else None,
             "kernel_error": k.error, "h_probe0_t2": float(lim.h([2.0])[0, idx[0]]),
             "nvar_probe0_t2": float(fv["poisson"][-1, 0, 0]),
@@ -133,14 +133,17 @@ def main(argv=None):
         out = subprocess.run([sys.executable, __file__, "--one", case, method], env=env, check=True,
                              capture_output=True, text=True).stdout
         res = json.loads(out.strip().splitlines()[-1])
-        T = res["times"]
-        rows.append([case, method, res["H"], res["nodes"], res["rank"] or "-", *T.values(), res["peak_mib"],
-                     res["kernel_error"], res["h_probe0_t2"], res["nvar_probe0_t2"]])
-        print("  done:", case, method, f"{T['total']:.1f} s", flush=True)
-    keys = list(T)
-    print(table(["case", "method", "histories", "nodes", "rank"] + [f"{k} s" for k in keys]
-                + ["peak MiB", "kernel error", "h (top probe, t=2)", "N Var (top probe, t=2)"], rows,
-                ["{}", "{}", "{}", "{}", "{}"] + ["{:.2f}"] * len(keys) + ["{:.0f}", "{:.1e}", "{:.6f}", "{:.5f}"]))
+        T, C = res["times"], res["cpu"]
+        rows.append([case, method, res["H"], res["nodes"], res["rank"] or "-", *C.values(), T["total"],
+                     T["total CPU"], res["peak_mib"], res["kernel_error"], res["h_probe0_t2"],
+                     res["nvar_probe0_t2"]])
+        print("  done:", case, method, f"{T['total']:.1f} s wall, {T['total CPU']:.1f} s CPU", flush=True)
+    keys = list(C)
+    print(table(["case", "method", "histories", "nodes", "rank"] + [f"{k} CPU s" for k in keys]
+                + ["total wall s", "total CPU s", "peak MiB", "kernel error", "h (top probe, t=2)",
+                   "N Var (top probe, t=2)"], rows,
+                ["{}", "{}", "{}", "{}", "{}"] + ["{:.2f}"] * (len(keys) + 2)
+                + ["{:.0f}", "{:.1e}", "{:.6f}", "{:.5f}"]))
     print(f"  load average at end: {open('/proc/loadavg').read().split()[:3]}")
 
 

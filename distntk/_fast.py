@@ -419,6 +419,77 @@ def memory_jacobian_kernel(d: int, rtrl: bool, sigmoid: bool) -> Callable:
 
 
 @lru_cache(maxsize=None)
+def memory_features_kernel(d: int, rtrl: bool, sigmoid: bool) -> Callable:
+    """Weighted features ``Pi^{1/2} Phi`` of a node block, written straight into one array.
+
+    ``run(w, a, b, inputs, windows, lcp, ws, wj, sq, X) -> tr``: the recursion of
+    :func:`memory_jacobian_kernel` (same arguments ``w, a, b, inputs, windows,
+    lcp``), but window ``h``'s last state goes into row ``h`` of ``X (H, (d + 3) Q)``
+    as ``X[h, i] = s_i (ws_i sq_h)`` and ``X[h, (1 + j) Q + i] = J_{j,i} (wj_i sq_h)``
+    (the layout of ``hstack([s, J.reshape(H, -1)])``, the same products in the same
+    order), and the sum of the squares of ``X`` is returned.  One write of ``X``:
+    no separate ``s``/``J`` arrays, scaling passes or copy.
+    """
+    D, RTRL, SIGMOID = int(d), bool(rtrl), bool(sigmoid)
+
+    @njit(**_JIT)
+    def run(w, a, b, inputs, windows, lcp, ws, wj, sq, X):
+        Q = a.shape[0]
+        n_states = inputs.shape[0]
+        H, L = windows.shape
+        wx = np.empty((n_states, Q))
+        for q in range(n_states):
+            for i in range(Q):
+                v = 0.0
+                for j in range(D):
+                    v += w[j, i] * inputs[q, j]
+                wx[q, i] = v + a[i]
+        s = np.zeros((L + 1, Q))  # level 0 is the zero start; level L the last window's state
+        J = np.zeros((L + 1, D + 2, Q))
+        cs = np.empty(Q)
+        cj = np.empty(Q)
+        tr = 0.0
+        for h in range(H):
+            start = lcp[h] if h > 0 else 0
+            for lev in range(start, L):  # none when window h repeats window h - 1: level L is its state
+                q = windows[h, lev]
+                for i in range(Q):
+                    sp = s[lev, i]
+                    bi = b[i]
+                    si, ds = _activation(wx[q, i] + bi * sp, SIGMOID)
+                    s[lev + 1, i] = si
+                    if RTRL:
+                        for j in range(D):
+                            J[lev + 1, j, i] = ds * (inputs[q, j] + bi * J[lev, j, i])
+                        J[lev + 1, D, i] = ds * (1.0 + bi * J[lev, D, i])
+                        J[lev + 1, D + 1, i] = ds * (sp + bi * J[lev, D + 1, i])
+                    else:
+                        for j in range(D):
+                            J[lev + 1, j, i] = ds * inputs[q, j]
+                        J[lev + 1, D, i] = ds
+                        J[lev + 1, D + 1, i] = ds * sp
+            sh = sq[h]
+            for i in range(Q):
+                cs[i] = ws[i] * sh
+                cj[i] = wj[i] * sh
+            acc = 0.0
+            for i in range(Q):
+                x = s[L, i] * cs[i]
+                X[h, i] = x
+                acc += x * x
+            for j in range(D + 2):
+                off = (1 + j) * Q
+                for i in range(Q):
+                    x = J[L, j, i] * cj[i]
+                    X[h, off + i] = x
+                    acc += x * x
+            tr += acc
+        return tr
+
+    return run
+
+
+@lru_cache(maxsize=None)
 def path_jacobian_kernel(d: int, rtrl: bool, sigmoid: bool) -> Callable:
     """Compiled memory state and Jacobian of many parameter points along one path of states.
 

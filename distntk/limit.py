@@ -470,17 +470,33 @@ class FeatureKernel:
     weights: np.ndarray | None = None  # (Q,)
 
 
-def _features(run, chain, hist, lcp, full, wts, sl, sq):
-    """``Pi^{1/2} Phi`` on the nodes ``sl`` (``(H, (d + 3) q)``) and its ``s`` part (``(H, q)``)."""
+def _features(run, chain, hist, lcp, full, wts, sl, sq, out=None, trace=False):
+    """``Pi^{1/2} Phi`` on the nodes ``sl`` (``(H, (d + 3) q)``) and its ``s`` part (``(H, q)``, a view).
+
+    ``run`` is :func:`distntk._fast.memory_features_kernel`; the kernel writes the
+    weighted features straight into ``X`` (``out`` when given: a buffer of at least
+    ``H (d + 3) q`` doubles, reused across blocks).  With ``trace`` also returns
+    ``sum(X**2)`` (the block's part of ``tr M``), from the same pass.
+    """
     d, H = chain.dim, len(hist)
-    q = len(full[sl])
-    s = np.empty((H, q))
-    J = np.empty((H, d + 2, q))
-    run(np.ascontiguousarray(full[sl, :d].T), np.ascontiguousarray(full[sl, d]),
-        np.ascontiguousarray(full[sl, d + 1]), chain.inputs, hist, lcp, s, J)
-    s *= np.sqrt(wts[sl]) * sq[:, None]
-    J *= np.sqrt(_E_C2 * wts[sl]) * sq[:, None, None]
-    return np.hstack([s, J.reshape(H, -1)]), s
+    nodes = full[sl]
+    q = len(nodes)
+    n = H * (d + 3) * q
+    X = (np.empty(n) if out is None else out[:n]).reshape(H, (d + 3) * q)
+    tr = run(np.ascontiguousarray(nodes[:, :d].T), np.ascontiguousarray(nodes[:, d]),
+             np.ascontiguousarray(nodes[:, d + 1]), chain.inputs, hist, lcp,
+             np.sqrt(wts[sl]), np.sqrt(_E_C2 * wts[sl]), np.ascontiguousarray(sq, dtype=float), X)
+    return (X, X[:, :q], tr) if trace else (X, X[:, :q])
+
+
+def _gemm_acc(A, B, C):
+    """``C += A @ B`` in place (``C`` Fortran-ordered; BLAS ``beta = 1``, no temporary)."""
+    if C.flags.f_contiguous and C.dtype == np.float64 and A.flags.c_contiguous:
+        out = scipy.linalg.blas.dgemm(1.0, A.T, B, beta=1.0, c=C, trans_a=True, overwrite_c=True)
+        if out is not C:
+            C[...] = out
+    else:
+        C += A @ B
 
 
 def ntk_features(cfg: RNNConfig, window: WindowChain, resolution: int | None = None, seed: int = 0,
@@ -495,8 +511,16 @@ def ntk_features(cfg: RNNConfig, window: WindowChain, resolution: int | None = N
     Checked after the fact: the smallest eigenvalue of ``B B^T`` is below
     ``rank_rtol`` times the largest (the sketch has run into round-off, so no
     direction above it is missing) and the discarded trace ``tr M - tr(B B^T)``
-    is below ``1e-12 tr M``; else ``k`` doubles and both passes repeat.  No
-    ``H x H`` array is formed; memory is ``O(H (k + block (d + 3)))``.
+    is below ``1e-12 tr M``; else the sketch doubles: ``k`` new columns of
+    ``Omega`` (pass 1 for them only; their ``Y`` orthogonalised against ``Q``)
+    and pass 2 for the new rows of ``B`` (the old rows are kept), so a grown
+    sketch costs what one of its final size costs, plus two feature passes.  No
+    ``H x H`` array is formed; memory is ``O(H (k + block (d + 3)) + k Q (d + 3))``.
+
+    Cost: the GEMMs ``X_b^T Omega``, ``X_b Z`` and ``Q^T X_b`` (``6 H k (d + 3) Q``
+    flops in all) and two compiled feature passes per growth step, each writing
+    ``X_b`` once (weights and ``Pi^{1/2}`` fused, ``tr M`` summed in the same pass)
+    into one buffer of at most 2^27 doubles reused across blocks.
     """
     t0 = time.perf_counter()
     rule = _quadrature(cfg, window, resolution, seed, tol, max_nodes, sample)
@@ -504,34 +528,58 @@ def ntk_features(cfg: RNNConfig, window: WindowChain, resolution: int | None = N
     d = chain.dim
     hist = np.ascontiguousarray(window.histories, dtype=np.int64)
     lcp = _fast.common_prefix(hist)
-    run = _fast.memory_jacobian_kernel(d, cfg.gradient == "rtrl", cfg.activation == "sigmoid")
+    run = _fast.memory_features_kernel(d, cfg.gradient == "rtrl", cfg.activation == "sigmoid")
     full = np.zeros((len(rule.pts), d + 2))
     for j, col in enumerate(rule.coords):
         full[:, col] = rule.pts[:, j]
     sq = np.sqrt(window.pi)
-    if block is None:  # a feature block of at most 2^25 doubles (256 MiB)
-        block = int(np.clip((1 << 25) // (H * (d + 3)), 8, 256))
+    if block is None:  # a feature block of at most 2^27 doubles (1 GiB): long GEMMs, few passes over Y and Q
+        block = int(np.clip((1 << 27) // (H * (d + 3)), 16, 512))
     blocks = [slice(lo, lo + block) for lo in range(0, len(full), block)]
-    k = min(rank, H)
+    buf = np.empty(H * (d + 3) * min(block, len(full)))  # one feature buffer for all blocks
+    # The sketch grows in chunks of columns; a chunk reuses all earlier work: its pass 1 sketches only
+    # the new columns, which are orthogonalised against the basis so far, and pass 2 adds their rows
+    # of B.  Chunk j's Omega is seeded by the column count it brings the sketch to, so the first chunk
+    # is the (rank)-column sketch and a grown sketch has the columns a fresh one of its size would have
+    # in the first chunks.
+    Q = np.zeros((H, 0))
+    Bs = [np.zeros((0, (d + 3) * len(full[sl]))) for sl in blocks]  # B = Q^T X_b per block, kept (k x R)
+    trace = None
+    k_new = min(rank, H)
     while True:
-        # pass 1: Y = M Omega = sum_b X_b (X_b^T Omega), Omega (H, k) Gaussian: one power step, so the
-        # range error in M is ~ lambda_{k+1} rather than sqrt(lambda_{k+1} lambda_1)
-        Omega = np.random.default_rng(np.random.SeedSequence([seed, 0xFEA7, k])).standard_normal((H, k))
-        Y = np.zeros((H, k))
-        trace = 0.0
+        k = Q.shape[1] + k_new
+        # pass 1: Y = M Omega = sum_b X_b (X_b^T Omega), Omega (H, k_new) Gaussian: one power step, so the
+        # range error in M is ~ lambda_{k+1} rather than sqrt(lambda_{k+1} lambda_1); tr M from the first pass
+        Omega = np.random.default_rng(np.random.SeedSequence([seed, 0xFEA7, k])).standard_normal((H, k_new))
+        Y = np.zeros((H, k_new), order="F")
+        tr_sum = 0.0
         for sl in blocks:
-            X, _ = _features(run, chain, hist, lcp, full, rule.wts, sl, sq)
-            trace += float(np.einsum("ij,ij->", X, X))
-            Y += X @ (X.T @ Omega)
-        Q, _ = np.linalg.qr(Y)
-        # pass 2: B B^T with B = Q^T Pi^{1/2} Phi, and the s-part for C_0
+            X, _, tr = _features(run, chain, hist, lcp, full, rule.wts, sl, sq, out=buf, trace=True)
+            tr_sum += tr
+            _gemm_acc(X, X.T @ Omega, Y)
+        trace = tr_sum if trace is None else trace
+        del Omega
+        if Q.shape[1]:  # block Gram-Schmidt against the basis so far, twice (the new part may be round-off)
+            Y -= Q @ (Q.T @ Y)
+            Qn, _ = np.linalg.qr(Y)
+            Qn -= Q @ (Q.T @ Qn)
+            Qn, _ = np.linalg.qr(Qn)
+        else:
+            Qn, _ = np.linalg.qr(Y)
+        del Y
+        # pass 2: the new rows Q_n^T X_b of B = Q^T Pi^{1/2} Phi; then B B^T, and the s-part (B's first q
+        # columns of each block) for C_0
+        QT = np.ascontiguousarray(Qn.T)
+        for ib, sl in enumerate(blocks):
+            X, _ = _features(run, chain, hist, lcp, full, rule.wts, sl, sq, out=buf)
+            Bs[ib] = np.vstack([Bs[ib], QT @ X])
+        del QT
+        Q = np.hstack([Q, Qn])
         BB = np.zeros((k, k))
         CC = np.zeros((k, k))
-        for sl in blocks:
-            X, s = _features(run, chain, hist, lcp, full, rule.wts, sl, sq)
-            B = Q.T @ X
+        for B, sl in zip(Bs, blocks, strict=True):
             BB += B @ B.T
-            Cs = Q.T @ s
+            Cs = B[:, : len(full[sl])]
             CC += Cs @ Cs.T
         ev = np.linalg.eigvalsh(BB)
         truncation = max(trace - float(np.sum(ev)), 0.0)
@@ -539,7 +587,7 @@ def ntk_features(cfg: RNNConfig, window: WindowChain, resolution: int | None = N
         # and the discarded trace is negligible
         if k >= H or (ev[0] <= rank_rtol * ev[-1] and truncation <= 1e-12 * trace):
             break
-        k = min(2 * k, H)
+        k_new = min(k, H - k)  # double the sketch
     lam, V = np.linalg.eigh(BB)
     lam = np.clip(lam, 0.0, None)
     U = Q @ V
@@ -607,7 +655,7 @@ class Limit:
         """``Z v`` for centred rows ``v`` (``(n, H)``): dense ``Z`` (oracle) or the lag sum (MODEL 7)."""
         if self.dense:
             return v @ self.window.fundamental.T
-        return self.window.poisson_lag(v.T).T
+        return self.window.poisson_lag(np.ascontiguousarray(v.T)).T  # (H, n) rows contiguous for P_L @
 
     @property
     def eigenvalues(self) -> np.ndarray:
@@ -659,7 +707,7 @@ class Limit:
             v = Y.reshape(len(nodes), P, -1) * r[:, None, :]
             v = v - (v @ pi)[..., None]  # (I - 1 pi^T) v
             vw = v * pi  # Pi v
-            Zv = self._poisson(v.reshape(-1, len(pi))).reshape(v.shape)  # Z v
+            Zv = np.ascontiguousarray(self._poisson(v.reshape(-1, len(pi)))).reshape(v.shape)  # Z v
             iid = np.einsum("uph,uqh->upq", vw, v)
             cross = np.einsum("uph,uqh->upq", vw, Zv)
             pois = cross + cross.transpose(0, 2, 1) - iid

@@ -126,7 +126,7 @@ def _coordinates(pb: SampledProblem, window_sets: Sequence[np.ndarray], path: np
     """
     cfg, chain = pb.cfg, pb.chain
     d = chain.dim
-    run = _fast.memory_jacobian_kernel(d, cfg.gradient == "rtrl", cfg.activation == "sigmoid")
+    run = _fast.memory_features_kernel(d, cfg.gradient == "rtrl", cfg.activation == "sigmoid")
     prun = _fast.path_jacobian_kernel(d, cfg.gradient == "rtrl", cfg.activation == "sigmoid")
     lcp_b = _fast.common_prefix(pb.basis)
     sets = []
@@ -225,7 +225,7 @@ def sampled_problem(cfg: RNNConfig, chain: MarkovChain, L_b: int, L0: int, *, st
     if len(pb.wts) * ((chain.dim + 3) * pb.k + pb.A_s.shape[1]) <= _KEEP_DIRECTIONS:
         # small enough to travel with the problem: each segment then skips the basis features
         d = chain.dim
-        run = _fast.memory_jacobian_kernel(d, cfg.gradient == "rtrl", cfg.activation == "sigmoid")
+        run = _fast.memory_features_kernel(d, cfg.gradient == "rtrl", cfg.activation == "sigmoid")
         lcp_b = _fast.common_prefix(pb.basis)
         dirs = tuple(_directions(pb, run, lcp_b, slice(lo, lo + pb.block)) for lo in range(0, len(pb.wts), pb.block))
         pb = dataclasses.replace(pb, directions=dirs)

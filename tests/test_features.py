@@ -69,6 +69,33 @@ def test_feature_solver_equals_dense_solver(S, seed, zeros, L, cfg):
                                rtol=1e-10)
 
 
+@pytest.mark.parametrize("rank", [8, 24])
+def test_grown_sketch_equals_dense_kernel(rank):
+    """A sketch started far below the spectrum's rank grows in chunks (reusing earlier passes) to the same M.
+
+    3 states, L = 6 (729 histories): the numerical rank is several times 8 and 24, so the sketch grows
+    more than once.  ``U diag(lam) U^T`` equals ``Pi^{1/2} K Pi^{1/2}`` and ``U C0_eig U^T`` equals
+    ``Pi^{1/2} C_0 Pi^{1/2}`` of the dense kernel on the same rule to 1e-10 relative (round-off only).
+    """
+    from distntk.chain import window_chain
+    from distntk.limit import ntk, ntk_features
+
+    chain = _random_chain(3, 5, False)
+    cfg = RNNConfig(b_max=0.5)
+    win = window_chain(chain, 6)
+    dense = ntk(cfg, win, tol=1e-4)
+    feat = ntk_features(cfg, win, tol=1e-4, rank=rank)
+    k = feat.U.shape[1]
+    assert 2 * rank < k < win.n_histories  # grew (doubling) at least twice, stopped by the check
+    np.testing.assert_allclose(feat.U.T @ feat.U, np.eye(k), atol=1e-12)
+    sq = np.sqrt(win.pi)
+    M = sq[:, None] * dense.K * sq[None, :]
+    C = sq[:, None] * dense.C0 * sq[None, :]
+    assert np.max(np.abs((feat.U * feat.lam) @ feat.U.T - M)) <= 1e-10 * np.max(np.abs(M))
+    assert np.max(np.abs(feat.U @ feat.C0_eig @ feat.U.T - C)) <= 1e-10 * np.max(np.abs(C))
+    assert abs(feat.trace - np.trace(M)) <= 1e-12 * np.trace(M)
+
+
 def test_unknown_method_is_an_error():
     chain = _random_chain(2, 1, False)
     target = make_target("tanh_linear", inner=[1.0], outer=[0.0])
