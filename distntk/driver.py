@@ -141,7 +141,7 @@ def run_many(
         for k, ((spec, _), rs, (units, pending)) in enumerate(zip(jobs, stores, plans, strict=True)):
             if pending:
                 rs.log(f"run: {len(pending)} of {len(units)} units to compute ({command or 'distntk.driver.run'})")
-                spec.experiment.prepare()  # solved once here; the actors receive it with the experiment
+                spec.experiment.prepare()  # the risk's windows, once here; the actors receive them with it
             todo += [(k, u) for u in pending]
         todo = _interleave(todo)
         infos: dict = {}

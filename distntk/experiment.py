@@ -115,10 +115,7 @@ class Experiment:
 
     @cached_property
     def _risk_windows(self):
-        """``(histories, pi_L, f)`` of the ``L`` window chain: the stationary risk's sum (MODEL 2)."""
-        if self.memory == "window":
-            lim = self.limit()
-            return lim.window.histories, lim.window.pi, lim.f
+        """``(histories, pi_L, f)`` of the ``L`` window chain: the stationary risk's sum (MODEL 2; no limit needed)."""
         win = window_chain(self.chain, self.L, max_histories=MAX_HISTORIES)
         return win.histories, win.pi, self.target.on_windows(self.chain.inputs, win.histories)
 
@@ -128,7 +125,7 @@ class Experiment:
             self._risk_windows  # noqa: B018
 
     def limit(self) -> Limit:
-        """The solved limit problem (computed once per experiment object, and shipped with it to the actors)."""
+        """The solved window limit (computed once per experiment object)."""
         return self._solved
 
     @cached_property
