@@ -361,6 +361,20 @@ def common_prefix(windows: np.ndarray) -> np.ndarray:
     return lcp
 
 
+@njit(inline="always", **_JIT)
+def _input_drive(w, a, inputs, D):
+    """``wx[q, i] = w_i . x_q + a_i`` for every state ``q`` and parameter point ``i`` (``w (D, Q)``)."""
+    Q = a.shape[0]
+    wx = np.empty((inputs.shape[0], Q))
+    for q in range(inputs.shape[0]):
+        for i in range(Q):
+            v = 0.0
+            for j in range(D):
+                v += w[j, i] * inputs[q, j]
+            wx[q, i] = v + a[i]
+    return wx
+
+
 @lru_cache(maxsize=None)
 def memory_jacobian_kernel(d: int, rtrl: bool, sigmoid: bool) -> Callable:
     """Compiled memory state and Jacobian of many parameter points on many windows.
@@ -377,15 +391,8 @@ def memory_jacobian_kernel(d: int, rtrl: bool, sigmoid: bool) -> Callable:
     @njit(**_JIT)
     def run(w, a, b, inputs, windows, lcp, s_out, J_out):
         Q = a.shape[0]
-        n_states = inputs.shape[0]
         H, L = windows.shape
-        wx = np.empty((n_states, Q))
-        for q in range(n_states):
-            for i in range(Q):
-                v = 0.0
-                for j in range(D):
-                    v += w[j, i] * inputs[q, j]
-                wx[q, i] = v + a[i]
+        wx = _input_drive(w, a, inputs, D)
         s = np.zeros((L + 1, Q))  # level 0 is the zero start
         J = np.zeros((L + 1, D + 2, Q))
         for h in range(H):
@@ -435,15 +442,8 @@ def memory_features_kernel(d: int, rtrl: bool, sigmoid: bool) -> Callable:
     @njit(**_JIT)
     def run(w, a, b, inputs, windows, lcp, ws, wj, sq, X):
         Q = a.shape[0]
-        n_states = inputs.shape[0]
         H, L = windows.shape
-        wx = np.empty((n_states, Q))
-        for q in range(n_states):
-            for i in range(Q):
-                v = 0.0
-                for j in range(D):
-                    v += w[j, i] * inputs[q, j]
-                wx[q, i] = v + a[i]
+        wx = _input_drive(w, a, inputs, D)
         s = np.zeros((L + 1, Q))  # level 0 is the zero start; level L the last window's state
         J = np.zeros((L + 1, D + 2, Q))
         cs = np.empty(Q)
@@ -504,14 +504,7 @@ def path_jacobian_kernel(d: int, rtrl: bool, sigmoid: bool) -> Callable:
     @njit(**_JIT)
     def run(w, a, b, inputs, path, s, J, s_out, J_out):
         Q = a.shape[0]
-        n_states = inputs.shape[0]
-        wx = np.empty((n_states, Q))
-        for q in range(n_states):
-            for i in range(Q):
-                v = 0.0
-                for j in range(D):
-                    v += w[j, i] * inputs[q, j]
-                wx[q, i] = v + a[i]
+        wx = _input_drive(w, a, inputs, D)
         for k in range(path.shape[0]):
             q = path[k]
             for i in range(Q):

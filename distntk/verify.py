@@ -198,12 +198,7 @@ def open_checked(path: str | os.PathLike, storage_options: dict | None = None) -
     for name in ("output", "risk"):
         if name in arrays:
             replaced[name] = arrays[name].copy()
-    for u in bad:  # left out: not done, and NaN like a unit never written
-        where = (widths.index(u.width), u.init, slice(u.data_start, u.data_stop))
-        replaced["done"][where] = False
-        for name in ("output", "risk"):
-            if name in replaced:
-                replaced[name][where] = np.nan
+    _leave_out(replaced, bad, widths)
     out = {}
     for name, var in ds.data_vars.items():
         if name in replaced:
@@ -231,6 +226,16 @@ _BATCH = 256  # stores read before they are checked (bounds the memory of a larg
 # the per-unit bookkeeping and its coordinate: checked (the write counter), not part of a summary's Dataset
 _NOT_SUMMARISED = ("block", "unit_wall_time", "unit_node", "unit_writes", "unit")
 _CHUNKS_PER_BATCH = 64  # chunks zarr decodes per batch: fewer tasks per chunk than its default of 1
+
+
+def _leave_out(replaced: dict, bad: dict, widths: list) -> None:
+    """Mark the ``bad`` units in ``replaced`` as left out: not done, and NaN like a unit never written."""
+    for u in bad:
+        where = (widths.index(u.width), u.init, slice(u.data_start, u.data_stop))
+        replaced["done"][where] = False
+        for name in ("output", "risk"):
+            if name in replaced:
+                replaced[name][where] = np.nan
 
 
 def _bookkeeping_names() -> tuple[str, ...]:
@@ -388,12 +393,7 @@ def _checked_from(path: str, attrs: dict, got: dict) -> tuple[xr.Dataset, dict] 
     for name in ("output", "risk"):
         if has_risk or name == "output":
             replaced[name] = values[name].copy()
-    for u in bad:  # left out: not done, and NaN like a unit never written
-        where = (widths.index(u.width), u.init, slice(u.data_start, u.data_stop))
-        replaced["done"][where] = False
-        for name in ("output", "risk"):
-            if name in replaced:
-                replaced[name][where] = np.nan
+    _leave_out(replaced, bad, widths)
     data, coords = {}, {}
     for name, (meta, v) in got.items():
         if v is None or name in _bookkeeping_names() or name == "unit_writes":
