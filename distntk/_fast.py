@@ -435,11 +435,14 @@ def memory_features_kernel(d: int, rtrl: bool, sigmoid: bool) -> Callable:
     as ``X[h, i] = s_i (ws_i sq_h)`` and ``X[h, (1 + j) Q + i] = J_{j,i} (wj_i sq_h)``
     (the layout of ``hstack([s, J.reshape(H, -1)])``, the same products in the same
     order), and the sum of the squares of ``X`` is returned.  One write of ``X``:
-    no separate ``s``/``J`` arrays, scaling passes or copy.
+    no separate ``s``/``J`` arrays, scaling passes or copy.  Compiled without the
+    GIL, so threads may fill disjoint row ranges of one ``X`` at once (a range
+    starts from the zero state: pass it ``lcp`` sliced, whose first entry is then
+    ignored).
     """
     D, RTRL, SIGMOID = int(d), bool(rtrl), bool(sigmoid)
 
-    @njit(**_JIT)
+    @njit(nogil=True, **_JIT)
     def run(w, a, b, inputs, windows, lcp, ws, wj, sq, X):
         Q = a.shape[0]
         H, L = windows.shape

@@ -79,7 +79,9 @@ Shapes: ``H`` histories; functionals ``(P, H)``; times ``(n_t,)``; results
 
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from math import factorial
@@ -470,12 +472,32 @@ class FeatureKernel:
     weights: np.ndarray | None = None  # (Q,)
 
 
+# Histories per feature task: fixed, so the features and ``tr M`` (summed task by task, in order) are the
+# same bits whatever the thread count; a task restarts its windows from the zero state (a few levels).
+_ROWS_PER_TASK = 1 << 14
+
+
+def _threads() -> int:
+    """Threads for the feature passes: as many as OpenBLAS uses for the GEMMs (``OPENBLAS_NUM_THREADS``, else
+    ``OMP_NUM_THREADS``, else the cores this process may run on), so one setting governs the whole solver."""
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        try:
+            return max(1, int(os.environ[var]))
+        except (KeyError, ValueError):
+            continue
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _features(run, chain, hist, lcp, full, wts, sl, sq, out=None, trace=False):
     """``Pi^{1/2} Phi`` on the nodes ``sl`` (``(H, (d + 3) q)``) and its ``s`` part (``(H, q)``, a view).
 
     ``run`` is :func:`distntk._fast.memory_features_kernel`; the kernel writes the
     weighted features straight into ``X`` (``out`` when given: a buffer of at least
-    ``H (d + 3) q`` doubles, reused across blocks).  With ``trace`` also returns
+    ``H (d + 3) q`` doubles, reused across blocks), in tasks of :data:`_ROWS_PER_TASK`
+    histories run on :func:`_threads` threads.  With ``trace`` also returns
     ``sum(X**2)`` (the block's part of ``tr M``), from the same pass.
     """
     d, H = chain.dim, len(hist)
@@ -483,9 +505,23 @@ def _features(run, chain, hist, lcp, full, wts, sl, sq, out=None, trace=False):
     q = len(nodes)
     n = H * (d + 3) * q
     X = (np.empty(n) if out is None else out[:n]).reshape(H, (d + 3) * q)
-    tr = run(np.ascontiguousarray(nodes[:, :d].T), np.ascontiguousarray(nodes[:, d]),
-             np.ascontiguousarray(nodes[:, d + 1]), chain.inputs, hist, lcp,
-             np.sqrt(wts[sl]), np.sqrt(_E_C2 * wts[sl]), np.ascontiguousarray(sq, dtype=float), X)
+    args = (np.ascontiguousarray(nodes[:, :d].T), np.ascontiguousarray(nodes[:, d]),
+            np.ascontiguousarray(nodes[:, d + 1]), chain.inputs)
+    scale = (np.sqrt(wts[sl]), np.sqrt(_E_C2 * wts[sl]))
+    sq = np.ascontiguousarray(sq, dtype=float)
+
+    def task(lo):
+        hi = min(lo + _ROWS_PER_TASK, H)
+        return run(*args, hist[lo:hi], lcp[lo:hi], *scale, sq[lo:hi], X[lo:hi])
+
+    starts = range(0, H, _ROWS_PER_TASK)
+    threads = min(_threads(), len(starts))
+    if threads > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            parts = list(pool.map(task, starts))
+    else:
+        parts = [task(lo) for lo in starts]
+    tr = sum(parts)
     return (X, X[:, :q], tr) if trace else (X, X[:, :q])
 
 
@@ -497,6 +533,19 @@ def _gemm_acc(A, B, C):
             C[...] = out
     else:
         C += A @ B
+
+
+# Pass 2 runs the next chunk's pass 1 ahead when the new part of M Omega has a singular value above this
+# multiple of ``rank_rtol`` (relative to the first chunk's largest): a guess, wrong only at a cost (the
+# pass done ahead is discarded, or one more feature pass runs); the result does not depend on it beyond
+# round-off.
+_AHEAD_RATIO = 10.0
+
+
+def _sketch_columns(seed: int, k: int, H: int, n: int) -> np.ndarray:
+    """The ``n`` Gaussian columns that bring the sketch to ``k`` columns (seeded by ``k``, so a grown sketch
+    has the columns a fresh one of its size would have in its first chunks)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, 0xFEA7, k])).standard_normal((H, n))
 
 
 def ntk_features(cfg: RNNConfig, window: WindowChain, resolution: int | None = None, seed: int = 0,
@@ -514,13 +563,18 @@ def ntk_features(cfg: RNNConfig, window: WindowChain, resolution: int | None = N
     is below ``1e-12 tr M``; else the sketch doubles: ``k`` new columns of
     ``Omega`` (pass 1 for them only; their ``Y`` orthogonalised against ``Q``)
     and pass 2 for the new rows of ``B`` (the old rows are kept), so a grown
-    sketch costs what one of its final size costs, plus two feature passes.  No
+    sketch costs what one of its final size costs, plus two feature passes.  When
+    the new part of ``Y`` shows that the spectrum goes on well above the check's
+    threshold, pass 2 runs the next chunk's pass 1 on the same features (one
+    product ``[Q_n Omega_next]^T X_b``), saving one feature pass per growth step;
+    this changes only the order of work (the result agrees to round-off).  No
     ``H x H`` array is formed; memory is ``O(H (k + block (d + 3)) + k Q (d + 3))``.
 
     Cost: the GEMMs ``X_b^T Omega``, ``X_b Z`` and ``Q^T X_b`` (``6 H k (d + 3) Q``
-    flops in all) and two compiled feature passes per growth step, each writing
-    ``X_b`` once (weights and ``Pi^{1/2}`` fused, ``tr M`` summed in the same pass)
-    into one buffer of at most 2^27 doubles reused across blocks.
+    flops in all) and one or two compiled feature passes per growth step, each
+    writing ``X_b`` once (weights and ``Pi^{1/2}`` fused, ``tr M`` summed in the
+    same pass) into one buffer of at most 2^27 doubles reused across blocks, on
+    :func:`_threads` threads (the GEMMs on as many BLAS threads).
     """
     t0 = time.perf_counter()
     rule = _quadrature(cfg, window, resolution, seed, tol, max_nodes, sample)
@@ -546,34 +600,56 @@ def ntk_features(cfg: RNNConfig, window: WindowChain, resolution: int | None = N
     Bs = [np.zeros((0, (d + 3) * len(full[sl]))) for sl in blocks]  # B = Q^T X_b per block, kept (k x R)
     trace = None
     k_new = min(rank, H)
+    Y = None  # the next chunk's pass 1, when the last pass 2 did it ahead
+    top = None  # the first chunk's largest singular value of Y = M Omega
     while True:
         k = Q.shape[1] + k_new
-        # pass 1: Y = M Omega = sum_b X_b (X_b^T Omega), Omega (H, k_new) Gaussian: one power step, so the
-        # range error in M is ~ lambda_{k+1} rather than sqrt(lambda_{k+1} lambda_1); tr M from the first pass
-        Omega = np.random.default_rng(np.random.SeedSequence([seed, 0xFEA7, k])).standard_normal((H, k_new))
-        Y = np.zeros((H, k_new), order="F")
-        tr_sum = 0.0
-        for sl in blocks:
-            X, _, tr = _features(run, chain, hist, lcp, full, rule.wts, sl, sq, out=buf, trace=True)
-            tr_sum += tr
-            _gemm_acc(X, X.T @ Omega, Y)
-        trace = tr_sum if trace is None else trace
-        del Omega
+        if Y is None:
+            # pass 1: Y = M Omega = sum_b X_b (X_b^T Omega), Omega (H, k_new) Gaussian: one power step, so the
+            # range error in M is ~ lambda_{k+1} rather than sqrt(lambda_{k+1} lambda_1); tr M from the first
+            # pass
+            Omega = _sketch_columns(seed, k, H, k_new)
+            Y = np.zeros((H, k_new), order="F")
+            tr_sum = 0.0
+            for sl in blocks:
+                X, _, tr = _features(run, chain, hist, lcp, full, rule.wts, sl, sq, out=buf, trace=True)
+                tr_sum += tr
+                _gemm_acc(X, X.T @ Omega, Y)
+            trace = tr_sum if trace is None else trace
+            del Omega
         if Q.shape[1]:  # block Gram-Schmidt against the basis so far, twice (the new part may be round-off)
             Y -= Q @ (Q.T @ Y)
-            Qn, _ = np.linalg.qr(Y)
+            Qn, R = np.linalg.qr(Y)
             Qn -= Q @ (Q.T @ Qn)
             Qn, _ = np.linalg.qr(Qn)
         else:
-            Qn, _ = np.linalg.qr(Y)
-        del Y
-        # pass 2: the new rows Q_n^T X_b of B = Q^T Pi^{1/2} Phi; then B B^T, and the s-part (B's first q
-        # columns of each block) for C_0
-        QT = np.ascontiguousarray(Qn.T)
+            Qn, R = np.linalg.qr(Y)
+        Y = None
+        # Will this chunk leave the sketch short of the round-off floor?  Its smallest singular value (of
+        # M Omega's new part) against the first chunk's largest is far above the check's threshold when
+        # the spectrum goes on (measured: 6e-14 on a 3-state chain that needed 256 columns; 1e-17 on binary
+        # chains that need 128): then pass 2 also runs the next chunk's pass 1 on the same features.
+        sv = np.linalg.svd(R, compute_uv=False)
+        top = sv[0] if top is None else top
+        k_next = min(k, H - k)
+        ahead = k_next > 0 and sv[-1] > _AHEAD_RATIO * rank_rtol * top
+        # pass 2: the new rows Q_n^T X_b of B = Q^T Pi^{1/2} Phi (then B B^T, and the s-part, B's first q
+        # columns of each block, for C_0); ahead: with Omega_next^T X_b in the same product, and
+        # Y_next += X_b (X_b^T Omega_next)
+        rows = Qn.T
+        if ahead:
+            Omega = _sketch_columns(seed, k + k_next, H, k_next)
+            rows = np.vstack([rows, Omega.T])
+            del Omega
+            Y = np.zeros((H, k_next), order="F")
+        rows = np.ascontiguousarray(rows)
         for ib, sl in enumerate(blocks):
             X, _ = _features(run, chain, hist, lcp, full, rule.wts, sl, sq, out=buf)
-            Bs[ib] = np.vstack([Bs[ib], QT @ X])
-        del QT
+            P = rows @ X
+            Bs[ib] = np.vstack([Bs[ib], P[: Qn.shape[1]]])
+            if ahead:
+                _gemm_acc(X, P[Qn.shape[1]:].T, Y)
+        del rows, P
         Q = np.hstack([Q, Qn])
         BB = np.zeros((k, k))
         CC = np.zeros((k, k))
@@ -587,7 +663,7 @@ def ntk_features(cfg: RNNConfig, window: WindowChain, resolution: int | None = N
         # and the discarded trace is negligible
         if k >= H or (ev[0] <= rank_rtol * ev[-1] and truncation <= 1e-12 * trace):
             break
-        k_new = min(k, H - k)  # double the sketch
+        k_new = k_next  # double the sketch
     lam, V = np.linalg.eigh(BB)
     lam = np.clip(lam, 0.0, None)
     U = Q @ V
@@ -687,8 +763,9 @@ class Limit:
         lam, Q, sq = self._eig
         alpha = self.cfg.alpha
         pi = self.window.pi
-        G = Q / sq[:, None]  # Pi^{-1/2} Q
-        Acoef = Lmat @ G  # rows: Q^T Pi^{-1/2} l
+        # rows Q^T Pi^{-1/2} l; Pi^{-1/2} Q is never formed (an H x k array per call): the scalings go on the
+        # P x H and n_u P x H sides
+        Acoef = (Lmat / sq) @ Q
         noise2 = self.cfg.noise_std**2
         rate = 4 * alpha * (lam.max() if lam.size else 0.0)
         t_all = np.atleast_1d(np.asarray(times, dtype=float))
@@ -703,7 +780,7 @@ class Limit:
             tau = t - nodes
             # y_{u,p} = Pi^{-1/2} Q (lambda e^{-alpha lambda tau} * a_p): K e^{A^T tau} l_p
             coef = (lam * np.exp(-alpha * np.outer(tau, lam)))[:, None, :] * Acoef[None]  # (n_u, P, H)
-            Y = coef.reshape(-1, len(lam)) @ G.T  # (n_u P, H)
+            Y = (coef.reshape(-1, len(lam)) @ Q.T) / sq  # (n_u P, H): rows of Pi^{-1/2} Q coef
             v = Y.reshape(len(nodes), P, -1) * r[:, None, :]
             v = v - (v @ pi)[..., None]  # (I - 1 pi^T) v
             vw = v * pi  # Pi v
@@ -724,7 +801,7 @@ class Limit:
         """``l^T E_t C_0 E_t^T l'`` (multiply by ``N^{1-2beta}``), ``(n_t, P, P)``."""
         Lmat = np.atleast_2d(np.asarray(functionals, dtype=float))
         lam, Q, sq = self._eig
-        Acoef = Lmat @ (Q / sq[:, None])
+        Acoef = (Lmat / sq) @ Q
         Ct = self._C0_eig
         t = np.atleast_1d(np.asarray(times, dtype=float))
         B = np.exp(-self.cfg.alpha * np.outer(t, lam))[:, None, :] * Acoef[None]  # (n_t, P, H)

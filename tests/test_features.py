@@ -123,3 +123,30 @@ def test_beyond_4096_histories_agrees_with_the_shorter_window():
     drop_oldest = short.window.index(long.window.histories[:, 1:])
     np.testing.assert_allclose(h13, h12[drop_oldest], rtol=0, atol=1e-4)
     assert np.ptp(h12) > 0.1  # the check is not vacuous
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_feature_tasks_and_threads_give_the_same_bits(monkeypatch, threads):
+    """The feature pass runs in tasks of ``_ROWS_PER_TASK`` histories on several threads (a task restarts
+    its windows from the zero state): the features are the same bits as one task on one thread, and
+    ``tr M`` (summed task by task) agrees to round-off.  3 states, L = 6 (729 histories) in tasks of 100.
+    """
+    from distntk import _fast, limit
+    from distntk.chain import window_chain
+
+    chain = _random_chain(3, 7, True)
+    win = window_chain(chain, 6)
+    hist = np.ascontiguousarray(win.histories, dtype=np.int64)
+    lcp = _fast.common_prefix(hist)
+    run = _fast.memory_features_kernel(chain.dim, True, False)
+    rng = np.random.default_rng(3)
+    full = np.column_stack([rng.normal(size=(50, chain.dim)), rng.normal(size=50), rng.uniform(-0.5, 0.5, 50)])
+    wts = rng.uniform(0.5, 1.0, 50) / 50
+    sq = np.sqrt(win.pi)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    X1, _, tr1 = limit._features(run, chain, hist, lcp, full, wts, slice(0, 50), sq, trace=True)
+    monkeypatch.setattr(limit, "_ROWS_PER_TASK", 100)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", threads)
+    X2, _, tr2 = limit._features(run, chain, hist, lcp, full, wts, slice(0, 50), sq, trace=True)
+    assert np.array_equal(X1, X2) and np.all(np.isfinite(X1)) and np.ptp(X1) > 0
+    assert abs(tr2 - tr1) <= 1e-13 * tr1 and np.isclose(tr1, np.sum(X1**2), rtol=1e-13, atol=0)
