@@ -47,8 +47,9 @@ import os
 import pickle
 import subprocess
 import sys
+import tempfile
+import threading
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import xarray as xr
@@ -63,8 +64,9 @@ __all__ = ["Catalog", "CatalogError", "open_catalog", "read_manifest", "write_ma
            "format_catalog", "MANIFEST"]
 
 MANIFEST = "sweep.json"
-_STORES_PER_WORKER = 200  # a worker process costs ~1.5 s of CPU for its imports: worth it from this many stores on
+_STORES_PER_WORKER = 100  # a worker process costs ~1.5 s of CPU for its imports: worth it from this many stores on
 _MAX_WORKERS = 8
+_TASK_STORES = 25  # stores per batch handed to whoever is free (_read_summarised)
 
 
 class CatalogError(RuntimeError):
@@ -319,47 +321,88 @@ def _summarised(locations: list, storage_options: dict | None, select: tuple) ->
 
 
 def _read_summarised(locations: list, storage_options: dict | None, select: tuple, workers: int | None = None) -> list:
-    """:func:`_summarised`, split over worker processes when there are enough stores to pay for them.
+    """:func:`_summarised`, shared with worker processes when there are enough stores to pay for them.
 
-    Reading a store is CPU-bound Python in zarr (metadata, codecs, one task per chunk),
-    so threads do not help; processes do, one per core.  A worker is a fresh
-    interpreter running :func:`_worker` (not ``multiprocessing``, which would run the
-    caller's main module again), its input and output pickled through its pipes.
+    Reading a store is CPU-bound Python in zarr (metadata, codecs, tasks per chunk), so
+    threads do not help; processes do, one per core.  This process reads too, and the
+    others are ``cores - 1`` workers, each a fresh interpreter running :func:`_worker` (not
+    ``multiprocessing``, which would run the caller's main module again).  The stores go
+    out in small batches to whoever is free (this process, or a worker through its pipes,
+    pickled), so a worker's start-up (~1.5 s of imports) and a busy core cost only the
+    batches they did not take.
     """
     if workers is None:
         try:
             cores = len(os.sched_getaffinity(0))
         except AttributeError:  # not on Linux
             cores = os.cpu_count() or 1
-        workers = min(cores, _MAX_WORKERS, len(locations) // _STORES_PER_WORKER)
-    n = min(workers, len(locations))
-    if n < 2:
+        workers = min(cores - 1, _MAX_WORKERS, len(locations) // _STORES_PER_WORKER)
+    if workers < 1:
         return _summarised(locations, storage_options, select)
-    step = -(-len(locations) // n)
-    parts = [locations[k:k + step] for k in range(0, len(locations), step)]
+    step = max(1, min(_TASK_STORES, -(-len(locations) // (4 * (workers + 1)))))
+    batches = [locations[k:k + step] for k in range(0, len(locations), step)]
+    results: list = [None] * len(batches)
+    pending = iter(range(len(batches)))
+    lock = threading.Lock()
+
+    def take():
+        with lock:
+            return next(pending, None)
+
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    procs = [subprocess.Popen([sys.executable, "-c", "from distntk.catalog import _worker; _worker()"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-             for _ in parts]
-    with ThreadPoolExecutor(len(procs)) as pool:  # every pipe drained at once: no worker waits on another
-        outputs = list(pool.map(lambda w, part: w.communicate(pickle.dumps((part, storage_options, select))),
-                                procs, parts))
-    out = []
-    for w, (stdout, stderr) in zip(procs, outputs, strict=True):
-        if w.returncode != 0:
-            last = (stderr.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
-            raise CatalogError(f"a worker process reading stores exited with code {w.returncode}: {one_line(last)}")
-        out += pickle.loads(stdout)  # written by our own worker just now
-    return out
+    failures = []
+    with contextlib.ExitStack() as stack:
+        procs = []
+        for _ in range(workers):
+            err = stack.enter_context(tempfile.TemporaryFile())  # a file, not a pipe: a chatty worker never blocks
+            procs.append((subprocess.Popen([sys.executable, "-c", "from distntk.catalog import _worker; _worker()"],
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env), err))
+
+        def serve(proc, err):
+            try:
+                pickle.dump((storage_options, select), proc.stdin)
+                while (k := take()) is not None:
+                    pickle.dump(batches[k], proc.stdin)
+                    proc.stdin.flush()
+                    results[k] = pickle.load(proc.stdout)  # written by our own worker just now
+                proc.stdin.close()
+            except Exception as exc:  # a broken pipe, a worker that died: its batch is not done, say why below
+                proc.kill()
+                failures.append(f"a worker process reading stores failed: {type(exc).__name__}: {one_line(exc)}")
+            if proc.wait() != 0:
+                err.seek(0)
+                last = (err.read().decode(errors="replace").strip().splitlines() or ["no message"])[-1]
+                failures.insert(0, f"a worker process reading stores exited with code {proc.returncode}: "
+                                   f"{one_line(last)}")
+
+        threads = [threading.Thread(target=serve, args=pw, daemon=True) for pw in procs]
+        for t in threads:
+            t.start()
+        try:
+            while (k := take()) is not None:
+                results[k] = _summarised(batches[k], storage_options, select)
+        finally:
+            for t in threads:
+                t.join()
+    if failures:
+        raise CatalogError(failures[0])
+    return [got for part in results for got in part]
 
 
 def _worker() -> None:
-    """A worker of :func:`_read_summarised`: pickled ``(locations, storage_options, select)`` in, results out."""
-    out, sys.stdout = sys.stdout.buffer, sys.stderr  # nothing but the result goes to the pipe
-    locations, storage_options, select = pickle.load(sys.stdin.buffer)
-    pickle.dump(_summarised(locations, storage_options, select), out, protocol=pickle.HIGHEST_PROTOCOL)
-    out.flush()
+    """A worker of :func:`_read_summarised`: pickled ``(storage_options, select)``, then batches of locations in,
+    one pickled list of results out per batch, until its input ends."""
+    out, sys.stdout = sys.stdout.buffer, sys.stderr  # nothing but the results go to the pipe
+    inp = sys.stdin.buffer
+    storage_options, select = pickle.load(inp)
+    while True:
+        try:
+            locations = pickle.load(inp)
+        except EOFError:
+            return
+        pickle.dump(_summarised(locations, storage_options, select), out, protocol=pickle.HIGHEST_PROTOCOL)
+        out.flush()
 
 
 _MISSING = object()

@@ -40,6 +40,7 @@ only for the write counter (schema 1: ``unit_writes``; schema 2: the ``unit`` re
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 from collections.abc import Iterable
@@ -484,7 +485,7 @@ def open_checked_many(paths: Iterable[str | os.PathLike],
         part = paths[k:k + _BATCH]
         parsed = {}  # metadata documents parsed in this batch, by their bytes (_read_array)
         with zarr.config.set({"codec_pipeline.batch_size": _CHUNKS_PER_BATCH}):
-            raws = _zarr_sync(_each(part, lambda p, so: _read_store(p, so, parsed), storage_options))
+            raws = _zarr_sync(_each(part, functools.partial(_read_store, parsed=parsed), storage_options))
         for path, raw in zip(part, raws, strict=True):
             try:
                 if isinstance(raw, StoreError):
