@@ -314,3 +314,32 @@ def test_query_rows_are_the_estimates_numbers(sweep_root):
             for field, name, scale in (("n", "n_obs", 1), ("h", "h", 1), ("mean", "mean", 1), ("se", "mean_se", 1),
                                        ("nvar", "within", r["width"]), ("var_init", "between_raw", 1)):
                 np.testing.assert_array_equal(r[field], float(cell[name]) * scale, err_msg=f"{m.name} {field}")
+
+
+def test_inline_zstd_decodes_as_zarrs_codec(complete_root, monkeypatch):
+    """verify._ZstdInline (small chunks decoded in the coroutine) reads what zarr's ZstdCodec reads, on both
+    of its paths (inline, and a thread above _INLINE_BYTES), and is selected only inside open_checked_many."""
+    import numpy as np
+    import zarr
+    from zarr.codecs import ZstdCodec
+
+    from distntk import verify
+
+    path = complete_root / f"{SWEEP.members[0].name}.zarr"
+    calls = []
+    decode = verify._ZstdInline._decode_single
+
+    async def counted(self, chunk_bytes, chunk_spec):
+        calls.append(len(chunk_bytes))
+        return await decode(self, chunk_bytes, chunk_spec)
+
+    monkeypatch.setattr(verify._ZstdInline, "_decode_single", counted)
+    (inline,) = verify.open_checked_many([path])
+    assert calls and max(calls) <= verify._INLINE_BYTES  # the bench-sized chunks all decode inline
+    monkeypatch.setattr(verify, "_INLINE_BYTES", -1)  # every chunk through ZstdCodec's thread
+    (threaded,) = verify.open_checked_many([path])
+    plain = zarr.open_group(str(path), mode="r")["h"]  # a prediction: Zstd-compressed (the per-replica arrays
+    assert ZstdCodec in {type(c) for c in plain.metadata.codecs}  # zarr's own class outside open_checked_many
+    assert verify._ZstdInline not in {type(c) for c in plain.metadata.codecs}
+    assert inline[0].identical(threaded[0]) and inline[1] == threaded[1] == {}
+    np.testing.assert_array_equal(inline[0]["h"].values, plain[...])  # are not)
