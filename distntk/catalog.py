@@ -47,7 +47,6 @@ import os
 import pickle
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -327,9 +326,10 @@ def _read_summarised(locations: list, storage_options: dict | None, select: tupl
     threads do not help; processes do, one per core.  This process reads too, and the
     others are ``cores - 1`` workers, each a fresh interpreter running :func:`_worker` (not
     ``multiprocessing``, which would run the caller's main module again).  The stores go
-    out in small batches to whoever is free (this process, or a worker through its pipes,
-    pickled), so a worker's start-up (~1.5 s of imports) and a busy core cost only the
-    batches they did not take.
+    out in small batches to whoever is free: this process, or a worker (through its
+    pipes, pickled) once it has imported distntk (~1.5 s).  A worker not ready when the
+    batches run out is stopped, and the batch of a worker that fails is read here: the
+    rows are the same whoever reads a store.
     """
     if workers is None:
         try:
@@ -342,60 +342,72 @@ def _read_summarised(locations: list, storage_options: dict | None, select: tupl
     step = max(1, min(_TASK_STORES, -(-len(locations) // (4 * (workers + 1)))))
     batches = [locations[k:k + step] for k in range(0, len(locations), step)]
     results: list = [None] * len(batches)
-    pending = iter(range(len(batches)))
-    lock = threading.Lock()
+    pending, retry, lock = iter(range(len(batches))), [], threading.Lock()
 
     def take():
         with lock:
-            return next(pending, None)
+            return retry.pop() if retry else next(pending, None)
+
+    def serve(proc, ready):
+        k = None
+        try:
+            pickle.dump((storage_options, select), proc.stdin)
+            proc.stdin.flush()
+            if pickle.load(proc.stdout) != _READY:  # written by our own worker (as is everything it sends)
+                raise RuntimeError("the worker did not start")
+            ready.set()
+            while (k := take()) is not None:
+                pickle.dump(batches[k], proc.stdin)
+                proc.stdin.flush()
+                results[k] = pickle.load(proc.stdout)
+            proc.stdin.close()
+        except Exception:  # stopped before it was ready, or failed: its batch, if any, is read here
+            proc.kill()
+            if k is not None:
+                with lock:
+                    retry.append(k)
+        proc.wait()
+
+    def drain():
+        while (k := take()) is not None:
+            results[k] = _summarised(batches[k], storage_options, select)
 
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    failures = []
-    with contextlib.ExitStack() as stack:
-        procs = []
-        for _ in range(workers):
-            err = stack.enter_context(tempfile.TemporaryFile())  # a file, not a pipe: a chatty worker never blocks
-            procs.append((subprocess.Popen([sys.executable, "-c", "from distntk.catalog import _worker; _worker()"],
-                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env), err))
-
-        def serve(proc, err):
-            try:
-                pickle.dump((storage_options, select), proc.stdin)
-                while (k := take()) is not None:
-                    pickle.dump(batches[k], proc.stdin)
-                    proc.stdin.flush()
-                    results[k] = pickle.load(proc.stdout)  # written by our own worker just now
-                proc.stdin.close()
-            except Exception as exc:  # a broken pipe, a worker that died: its batch is not done, say why below
-                proc.kill()
-                failures.append(f"a worker process reading stores failed: {type(exc).__name__}: {one_line(exc)}")
-            if proc.wait() != 0:
-                err.seek(0)
-                last = (err.read().decode(errors="replace").strip().splitlines() or ["no message"])[-1]
-                failures.insert(0, f"a worker process reading stores exited with code {proc.returncode}: "
-                                   f"{one_line(last)}")
-
-        threads = [threading.Thread(target=serve, args=pw, daemon=True) for pw in procs]
-        for t in threads:
-            t.start()
+    procs = []
+    for _ in range(workers):
         try:
-            while (k := take()) is not None:
-                results[k] = _summarised(batches[k], storage_options, select)
-        finally:
-            for t in threads:
-                t.join()
-    if failures:
-        raise CatalogError(failures[0])
+            procs.append((subprocess.Popen([sys.executable, "-c", "from distntk.catalog import _worker; _worker()"],
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                           env=env), threading.Event()))
+        except OSError:  # no process to be had: this one reads more
+            break
+    threads = [threading.Thread(target=serve, args=pr, daemon=True) for pr in procs]
+    for t in threads:
+        t.start()
+    try:
+        drain()
+    finally:
+        for proc, ready in procs:
+            if not ready.is_set():
+                proc.kill()  # still importing: every batch is taken, it is not needed
+        for t in threads:
+            t.join()
+    drain()  # the batches of workers that failed
     return [got for part in results for got in part]
 
 
+_READY = "ready"
+
+
 def _worker() -> None:
-    """A worker of :func:`_read_summarised`: pickled ``(storage_options, select)``, then batches of locations in,
-    one pickled list of results out per batch, until its input ends."""
+    """A worker of :func:`_read_summarised`: pickled ``(storage_options, select)`` in, :data:`_READY` out; then
+    each pickled batch of locations in, its pickled list of results out, until its input ends."""
     out, sys.stdout = sys.stdout.buffer, sys.stderr  # nothing but the results go to the pipe
     inp = sys.stdin.buffer
     storage_options, select = pickle.load(inp)
+    pickle.dump(_READY, out)
+    out.flush()
     while True:
         try:
             locations = pickle.load(inp)

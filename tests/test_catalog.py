@@ -343,3 +343,28 @@ def test_inline_zstd_decodes_as_zarrs_codec(complete_root, monkeypatch):
     assert verify._ZstdInline not in {type(c) for c in plain.metadata.codecs}
     assert inline[0].identical(threaded[0]) and inline[1] == threaded[1] == {}
     np.testing.assert_array_equal(inline[0]["h"].values, plain[...])  # are not)
+
+
+@pytest.mark.parametrize("how", ["never starts", "dies holding a batch"])
+def test_stores_of_a_failed_worker_are_read_by_the_catalog_itself(complete_root, tmp_path, monkeypatch, how):
+    """A worker that does not start, or that dies with a batch, loses nothing: the rows are those of one process."""
+    import stat
+    import sys
+
+    from distntk.catalog import _read_summarised, _summarised
+
+    took = tmp_path / "took-a-batch"
+    fake = tmp_path / "fake-python"
+    body = ("exit 3" if how == "never starts" else
+            f"exec {sys.executable} -c \"import pickle, sys; pickle.load(sys.stdin.buffer); "
+            f"pickle.dump('ready', sys.stdout.buffer); sys.stdout.flush(); pickle.load(sys.stdin.buffer); "
+            f"open('{took}', 'w').close(); sys.exit(3)\"")
+    fake.write_text(f"#!/bin/sh\n{body}\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    locations = [f"{complete_root}/{m.name}.zarr" for m in SWEEP.members] * 12  # 36 stores, batches of 3
+    select = (None, 1.0, None)
+    here = _summarised(locations, None, select)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    there = _read_summarised(locations, None, select, workers=1)
+    assert [rows for _, rows in there] == [rows for _, rows in here] and len(there) == 36
+    assert took.exists() == (how == "dies holding a batch")
