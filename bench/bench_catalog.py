@@ -11,7 +11,10 @@ checked; the datasets are opened lazily, on access) and ``catalog.rows()``
 query`` checks one, then the estimator) separately, median of ``--repeats``.  The
 load average before and after is printed: the machine may be shared; so is the CPU
 time of the repeat with the median total (this process and its worker processes),
-which other jobs on the machine disturb less than the wall time.
+which other jobs on the machine disturb less than the wall time.  ``--parts N``
+then splits the CPU time per store of the first ``N`` stores, read in this process
+only, into reading (zarr), checking (``verify._checked_from``: checks and the
+Dataset) and summarising (``distntk query``'s rows: the estimator).
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stores", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--parts", type=int, default=0, metavar="N",
+                    help="also split the CPU time per store of the first N stores (one process)")
     args = ap.parse_args(argv)
     from distntk.catalog import open_catalog
 
@@ -97,6 +102,32 @@ def main(argv=None) -> None:
         print(f"| {args.stores} | {n_rows} | {o:.2f} | {r:.2f} | {o + r:.2f} | {args.stores / (o + r):.0f} "
               f"| {mine + workers:.1f} ({mine:.1f} + {workers:.1f}) |")
         print("total s of each repeat: " + ", ".join(f"{t:.2f}" for t in totals))
+        if args.parts:
+            _parts(sorted(str(p) for p in root.glob("*.zarr"))[: args.parts])
+
+
+def _parts(paths: list) -> None:
+    """CPU ms per store of reading, checking and summarising ``paths`` in this process (verify's own steps)."""
+    import functools
+
+    from zarr.core.sync import sync
+
+    from distntk import verify
+    from distntk.catalog import _store_rows
+
+    c0 = time.process_time()
+    parsed = {}
+    with verify._reading():  # zarr's configuration as open_checked_many reads
+        raws = sync(verify._each(paths, functools.partial(verify._read_store, parsed=parsed), None))
+    c1 = time.process_time()
+    checked = [verify._checked_from(p, *raw) for p, raw in zip(paths, raws, strict=True)]
+    c2 = time.process_time()
+    for ds, _ in checked:
+        _store_rows(ds, (None, None, None))
+    c3 = time.process_time()
+    per = lambda a, b: 1e3 * (b - a) / len(paths)  # noqa: E731
+    print(f"CPU ms per store ({len(paths)} stores, one process): read {per(c0, c1):.1f}, check "
+          f"{per(c1, c2):.1f}, summarise {per(c2, c3):.1f}, in all {per(c0, c3):.1f}")
 
 
 def _cpu() -> tuple[float, float]:

@@ -487,6 +487,12 @@ def _checked_from(path: str, attrs: dict, got: dict) -> tuple[xr.Dataset, dict] 
     return xr.Dataset(data, coords=coords, attrs=out_attrs), bad
 
 
+def _reading():
+    """zarr's configuration while :func:`open_checked_many` reads: chunks decoded in batches, small Zstd
+    chunks in the coroutine (:class:`_ZstdInline`)."""
+    return zarr.config.set({"codec_pipeline.batch_size": _CHUNKS_PER_BATCH, "codecs.zstd": f"{__name__}._ZstdInline"})
+
+
 def open_checked_many(paths: Iterable[str | os.PathLike],
                       storage_options: dict | None = None) -> list[tuple[xr.Dataset, dict] | StoreError]:
     """:func:`open_checked` for many stores at once: ``(ds, bad)``, or the :class:`StoreError` of each.
@@ -506,8 +512,7 @@ def open_checked_many(paths: Iterable[str | os.PathLike],
     for k in range(0, len(paths), _BATCH):
         part = paths[k:k + _BATCH]
         parsed = {}  # metadata documents parsed in this batch, by their bytes (_read_array)
-        with zarr.config.set({"codec_pipeline.batch_size": _CHUNKS_PER_BATCH,
-                              "codecs.zstd": f"{__name__}._ZstdInline"}):
+        with _reading():
             raws = _zarr_sync(_each(part, functools.partial(_read_store, parsed=parsed), storage_options))
         for path, raw in zip(part, raws, strict=True):
             try:
