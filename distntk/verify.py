@@ -29,10 +29,14 @@ canonical spec in the store's attributes must hash to its ``spec_hash`` (the
 catalog's columns and a sweep's resume rely on that pair).
 
 Many stores at once (:func:`open_checked_many`, what a catalog reads): the same
-checks on the arrays a summary needs, each array read whole in one call, the
-arrays of several stores in flight at once through zarr's asynchronous API.  A
-store with a chunk that does not decode goes through the unit-by-unit path of
-:func:`open_checked`, which names the units.  The per-unit bookkeeping is read
+checks on the arrays a summary needs, each array read whole in one call through
+zarr's asynchronous API, several stores at once.  Each array's metadata document is
+read from its own store; a document byte-identical to one already parsed reuses zarr's
+parsed metadata.  Local stores are read through :class:`_LocalReads` (files read in the
+coroutine, not in a thread) and small Zstd chunks decoded in the coroutine
+(:class:`_ZstdInline`): for the small files of a catalog the thread hand-offs cost more
+than the reads.  A store with a chunk that does not decode goes through the
+unit-by-unit path of :func:`open_checked`, which names the units.  The per-unit bookkeeping is read
 only for the write counter (schema 1: ``unit_writes``; schema 2: the ``unit`` records, which also give
 ``done``), through :func:`_from_records` and :func:`_write_counts`.
 """
