@@ -25,10 +25,10 @@ small object per store, all at once, spec hash checked) and returns a :class:`Ca
 
 The summaries are computed by :func:`distntk.query.summary`, the one estimator
 every command uses.  Reading is the cost of a catalog: every array a summary needs
-is read whole, with the arrays of several stores in flight at once (zarr's
-asynchronous API), and nothing else is opened.  That reading is CPU-bound Python
-inside zarr, so a catalog of hundreds of stores is split over worker processes,
-one per core (:func:`_read_summarised`).
+is read whole (:func:`distntk.verify.open_checked_many`), and nothing else is opened.
+That reading is CPU-bound Python inside zarr, so a catalog of hundreds of stores is
+shared between this process and worker processes, one per further core, in small
+batches taken by whoever is free (:func:`_read_summarised`).
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import xarray as xr
@@ -63,8 +63,9 @@ __all__ = ["Catalog", "CatalogError", "open_catalog", "read_manifest", "write_ma
            "format_catalog", "MANIFEST"]
 
 MANIFEST = "sweep.json"
-_STORES_PER_WORKER = 200  # a worker process costs ~1.5 s of CPU for its imports: worth it from this many stores on
+_STORES_PER_WORKER = 200  # a worker needs ~1.5 s for its imports, ~150 stores read meanwhile: it helps from ~200 on
 _MAX_WORKERS = 8
+_TASK_STORES = 25  # stores per batch handed to whoever is free (_read_summarised)
 
 
 class CatalogError(RuntimeError):
@@ -319,47 +320,101 @@ def _summarised(locations: list, storage_options: dict | None, select: tuple) ->
 
 
 def _read_summarised(locations: list, storage_options: dict | None, select: tuple, workers: int | None = None) -> list:
-    """:func:`_summarised`, split over worker processes when there are enough stores to pay for them.
+    """:func:`_summarised`, shared with worker processes when there are enough stores to pay for them.
 
-    Reading a store is CPU-bound Python in zarr (metadata, codecs, one task per chunk),
-    so threads do not help; processes do, one per core.  A worker is a fresh
-    interpreter running :func:`_worker` (not ``multiprocessing``, which would run the
-    caller's main module again), its input and output pickled through its pipes.
+    Reading a store is CPU-bound Python in zarr (metadata, codecs, tasks per chunk), so
+    threads do not help; processes do, one per core.  This process reads too, and the
+    others are ``cores - 1`` workers, each a fresh interpreter running :func:`_worker` (not
+    ``multiprocessing``, which would run the caller's main module again).  The stores go
+    out in small batches to whoever is free: this process, or a worker (through its
+    pipes, pickled) once it has imported distntk (~1.5 s).  A worker not ready when the
+    batches run out is stopped, and the batch of a worker that fails is read here: the
+    rows are the same whoever reads a store.
     """
     if workers is None:
         try:
             cores = len(os.sched_getaffinity(0))
         except AttributeError:  # not on Linux
             cores = os.cpu_count() or 1
-        workers = min(cores, _MAX_WORKERS, len(locations) // _STORES_PER_WORKER)
-    n = min(workers, len(locations))
-    if n < 2:
+        workers = min(cores - 1, _MAX_WORKERS, len(locations) // _STORES_PER_WORKER)
+    if workers < 1:
         return _summarised(locations, storage_options, select)
-    step = -(-len(locations) // n)
-    parts = [locations[k:k + step] for k in range(0, len(locations), step)]
+    step = max(1, min(_TASK_STORES, -(-len(locations) // (4 * (workers + 1)))))
+    batches = [locations[k:k + step] for k in range(0, len(locations), step)]
+    results: list = [None] * len(batches)
+    pending, retry, lock = iter(range(len(batches))), [], threading.Lock()
+
+    def take():
+        with lock:
+            return retry.pop() if retry else next(pending, None)
+
+    def serve(proc, ready):
+        k = None
+        try:
+            pickle.dump((storage_options, select), proc.stdin)
+            proc.stdin.flush()
+            if pickle.load(proc.stdout) != _READY:  # written by our own worker (as is everything it sends)
+                raise RuntimeError("the worker did not start")
+            ready.set()
+            while (k := take()) is not None:
+                pickle.dump(batches[k], proc.stdin)
+                proc.stdin.flush()
+                results[k] = pickle.load(proc.stdout)
+            proc.stdin.close()
+        except Exception:  # stopped before it was ready, or failed: its batch, if any, is read here
+            proc.kill()
+            if k is not None:
+                with lock:
+                    retry.append(k)
+        proc.wait()
+
+    def drain():
+        while (k := take()) is not None:
+            results[k] = _summarised(batches[k], storage_options, select)
+
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    procs = [subprocess.Popen([sys.executable, "-c", "from distntk.catalog import _worker; _worker()"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-             for _ in parts]
-    with ThreadPoolExecutor(len(procs)) as pool:  # every pipe drained at once: no worker waits on another
-        outputs = list(pool.map(lambda w, part: w.communicate(pickle.dumps((part, storage_options, select))),
-                                procs, parts))
-    out = []
-    for w, (stdout, stderr) in zip(procs, outputs, strict=True):
-        if w.returncode != 0:
-            last = (stderr.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
-            raise CatalogError(f"a worker process reading stores exited with code {w.returncode}: {one_line(last)}")
-        out += pickle.loads(stdout)  # written by our own worker just now
-    return out
+    procs = []
+    for _ in range(workers):
+        try:
+            procs.append((subprocess.Popen([sys.executable, "-c", "from distntk.catalog import _worker; _worker()"],
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                           env=env), threading.Event()))
+        except OSError:  # no process to be had: this one reads more
+            break
+    threads = [threading.Thread(target=serve, args=pr, daemon=True) for pr in procs]
+    for t in threads:
+        t.start()
+    try:
+        drain()
+    finally:
+        for proc, ready in procs:
+            if not ready.is_set():
+                proc.kill()  # still importing: every batch is taken, it is not needed
+        for t in threads:
+            t.join()
+    drain()  # the batches of workers that failed
+    return [got for part in results for got in part]
+
+
+_READY = "ready"
 
 
 def _worker() -> None:
-    """A worker of :func:`_read_summarised`: pickled ``(locations, storage_options, select)`` in, results out."""
-    out, sys.stdout = sys.stdout.buffer, sys.stderr  # nothing but the result goes to the pipe
-    locations, storage_options, select = pickle.load(sys.stdin.buffer)
-    pickle.dump(_summarised(locations, storage_options, select), out, protocol=pickle.HIGHEST_PROTOCOL)
+    """A worker of :func:`_read_summarised`: pickled ``(storage_options, select)`` in, :data:`_READY` out; then
+    each pickled batch of locations in, its pickled list of results out, until its input ends."""
+    out, sys.stdout = sys.stdout.buffer, sys.stderr  # nothing but the results go to the pipe
+    inp = sys.stdin.buffer
+    storage_options, select = pickle.load(inp)
+    pickle.dump(_READY, out)
     out.flush()
+    while True:
+        try:
+            locations = pickle.load(inp)
+        except EOFError:
+            return
+        pickle.dump(_summarised(locations, storage_options, select), out, protocol=pickle.HIGHEST_PROTOCOL)
+        out.flush()
 
 
 _MISSING = object()

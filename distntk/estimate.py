@@ -139,14 +139,40 @@ class EstimateError(ValueError):
 
 # --------------------------------------------------------------------------- components
 
+_QUANTILES: dict = {}  # (distribution, method, probability, arguments) -> quantiles; see _quantile
+_QUANTILES_KEPT = 1024
+_QUANTILES_MAX_SIZE = 4096  # arguments of more elements are not kept (a large store: the call is a small part)
+
+
+def _quantile(dist, method: str, p: float, *df):
+    """``getattr(dist, method)(p, *df)``, kept for arguments seen before.
+
+    A ``scipy.stats`` call spends ~0.1 ms on argument handling, more than the whole
+    decomposition of a small store; the degrees of freedom repeat across the stores of a
+    catalog, so the values are kept by the exact bytes of the arguments.  The same
+    function on the same numbers: the same values as calling it directly.
+    """
+    args = [np.asarray(a, dtype=float) for a in df]
+    if sum(a.size for a in args) > _QUANTILES_MAX_SIZE:
+        return getattr(dist, method)(p, *args)
+    key = (dist.name, method, float(p), *((a.shape, a.tobytes()) for a in args))
+    values = _QUANTILES.get(key)
+    if values is None:
+        if len(_QUANTILES) >= _QUANTILES_KEPT:
+            _QUANTILES.clear()
+        values = _QUANTILES[key] = getattr(dist, method)(p, *args)
+        if isinstance(values, np.ndarray):
+            values.flags.writeable = False  # shared by every caller with these arguments
+    return values
+
 
 def _mls(S1, n1, S2, n2, c, level):
     """MLS interval for ``c (E S1 - E S2)``; ``S1, S2`` mean squares with ``n1, n2`` df."""
     a = (1.0 - level) / 2.0
     with np.errstate(invalid="ignore", divide="ignore"):
-        F1, F1p = stats.chi2.isf(a, n1) / n1, stats.chi2.ppf(a, n1) / n1
-        F2, F2p = stats.chi2.isf(a, n2) / n2, stats.chi2.ppf(a, n2) / n2
-        F12, F12p = stats.f.isf(a, n1, n2), stats.f.ppf(a, n1, n2)
+        F1, F1p = _quantile(stats.chi2, "isf", a, n1) / n1, _quantile(stats.chi2, "ppf", a, n1) / n1
+        F2, F2p = _quantile(stats.chi2, "isf", a, n2) / n2, _quantile(stats.chi2, "ppf", a, n2) / n2
+        F12, F12p = _quantile(stats.f, "isf", a, n1, n2), _quantile(stats.f, "ppf", a, n1, n2)
         G1, H1, G2, H2 = 1 - 1 / F1, 1 / F1p - 1, 1 - 1 / F2, 1 / F2p - 1
         G12 = ((F12 - 1) ** 2 - G1**2 * F12**2 - H2**2) / F12
         H12 = ((1 - F12p) ** 2 - H1**2 * F12p**2 - G2**2) / F12p
@@ -178,8 +204,8 @@ def _components(y: np.ndarray, m: np.ndarray, level: float) -> dict[str, np.ndar
         within_se = np.sqrt(var_rob)
         dispersion = var_rob / (2.0 * msw**2 / df_w)
         a = (1.0 - level) / 2.0
-        within_lo = df_w * msw / stats.chi2.isf(a, df_w)
-        within_hi = df_w * msw / stats.chi2.ppf(a, df_w)
+        within_lo = df_w * msw / _quantile(stats.chi2, "isf", a, df_w)
+        within_hi = df_w * msw / _quantile(stats.chi2, "ppf", a, df_w)
 
         n_init = has.sum(axis=0).astype(float)
         n_tilde = n_init / np.where(has, 1.0 / np.where(has, n, 1.0), 0.0).sum(axis=0)
@@ -228,13 +254,18 @@ def _aligned(da: xr.DataArray, dims: list, shape: tuple) -> np.ndarray:
     return np.broadcast_to(v.reshape([shape[k] if d in da.dims else 1 for k, d in enumerate(dims)]), shape)
 
 
-def _component_arrays(y: xr.DataArray, done: xr.DataArray | None, level: float):
-    """``(rest dims, their shape, their coords, {name: ndarray})``: :func:`variance_components` on arrays."""
+def _component_arrays(y: xr.DataArray | xr.Variable, done: xr.DataArray | xr.Variable | None, level: float,
+                      coords=None):
+    """``(rest dims, their shape, their coords, {name: ndarray})``: :func:`variance_components` on arrays.
+
+    ``y`` and ``done`` may be bare ``xr.Variable`` objects (the estimator's case), with the
+    coordinates taken from ``coords`` (a Dataset's).
+    """
     if not 0 < level < 1:
         raise EstimateError(f"level is {level}; expected 0 < level < 1")
     for dim in ("init", "data"):
         if dim not in y.dims:
-            raise EstimateError(f"variable {y.name!r} has dims {y.dims}; expected an {dim!r} dim")
+            raise EstimateError(f"variable {getattr(y, 'name', None)!r} has dims {y.dims}; expected an {dim!r} dim")
     if done is not None and set(done.dims) <= set(y.dims):  # the store's case: no xarray broadcast needed
         rest = [d for d in y.dims if d not in ("init", "data")]
         order = ["init", "data", *rest]
@@ -249,7 +280,8 @@ def _component_arrays(y: xr.DataArray, done: xr.DataArray | None, level: float):
     shape = yv.shape[2:]
     C = int(np.prod(shape))
     res = _components(yv.reshape(yv.shape[0], yv.shape[1], C), mv.reshape(mv.shape[0], mv.shape[1], C), level)
-    coords = {d: y.coords[d].variable for d in rest if d in y.coords}
+    coords = y.coords if coords is None else coords
+    coords = {d: getattr(coords[d], "variable", coords[d]) for d in rest if d in coords}
     return rest, shape, coords, {k: v.reshape(shape) for k, v in res.items()}
 
 
@@ -277,20 +309,20 @@ def _verdict(lo, hi, target):
     return np.where(ok, np.where(inside, "consistent", "inconsistent"), "n/a").astype(object)
 
 
-def _assess(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_level, se=None):
+def _assess(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_level, se=None, coords=None):
     """``(rest dims, coords, {name: ndarray})``: components, predictions and comparisons of one variable."""
     with np.errstate(all="ignore"):
-        return _assess_cells(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_level, se or {})
+        return _assess_cells(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_level, se or {}, coords)
 
 
-def _assess_cells(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_level, se):
+def _assess_cells(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_level, se, coords):
     # on NumPy arrays: the same operations as on DataArrays, without xarray's per-operation overhead
-    rest, shape, coords, comp = _component_arrays(y, done, level)
+    rest, shape, coords, comp = _component_arrays(y, done, level, coords)
     on = lambda da: _aligned(da, rest, shape)  # noqa: E731
     # Monte Carlo standard errors of a sampled limit's predictions (0 for a window limit); relative ones
     # widen the log-scale ratio intervals in quadrature, absolute ones the mean's
     se = {k: on(v) for k, v in se.items()}
-    q_t = lambda df: stats.t.isf((1 - verdict_level) / 2, df)  # noqa: E731
+    q_t = lambda df: _quantile(stats.t, "isf", (1 - verdict_level) / 2, df)  # noqa: E731
     N = on(width).astype(float)
     h, nvar_p, nvar_i, var0 = on(h), on(nvar_p), on(nvar_i), on(var0)
     pred_p, pred_i = nvar_p / N, nvar_i / N
@@ -314,7 +346,7 @@ def _assess_cells(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_
         out[f"verdict_{name}"] = _verdict(out[f"ratio_{name}_lo"], out[f"ratio_{name}_hi"], 1.0)
     lo_b, hi_b = _mls(comp["ms_between"], comp["n_init"] - 1.0, within, comp["df_within"], 1.0 / comp["n_tilde"],
                       verdict_level)
-    widen = np.exp(stats.norm.isf((1 - verdict_level) / 2) * rel["var0"])
+    widen = np.exp(_quantile(stats.norm, "isf", (1 - verdict_level) / 2) * rel["var0"])
     out["ratio_init"] = comp["between"] / pred_b
     out["ratio_init_lo"] = lo_b / pred_b / widen
     out["ratio_init_hi"] = hi_b / pred_b * widen
@@ -338,13 +370,13 @@ def _assess_cells(y, done, h, nvar_p, nvar_i, var0, width, beta, level, verdict_
 
 def _prediction_se(ds: xr.Dataset, **names: str) -> dict:
     """The predictions' Monte Carlo standard errors present in ``ds`` (a sampled limit's), by role."""
-    return {role: ds[name] for role, name in names.items() if name in ds}
+    return {role: ds.variables[name] for role, name in names.items() if name in ds}
 
 
-def _done_mask(ds: xr.Dataset) -> xr.DataArray:
+def _done_mask(ds: xr.Dataset) -> xr.Variable:
     if "done" in ds:
-        return ds["done"].astype(bool)
-    return ds["output"].notnull().all([d for d in ds["output"].dims if d not in ("width", "init", "data")])
+        return ds.variables["done"].astype(bool)
+    return ds["output"].notnull().all([d for d in ds["output"].dims if d not in ("width", "init", "data")]).variable
 
 
 def _check_store(ds: xr.Dataset) -> None:
@@ -354,8 +386,8 @@ def _check_store(ds: xr.Dataset) -> None:
         if name not in ds:
             raise EstimateError(f"dataset has no variable {name!r}; expected the result-store schema "
                                 "(README, 'Result store schema')")
-        if set(ds[name].dims) != set(dims):
-            raise EstimateError(f"variable {name!r} has dims {ds[name].dims}; expected {dims}")
+        if set(ds.variables[name].dims) != set(dims):
+            raise EstimateError(f"variable {name!r} has dims {ds.variables[name].dims}; expected {dims}")
     if "beta" not in ds.attrs:
         raise EstimateError("dataset has no attribute 'beta'; expected the result-store schema "
                             "(README, 'Result store schema')")
@@ -376,40 +408,53 @@ def estimate(ds: xr.Dataset, level: float = 0.95, verdict_level: float = 0.99) -
     ``(width, time)``.  Attributes: ``level``, ``verdict_level``, ``beta``,
     ``n_done``, ``n_replicas``.
     """
+    variables, coords, attrs = _estimate_cells(ds, level, verdict_level)
+    return xr.Dataset(variables, coords=coords, attrs=attrs)
+
+
+def _estimate_cells(ds: xr.Dataset, level: float = 0.95, verdict_level: float = 0.99, risk: bool = True):
+    """:func:`estimate` before its Dataset is built: ``(variables {name: (dims, values, attrs)}, coords, attrs)``.
+
+    The whole estimator; :func:`estimate` puts the result in a Dataset, and ``distntk query``
+    (:func:`distntk.query.summary`, a catalog's rows) reads the arrays directly, which spares
+    building a Dataset of ~40 variables per store.  ``risk=False``: the risk is not estimated.
+    """
     _check_store(ds)
     if not 0 < verdict_level < 1:
         raise EstimateError(f"verdict_level is {verdict_level}; expected 0 < verdict_level < 1")
     beta = float(ds.attrs["beta"])
     done = _done_mask(ds)
-    width = ds["width"]
-    rest, coords, cells = _assess(ds["output"], done, ds["h"], ds["nvar_poisson"], ds["nvar_iid"],
-                                  ds["var_init_coef"], width, beta, level, verdict_level,
+    v = ds.variables  # bare Variables: no DataArray (and its coordinates) built per access
+    width = v["width"]
+    coord_vars = {k: v[k] for k in ds.coords}
+    rest, coords, cells = _assess(v["output"], done, v["h"], v["nvar_poisson"], v["nvar_iid"],
+                                  v["var_init_coef"], width, beta, level, verdict_level,
                                   _prediction_se(ds, h="h_se", nvar_p="nvar_poisson_se", nvar_i="nvar_iid_se",
-                                                 var0="var_init_coef_se"))
-    variables = {k: (rest, v, ds["h"].attrs if k == "h" else {}) for k, v in cells.items()}
-    if "risk" in ds and all(v in ds for v in ("risk_h", "nvar_risk_poisson", "nvar_risk_iid", "var_risk_init_coef")):
-        r_rest, r_coords, r = _assess(ds["risk"], done, ds["risk_h"], ds["nvar_risk_poisson"], ds["nvar_risk_iid"],
-                                      ds["var_risk_init_coef"], width, beta, level, verdict_level,
+                                                 var0="var_init_coef_se"), coord_vars)
+    variables = {k: (rest, x, v["h"].attrs if k == "h" else {}) for k, x in cells.items()}
+    if risk and "risk" in ds and all(n in ds for n in ("risk_h", "nvar_risk_poisson", "nvar_risk_iid",
+                                                       "var_risk_init_coef")):
+        r_rest, r_coords, r = _assess(v["risk"], done, v["risk_h"], v["nvar_risk_poisson"], v["nvar_risk_iid"],
+                                      v["var_risk_init_coef"], width, beta, level, verdict_level,
                                       _prediction_se(ds, h="risk_h_se", nvar_p="nvar_risk_poisson_se",
-                                                     nvar_i="nvar_risk_iid_se", var0="var_risk_init_coef_se"))
-        variables.update({f"risk_{k}": (r_rest, v, ds["risk_h"].attrs if k == "h" else {}) for k, v in r.items()})
+                                                     nvar_i="nvar_risk_iid_se", var0="var_risk_init_coef_se"),
+                                      coord_vars)
+        variables.update({f"risk_{k}": (r_rest, x, v["risk_h"].attrs if k == "h" else {}) for k, x in r.items()})
         coords = {**r_coords, **coords}
     for name in ("pi_probe", "f", "h_se", "nvar_poisson_se", "nvar_iid_se", "var_init_coef_se"):
         if name in ds:
-            variables[name] = ds[name].variable
-            coords.update({d: ds[name].coords[d].variable for d in ds[name].dims
-                           if d in ds[name].coords and d not in coords})
-    out = xr.Dataset(variables, coords=coords)
-    out.attrs = {
+            variables[name] = v[name]
+            coords.update({d: coord_vars[d] for d in v[name].dims if d in coord_vars and d not in coords})
+    attrs = {
         "level": level,
         "verdict_level": verdict_level,
         "beta": beta,
-        "n_done": int(done.sum()),
+        "n_done": int(done.values.sum()),
         "n_replicas": int(done.size),
         "within_interval": "chi-square (component); init-robust t (comparisons)",
         "between_interval": "MLS (Ting et al. 1990), unweighted means for unbalanced designs",
     }
-    return out
+    return variables, coords, attrs
 
 
 # --------------------------------------------------------------------------- rates

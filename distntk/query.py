@@ -28,7 +28,7 @@ import math
 import numpy as np
 import xarray as xr
 
-from .estimate import estimate
+from .estimate import _estimate_cells
 from .experiment import unit_grid
 
 __all__ = ["QueryError", "progress", "summary", "format_records"]
@@ -89,15 +89,19 @@ def summary(ds: xr.Dataset, width: int | None = None, time: float | None = None,
             probe: int | str | None = None) -> list[dict]:
     """One record per selected (width, time, probe); see the module docstring for the columns."""
     wsel, tsel, psel = _select(ds, width, time, probe)
-    est = estimate(ds.drop_vars(["risk"], errors="ignore"))  # the rows are the output's: its risk is not estimated
+    # the estimator's arrays, without its Dataset; the rows are the output's: its risk is not estimated
+    est, _, _ = _estimate_cells(ds, risk=False)
     beta = float(ds.attrs["beta"])
-    widths = [int(w) for w in ds["width"].values]
-    times = [float(t) for t in ds["time"].values]
-    labels = [str(p) for p in ds["probe"].values]
+    v = ds.variables
+    widths = [int(w) for w in v["width"].values]
+    times = [float(t) for t in v["time"].values]
+    labels = [str(p) for p in v["probe"].values]
     dims = ("width", "time", "probe")
-    a = {k: (est[k] if est[k].dims == dims else est[k].transpose(*dims)).values
-         for k in ("n_obs", "h", "mean", "mean_se", "within", "between_raw")}
-    nvp, nvi, vic = ds["nvar_poisson"].values, ds["nvar_iid"].values, ds["var_init_coef"].values
+    a = {}
+    for k in ("n_obs", "h", "mean", "mean_se", "within", "between_raw"):
+        own, values, _ = est[k]
+        a[k] = values if tuple(own) == dims else np.transpose(values, [list(own).index(d) for d in dims])
+    nvp, nvi, vic = (_on(v[n], ("time", "probe")) for n in ("nvar_poisson", "nvar_iid", "var_init_coef"))
     rows = []
     for N in wsel:
         wi = widths.index(N)
@@ -118,6 +122,11 @@ def summary(ds: xr.Dataset, width: int | None = None, time: float | None = None,
                     "var_init_pred": float(N ** (1 - 2 * beta) * vic[ti, pi]),
                 })
     return rows
+
+
+def _on(var: xr.Variable, dims: tuple) -> np.ndarray:
+    """``var``'s values with its dims in the order ``dims``."""
+    return var.values if tuple(var.dims) == dims else var.transpose(*dims).values
 
 
 def _clean(v):

@@ -29,10 +29,14 @@ canonical spec in the store's attributes must hash to its ``spec_hash`` (the
 catalog's columns and a sweep's resume rely on that pair).
 
 Many stores at once (:func:`open_checked_many`, what a catalog reads): the same
-checks on the arrays a summary needs, each array read whole in one call, the
-arrays of several stores in flight at once through zarr's asynchronous API.  A
-store with a chunk that does not decode goes through the unit-by-unit path of
-:func:`open_checked`, which names the units.  The per-unit bookkeeping is read
+checks on the arrays a summary needs, each array read whole in one call through
+zarr's asynchronous API, several stores at once.  Each array's metadata document is
+read from its own store; a document byte-identical to one already parsed reuses zarr's
+parsed metadata.  Local stores are read through :class:`_LocalReads` (files read in the
+coroutine, not in a thread) and small Zstd chunks decoded in the coroutine
+(:class:`_ZstdInline`): for the small files of a catalog the thread hand-offs cost more
+than the reads.  A store with a chunk that does not decode goes through the
+unit-by-unit path of :func:`open_checked`, which names the units.  The per-unit bookkeeping is read
 only for the write counter (schema 1: ``unit_writes``; schema 2: the ``unit`` records, which also give
 ``done``), through :func:`_from_records` and :func:`_write_counts`.
 """
@@ -40,6 +44,7 @@ only for the write counter (schema 1: ``unit_writes``; schema 2: the ``unit`` re
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 from collections.abc import Iterable
@@ -49,7 +54,12 @@ import numpy as np
 import xarray as xr
 import zarr
 import zarr.api.asynchronous as zarr_async
+from zarr.codecs import ZstdCodec
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.metadata.v3 import ArrayV3Metadata
 from zarr.core.sync import sync as _zarr_sync
+from zarr.registry import register_codec
+from zarr.storage import LocalStore
 
 from ._text import one_line
 from .experiment import Unit, unit_grid
@@ -295,15 +305,62 @@ def _unit_damage(values: dict, units: list, widths: list, block: int) -> dict:
     return bad
 
 
-async def _open_group(path: str, storage_options: dict | None):
-    """``(group, attrs)`` of the distntk store at ``path`` (zarr's asynchronous API; errors as open_result_store)."""
+class _LocalReads(LocalStore):
+    """zarr's ``LocalStore``, read-only, with each file read in the calling coroutine.
+
+    ``LocalStore.get`` hands every read to a thread (``asyncio.to_thread``).  A catalog
+    reads many small files (62 per store of the catalog benchmark, most under a few kB),
+    and for those the hand-off costs more than the read itself: this store reads the
+    file directly.  It is used for local paths only, to read; object stores keep their
+    asynchronous reads, where latency, not CPU, is the cost.
+    """
+
+    async def get(self, key, prototype=None, byte_range=None):
+        if byte_range is not None:  # not used by whole-array reads; zarr's own path
+            return await super().get(key, prototype, byte_range)
+        if not self._is_open:
+            await self._open()
+        try:
+            with open(os.path.join(self.root, key), "rb") as f:  # os.path: a pathlib join costs more than the read
+                data = f.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        return (prototype or default_buffer_prototype()).buffer.from_bytes(data)
+
+
+class _ZstdInline(ZstdCodec):
+    """zarr's Zstd codec, decoding a small chunk in the calling coroutine.
+
+    ``ZstdCodec`` hands every decode to a thread (``asyncio.to_thread``); for the small chunks
+    of a catalog's stores the hand-off costs more than the decode.  Chunks above
+    :data:`_INLINE_BYTES` still go to a thread.  Selected through zarr's codec configuration
+    (``codecs.zstd``) while :func:`open_checked_many` parses metadata; everywhere else zarr
+    uses its own class.
+    """
+
+    async def _decode_single(self, chunk_bytes, chunk_spec):
+        if len(chunk_bytes) <= _INLINE_BYTES:
+            return self._decode_sync(chunk_bytes, chunk_spec)
+        return await super()._decode_single(chunk_bytes, chunk_spec)
+
+
+_INLINE_BYTES = 1 << 16
+register_codec("zstd", _ZstdInline, qualname=f"{__name__}._ZstdInline")
+
+
+async def _open_group(path: str, storage_options: dict | None, local_reads: bool = False):
+    """``(group, attrs)`` of the distntk store at ``path`` (zarr's asynchronous API; errors as open_result_store).
+
+    ``local_reads``: a local path is read through :class:`_LocalReads`.
+    """
     if storage_options and "://" not in path:
         raise StoreError(f"storage options apply to fsspec URLs (s3://, gs://, memory://), not to the local path "
                          f"{path}")
     kwargs = {"storage_options": storage_options} if storage_options else {}
+    store = _LocalReads(path, read_only=True) if local_reads and "://" not in path else path
     with _storage_errors(path, "open store"):
         try:
-            g = await zarr_async.open_group(store=path, mode="r", zarr_format=3, use_consolidated=False, **kwargs)
+            g = await zarr_async.open_group(store=store, mode="r", zarr_format=3, use_consolidated=False, **kwargs)
         except _NOT_FOUND:
             raise StoreError(f"no distntk store at {path}") from None
     attrs = dict(g.attrs)
@@ -313,23 +370,52 @@ async def _open_group(path: str, storage_options: dict | None):
     return g, attrs
 
 
-async def _read_store(path: str, storage_options: dict | None):
-    """``(group attrs, {name: (metadata, values | decode error | None if absent)})``, all reads in flight at once."""
-    g, attrs = await _open_group(path, storage_options)
+async def _read_array(path: str, g, name: str, parsed: dict):
+    """``(metadata, values | decode error)`` of array ``name`` of group ``g``, or ``(None, None)`` if absent.
 
-    async def get(name):
+    The array's own ``zarr.json`` is read every time; ``parsed`` maps the exact bytes of a
+    metadata document to zarr's parsed :class:`ArrayV3Metadata`, so identical documents (the
+    same array in the stores of a sweep) are parsed once.  Equal bytes are equal metadata:
+    nothing a store says is taken from another store.
+    """
+    where = g.store_path / name
+    buf = await (where / "zarr.json").get(prototype=default_buffer_prototype())
+    if buf is None:
+        return None, None
+    raw = buf.to_bytes()
+    meta = parsed.get(raw)
+    if meta is None:
         try:
-            a = await g.getitem(name)
-        except KeyError:
-            return name, (None, None)
-        try:
-            return name, (a.metadata, np.asarray(await a.getitem(...)))
-        except _DECODE_ERRORS as exc:
-            return name, (a.metadata, exc)
+            doc = json.loads(raw)
+            if not isinstance(doc, dict) or doc.get("node_type") != "array":
+                raise ValueError("not the metadata of an array")
+            meta = ArrayV3Metadata.from_dict(doc)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise StoreError(f"{path}: the metadata of {name!r} do not parse ({one_line(exc, 80)})") from None
+        parsed[raw] = meta
+    try:
+        return meta, np.asarray(await zarr.AsyncArray(meta, store_path=where).getitem(...))
+    except _DECODE_ERRORS as exc:
+        return meta, exc
 
+
+async def _read_store(path: str, storage_options: dict | None, parsed: dict | None = None):
+    """``(group attrs, {name: (metadata, values | decode error | None if absent)})``.
+
+    On object storage all reads of the store are in flight at once (latency is the cost);
+    on local disk they run one after another (a local read does not wait, and tasks only
+    add event-loop work), through :class:`_LocalReads`.
+    """
+    parsed = {} if parsed is None else parsed
+    local = "://" not in path
+    g, attrs = await _open_group(path, storage_options, local_reads=local)
     names = _COORDS + _PER_REPLICA + _bookkeeping_names() + PREDICTIONS + _RISK_PREDICTIONS
     with _storage_errors(path, "read store"):  # a transport error, or metadata that do not parse: this store only
-        return attrs, dict(await asyncio.gather(*(get(n) for n in names)))
+        if local:
+            got = [await _read_array(path, g, n, parsed) for n in names]
+        else:
+            got = await asyncio.gather(*(_read_array(path, g, n, parsed) for n in names))
+    return attrs, dict(zip(names, got, strict=True))
 
 
 async def _each(paths: list, read, storage_options: dict | None) -> list:
@@ -347,7 +433,7 @@ async def _each(paths: list, read, storage_options: dict | None) -> list:
 
 
 async def _attrs_checked(path: str, storage_options: dict | None) -> dict:
-    attrs = (await _open_group(path, storage_options))[1]
+    attrs = (await _open_group(path, storage_options, local_reads=True))[1]
     _check_spec_hash(path, attrs)
     return attrs
 
@@ -406,6 +492,12 @@ def _checked_from(path: str, attrs: dict, got: dict) -> tuple[xr.Dataset, dict] 
     return xr.Dataset(data, coords=coords, attrs=out_attrs), bad
 
 
+def _reading():
+    """zarr's configuration while :func:`open_checked_many` reads: chunks decoded in batches, small Zstd
+    chunks in the coroutine (:class:`_ZstdInline`)."""
+    return zarr.config.set({"codec_pipeline.batch_size": _CHUNKS_PER_BATCH, "codecs.zstd": f"{__name__}._ZstdInline"})
+
+
 def open_checked_many(paths: Iterable[str | os.PathLike],
                       storage_options: dict | None = None) -> list[tuple[xr.Dataset, dict] | StoreError]:
     """:func:`open_checked` for many stores at once: ``(ds, bad)``, or the :class:`StoreError` of each.
@@ -424,8 +516,9 @@ def open_checked_many(paths: Iterable[str | os.PathLike],
     out = []
     for k in range(0, len(paths), _BATCH):
         part = paths[k:k + _BATCH]
-        with zarr.config.set({"codec_pipeline.batch_size": _CHUNKS_PER_BATCH}):
-            raws = _zarr_sync(_each(part, _read_store, storage_options))
+        parsed = {}  # metadata documents parsed in this batch, by their bytes (_read_array)
+        with _reading():
+            raws = _zarr_sync(_each(part, functools.partial(_read_store, parsed=parsed), storage_options))
         for path, raw in zip(part, raws, strict=True):
             try:
                 if isinstance(raw, StoreError):

@@ -216,3 +216,155 @@ def test_a_swept_table_is_a_column_of_its_keys():
     flat = {"target.name": "linear", "target.weights": [1.0], "model.beta": 0.6}
     assert _value(flat, "target") == {"name": "linear", "weights": [1.0]}
     assert _value(flat, "model.beta") == 0.6 and _value(flat, "chain") is None
+
+
+# --------------------------------------------------------------------------- the catalog's fast paths
+
+def test_local_reads_give_the_bytes_zarrs_local_store_gives(complete_root):
+    """verify._LocalReads (files read in the coroutine, not in a thread) against zarr's own LocalStore."""
+    import asyncio
+
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.storage import LocalStore
+
+    from distntk.verify import _LocalReads
+
+    path = complete_root / f"{SWEEP.members[0].name}.zarr"
+    keys = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+    assert len(keys) > 20 and "output/zarr.json" in keys
+    proto = default_buffer_prototype()
+
+    async def both(key, byte_range=None):
+        ours, theirs = _LocalReads(path, read_only=True), LocalStore(path, read_only=True)
+        a, b = await ours.get(key, proto, byte_range), await theirs.get(key, proto, byte_range)
+        return (None if a is None else a.to_bytes()), (None if b is None else b.to_bytes())
+
+    for key in [*keys, "output/c.9.9.9.9.9", "no-such-array/zarr.json", "output"]:
+        a, b = asyncio.run(both(key))
+        assert a == b and (a is None) == (key not in keys), key
+    from zarr.abc.store import RangeByteRequest
+
+    a, b = asyncio.run(both("output/zarr.json", RangeByteRequest(3, 40)))
+    assert a == b and len(a) == 37
+
+
+def test_each_store_is_read_with_its_own_array_metadata(complete_root, tmp_path):
+    """Metadata documents are parsed once per batch by their bytes: a store whose document differs
+    (doctored) is read with its own, never with a sibling's; one that does not parse is named."""
+    import shutil
+
+    from distntk.verify import open_checked, open_checked_many
+
+    src = complete_root / f"{SWEEP.members[0].name}.zarr"
+    names = ["a", "doctored", "a-again", "garbage", "group"]
+    for n in names:
+        shutil.copytree(src, tmp_path / f"{n}.zarr")
+    meta = tmp_path / "doctored.zarr" / "output" / "zarr.json"
+    doc = json.loads(meta.read_text())
+    doc["attributes"]["doctored"] = "yes"
+    meta.write_text(json.dumps(doc))
+    (tmp_path / "garbage.zarr" / "h" / "zarr.json").write_text('{"node_type": "array", "shape": "nonsense"}')
+    (tmp_path / "group.zarr" / "risk" / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group"}')
+    got = dict(zip(names, open_checked_many([tmp_path / f"{n}.zarr" for n in names]), strict=True))
+    assert got["doctored"][0]["output"].attrs["doctored"] == "yes"
+    for n in ("a", "a-again"):
+        assert "doctored" not in got[n][0]["output"].attrs
+        assert got[n][0].identical(open_checked(tmp_path / f"{n}.zarr")[0].drop_vars(["block", "unit_wall_time",
+                                                                                       "unit_node", "unit_writes"],
+                                                                                      errors="ignore"))
+    assert isinstance(got["garbage"], StoreError) and "the metadata of 'h' do not parse" in str(got["garbage"])
+    assert isinstance(got["group"], StoreError) and "'risk'" in str(got["group"])
+    assert all("\n" not in str(got[n]) for n in ("garbage", "group"))
+
+
+def test_kept_quantiles_are_scipys():
+    """estimate._quantile keeps scipy's values by their exact arguments: the same numbers, shared read-only."""
+    import numpy as np
+    from scipy import stats
+
+    from distntk.estimate import _quantile
+
+    df = np.array([[1.0, 3.0, np.nan], [0.0, 7.5, 3.0]])
+    for dist, method, args in ((stats.t, "isf", (df,)), (stats.chi2, "ppf", (df,)), (stats.f, "isf", (df, df[0])),
+                               (stats.norm, "isf", ())):
+        expected = getattr(dist, method)(0.005, *args)
+        first, again = _quantile(dist, method, 0.005, *args), _quantile(dist, method, 0.005, *args)
+        np.testing.assert_array_equal(first, expected)  # NaN where scipy gives NaN, bit for bit elsewhere
+        np.testing.assert_array_equal(again, expected)
+        if isinstance(first, np.ndarray):
+            assert first is again and not again.flags.writeable
+    other = np.array([2.0, 2.0])
+    np.testing.assert_array_equal(_quantile(stats.t, "isf", 0.005, other), stats.t.isf(0.005, other))
+
+
+def test_query_rows_are_the_estimates_numbers(sweep_root):
+    """summary reads the estimator's arrays without its Dataset: the same numbers as estimate()."""
+    import numpy as np
+
+    from distntk.estimate import estimate
+
+    cat = open_catalog(str(sweep_root))
+    for m in SWEEP.members[:2]:
+        ds = cat.checked(m.name)[0]
+        est = estimate(ds)
+        rows = summary(ds)
+        assert len(rows) == ds.sizes["width"] * ds.sizes["time"] * ds.sizes["probe"]
+        for r in rows:
+            cell = est.sel(width=r["width"], time=r["time"], probe=r["probe"])
+            for field, name, scale in (("n", "n_obs", 1), ("h", "h", 1), ("mean", "mean", 1), ("se", "mean_se", 1),
+                                       ("nvar", "within", r["width"]), ("var_init", "between_raw", 1)):
+                np.testing.assert_array_equal(r[field], float(cell[name]) * scale, err_msg=f"{m.name} {field}")
+
+
+def test_inline_zstd_decodes_as_zarrs_codec(complete_root, monkeypatch):
+    """verify._ZstdInline (small chunks decoded in the coroutine) reads what zarr's ZstdCodec reads, on both
+    of its paths (inline, and a thread above _INLINE_BYTES), and is selected only inside open_checked_many."""
+    import numpy as np
+    import zarr
+    from zarr.codecs import ZstdCodec
+
+    from distntk import verify
+
+    path = complete_root / f"{SWEEP.members[0].name}.zarr"
+    calls = []
+    decode = verify._ZstdInline._decode_single
+
+    async def counted(self, chunk_bytes, chunk_spec):
+        calls.append(len(chunk_bytes))
+        return await decode(self, chunk_bytes, chunk_spec)
+
+    monkeypatch.setattr(verify._ZstdInline, "_decode_single", counted)
+    (inline,) = verify.open_checked_many([path])
+    assert calls and max(calls) <= verify._INLINE_BYTES  # the bench-sized chunks all decode inline
+    monkeypatch.setattr(verify, "_INLINE_BYTES", -1)  # every chunk through ZstdCodec's thread
+    (threaded,) = verify.open_checked_many([path])
+    plain = zarr.open_group(str(path), mode="r")["h"]  # a prediction: Zstd-compressed (the per-replica arrays
+    assert ZstdCodec in {type(c) for c in plain.metadata.codecs}  # zarr's own class outside open_checked_many
+    assert verify._ZstdInline not in {type(c) for c in plain.metadata.codecs}
+    assert inline[0].identical(threaded[0]) and inline[1] == threaded[1] == {}
+    np.testing.assert_array_equal(inline[0]["h"].values, plain[...])  # are not)
+
+
+@pytest.mark.parametrize("how", ["never starts", "dies holding a batch"])
+def test_stores_of_a_failed_worker_are_read_by_the_catalog_itself(complete_root, tmp_path, monkeypatch, how):
+    """A worker that does not start, or that dies with a batch, loses nothing: the rows are those of one process."""
+    import stat
+    import sys
+
+    from distntk.catalog import _read_summarised, _summarised
+
+    took = tmp_path / "took-a-batch"
+    fake = tmp_path / "fake-python"
+    body = ("exit 3" if how == "never starts" else
+            f"exec {sys.executable} -c \"import pickle, sys; pickle.load(sys.stdin.buffer); "
+            f"pickle.dump('ready', sys.stdout.buffer); sys.stdout.flush(); pickle.load(sys.stdin.buffer); "
+            f"open('{took}', 'w').close(); sys.exit(3)\"")
+    fake.write_text(f"#!/bin/sh\n{body}\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    locations = [f"{complete_root}/{m.name}.zarr" for m in SWEEP.members] * 12  # 36 stores, batches of 3
+    select = (None, 1.0, None)
+    here = _summarised(locations, None, select)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    there = _read_summarised(locations, None, select, workers=1)
+    assert [rows for _, rows in there] == [rows for _, rows in here] and len(there) == 36
+    assert took.exists() == (how == "dies holding a batch")
