@@ -7,6 +7,17 @@ import platform
 import statistics
 import time
 
+# AVX2 code generation, for the AVX2 rows of an AVX-512 machine: numba compiles for Haswell (CPU name, and no host
+# features added to it: NUMBA_CPU_FEATURES empty), XLA caps its ISA, NumPy drops its AVX-512 loops, OpenBLAS its
+# SkylakeX kernels.  Set in the environment of a benchmark's subprocess.
+AVX2_ENV = {
+    "NUMBA_CPU_NAME": "haswell",
+    "NUMBA_CPU_FEATURES": "",
+    "XLA_FLAGS": "--xla_cpu_max_isa=AVX2",
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+    "OPENBLAS_CORETYPE": "Haswell",
+}
+
 
 def machine_info() -> list[str]:
     import numba

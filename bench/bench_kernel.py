@@ -62,24 +62,13 @@ import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import machine_info, median, repeat, table  # noqa: E402
+from _common import AVX2_ENV, machine_info, median, repeat, table  # noqa: E402
 
 from distntk import _fast  # noqa: E402
 from distntk.rnn import ENGINES, Params, RNNConfig, init_params  # noqa: E402
 
 SIZES = [(1024, 16), (4096, 8)]
 REL = 1e-10
-# AVX2 code generation for the AVX2 row: numba compiles for Haswell (CPU name, and no host features added
-# to it: NUMBA_CPU_FEATURES empty), XLA caps its ISA, NumPy drops its AVX-512 loops, OpenBLAS its SkylakeX kernels.
-AVX2_ENV = {
-    "NUMBA_CPU_NAME": "haswell",
-    "NUMBA_CPU_FEATURES": "",
-    "XLA_FLAGS": "--xla_cpu_max_isa=AVX2",
-    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
-    "OPENBLAS_CORETYPE": "Haswell",
-}
-
-
 def setup(cfg, N, R, n, d=1, seed=0):
     rng = np.random.default_rng(seed)
     p0 = init_params(cfg, N, d, rng)

@@ -13,7 +13,10 @@ dense oracle at 4096 histories for comparison.  BLAS, OMP and the solver's
 feature passes use ``--threads`` threads (default 1; ``--threads 2`` is the
 2-core machine's wall time, the issue's 531,441-history target).
 
-Usage: python bench/bench_limit.py [--big] [--dense] [--threads N] | --quadrature
+``--avx2`` runs the cases with AVX2 code (OpenBLAS's Haswell kernels, numba
+compiling for Haswell), as on a CPU without AVX-512.
+
+Usage: python bench/bench_limit.py [--big] [--dense] [--threads N] [--avx2] | --quadrature
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info, table  # noqa: E402
+from _common import AVX2_ENV, machine_info, table  # noqa: E402
 
 from distntk.chain import markov_chain  # noqa: E402
 from distntk.limit import solve_limit  # noqa: E402
@@ -78,7 +81,17 @@ def once(case, method):
             "rank": int(getattr(k, "U", np.zeros((0, 0))).shape[1]) if method == "features" else None,
             "kernel_error": k.error, "h_probe0_t2": float(lim.h([2.0])[0, idx[0]]),
             "nvar_probe0_t2": float(fv["poisson"][-1, 0, 0]),
-            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10}
+            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10, "blas": _blas()}
+
+
+def _blas() -> str:
+    """This process's BLAS kernel family and thread count (the ISA a case really ran with)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "?"
+    return ", ".join(f"{p.get('architecture')} x{p.get('num_threads')}" for p in threadpool_info()
+                     if p.get("user_api") == "blas")
 
 
 def quadrature_table():
@@ -105,6 +118,7 @@ def main(argv=None):
     ap.add_argument("--dense", action="store_true", help="also the dense oracle at 4096 histories")
     ap.add_argument("--quadrature", action="store_true", help="only the quadrature table at b_max 0.3/0.6/0.9")
     ap.add_argument("--threads", type=int, default=1, help="BLAS/OMP threads and feature-pass threads per case")
+    ap.add_argument("--avx2", action="store_true", help="AVX2 code (OpenBLAS Haswell kernels, numba Haswell code)")
     ap.add_argument("--one", nargs=2, metavar=("CASE", "METHOD"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     try:
@@ -121,7 +135,8 @@ def main(argv=None):
     if args.one:
         print(json.dumps(once(*args.one)))
         return
-    print(f"## Limit solver ({args.threads} thread(s) per case; feature space unless marked dense)")
+    print(f"## Limit solver ({args.threads} thread(s) per case, {'AVX2' if args.avx2 else 'native'} code; feature "
+          "space unless marked dense)")
     for line in machine_info():
         print("  " + line)
     print(f"  load average at start: {open('/proc/loadavg').read().split()[:3]}")
@@ -132,6 +147,8 @@ def main(argv=None):
         runs.append(("ternary-L12", "features"))
     n = str(args.threads)
     env = dict(os.environ, OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n, NUMBA_NUM_THREADS=n)
+    if args.avx2:
+        env.update(AVX2_ENV)
     rows = []
     for case, method in runs:
         out = subprocess.run([sys.executable, __file__, "--one", case, method], env=env, check=True,
@@ -141,7 +158,8 @@ def main(argv=None):
         rows.append([case, method, res["H"], res["nodes"], res["rank"] or "-", *C.values(), T["total"],
                      T["total CPU"], res["peak_mib"], res["kernel_error"], res["h_probe0_t2"],
                      res["nvar_probe0_t2"]])
-        print("  done:", case, method, f"{T['total']:.1f} s wall, {T['total CPU']:.1f} s CPU", flush=True)
+        print("  done:", case, method, f"{T['total']:.1f} s wall, {T['total CPU']:.1f} s CPU, blas {res['blas']}",
+              flush=True)
     keys = list(C)
     print(table(["case", "method", "histories", "nodes", "rank"] + [f"{k} CPU s" for k in keys]
                 + ["total wall s", "total CPU s", "peak MiB", "kernel error", "h (top probe, t=2)",
