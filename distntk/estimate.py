@@ -119,6 +119,8 @@ by the delta method, ``se(sqrt v) = se(v) / (2 sqrt v)``), with a verdict at 99%
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import xarray as xr
 from scipy import stats
@@ -139,8 +141,6 @@ class EstimateError(ValueError):
 
 # --------------------------------------------------------------------------- components
 
-_QUANTILES: dict = {}  # (distribution, method, probability, arguments) -> quantiles; see _quantile
-_QUANTILES_KEPT = 1024
 _QUANTILES_MAX_SIZE = 4096  # arguments of more elements are not kept (a large store: the call is a small part)
 
 
@@ -155,14 +155,16 @@ def _quantile(dist, method: str, p: float, *df):
     args = [np.asarray(a, dtype=float) for a in df]
     if sum(a.size for a in args) > _QUANTILES_MAX_SIZE:
         return getattr(dist, method)(p, *args)
-    key = (dist.name, method, float(p), *((a.shape, a.tobytes()) for a in args))
-    values = _QUANTILES.get(key)
-    if values is None:
-        if len(_QUANTILES) >= _QUANTILES_KEPT:
-            _QUANTILES.clear()
-        values = _QUANTILES[key] = getattr(dist, method)(p, *args)
-        if isinstance(values, np.ndarray):
-            values.flags.writeable = False  # shared by every caller with these arguments
+    return _kept_quantile(dist.name, method, float(p), *((a.shape, a.tobytes()) for a in args))
+
+
+@lru_cache(maxsize=1024)
+def _kept_quantile(name: str, method: str, p: float, *keys):
+    """:func:`_quantile`'s kept values: ``keys`` are each argument's ``(shape, float64 bytes)``."""
+    args = [np.frombuffer(raw, dtype=float).reshape(shape) for shape, raw in keys]
+    values = getattr(getattr(stats, name), method)(p, *args)
+    if isinstance(values, np.ndarray):
+        values.flags.writeable = False  # shared by every caller with these arguments
     return values
 
 
