@@ -15,8 +15,13 @@ A work unit ``(width, init, data block)`` is exactly one chunk of every per-repl
 array (chunks ``(1, 1, block, ...)``) and one element of ``unit`` (chunks
 ``(1, 1, 1)``), so a unit's writes never touch another unit's chunks and a unit
 rewritten after a crash replaces whole chunks.  The record is the JSON object
-``{"writes": n, "wall_time": s, "node": id}``, written after the unit's data are
-stored: a unit is done iff its record is there.  So a unit is three objects
+``{"writes": n, "wall_time": s, "node": id, "digest": {"output": d, "risk": d}}``,
+written after the unit's data are stored: a unit is done iff its record is
+there.  Each digest (:func:`chunk_digest`) binds one chunk's key and values, so
+a chunk that is not the unit's own (another unit's valid chunk copied to its key,
+a chunk deleted under an edited ``fill_value``, values edited and re-checksummed)
+no longer matches its record; records written before digests existed carry none,
+and their chunks are checked by checksum and finiteness only.  So a unit is three objects
 (``output``, ``risk``, ``unit``) written in two rounds.  :func:`open_store`
 presents the records as the variables ``done`` (width, init, data),
 ``unit_wall_time``, ``unit_node`` and ``unit_writes`` (width, init, block).
@@ -73,6 +78,7 @@ if TYPE_CHECKING:
 import asyncio
 import contextlib
 import datetime as _dt
+import hashlib
 import json
 import logging
 import math
@@ -92,10 +98,11 @@ from zarr.core.sync import sync as _zarr_sync
 
 from ._text import one_line
 from .experiment import Experiment, Unit, unit_grid
-from .spec import Spec, SpecError, canonical_json, parse_spec, spec_diff, spec_hash
+from .spec import Spec, SpecError, canonical_json, is_code_target, parse_spec, spec_diff, spec_hash
 
 __all__ = ["SCHEMA", "StoreError", "ResultStore", "UnitWriter", "open_store", "open_result_store", "create_store",
-           "open_or_create", "check_location", "check_writable", "store_spec", "store_model", "location"]
+           "open_or_create", "check_location", "check_writable", "store_spec", "store_model", "location",
+           "chunk_digest", "check_attributes"]
 
 _ZARR_FORMAT = 3
 SCHEMA = 2  # the layout new stores get (attribute ``store_schema``; absent means 1)
@@ -104,6 +111,46 @@ _log = logging.getLogger("distntk.store")
 
 class StoreError(RuntimeError):
     """A store that cannot be opened, created or written; one-line message."""
+
+
+def chunk_digest(key: str, values: np.ndarray) -> str:
+    """The digest that binds a chunk's ``key`` (``"output/0.1.2.0.0"``: array, chunk coordinates) and its values.
+
+    BLAKE2b (128 bits) of the key, the dtype, the shape and the C-order bytes of the
+    decoded values: equal for the bytes a writer hands zarr and for what a reader gets
+    back, whatever the codecs; different for the same values at another key.  It
+    detects accidents and naive edits, not an adversary who rewrites the record too
+    (the record is no secret).
+    """
+    v = np.ascontiguousarray(values)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{key}|{v.dtype.str}|{v.shape}|".encode())
+    h.update(v.data)
+    return h.hexdigest()
+
+
+def _chunk_keys(names, wi: int, i: int, b: int) -> dict:
+    """``{name: key}`` of the chunks of unit ``(wi, i, b)`` in the per-replica arrays ``names`` (``output``,
+    ``risk``): the array's name and the chunk's grid coordinates, ``"output/0.1.2.0.0"``, whatever the store's
+    chunk key encoding."""
+    ndim = {"output": 5, "risk": 4}
+    return {name: f"{name}/" + ".".join(map(str, (wi, i, b) + (0,) * (ndim[name] - 3)))
+            for name in ("output", "risk") if name in names}
+
+
+def _digest_problem(digest: dict | None, chunks: dict) -> str | None:
+    """Why the chunks ``{name: (key, values)}`` of a done unit do not match its record's ``digest``, or None.
+
+    A record without digests (a store made before digests existed) is not checked here.
+    """
+    if not digest:
+        return None
+    for name, (key, values) in chunks.items():
+        want = digest.get(name) if isinstance(digest, dict) else None
+        if want is None or chunk_digest(key, values) != want:
+            return (f"{name} chunk does not match the digest in the unit's record (another unit's chunk at "
+                    "this key, or changed values)")
+    return None
 
 
 def _now() -> str:
@@ -216,23 +263,192 @@ def _probe_write(path, storage_options=None) -> None:
             fs.rm_file(probe)
 
 
+# --------------------------------------------------------------------------- the layout, checked on every read
+# A store's own metadata never redefine its numbers: every array's dtype, fill value and codecs must be those
+# distntk writes (an edited fill_value would turn a deleted chunk into data, a scale/offset codec or a CF
+# attribute would rescale it); the coordinates must be the canonical spec's; the attributes derived from the
+# spec must equal it.  A mismatch is one-line damage (StoreError), named, never summarised.
+
+_PREDICTION_NAMES = ("h", "nvar_poisson", "nvar_iid", "var_init_coef", "f", "pi_probe", "risk_h",
+                     "nvar_risk_poisson", "nvar_risk_iid", "var_risk_init_coef")
+_LAYOUT = {  # name -> (dtype kind, fill value); a prediction's "<name>_se" is laid out as the prediction
+    **{n: ("f", "nan") for n in ("output", "risk", "unit_wall_time") + _PREDICTION_NAMES},
+    "time": ("f", 0.0),
+    **{n: ("i", 0) for n in ("width", "init", "data", "block", "probe_window", "unit_writes")},
+    **{n: ("T", "") for n in ("probe", "unit", "unit_node")},
+    "done": ("b", False),
+}
+_DIMS = {**{n: (n,) for n in ("width", "init", "data", "block", "time", "probe")},
+         "output": ("width", "init", "data", "time", "probe"), "risk": ("width", "init", "data", "time"),
+         **{n: ("width", "init", "block") for n in ("unit", "unit_wall_time", "unit_node", "unit_writes")},
+         "done": ("width", "init", "data"), "probe_window": ("probe", "lag"), "f": ("probe",), "pi_probe": ("probe",),
+         **{n: ("time", "probe") for n in ("h", "nvar_poisson", "nvar_iid", "var_init_coef")},
+         **{n: ("time",) for n in ("risk_h", "nvar_risk_poisson", "nvar_risk_iid", "var_risk_init_coef")}}
+_CODECS = {"bytes", "zstd", "crc32c", "vlen-utf8"}  # what distntk writes; anything else could change values
+_DERIVED = {"seed": ("seed",), "engine": ("engine",), "beta": ("model", "beta"), "alpha": ("model", "alpha"),
+            "T": ("training", "T"), "L": ("training", "L"), "block": ("replicas", "block")}
+
+
+def _edited(path, what: str) -> StoreError:
+    return StoreError(f"{path}: {what} (edited metadata; recreate the store)")
+
+
+def _required_arrays(canonical: dict, schema: int) -> list[str]:
+    """The arrays a store of ``canonical`` must hold (a sampled limit's ``*_se`` are not required)."""
+    risk = bool(canonical.get("training", {}).get("record_risk", True))
+    names = ["width", "init", "data", "block", "time", "probe", "output"] + (["risk"] if risk else [])
+    names += ["unit"] if schema >= 2 else ["done", "unit_wall_time", "unit_node", "unit_writes"]
+    names += ["h", "nvar_poisson", "nvar_iid", "var_init_coef", "f", "pi_probe", "probe_window"]
+    return names + (["risk_h", "nvar_risk_poisson", "nvar_risk_iid", "var_risk_init_coef"] if risk else [])
+
+
+def _check_array_meta(path, name: str, meta) -> None:
+    """Array ``name``'s metadata (zarr's ``ArrayV3Metadata``) must be what distntk writes (dtype, fill, codecs)."""
+    want = _LAYOUT.get(name[:-3] if name.endswith("_se") else name)
+    if want is None:
+        return
+    kind, fill = want
+    try:
+        native = meta.dtype.to_native_dtype()
+        got_kind = "T" if native.kind in "TUO" else native.kind
+        codecs = [c.to_dict()["name"] for c in meta.codecs]
+        got_fill = meta.fill_value
+        same_fill = (np.isnan(float(got_fill)) if fill == "nan" else
+                     (str(got_fill) == fill if kind == "T" else got_fill == fill))
+    except (AttributeError, TypeError, ValueError, KeyError) as exc:
+        raise _edited(path, f"array {name!r} has metadata distntk does not read ({one_line(exc, 80)})") from None
+    if got_kind != kind:
+        raise _edited(path, f"array {name!r} has dtype {native}, not the dtype distntk writes")
+    if not same_fill:
+        shown = str(got_fill) if kind == "T" else repr(got_fill.item() if hasattr(got_fill, "item") else got_fill)
+        raise _edited(path, f"array {name!r} has fill_value {shown}, distntk writes "
+                            f"{'NaN' if fill == 'nan' else repr(fill)}")
+    dims = _DIMS.get(name[:-3] if name.endswith("_se") else name)
+    if dims is not None and tuple(meta.dimension_names or ()) != dims:
+        raise _edited(path, f"array {name!r} has dimensions {meta.dimension_names}, distntk writes {dims}")
+    if set(codecs) - _CODECS:
+        raise _edited(path, f"array {name!r} has codecs {codecs}; distntk writes only {sorted(_CODECS)}")
+
+
+def check_attributes(path, attrs: dict) -> dict:
+    """The store's canonical spec (a dict), after checking that it hashes to ``spec_hash`` and that the
+    attributes derived from it (``beta``, ``block``, ...) and the ``store_schema`` are what it says.
+
+    The catalog's columns, the estimator's beta and a resume's work units all come from these.
+    """
+    try:
+        canonical = json.loads(attrs["spec_canonical"])
+        ok = isinstance(canonical, dict) and spec_hash(canonical) == attrs["spec_hash"]
+    except (ValueError, TypeError, KeyError):
+        ok = False
+    if not ok:
+        raise StoreError(f"{path}: the canonical spec in its attributes does not hash to its spec_hash "
+                         f"{str(attrs.get('spec_hash', ''))[:12]} (damaged or edited attributes; recreate the "
+                         "store with distntk run)")
+    for attr, keys in _DERIVED.items():
+        want = canonical
+        for k in keys:
+            want = want.get(k) if isinstance(want, dict) else None
+        got = attrs.get(attr)
+        if want is not None and not (type(got) is not bool and got == want):
+            raise _edited(path, f"attribute {attr!r} is {one_line(repr(got), 40)}, its canonical spec says {want!r}")
+    _check_spec_text(path, attrs, canonical)
+    if attrs.get("store_schema", 1) not in (1, 2) or type(attrs.get("store_schema", 1)) is not int:
+        raise _edited(path, f"attribute 'store_schema' is {one_line(repr(attrs.get('store_schema')), 40)}; this "
+                            "distntk reads store schemas 1 and 2")
+    return canonical
+
+
+def _check_spec_text(path, attrs: dict, canonical: dict) -> None:
+    """The ``spec`` text (what ``distntk report`` rebuilds the experiment from) must be the hashed spec.
+
+    A ``module:function`` target is not imported to check it (a store is data): its text is
+    then only checked when a report rebuilds the spec (:func:`store_spec`, with ``--allow-code`` absent: refused).
+    """
+    if is_code_target(str((canonical.get("target") or {}).get("name", ""))):
+        return
+    try:
+        ok = parse_spec(str(attrs.get("spec", "")), source="the store's spec").hash == attrs["spec_hash"]
+    except SpecError:
+        ok = False
+    if not ok:
+        raise _edited(path, "attribute 'spec' (the spec's text) is not the spec its spec_hash names")
+
+
+def _check_coords(path, canonical: dict, values: dict) -> None:
+    """The coordinates (``values``: name -> array, those present) must be the canonical spec's."""
+    rep, tr = canonical.get("replicas", {}), canonical.get("training", {})
+    windows = canonical.get("probes", {}).get("windows")
+    want = {"width": rep.get("widths"), "init": range(rep.get("n_init", 0)), "data": range(rep.get("n_data", 0)),
+            "time": tr.get("times"),
+            "block": range(-(-rep.get("n_data", 0) // rep.get("block", 1))) if rep.get("block") else None,
+            "probe": ["".join(str(int(s)) for s in z) for z in windows] if windows else None,
+            "probe_window": windows}
+    for name, v in values.items():
+        w = want.get(name)
+        if w is None or v is None or isinstance(v, Exception):
+            continue
+        got = np.asarray(v)
+        w = np.asarray(list(w) if isinstance(w, range) else w, dtype=got.dtype if got.dtype.kind != "T" else str)
+        if got.shape != w.shape or not (got == w).all():
+            raise _edited(path, f"coordinate {name!r} is not the canonical spec's ({one_line(repr(got.tolist()), 60)})")
+
+
+
 def open_store(path: str | os.PathLike, storage_options: dict | None = None) -> xr.Dataset:
     """The store at ``path`` as a lazily loaded :class:`xarray.Dataset`.
 
     ``storage_options`` go to the fsspec backend of a URL (``endpoint_url``, ``key``, ...);
-    without them the backend reads its standard environment.
+    without them the backend reads its standard environment.  The arrays are read raw, as
+    distntk wrote them: their metadata must be distntk's layout (dtype, fill value, codecs,
+    dimensions), their attributes are distntk's own (``long_name``, ``units``), not what the
+    store says, so no CF attribute (``scale_factor``, ``_FillValue``, time units) changes a
+    number; arrays distntk does not write are not in the Dataset.
     """
     rs = open_result_store(path, mode="r", storage_options=storage_options)
     with _storage_errors(path, "read store"):
-        if rs.schema < 2:
-            return xr.open_zarr(rs.group.store, consolidated=False, zarr_format=_ZARR_FORMAT, chunks=None)
-        ds = xr.open_zarr(rs.group.store, consolidated=False, zarr_format=_ZARR_FORMAT, chunks=None,
-                          drop_variables=["unit"])
+        arrays = dict(rs.group.arrays())
+    coords, data = {}, {}
+    for name in sorted(arrays):
+        if not _in_layout(name) or (name == "unit" and rs.schema >= 2):
+            continue
+        arr = arrays[name]
+        _check_array_meta(rs.path, name, arr.metadata)
+        var = xr.Variable(tuple(arr.metadata.dimension_names), indexing.LazilyIndexedArray(_ZarrField(arr)),
+                          _meta(name))
+        if name in _COORD_NAMES:
+            with _storage_errors(path, "read store"):
+                coords[name] = var.load()
+        else:
+            data[name] = var
+    _check_coords(rs.path, rs.canonical, {k: v.values for k, v in coords.items()} |
+                  ({"probe_window": data["probe_window"].values} if "probe_window" in data else {}))
+    ds = xr.Dataset(data, coords=coords, attrs=rs.attrs)
+    if rs.schema < 2:
+        return ds
     records = _Records(rs)  # read when one of the four is first loaded, once for all four
     dims = {"done": ("width", "init", "data")}
     return ds.assign({name: xr.Variable(dims.get(name, ("width", "init", "block")),
                                         indexing.LazilyIndexedArray(_RecordField(records, name)), _meta(name))
                       for name in ("done", "unit_wall_time", "unit_node", "unit_writes")})
+
+
+_COORD_NAMES = ("width", "init", "data", "block", "time", "probe")
+
+
+def _in_layout(name: str) -> bool:
+    return (name[:-3] if name.endswith("_se") else name) in _LAYOUT
+
+
+class _ZarrField(BackendArray):
+    """A zarr array as a lazily indexed array (xarray's backend protocol), read raw."""
+
+    def __init__(self, arr: zarr.Array):
+        self.arr, self.shape, self.dtype = arr, tuple(arr.shape), arr.metadata.dtype.to_native_dtype()
+
+    def __getitem__(self, key):
+        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.BASIC,
+                                                  lambda k: np.asarray(self.arr[k]))
 
 
 class _Records:
@@ -346,14 +562,18 @@ class ResultStore:
 
     def _array(self, name: str) -> zarr.Array:
         if name not in self._arrays:
-            self._arrays[name] = self.group[name]
+            arr = self.group[name]
+            _check_array_meta(self.path, name, arr.metadata)
+            self._arrays[name] = arr
         return self._arrays[name]
 
     @property
     def widths(self) -> list[int]:
         if self._widths is None:  # a coordinate, fixed at creation: read once, not once per unit
             with _storage_errors(self.path, "read store"):
-                self._widths = [int(w) for w in self._array("width")[:]]
+                widths = self._array("width")[:]
+            _check_coords(self.path, self.canonical, {"width": widths})
+            self._widths = [int(w) for w in widths]
         return list(self._widths)
 
     @property
@@ -429,9 +649,11 @@ class ResultStore:
         names = ["output"] + (["done", "unit_writes"] if self.schema < 2 else []) + \
             (["risk"] if "risk" in self.group else [])
         arrays, bad = {}, {}
+        digests = None
         if self.schema >= 2:
             fields, bad = self._unit_fields(units)
             arrays.update(done=fields["done"], unit_writes=fields["unit_writes"])
+            digests = fields["unit_digest"]
         for name in names:
             arrays[name], unreadable = self._read(name, units)
             for u in unreadable:
@@ -449,6 +671,9 @@ class ResultStore:
                 bad[u] = "marked done but risk has non-finite values (a missing chunk?)"
             elif arrays["unit_writes"][wi, i, b] < 1:
                 bad[u] = f"marked done but unit_writes is {int(arrays['unit_writes'][wi, i, b])}"
+            elif digests is not None and (why := _digest_problem(digests[wi, i, b], {
+                    name: (key, arrays[name][wi, i, sl]) for name, key in _chunk_keys(arrays, wi, i, b).items()})):
+                bad[u] = why
         return arrays, {u: bad[u] for u in units if u in bad}
 
     def _all_units(self) -> list[Unit]:
@@ -466,6 +691,7 @@ class ResultStore:
         R = self._array("output").shape[2]
         wall, node = np.full((W, I, nb), np.nan), np.full((W, I, nb), "", dtype=object)
         writes, done = np.zeros((W, I, nb), dtype=np.int64), np.zeros((W, I, nb), dtype=bool)
+        digest = np.full((W, I, nb), None, dtype=object)
         bad = {u: "unit chunk does not decode (checksum mismatch or corrupt bytes)" for u in unreadable}
         for u in units:
             wi, i, _, b = self._region(u)
@@ -475,13 +701,14 @@ class ResultStore:
             try:
                 rec = json.loads(str(text))
                 writes[wi, i, b], wall[wi, i, b], node[wi, i, b] = int(rec["writes"]), rec["wall_time"], rec["node"]
-            except (ValueError, KeyError, TypeError):
+                digest[wi, i, b] = rec.get("digest")
+            except (ValueError, KeyError, TypeError, AttributeError):
                 bad[u] = "unit record does not parse"
                 continue
             done[wi, i, b] = True
         done_data = np.repeat(done, self.block, axis=2)[:, :, :R]
         return {"done": done_data, "unit_wall_time": wall, "unit_node": node.astype(recs.dtype),
-                "unit_writes": writes}, bad
+                "unit_writes": writes, "unit_digest": digest}, bad
 
     def write_unit(self, unit: Unit, result: dict, wall_time: float, node: str) -> None:
         """Write one unit now (its data, then its record: ``done``); see :meth:`writer`."""
@@ -494,6 +721,43 @@ class ResultStore:
     def writer(self, max_pending: int = 1024, batches: int | None = None, concurrency: int = 64) -> "UnitWriter":
         """A :class:`UnitWriter` on this store (use it as a context manager); ``batches``: see there."""
         return UnitWriter(self, max_pending=max_pending, batches=batches, concurrency=concurrency)
+
+    def missing_arrays(self) -> list[str]:
+        """The arrays the store's canonical spec implies that are not in the store (a lost array is damage)."""
+        names = set(self.group.array_keys())
+        return [n for n in _required_arrays(self.canonical, self.schema) if n not in names]
+
+    def lost_predictions(self) -> list[str]:
+        """Prediction arrays present but unreadable or not finite (a damaged or deleted chunk)."""
+        lost = []
+        for name in _required_arrays(self.canonical, self.schema):
+            if name in _PREDICTION_NAMES and name in self.group:
+                try:
+                    ok = np.isfinite(np.asarray(self._array(name)[...], dtype=float)).all()
+                except _DECODE_ERRORS:
+                    ok = False
+                if not ok:
+                    lost.append(name)
+        return lost
+
+    def rebuild(self, spec: Spec, predictions: Callable[[], xr.Dataset]) -> list[str]:
+        """Recreate the arrays the spec implies that are missing, and rewrite lost predictions.
+
+        Returns the names rebuilt (empty when nothing was missing; ``predictions`` is
+        then not called).  A recreated per-replica array is empty: the units whose
+        data it held are damaged and :meth:`pending` hands them back to be recomputed.
+        """
+        missing, lost = self.missing_arrays(), self.lost_predictions()
+        if not missing and not lost:
+            return []
+        pred = predictions()
+        with _storage_errors(self.path, "write store", catch=(OSError,)):
+            _allocate(self.group, spec.experiment, pred, self.schema, only=set(missing))
+            for name in lost:
+                self._array(name)[...] = pred[name].values
+        self._arrays.clear()
+        self.log(f"rebuilt {', '.join(missing + lost)} (missing or lost; units without their data are recomputed)")
+        return missing + lost
 
     def log(self, event: str) -> None:
         """Append ``event`` to the CF ``history`` attribute and refresh ``updated``."""
@@ -522,6 +786,12 @@ class _Regions:
         self.rs, self.widths, self.block = rs, rs.widths, rs.block
         self.n_data = int(rs._array("output").shape[2])
         self.n_blocks = -(-self.n_data // self.block)
+
+    def _digest(self, item) -> dict:
+        """``{name: digest}`` of the chunks a unit ``item = (unit, result, wall, node)`` writes."""
+        wi, i, _sl, b = self.rs._region(item[0])
+        return {name: chunk_digest(key, np.asarray(item[1][name], dtype=np.float64))  # output, risk: float64
+                for name, key in _chunk_keys(self.arrays, wi, i, b).items() if name in item[1]}
 
     def _regions(self, batch: list) -> list:
         """``batch`` -> ``[(wi, i0, i1, b0, b1, items)]``: rectangles of whole chunks, items in row-major order.
@@ -572,7 +842,8 @@ class _Regions:
             if "risk" in a and "risk" in items[0][1]:
                 data.append(a["risk"].setitem(sel_d, _stacked(items, "risk", rows)))
             if self.schema >= 2:
-                recs = [json.dumps({"writes": int(n), "wall_time": it[2], "node": it[3]}, separators=(",", ":"))
+                recs = [json.dumps({"writes": int(n), "wall_time": it[2], "node": it[3], "digest": self._digest(it)},
+                                   separators=(",", ":"))
                         for it, n in zip(items, counts.ravel(), strict=True)]
                 flags.append((a["unit"], sel_u, np.array(recs, dtype=str).reshape(shape_u)))
                 continue
@@ -720,6 +991,7 @@ def open_result_store(path: str | os.PathLike, mode: str = "r+", storage_options
     if "spec_hash" not in g.attrs or "spec_canonical" not in g.attrs:
         raise StoreError(f"{path} is a Zarr group without distntk attributes (not a distntk store, or its "
                          "creation was interrupted: remove it to start over)")
+    check_attributes(path, dict(g.attrs))
     return ResultStore(str(path), g)
 
 
@@ -738,6 +1010,7 @@ def open_or_create(path: str | os.PathLike, spec: Spec, predictions: Callable[[]
             keys = spec_diff(store.canonical, spec.canonical)
             raise StoreError(f"spec differs from the store's in keys: {', '.join(keys) or '(hash only)'} "
                              f"(store {path}; use another --store to run this spec)")
+        store.rebuild(spec, predictions)
         return store
     check_writable(path, storage_options)
     return create_store(path, spec, predictions(), storage_options, command=command)
@@ -880,12 +1153,15 @@ def _meta(name: str) -> dict:
     return {"long_name": long_name, **({"units": units} if units else {})}
 
 
-def _allocate(g: zarr.Group, exp: Experiment, pred: xr.Dataset, schema: int) -> None:
+def _allocate(g: zarr.Group, exp: Experiment, pred: xr.Dataset, schema: int, only: set | None = None) -> None:
+    """Create the store's arrays in ``g`` (``only``: just these names, the others left as they are)."""
     W, I, R = len(exp.widths), exp.n_init, exp.n_data
     nt, P, B = len(exp.times), len(exp.probes), exp.block
     nb = -(-R // B)
 
     def arr(name, dims, shape, chunks, dtype, fill, data=None, per_unit=False):
+        if only is not None and name not in only:
+            return None
         # every chunk carries a crc32c checksum (after compression): a damaged chunk fails to decode
         # (ValueError) instead of decoding into wrong numbers; stores made before this still open.
         # Schema 2, per-unit arrays: no compression (float64 results hardly compress, and Zstd is CPU

@@ -73,13 +73,17 @@ from zarr.storage import LocalStore
 
 from ._text import one_line
 from .experiment import Unit, unit_grid
-from .spec import spec_hash
 from .store import (
     _DECODE_ERRORS,
     _NOT_FOUND,
     StoreError,
+    _check_array_meta,
+    _check_coords,
+    _chunk_keys,
+    _digest_problem,
     _meta,
     _storage_errors,
+    check_attributes,
     location,
     open_result_store,
     open_store,
@@ -192,9 +196,13 @@ def _prediction_problems(values: dict) -> list[str]:
 def _problems(path, storage_options=None):
     """``(store, arrays, damaged units {Unit: why}, flagged units {Unit: why}, prediction problems [str])``."""
     rs = open_result_store(path, mode="r", storage_options=storage_options)
-    _check_spec_hash(rs.path, rs.attrs)
+    missing = [n for n in rs.missing_arrays() if n not in PREDICTIONS + _RISK_PREDICTIONS]
+    _refuse_missing(rs.path, [n for n in missing if n != "risk"])
     arrays, damaged = rs.scan()
-    names = PREDICTIONS + (_RISK_PREDICTIONS if "risk" in rs.group else ())
+    if missing:  # the risk array: every done unit lost its risk
+        lost = "array 'risk' is missing (the spec records the risk)"
+        damaged = {u: lost for u in rs._all_units() if arrays["done"][rs._region(u)[:3]].all()} | dict(damaged)
+    names = PREDICTIONS + (_RISK_PREDICTIONS if _records_risk(rs.canonical) else ())
     values = {}
     for name in names:
         if name not in rs.group:
@@ -210,6 +218,17 @@ def _problems(path, storage_options=None):
     return rs, arrays, dict(damaged), flags, preds
 
 
+def _records_risk(canonical: dict) -> bool:
+    return bool(canonical.get("training", {}).get("record_risk", True))
+
+
+def _refuse_missing(path, missing: list) -> None:
+    """Arrays without which no unit can be judged (coordinates, outputs, records): one-line damage."""
+    if missing:
+        raise StoreError(f"{path}: array(s) {', '.join(map(repr, missing))} missing (deleted?); rerun distntk run "
+                         "with the same spec and --store to rebuild them and recompute what they held")
+
+
 def _flags(output, done, widths, block, attrs, var_init_coef, damaged) -> dict:
     """:func:`outliers` with the predicted between-init variance of the store, in store order."""
     found = outliers(output, done.astype(bool), widths, block, init_variance(attrs, var_init_coef, widths),
@@ -217,17 +236,10 @@ def _flags(output, done, widths, block, attrs, var_init_coef, damaged) -> dict:
     return dict(sorted(found.items()))
 
 
-def _check_spec_hash(path, attrs: dict) -> None:
-    """The store's canonical spec must hash to its ``spec_hash``: the catalog's columns and the
-    sweep's resume both trust that pair, so a doctored or damaged one is refused."""
-    try:
-        ok = spec_hash(json.loads(attrs["spec_canonical"])) == attrs["spec_hash"]
-    except (ValueError, TypeError, KeyError):
-        ok = False
-    if not ok:
-        raise StoreError(f"{path}: the canonical spec in its attributes does not hash to its spec_hash "
-                         f"{str(attrs.get('spec_hash', ''))[:12]} (damaged or edited attributes; recreate the "
-                         "store with distntk run)")
+def _check_spec_hash(path, attrs: dict) -> dict:
+    """The store's canonical spec, checked (:func:`distntk.store.check_attributes`): it hashes to ``spec_hash``
+    and the attributes derived from it agree; the catalog's columns and the sweep's resume both trust that."""
+    return check_attributes(path, attrs)
 
 
 @dataclass(frozen=True)
@@ -348,15 +360,18 @@ def _from_records(got: dict, attrs: dict) -> bool:
         return False
     block = int(attrs["block"])
     writes = np.zeros(recs.shape, dtype=np.int64)
+    digest = np.full(recs.shape, None, dtype=object)
     for idx, text in np.ndenumerate(recs):
         if text:
             try:
-                writes[idx] = int(json.loads(str(text))["writes"])
-            except (ValueError, KeyError, TypeError):
+                rec = json.loads(str(text))
+                writes[idx], digest[idx] = int(rec["writes"]), rec.get("digest")
+            except (ValueError, KeyError, TypeError, AttributeError):
                 return False
     done = np.repeat(writes > 0, block, axis=2)[:, :, : out.shape[2]]
     got["done"] = (SimpleNamespace(dimension_names=("width", "init", "data"), attributes=_meta("done")), done)
     got["unit_writes"] = (meta, writes)
+    got["unit_digest"] = (None, digest)
     return True
 
 
@@ -370,9 +385,12 @@ def _write_counts(values: dict) -> np.ndarray:
 
 
 def _unit_damage(values: dict, units: list, widths: list, block: int) -> dict:
-    """Done units whose data are not finite or whose write count is below 1 (as ``ResultStore.scan`` judges)."""
+    """Done units whose data are not finite, whose write count is below 1 or whose chunks do not match their
+    record's digests (as ``ResultStore.scan`` judges)."""
     output, done, risk = values["output"], values["done"].astype(bool), values.get("risk")
     writes = _write_counts(values)
+    digests = values.get("unit_digest")
+    arrays = [n for n in ("output", "risk") if values.get(n) is not None]
     bad = {}
     for u in units:
         wi, sl = widths.index(u.width), slice(u.data_start, u.data_stop)
@@ -384,6 +402,10 @@ def _unit_damage(values: dict, units: list, widths: list, block: int) -> dict:
             bad[u] = "marked done but risk has non-finite values (a missing chunk?)"
         elif writes[wi, u.init, u.data_start // block] < 1:
             bad[u] = f"marked done but unit_writes is {int(writes[wi, u.init, u.data_start // block])}"
+        elif digests is not None and (why := _digest_problem(digests[wi, u.init, u.data_start // block], {
+                name: (key, values[name][wi, u.init, sl])
+                for name, key in _chunk_keys(arrays, wi, u.init, u.data_start // block).items()})):
+            bad[u] = why
     return bad
 
 
@@ -475,6 +497,7 @@ async def _read_array(path: str, g, name: str, parsed: dict):
         except (ValueError, TypeError, KeyError) as exc:
             raise StoreError(f"{path}: the metadata of {name!r} do not parse ({one_line(exc, 80)})") from None
         parsed[raw] = meta
+    _check_array_meta(path, name, meta)
     try:
         return meta, np.asarray(await zarr.AsyncArray(meta, store_path=where).getitem(...))
     except _DECODE_ERRORS as exc:
@@ -544,8 +567,10 @@ def _checked_from(path: str, attrs: dict, got: dict) -> tuple[xr.Dataset, dict] 
         if values[name] is None or isinstance(values[name], Exception):
             why = "is missing" if values[name] is None else f"does not decode ({one_line(values[name], 80)})"
             raise StoreError(f"{path}: variable {name!r} {why}")
-    _check_spec_hash(path, attrs)
-    has_risk = values["risk"] is not None
+    canonical = _check_spec_hash(path, attrs)
+    _check_coords(path, canonical, {n: values[n] for n in _COORDS + ("probe_window",)})
+    has_risk = _records_risk(canonical)
+    _refuse_missing(path, ["risk"] if has_risk and values["risk"] is None else [])
     preds = _prediction_problems({n: values[n] for n in PREDICTIONS + (_RISK_PREDICTIONS if has_risk else ())})
     if preds:
         raise StoreError(f"{path} lost its predictions: {preds[0].removeprefix('predictions: ')}; the store "
@@ -564,7 +589,7 @@ def _checked_from(path: str, attrs: dict, got: dict) -> tuple[xr.Dataset, dict] 
     _leave_out(replaced, bad, widths)
     data, coords = {}, {}
     for name, (meta, v) in got.items():
-        if v is None or name in _bookkeeping_names() or name == "unit_writes":
+        if v is None or name in _bookkeeping_names() or name in ("unit_writes", "unit_digest"):
             continue
         var = xr.Variable(tuple(meta.dimension_names), replaced.get(name, v), dict(meta.attributes))
         (coords if name in _COORDS else data)[name] = var

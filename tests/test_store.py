@@ -1,5 +1,6 @@
 """Result store: schema, chunk layout, write order, spec checks, URLs (no Ray here)."""
 
+import hashlib
 import json
 import uuid
 
@@ -89,7 +90,13 @@ def test_write_unit_and_pending(spec, tmp_path, schema):
     assert rs2.done_mask()[0, 0].tolist() == [False] * 4 + [True] * 2
     if schema == 2:  # the record: a JSON object written after the data
         g = zarr.open_group(str(path), mode="r")
-        assert json.loads(str(g["unit"][0, 0, 1])) == {"writes": 2, "wall_time": 0.5, "node": "node-b"}
+        def blake(key, v):  # the digest's definition (store.chunk_digest), written out
+            v = np.ascontiguousarray(v, dtype=np.float64)
+            return hashlib.blake2b(f"{key}|<f8|{v.shape}|".encode() + v.tobytes(), digest_size=16).hexdigest()
+
+        assert json.loads(str(g["unit"][0, 0, 1])) == {
+            "writes": 2, "wall_time": 0.5, "node": "node-b",
+            "digest": {"output": blake("output/0.0.1.0.0", res["output"]), "risk": blake("risk/0.0.1.0", res["risk"])}}
         assert str(g["unit"][0, 0, 0]) == ""
         # open_store reads no record until a variable is loaded: a record removed after the open reads as not done
         lazy = open_store(path)
