@@ -27,7 +27,7 @@ SIMD tanh alone reaches in L1: ``tanh ns/value x ops / ops tanh`` (loads and
 stores free, the division weighted as in tanh).
 
 Kernel quadrature (limit solver).  ``distntk._fast.memory_jacobian_kernel`` on the
-MODEL.md section 6 chain at ``L = 8`` (all 256 histories, 510 prefix nodes), over
+docs/model.md#reference-case chain at ``L = 8`` (all 256 histories, 510 prefix nodes), over
 the nodes of the default rule (tolerance 1e-6) in blocks of the size
 ``limit.ntk_features`` uses there, tanh and RTRL: ns per point and prefix node,
 against the NumPy reference ``rnn.memory_and_jacobian`` (no prefix sharing:
@@ -213,7 +213,7 @@ QUAD_REL = 1e-12
 def quadrature(reps, L=8):
     """The limit solver's kernel quadrature: ``memory_jacobian_kernel`` over the default rule's nodes.
 
-    MODEL.md 6 chain, all ``2^L`` histories sorted (``2^(L+1) - 2`` prefix nodes), the
+    docs/model.md#reference-case chain, all ``2^L`` histories sorted (``2^(L+1) - 2`` prefix nodes), the
     rule ``limit.ntk_features`` builds at tolerance 1e-6, in its node blocks; rates are
     per point and prefix node.  The reference (``rnn.memory_and_jacobian``, NumPy) runs
     on the first 1024 points, every window from the start.
@@ -432,7 +432,7 @@ def _print_quadrature(results):
                      q["fast_ns"] / (bound_ns + q["write_ns"]), q["err"]])
         if not q["err"] < QUAD_REL:
             bad.append(f"{isa} kernel quadrature: {q['err']:.1e}")
-    print("Kernel quadrature of the limit solver (memory_jacobian_kernel; MODEL.md 6 chain, L = 8, the default rule's"
+    print("Kernel quadrature of the limit solver (memory_jacobian_kernel; reference chain, L = 8, the default rule's"
           "\nnodes in ntk_features' blocks, tanh, RTRL): ns per point and prefix node, CPU time;"
           "\nbound = SIMD tanh ns/value x ops of the vector loop / ops tanh; reference = rnn.memory_and_jacobian;"
           "\nwrite = filling the outputs (H (d + 3) doubles per point and block, as the kernel stores them)")

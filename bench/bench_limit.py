@@ -1,9 +1,9 @@
 """Limit-solver timings and memory (one thread per case by default): kernel, h_t, V_t and the risk functional.
 
-Cases: the binary chain of MODEL.md 6 at ``L = 12`` (4096 histories) and
+Cases: the binary chain of docs/model.md#reference-case at ``L = 12`` (4096 histories) and
 ``L = 16`` (65,536), and a 3-state chain at ``L = 12`` (531,441, ``--big``).
 Each case runs in its own process (so its peak RSS is its own) with the
-default solver (feature space, MODEL 7) and the default quadrature tolerance
+default solver (feature space, docs/model.md#features) and the default quadrature tolerance
 1e-6; 41 time points on ``[0, 2]``, 4 probes (the most likely windows), and
 the risk functional's Poisson/i.i.d. variance and initialisation term at every
 time, as :meth:`Experiment.predictions` computes them.  Wall times on the
@@ -95,7 +95,7 @@ def _blas() -> str:
 
 
 def quadrature_table():
-    """MODEL 6 chain, L = 8, all -1 window, t = 2: the default rule (tol 1e-6) at b_max 0.3 / 0.6 / 0.9."""
+    """Reference chain, L = 8, all -1 window, t = 2: the default rule (tol 1e-6) at b_max 0.3 / 0.6 / 0.9."""
     chain = markov_chain(*CASES["binary-L12"][:2])
     target = make_target("tanh_linear", inner=[1, 0.8], outer=[0, 0, 0.3])
     rows = []
@@ -107,7 +107,7 @@ def quadrature_table():
         k = lim.kernel
         rows.append([b_max, k.n_nodes, k.seconds, k.error, lim.h([2.0])[0, i],
                      lim.fluctuation_variances([2.0], e)["poisson"][0, 0, 0]])
-    print("## Kernel quadrature at tol 1e-6 (MODEL 6 chain, L = 8, all -1 window, t = 2)")
+    print("## Kernel quadrature at tol 1e-6 (docs/model.md#reference-case chain, L = 8, all -1 window, t = 2)")
     print(table(["b_max", "nodes", "kernel s", "reported error", "h", "Poisson N Var"], rows,
                 ["{}", "{}", "{:.1f}", "{:.1e}", "{:.6f}", "{:.5f}"]))
 

@@ -1,4 +1,4 @@
-"""The JAX peer: the training loop of MODEL.md 2 as an NTK researcher would write it in JAX.
+"""The JAX peer: the training loop of docs/model.md#network as an NTK researcher would write it in JAX.
 
 Not part of distntk: the benchmark's yardstick for the default engine.  The same
 model and online SGD with real-time recurrent learning as
@@ -28,7 +28,7 @@ __all__ = ["segment", "to_device"]
 
 
 def _step(carry, inp, eta, scale):
-    """One SGD step of one replica: forward, RTRL Jacobian, update (MODEL.md 2)."""
+    """One SGD step of one replica: forward, RTRL Jacobian, update (docs/model.md#network)."""
     c, w, a, b, S, J = carry  # (N,), (N, d), (N,), (N,), (N,), (N, d + 2)
     x, y = inp  # (d,), ()
     d = w.shape[1]

@@ -1,6 +1,6 @@
 """distntk: Monte Carlo for the kernel limit of RNNs trained on ergodic data sequences.
 
-See ``MODEL.md`` (shipped beside the project) for the mathematics; each module's
+See ``docs/model.md`` for the mathematics; each module's
 docstring names the section it implements.
 
 ``distntk.estimate`` is the estimator *function* (the module's other entry

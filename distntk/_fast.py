@@ -1,6 +1,6 @@
 """Compiled (numba) kernels for the finite-N RNN: training segments and window outputs.
 
-The mathematics is that of :mod:`distntk.rnn` (MODEL.md 2); these kernels compute
+The mathematics is that of :mod:`distntk.rnn` (docs/model.md#network); these kernels compute
 exactly what :func:`distntk.rnn._segment_reference`, :func:`~distntk.rnn.probe_outputs`
 and :func:`~distntk.rnn.history_outputs` compute, in a different order of work.
 
@@ -258,7 +258,7 @@ def segment_kernel(d: int, rtrl: bool, sigmoid: bool) -> Callable:
                     u = _fma(wj, x0 if j == 0 else xs[k, j], u)
                 bi = _fma(gc, Z[J0 + D + 1, i], Z[2, i])
                 Z[2, i] = bi
-                # step k: memory and its Jacobian (MODEL 2)
+                # step k: memory and its Jacobian (docs/model.md (2.6))
                 u = _fma(bi, Si, u)
                 s, ds = _activation(u, SIGMOID)
                 if RTRL:

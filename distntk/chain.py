@@ -1,6 +1,6 @@
 """Finite ergodic Markov chains, their window chains and the Poisson equation.
 
-MODEL.md sections 1 and 4.1.
+docs/model.md#data and docs/model.md#poisson.
 
 A chain on states ``0..S-1`` has a row-stochastic transition matrix ``P``
 (shape ``(S, S)``), irreducible and aperiodic, and carries an input vector
@@ -193,7 +193,7 @@ def markov_chain(P: ArrayLike, inputs: ArrayLike | None = None) -> MarkovChain:
 
 @dataclass(frozen=True, eq=False)
 class WindowChain:
-    """The chain of length-``L`` windows (MODEL 4.1). Build with :func:`window_chain`."""
+    """The chain of length-``L`` windows (docs/model.md (1.5)). Build with :func:`window_chain`."""
 
     chain: MarkovChain
     histories: np.ndarray  # (H, L) states, oldest first
@@ -242,7 +242,7 @@ class WindowChain:
         return rows
 
     def poisson_lag(self, v: np.ndarray) -> np.ndarray:
-        """``Z v`` for a centred ``v`` (``pi_L v = 0``) by the lag sum, without ``Z`` (MODEL 7).
+        """``Z v`` for a centred ``v`` (``pi_L v = 0``) by the lag sum, without ``Z`` (docs/model.md (6.9)).
 
         ``u = sum_{j=0}^{L-2} P_L^j v + (Z_S g)(z_L)`` with ``g(s) = (P_L^{L-1} v)(z)``
         for any window ``z`` ending in ``s`` (after ``L - 1`` steps the window
@@ -276,7 +276,7 @@ def _encode(w: np.ndarray, S: int) -> np.ndarray:
 
 
 def window_chain(chain: MarkovChain, L: int, max_histories: int = 1 << 14) -> WindowChain:
-    """Enumerate ``H_L`` and build ``P_L`` and ``pi_L`` (MODEL 4.1)."""
+    """Enumerate ``H_L`` and build ``P_L`` and ``pi_L`` (docs/model.md (1.4)-(1.5))."""
     if int(L) != L or L < 1:
         raise ChainError(f"window length is {L}; expected an integer >= 1")
     L = int(L)

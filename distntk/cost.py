@@ -5,7 +5,7 @@ whose estimate exceeds ``--max-core-hours`` or whose work unit cannot fit in
 an actor's memory (:func:`check_cost`).
 
 Work.  A replica of width ``N`` trains ``B + floor(T N)`` steps (``B`` the
-burn-in), each touching every hidden unit once (MODEL 2: ``O(N)`` per step for
+burn-in), each touching every hidden unit once (docs/model.md#network: ``O(N)`` per step for
 the diagonal recurrence with RTRL), and at each of the ``n_t`` recording times
 evaluates the network on the ``P`` probe windows (and on the ``H`` histories of
 the window chain when the risk is recorded), ``L`` steps each::

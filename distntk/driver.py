@@ -18,7 +18,7 @@ recorded in the root (a changed sweep is refused), and :func:`run_many` puts the
 units of every member store through one actor pool, interleaved across members,
 each store with its own lease, writer and resume plan.
 
-Seeds are keyed by ``(width, init, data)`` (MODEL.md / rnn.py), so a unit
+Seeds are keyed by ``(width, init, data)`` (docs/model.md#network / rnn.py), so a unit
 recomputed after an interruption writes the very same bits.
 """
 

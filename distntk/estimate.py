@@ -1,4 +1,4 @@
-"""Variance components, comparisons with the limit, convergence rates (MODEL.md 3, 5).
+"""Variance components, comparisons with the limit, convergence rates (docs/model.md#estimator).
 
 Everything here reads a result-store ``xarray.Dataset`` (the README's schema: ``output``
 on ``(width, init, data, time, probe)``, ``risk`` on ``(width, init, data, time)``,
@@ -13,9 +13,9 @@ sequence ``j``.  One-way random effects::
     y_ij = mu + a_i + e_ij,   Var a_i = sigma_b^2 (across inits),
                               Var e_ij = sigma_w^2 (across data at a fixed init)
 
-    sigma_w^2 = Var(g | theta)           predicted  V_t(z, z) / N                  (MODEL 5.1)
-    sigma_b^2 = Var_theta E[g | theta]   predicted  N^{1-2 beta} (E_t C_0 E_t^T)(z, z)   (5.2)
-    mu        = E g                      predicted  h_t(z)                          (4.3)
+    sigma_w^2 = Var(g | theta)           predicted  V_t(z, z) / N                  (docs/model.md (5.8))
+    sigma_b^2 = Var_theta E[g | theta]   predicted  N^{1-2 beta} (E_t C_0 E_t^T)(z, z)   (5.12)
+    mu        = E g                      predicted  h_t(z)                          (4.5)
 
 Missing replicas.  Only replicas with ``done`` are used; init ``i`` contributes
 its ``n_i >= 1`` done replicas (the *unbalanced* form; nothing is discarded),
@@ -30,7 +30,7 @@ Within.  ``s_i^2`` is init ``i``'s sample variance, ``df_w = sum_i (n_i - 1)``::
 exact when ``e`` is Gaussian with one ``sigma_w`` for all inits.  At finite ``N``
 ``Var(g | theta)`` itself varies with ``theta`` (the initial offset
 ``g_0 = O(N^{1/2-beta})`` shifts the residual that drives the fluctuations): on
-the MODEL 6 chain (16 inits x 64 data, ``N = 256..512``) the standard deviation
+the docs/model.md#reference-case chain (16 inits x 64 data, ``N = 256..512``) the standard deviation
 of the per-init ``s_i^2`` was 1.2-1.5 times what the chi-square law allows, so
 the chi-square interval
 understates the uncertainty of ``MSW`` as an estimate of
@@ -100,7 +100,7 @@ factor ``exp(+- z pred_se / pred)`` on the MLS interval) and
 The verdicts are per cell: with many cells about ``1 - verdict_level`` of them
 come out inconsistent by chance even when the prediction is exact.
 
-Rates (MODEL 5.3).  Across widths, for ``q_N`` = ``|mean - h|``,
+Rates (docs/model.md#rates).  Across widths, for ``q_N`` = ``|mean - h|``,
 ``|ratio_poisson - 1|``, ``|ratio_init - 1|``, fit ``log q_N = c + s log N`` by
 weighted least squares with delta-method variances
 ``Var log q = (se_q / q)^2`` (``se`` of the ratio: ``within_se`` resp. the
@@ -111,7 +111,7 @@ errors say (only with >= 3 widths).  Points with ``q < 2 se_q`` are noise, not a
 magnitude, and are left out of the fit (their number is reported).  The
 selection pushes kept values near the threshold up, which flattens a fitted
 decay: a slope from few resolved widths is indicative, not a measurement.
-The orders MODEL.md implies are printed next to the slopes: init fluctuations
+The orders docs/model.md#rates implies are printed next to the slopes: init fluctuations
 ``N^{1/2-beta}``, data fluctuations ``N^{-1/2}``.  They are tested directly on
 the fluctuation sizes ``sqrt(between)`` and ``sqrt(within)`` (same fit; ``se``
 by the delta method, ``se(sqrt v) = se(v) / (2 sqrt v)``), with a verdict at 99%.
@@ -523,8 +523,8 @@ def convergence_rates(est: xr.Dataset, level: float = 0.95, min_sigma: float = 2
     Quantities: ``mean_error`` ``|mean - h|``, ``ratio_poisson``
     ``|N within / V_t - 1|``, ``ratio_init`` ``|between / pred - 1|``, and the
     fluctuation sizes ``sd_within = sqrt(within)`` and ``sd_between =
-    sqrt(between)``, whose MODEL orders are ``N^{-1/2}`` and ``N^{1/2-beta}``
-    (``expected_slope``; NaN for the deviations, for which MODEL.md states no
+    sqrt(between)``, whose predicted orders are ``N^{-1/2}`` and ``N^{1/2-beta}``
+    (``expected_slope``; NaN for the deviations, for which docs/model.md#rates states no
     order).  ``est`` is the output of :func:`estimate`.  Returns a Dataset on
     ``(quantity, time, probe)`` with ``slope, slope_lo, slope_hi, slope_se,
     intercept, n_used, chi2_dof, slope_verdict`` (slope vs ``expected_slope``
@@ -553,7 +553,7 @@ def convergence_rates(est: xr.Dataset, level: float = 0.95, min_sigma: float = 2
         out[prefix + "value"] = qa
         out[prefix + "value_se"] = sa
     out = out.assign_coords({d: est[d] for d in est.dims if d in out.dims and d != "quantity"})
-    # MODEL orders of the fluctuation sizes; the deviations have no order stated in MODEL.md
+    # predicted orders of the fluctuation sizes; the deviations have no order stated in docs/model.md#rates
     expected = {"sd_within": -0.5, "sd_between": 0.5 - beta}
     out["expected_slope"] = ("quantity", [expected.get(k, np.nan) for k in _RATE_QUANTITIES])
     z99 = stats.norm.isf(0.005)

@@ -1,10 +1,10 @@
 """An experiment: what to simulate and what to compare it with.
 
 An :class:`Experiment` fixes a chain, a target, a model, the horizon ``T`` and
-recording grid ``times``, the window length ``L`` (MODEL.md 3), the probe
+recording grid ``times``, the window length ``L`` (docs/model.md#memory), the probe
 windows, the widths and the replica counts.  It splits the replicas into work
 units ``(width, init, data block)`` — one unit trains ``len(block)`` data
-sequences that share one initialisation (arrays ``R x N``, MODEL.md 2) — and
+sequences that share one initialisation (arrays ``R x N``, docs/model.md#network) — and
 computes a unit in-process with :meth:`Experiment.compute`, returning
 ``{"output": [data, time, probe], "risk": [data, time]}``; ``risk`` is the
 stationary risk ``R(g) = 1/2 sum_z pi_L(z) (f(z) - g(z))^2`` over all histories
@@ -14,11 +14,11 @@ layer (``service.py``) schedules them as opaque calls.
 :meth:`Experiment.predictions` solves the limit once and returns an
 ``xarray.Dataset`` on ``(time, probe)``:
 
-* ``h``: the limit ``h_t(z)`` (MODEL 4.3);
+* ``h``: the limit ``h_t(z)`` (docs/model.md (4.5));
 * ``nvar_poisson``, ``nvar_iid``: ``V_t(z, z)`` and its i.i.d. counterpart,
-  i.e. the predicted ``N * Var(g^N_t(z) | theta)`` (MODEL 5.1);
+  i.e. the predicted ``N * Var(g^N_t(z) | theta)`` (docs/model.md (5.8));
 * ``var_init_coef``: ``(E_t C_0 E_t^T)(z, z)``; the predicted
-  ``Var_theta E[g | theta]`` is ``N^{1-2beta}`` times it (MODEL 5.2);
+  ``Var_theta E[g | theta]`` is ``N^{1-2beta}`` times it (docs/model.md (5.12));
 * ``risk_h``, ``nvar_risk_poisson``, ``nvar_risk_iid``, ``var_risk_init_coef`` on
   ``(time,)``: the same for the stationary risk, linearised around ``h_t``:
   ``delta R = l_t . delta g`` with ``l_t = -pi_L * (f - h_t)``.
@@ -115,7 +115,8 @@ class Experiment:
 
     @cached_property
     def _risk_windows(self):
-        """``(histories, pi_L, f)`` of the ``L`` window chain: the stationary risk's sum (MODEL 2; no limit needed)."""
+        """``(histories, pi_L, f)`` of the ``L`` window chain: the stationary risk's sum
+        (docs/model.md (2.9); no limit needed)."""
         win = window_chain(self.chain, self.L, max_histories=MAX_HISTORIES)
         return win.histories, win.pi, self.target.on_windows(self.chain.inputs, win.histories)
 

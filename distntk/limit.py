@@ -1,6 +1,6 @@
 """The kernel limit, the memory fixed point and the fluctuation predictions.
 
-MODEL.md sections 3, 4 and 5.
+docs/model.md sections 3-6.
 
 Memory window (section 3).  For fixed ``theta`` the memory recursion contracts
 with factor ``rho = b_max sup|sigma'|``; a window of length ``L`` started from 0
@@ -9,10 +9,10 @@ errs by at most ``rho^L``.  :func:`window_length` picks
 that the window chain has at most ``max_histories`` histories, and reports the
 bound ``rho^L`` actually achieved.
 
-Kernel (4.2).  ``K(z, z') = E[s(z) s(z') + c^2 J(z).J(z')]`` over ``theta ~ mu_0``
+Kernel (4.1)-(4.2).  ``K(z, z') = E[s(z) s(z') + c^2 J(z).J(z')]`` over ``theta ~ mu_0``
 with ``E[c^2] = 1/3``; ``C_0(z, z') = E[c^2] E[s(z) s(z')]``.  The expectation
 over the random coordinates ``(w, a, b)`` (those with positive scale) meets a
-tolerance ``tol`` on every entry (MODEL 7, "quadrature at long memory"):
+tolerance ``tol`` on every entry (docs/model.md#kernel):
 
 * Gaussian coordinates ``v = (w, a)``: the integrand is sharpest along the
   ridges ``w.x_s + a = 0`` (pre-activation 0, where ``|b| sigma'`` is
@@ -39,17 +39,17 @@ standard errors of the mean.  Legacy ``resolution``: a fixed tensor
 Gauss-Hermite/Legendre rule, ``error`` from two resolutions (an estimate that
 can be far too small at long memory).
 
-Limit ODE (4.3).  ``dh/dt = alpha K Pi (f - h)``, ``h_0 = 0``.  With
+Limit ODE (4.5).  ``dh/dt = alpha K Pi (f - h)``, ``h_0 = 0``.  With
 ``M = Pi^{1/2} K Pi^{1/2} = Q Lambda Q^T`` and ``A = -alpha K Pi``::
 
     r_t = f - h_t = Pi^{-1/2} Q e^{-alpha t Lambda} Q^T Pi^{1/2} f = e^{A t} f
 
-Fluctuations (5.1).  ``V_t = int_0^t e^{A(t-u)} Sigma(u) e^{A^T(t-u)} du`` solves
+Fluctuations (5.4)-(5.8).  ``V_t = int_0^t e^{A(t-u)} Sigma(u) e^{A^T(t-u)} du`` solves
 ``dV/dt = A V + V A^T + Sigma(h_t)``, ``V_0 = 0``, with
 ``Sigma(u) = alpha^2 K [diag(r_u) W~ diag(r_u) + sigma_eps^2 Pi] K`` and the
 constant ``W~ = (I - pi 1^T) W (I - 1 pi^T)``, ``W = Pi Z + Z^T Pi - Pi``
 (``Z`` the fundamental matrix of the window chain; this is the data term
-``K D_r W D_r^T K`` of MODEL 5.1 with ``D_r = diag(r)(I - pi 1^T)``).  The i.i.d.
+``K D_r W D_r^T K`` of docs/model.md (5.6) with ``D_r = diag(r)(I - pi 1^T)``).  The i.i.d.
 prediction replaces ``W`` by ``Pi``.  For functionals ``l`` (rows of ``Lmat``)
 we need ``l^T V_t l'``; in the eigenbasis ``K e^{A^T tau} l =
 Pi^{-1/2} Q (lambda e^{-alpha lambda tau} * Q^T Pi^{-1/2} l)``, so each
@@ -59,7 +59,7 @@ Gauss-Legendre whose node count is chosen from the largest decay rate
 ``4 alpha lambda_max`` so that the rule's error bound is below 1e-14 relative:
 the integrand is a finite sum of exponentials, so this is exact to round-off.
 
-Feature space (MODEL 7, the default).  The rule makes ``K = Phi Phi^T`` exactly
+Feature space (docs/model.md#features, the default).  The rule makes ``K = Phi Phi^T`` exactly
 (``Phi`` is ``H x Q (d + 3)``), so ``M = Pi^{1/2} K Pi^{1/2}`` has the range of
 ``Pi^{1/2} Phi``, whose spectrum decays fast.  :func:`ntk_features` finds its
 top eigenpairs ``U (H, k), lam (k,)`` by a randomized range finder streamed
@@ -70,7 +70,7 @@ eigen-directions, and ``Z v`` by the lag sum of
 :meth:`~distntk.chain.WindowChain.poisson_lag`.  The dense path (``K``, ``Z``,
 ``H^3`` eigendecomposition) stays as the oracle for small ``H``.
 
-Initialisation (5.2).  ``Var_theta E[g | theta] ~ N^{1-2beta} l^T E_t C_0 E_t^T l``
+Initialisation (5.11)-(5.12).  ``Var_theta E[g | theta] ~ N^{1-2beta} l^T E_t C_0 E_t^T l``
 with ``E_t = e^{A t}``.
 
 Shapes: ``H`` histories; functionals ``(P, H)``; times ``(n_t,)``; results
@@ -432,7 +432,7 @@ def _quadrature(cfg, window, resolution, seed, tol, max_nodes, sample) -> _Rule:
 
 def ntk(cfg: RNNConfig, window: WindowChain, resolution: int | None = None, seed: int = 0,
         tol: float = 1e-6, max_nodes: int = 1 << 21, sample: int = 64) -> Kernel:
-    """Kernel ``K`` and ``C_0`` on the histories of ``window`` (MODEL 4.2), dense ``(H, H)``.
+    """Kernel ``K`` and ``C_0`` on the histories of ``window`` (docs/model.md (4.1)-(4.2)), dense ``(H, H)``.
 
     Default: a rule chosen to meet ``tol`` on every entry of ``K`` and ``C_0``
     (module docstring), checked on at most ``sample`` histories.  ``error`` is
@@ -450,7 +450,7 @@ def ntk(cfg: RNNConfig, window: WindowChain, resolution: int | None = None, seed
 
 @dataclass(frozen=True, eq=False)
 class FeatureKernel:
-    """``K = Phi Phi^T`` kept as the eigenpairs of ``M = Pi^{1/2} K Pi^{1/2} ~ U diag(lam) U^T`` (MODEL 7).
+    """``K = Phi Phi^T`` kept as the eigenpairs of ``M = Pi^{1/2} K Pi^{1/2} ~ U diag(lam) U^T`` (docs/model.md (6.8)).
 
     ``U`` is ``(H, k)``, ``lam`` ``(k,)``; ``C0_eig = U^T Pi^{1/2} C_0 Pi^{1/2} U``
     (``(k, k)``).  ``truncation`` is the discarded trace ``tr M - sum(lam)``
@@ -551,7 +551,7 @@ def _sketch_columns(seed: int, k: int, H: int, n: int) -> np.ndarray:
 def ntk_features(cfg: RNNConfig, window: WindowChain, resolution: int | None = None, seed: int = 0,
                  tol: float = 1e-6, max_nodes: int = 1 << 21, sample: int = 64, rank: int = 128,
                  rank_rtol: float = 1e-15, block: int | None = None) -> FeatureKernel:
-    """The kernel in feature form by a randomized range finder streamed over node blocks (MODEL 7).
+    """The kernel in feature form by a randomized range finder streamed over node blocks (docs/model.md#features).
 
     With ``X_b = Pi^{1/2} Phi_b`` the features of node block ``b``: pass 1 forms
     ``Y = M Omega = sum_b X_b (X_b^T Omega)`` (Gaussian ``Omega``, ``(H, k)``,
@@ -694,7 +694,7 @@ class Limit:
 
     cfg: RNNConfig
     window: WindowChain
-    kernel: Kernel | FeatureKernel  # dense (small H, the oracle) or feature form (MODEL 7)
+    kernel: Kernel | FeatureKernel  # dense (small H, the oracle) or feature form (docs/model.md#features)
     f: np.ndarray  # (H,) target on histories
     memory_bound: float  # rho^L
 
@@ -728,7 +728,7 @@ class Limit:
         return B.T @ self.kernel.C0 @ B
 
     def _poisson(self, v: np.ndarray) -> np.ndarray:
-        """``Z v`` for centred rows ``v`` (``(n, H)``): dense ``Z`` (oracle) or the lag sum (MODEL 7)."""
+        """``Z v`` for centred rows ``v`` (``(n, H)``): dense ``Z`` (oracle) or the lag sum (docs/model.md (6.9))."""
         if self.dense:
             return v @ self.window.fundamental.T
         return self.window.poisson_lag(np.ascontiguousarray(v.T)).T  # (H, n) rows contiguous for P_L @
@@ -738,7 +738,7 @@ class Limit:
         """Spectrum of ``Pi^{1/2} K Pi^{1/2}`` (the limit's relaxation rates / alpha)."""
         return self._eig[0]
 
-    # --- section 4.3 --------------------------------------------------------
+    # --- docs/model.md (4.5) -------------------------------------------------
     def residual(self, times: ArrayLike) -> np.ndarray:
         """``r_t = f - h_t`` on all histories, ``(n_t, H)``."""
         lam, Q, sq = self._eig
@@ -752,7 +752,7 @@ class Limit:
         """``h_t`` on all histories, ``(n_t, H)``."""
         return self.f - self.residual(times)
 
-    # --- section 5 ----------------------------------------------------------
+    # --- docs/model.md section 5 --------------------------------------------------
     def fluctuation_variances(self, times: ArrayLike, functionals: ArrayLike) -> dict[str, np.ndarray]:
         """``l^T V_t l'`` for the Poisson and i.i.d. data terms.
 
@@ -816,7 +816,7 @@ def solve_limit(cfg: RNNConfig, chain: MarkovChain, target: Target, L: int | Non
     ``tol`` is the memory tolerance (picks ``L`` when not given, with at most
     ``max_histories`` histories), ``quad_tol`` the tolerance on the kernel
     entries; ``resolution`` (legacy) fixes the quadrature instead.  ``method``:
-    ``"features"`` (default, MODEL 7: no ``H x H`` array, exact up to the
+    ``"features"`` (default, docs/model.md#features: no ``H x H`` array, exact up to the
     checked rank truncation) or ``"dense"`` (``K``, ``Z`` and an ``H^3``
     eigendecomposition: the oracle for small ``H``).  An explicit ``L`` may
     exceed ``max_histories``' window only up to :data:`MAX_HISTORIES`.

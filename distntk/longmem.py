@@ -1,15 +1,15 @@
-"""Long memory: the limit over the infinite past, estimated along simulated chains (MODEL.md 7).
+"""Long memory: the limit over the infinite past, estimated along simulated chains (docs/model.md#sampled).
 
 The finite-N network trains on the whole data stream, so its memory state is the
-fixed point over the *infinite* past (MODEL 3).  The window solver of
+fixed point over the *infinite* past (docs/model.md#memory).  The window solver of
 :mod:`distntk.limit` replaces that past by a window of ``L`` states, with an
 error of order ``rho^L``; when no affordable window meets the memory tolerance
 (``rho`` near 1), this module estimates the training-side expectations over the
 infinite past instead.  Evaluation stays on windows: probes and the risk are
-defined on windows of the spec's ``L`` started from 0 (MODEL 2), so they are
+defined on windows of the spec's ``L`` started from 0 (docs/model.md#probe), so they are
 exact features.
 
-Feature form (MODEL 7).  With the quadrature nodes, ``K(x, y) = phi(x).phi(y)``
+Feature form (docs/model.md#features).  With the quadrature nodes, ``K(x, y) = phi(x).phi(y)``
 and the limit is ``h_t(x) = phi(x).beta_t``, ``beta_t = G^+ (I - e^{-alpha t G}) b``,
 ``G = E[phi phi^T]``, ``b = E[phi f]`` over the stationary infinite past.  All of
 it is computed in a ``k``-dimensional basis of node space, ``V = X_b^T U
@@ -43,7 +43,7 @@ AsyVar(z0)]``, ``z0`` the same expression on ``c0``: the first exactly by the
 window chain's Poisson equation, the second by lag sums ``C_0 + 2 sum_{j=1}^M C_j``
 along the segments with ``M = L0 + log(1e-9) / log(max(|lambda_2|, rho))``
 (both series decay at least that fast, so the truncation is negligible).  The
-i.i.d. prediction keeps lag 0 only.  Initialisation (5.2):
+i.i.d. prediction keeps lag 0 only.  Initialisation (docs/model.md (6.7)):
 ``Var = |gamma_s - D^T M_t gamma|^2`` with ``M_t = G^+ (I - e^{-alpha t G})``.
 
 Errors.  The Monte Carlo standard error of every output is the delete-one

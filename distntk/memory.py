@@ -1,4 +1,4 @@
-"""The memory fixed point of a finite-N network, measured (MODEL.md 3).
+"""The memory fixed point of a finite-N network, measured (docs/model.md#memory).
 
 :func:`memory_contraction` runs one finite-N
 network twice over the same data path with frozen parameters, from
@@ -34,7 +34,7 @@ def memory_contraction(cfg: RNNConfig, chain: MarkovChain, width: int, n_steps: 
     ``(width, init)``; the data path is the start of replica
     ``(width, init, 0)``'s path (same ``data_seed`` generator);
     trajectory A starts from ``S_{-1} = 0``, B from ``S_{-1}`` uniform on the
-    activation's range.  Parameters stay frozen (MODEL 3 is about fixed
+    activation's range.  Parameters stay frozen (docs/model.md#memory is about fixed
     ``theta``).  ``n_steps`` defaults to the steps needed for ``rho^k`` to reach
     ``tol``.  Returns a Dataset on ``step`` (``-1`` the start, then ``0..``)
     with ``distance`` (max over units), ``distance_rms`` and ``bound``

@@ -8,11 +8,11 @@ and ``report`` agree on every store, complete, partial or unbalanced):
   beside the limit ``h``; ``se``: its standard error ``mean_se`` (it includes
   the between-initialisation variability);
 * ``nvar``: ``N`` times the pooled within-initialisation variance ``within``,
-  beside the predictions ``nvar_poisson`` (Poisson equation, MODEL 5.1) and
+  beside the predictions ``nvar_poisson`` (Poisson equation, docs/model.md#poisson) and
   ``nvar_iid`` (the naive i.i.d. one);
 * ``var_init``: the between-initialisation component ``between_raw`` (not
   truncated at 0), an estimate of ``Var_theta E[g | theta]``, beside
-  ``var_init_pred = N^(1 - 2 beta) var_init_coef`` (MODEL 5.2).
+  ``var_init_pred = N^(1 - 2 beta) var_init_coef`` (docs/model.md#init).
 
 Intervals, verdicts and rates are in the report; this is the quick look that
 ``distntk query`` prints.

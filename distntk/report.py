@@ -9,12 +9,12 @@ schema, or a path) and writes into ``out_dir``:
 * ``nvar_vs_t.png`` -- ``N * Var(g | theta)`` against ``t``, one column per
   width, one row per probe (and the risk): simulated values with the 99%
   init-robust band used for the verdicts, the Poisson prediction ``V_t`` and
-  the i.i.d. prediction (MODEL 5.1);
+  the i.i.d. prediction (docs/model.md#iid);
 * ``mean_vs_h.png`` -- the simulated mean with 99% intervals against ``h_t``;
 * ``convergence.png`` -- ``|mean - h|``, ``|ratio - 1|`` against ``N`` on
-  log-log axes with fitted slopes and the MODEL orders ``N^{1/2-beta}`` and
-  ``N^{-1/2}`` (MODEL 5.3), when there are at least two widths;
-* ``memory.png`` -- the memory contraction against ``rho^k`` (MODEL 3) at the
+  log-log axes with fitted slopes and the predicted orders ``N^{1/2-beta}`` and
+  ``N^{-1/2}`` (docs/model.md#rates), when there are at least two widths;
+* ``memory.png`` -- the memory contraction against ``rho^k`` (docs/model.md#memory) at the
   largest width: :func:`distntk.memory.memory_contraction` of the chain and
   model rebuilt from the store's canonical spec (:func:`distntk.store.store_model`:
   data only, no target code is imported), or a result passed in.
@@ -119,7 +119,7 @@ def _memory_window_note(ds: xr.Dataset) -> str | None:
         return (f"- **Limit over the infinite past (sampled).** The training side of the limit is the infinite "
                 f"past (limit.memory), estimated along {a.get('memory_segments')} "
                 f"simulated segments ({a.get('memory_path_steps')} steps in all), with the exact L0 = "
-                f"{a.get('memory_L0')} window as control variate (MODEL.md 7, `distntk.longmem`). Monte Carlo "
+                f"{a.get('memory_L0')} window as control variate (docs/model.md#sampled, distntk.longmem). Monte Carlo "
                 f"standard errors (jackknife over segments) reach {rel('h'):.1e} relative on h, "
                 f"{rel('nvar_poisson'):.1e} on the Poisson N·Var and {rel('var_init_coef'):.1e} on the "
                 "initialisation variance; the verdicts' intervals include them. The memory correction measured "
@@ -434,7 +434,7 @@ def _rate_summary(est, rates) -> str:
     cell = _headline(est)
     W = int((est["n_init"] > 0).any([d for d in est["n_init"].dims if d != "width"]).sum())
     head = (f"- **Rates** (log-log slopes across {W} widths with data, probe {cell['probe']}, t = {cell['time']:g}; "
-            f"MODEL orders: init fluctuations N^(1/2-beta) = N^{rates.attrs['order_init']:.2f}, data fluctuations "
+            f"predicted orders: init fluctuations N^(1/2-beta) = N^{rates.attrs['order_init']:.2f}, data fluctuations "
             f"N^{rates.attrs['order_data']:.2f}). ")
     if W < 2:
         return head + "Need at least two widths with data."
@@ -450,7 +450,7 @@ def _rate_summary(est, rates) -> str:
             text = f"{label}: slope {s:.2f} {ci} from {n_used} widths"
         if np.isfinite(float(r["expected_slope"])):
             if np.isfinite(s):
-                text += f", MODEL {float(r['expected_slope']):.2f}: {r['slope_verdict'].item()} at 99%"
+                text += f", predicted {float(r['expected_slope']):.2f}: {r['slope_verdict'].item()} at 99%"
             sizes.append(text)
         else:
             devs.append(text)
@@ -555,7 +555,7 @@ def _rate_table(rates, pre):
                     str(a["slope_verdict"][i]) if np.isfinite(e) else "-",
                 ])
     cols = ["quantity", "t"] + ([] if pre else ["probe"]) + [
-        f"slope [{rates.attrs['level']:.0%}]", "widths used", "MODEL order", "verdict [99%]"]
+        f"slope [{rates.attrs['level']:.0%}]", "widths used", "predicted order", "verdict [99%]"]
     return _table(cols, rows)
 
 
@@ -624,14 +624,14 @@ def write_report(dataset_or_path: xr.Dataset | str | os.PathLike, out_dir: str |
         "",
     ]
     tw, tb, tm = _variance_tables(est, "")
-    md += ["## 1. Variance across data sequences: Poisson vs i.i.d. (MODEL 5.1)", "",
+    md += ["## 1. Variance across data sequences: Poisson vs i.i.d. (docs/model.md#poisson)", "",
            "![N Var vs t](nvar_vs_t.png)", "",
            f"Points: N times the pooled within-init variance; band: the {verdict_level:.0%} init-robust interval "
            "used for the verdicts; solid: Poisson prediction V_t; dashed: i.i.d. prediction. The table's "
            f"chi-square interval ({level:.0%}) assumes Var(g | theta) is the same for every init; `dispersion` "
            "(1 when it is) measures how far that holds.", ""] + tw + [""]
-    md += ["## 2. Variance across initialisations (MODEL 5.2)", ""] + tb + [""]
-    md += ["## 3. Mean vs the limit h_t (MODEL 4.3)", "", "![mean vs h](mean_vs_h.png)", "",
+    md += ["## 2. Variance across initialisations (docs/model.md#init)", ""] + tb + [""]
+    md += ["## 3. Mean vs the limit h_t (docs/model.md#limit-ode)", "", "![mean vs h](mean_vs_h.png)", "",
            "Intervals: t with (inits - 1) degrees of freedom on the init means, so they include the "
            "initialisation noise.", ""] + tm + [""]
     if "risk_within" in est:
@@ -639,7 +639,7 @@ def write_report(dataset_or_path: xr.Dataset | str | os.PathLike, out_dir: str |
         md += ["## 4. Stationary risk R(g) = 1/2 sum_z pi_L(z) (f(z) - g(z))^2", "",
                "The same comparisons for the risk, linearised around h_t for the predictions.", ""]
         md += rw + [""] + rb + [""] + rm + [""]
-    md += ["## 5. Convergence rates (MODEL 5.3)", ""]
+    md += ["## 5. Convergence rates (docs/model.md#rates)", ""]
     if "convergence.png" in figs:
         md += ["![convergence](convergence.png)", "",
                f"Weighted least squares of log q on log N with delta-method errors; points within "
@@ -650,7 +650,7 @@ def write_report(dataset_or_path: xr.Dataset | str | os.PathLike, out_dir: str |
             md += ["Stationary risk:", ""] + _rate_table(rates, "risk_") + [""]
     else:
         md += ["Needs at least two widths with data.", ""]
-    md += ["## 6. Memory fixed point (MODEL 3)", ""]
+    md += ["## 6. Memory fixed point (docs/model.md#memory)", ""]
     if memory is not None:
         m = memory.attrs
         md += ["![memory](memory.png)", "",
@@ -837,7 +837,7 @@ def write_sweep_report(catalog: Catalog, out_dir: str | os.PathLike, level: floa
         md += ["## Headline ratios against the swept keys", "", "![ratios](ratios.png)", "",
                f"Circles: N·Var / Poisson prediction; squares: N·Var / i.i.d. prediction; bars: {verdict_level:.0%} "
                "init-robust intervals (the verdict level). A ratio of 1 is agreement.", "",
-               "## Between-init variance across β (MODEL 5.2)", "", "![init](init.png)", "",
+               "## Between-init variance across β (docs/model.md#init)", "", "![init](init.png)", "",
                f"Between-init variance over its prediction N^(1-2β)·var_init_coef, {verdict_level:.0%} MLS intervals.",
                ""]
     md += ["## Verdicts per member", ""]

@@ -1,4 +1,4 @@
-"""The finite-N RNN with diagonal recurrent weights and its online SGD (MODEL.md 2).
+"""The finite-N RNN with diagonal recurrent weights and its online SGD (docs/model.md#network).
 
 Unit ``i`` has parameters ``theta^i = (c^i, w^i, a^i, b^i)`` in ``R x R^d x R x R``::
 
@@ -100,7 +100,7 @@ ACTIVATIONS: dict[str, tuple[Callable, float]] = {
 
 @dataclass(frozen=True)
 class RNNConfig:
-    """Model and training hyper-parameters (MODEL.md 2)."""
+    """Model and training hyper-parameters (docs/model.md#network)."""
 
     activation: str = "tanh"
     beta: float = 0.75

@@ -1,6 +1,6 @@
 """Experiment specs: TOML files that fix an :class:`~distntk.experiment.Experiment`.
 
-A spec names everything a run needs (MODEL.md sections 1-3 and 6)::
+A spec names everything a run needs (docs/model.md sections 1-3 and 10)::
 
     name = "quickstart"            # optional; default: the file's stem
     description = "..."            # optional, free text
@@ -9,16 +9,16 @@ A spec names everything a run needs (MODEL.md sections 1-3 and 6)::
     engine = "reference"           # optional training engine (distntk.rnn.ENGINES; the old key "kernel" is
                                    # still read, with a warning, and hashes the same)
 
-    [chain]                        # finite ergodic chain, MODEL 1
+    [chain]                        # finite ergodic chain, docs/model.md#data
     inputs = [-1.0, 1.0]           # x_s per state: S numbers (d = 1) or S lists of d numbers
     transition = [[0.8, 0.2], [0.3, 0.7]]
 
-    [target]                       # f of the last m inputs, MODEL 1
+    [target]                       # f of the last m inputs, docs/model.md#data
     name = "tanh_linear"           # built-in: linear(weights), tanh_linear(inner, outer), product(m)
     inner = [1.0, 0.8]             # ... with its parameters as further keys,
     outer = [0.0, 0.0, 0.3]        # or name = "module:function" with m = depth
 
-    [model]                        # RNNConfig, MODEL 2; every key optional (defaults of RNNConfig)
+    [model]                        # RNNConfig, docs/model.md#network; every key optional (defaults of RNNConfig)
     activation = "tanh"
     beta = 0.75
     alpha = 1.0
@@ -32,11 +32,11 @@ A spec names everything a run needs (MODEL.md sections 1-3 and 6)::
     [training]
     T = 2.0                        # horizon in training time t = k / N
     times = [0.5, 1.0, 1.5, 2.0]   # recording grid, sorted, within [0, T]
-    L = 8                          # window length, MODEL 3 ... or memory_tol = 1e-6
+    L = 8                          # window length, docs/model.md#memory ... or memory_tol = 1e-6
     record_risk = true             # optional: also record the stationary risk
 
     [limit]                        # optional
-    tol = 1e-6                     # kernel quadrature tolerance on K entries (MODEL 4.2, 7); or, legacy:
+    tol = 1e-6                     # kernel quadrature tolerance on K entries (docs/model.md#kernel); or, legacy:
     # resolution = 20              # fixed Gauss-Hermite points per coordinate (error estimate unreliable)
     max_histories = 4096           # most length-L histories the window chain may have (default 4096)
     memory = "auto"                # "window": the limit trains on length-L windows; "sampled": on the
@@ -118,7 +118,7 @@ class SpecError(ValueError):
 
 _REQUIRED = object()
 _DEFAULT_TOL = 1e-6
-_DEFAULT_QUAD_TOL = 1e-6  # limit.tol: kernel entries (MODEL 7)
+_DEFAULT_QUAD_TOL = 1e-6  # limit.tol: kernel entries (docs/model.md#kernel)
 _DEFAULT_STORE_DIR = "stores"
 DEFAULT_MAX_HISTORIES = 4096
 # bounds that keep every accepted spec finite and every refusal quick (module docstring, "Bounds")
@@ -499,7 +499,7 @@ def _training(t: "_Table", cfg: RNNConfig, chain, target, max_h: int):
 
 def _memory_mode(memory: str, cfg: RNNConfig, chain, target, max_h: int) -> bool:
     """Whether the limit is over the infinite past (``limit.memory``; ``auto``: when the longest window with
-    at most ``max_h`` histories leaves a memory bound ``rho^L`` above 1e-6, MODEL 3 and 7)."""
+    at most ``max_h`` histories leaves a memory bound ``rho^L`` above 1e-6, docs/model.md#memory and #sampled)."""
     if memory != "auto":
         return memory == "sampled"
     try:

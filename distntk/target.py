@@ -1,4 +1,4 @@
-"""Targets: functions of the last ``m`` inputs (MODEL.md section 1).
+"""Targets: functions of the last ``m`` inputs (docs/model.md#data).
 
 ``Y_k = f(X_{k-m+1}, ..., X_k) + eps_k``.  A :class:`Target` wraps a vectorised
 ``fn(x) -> y`` with ``x`` of shape ``(n, m, d)`` (oldest input first, so
@@ -9,7 +9,7 @@ weights act on every input coordinate and are summed over them):
 
 * ``linear``: ``f = sum_j weights[j] . X_{k-j}``
 * ``tanh_linear``: ``f = tanh(sum_j inner[j] . X_{k-j}) + sum_j outer[j] . X_{k-j}``
-  (MODEL.md section 6 is ``inner = [1, 0.8]``, ``outer = [0, 0, 0.3]``)
+  (docs/model.md#reference-case is ``inner = [1, 0.8]``, ``outer = [0, 0, 0.3]``)
 * ``product``: ``f = prod_j X_{k-j}[0]`` over the last ``m`` lags
 
 A user function is given as ``"module:function"`` plus its memory depth ``m``.

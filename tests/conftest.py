@@ -1,4 +1,4 @@
-"""Shared fixtures: the MODEL.md section 6 sticky chain, as real result stores.
+"""Shared fixtures: the reference sticky chain (docs/model.md#reference-case), as real result stores.
 
 ``sticky`` computes the sticky-chain experiment in-process (``Experiment.compute``,
 bit for bit what a Ray actor computes for the same unit); :func:`write_store`

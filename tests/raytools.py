@@ -23,7 +23,7 @@ VENV_BIN = str(Path(sys.executable).parent)
 
 def section6_toml(*, seed, widths, n_init, n_data, T=1.0, times=(0.5, 1.0), L=4, block=None, most_likely=2,
                  name=None, beta=None) -> str:
-    """TOML of the MODEL.md section 6 case: sticky binary chain, tanh_linear target, b_max = 0.3.
+    """TOML of the reference case (docs/model.md#reference-case): sticky binary chain, tanh_linear target, b_max = 0.3.
 
     Model keys other than ``b_max`` (and ``beta`` when given) keep RNNConfig's
     defaults; ``name`` and ``block`` are written only when given.  One line per

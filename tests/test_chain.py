@@ -175,7 +175,7 @@ def test_aperiodic_chain_with_long_cycles_is_accepted():
 ])
 @pytest.mark.parametrize("L", [1, 2, 5])
 def test_poisson_lag_sum_equals_the_fundamental_matrix(P, L):
-    """MODEL 7: the lag sum with the base chain's Z solves the window chain's Poisson equation exactly."""
+    """docs/model.md (6.9): the lag sum with the base chain's Z solves the window chain's Poisson equation exactly."""
     win = window_chain(markov_chain(P), L)
     rng = np.random.default_rng(L)
     F = rng.standard_normal((win.n_histories, 3))

@@ -1,4 +1,4 @@
-"""Finite-N simulation against the kernel limit and the Poisson variance (MODEL.md section 6)."""
+"""Finite-N simulation against the kernel limit and the Poisson variance (docs/model.md#reference-case)."""
 
 import numpy as np
 import pytest
@@ -30,7 +30,7 @@ def test_simulated_mean_tracks_the_kernel_limit(section6):
     """|mean - h_T| within 4 predicted standard errors of the grand mean.
 
     Var(grand mean) = N^{1-2beta} var_init/I + (V_T/N)/(I R) from the predictions
-    of MODEL 5.1-5.2; 4 sd leaves a false-alarm rate below 1e-4, and a wrong
+    of docs/model.md (5.8) and (5.12); 4 sd leaves a false-alarm rate below 1e-4, and a wrong
     limit (e.g. h at the wrong time or a wrong kernel scale) misses by far more.
     """
     exp, pred, out = section6

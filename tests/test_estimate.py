@@ -246,7 +246,7 @@ def test_memory_contraction_decays_at_most_like_rho():
     assert slow.attrs["bound_holds"] and slow.attrs["rate"] > mem.attrs["rate"] + 0.5
 
 
-# --------------------------------------------------------------------------- the sticky chain (MODEL.md 6)
+# ---------------------------------------------------------------------- the sticky chain (docs/model.md#reference-case)
 
 
 def test_sticky_chain_poisson_consistent_iid_rejected(sticky_store):
@@ -273,7 +273,7 @@ def test_sticky_chain_rates_dataset(sticky_store):
     assert set(rates.quantity.values) == {"mean_error", "ratio_poisson", "ratio_init", "sd_within", "sd_between"}
     assert rates.value.dims == ("quantity", "width", "time", "probe")
     assert rates.risk_slope.dims == ("quantity", "time")
-    # data fluctuations shrink like N^{-1/2} (MODEL 5.1) at the most likely window, t = T
+    # data fluctuations shrink like N^{-1/2} (docs/model.md (5.8)) at the most likely window, t = T
     sd = rates.sel(quantity="sd_within", time=2.0, probe=rates.probe.values[0])
     assert sd.slope_verdict == "consistent" and sd.slope_hi < -0.3
     assert int((rates.sel(quantity="sd_within").slope_verdict == "consistent").sum()) >= 9

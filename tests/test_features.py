@@ -1,4 +1,4 @@
-"""The feature-space limit solver (MODEL 7) equals the dense solver, the oracle for small H."""
+"""The feature-space limit solver (docs/model.md#features) equals the dense solver, the oracle for small H."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""The compiled kernels against the NumPy reference (MODEL.md 2; rnn.py, _fast.py).
+"""The compiled kernels against the NumPy reference (docs/model.md#network; rnn.py, _fast.py).
 
 The reference kernel is the oracle: after a whole run the fast kernel's records
 (probe outputs and the stationary risk) must equal it to 1e-10 relative, for

@@ -67,7 +67,7 @@ def test_h_matches_ode_integration():
 
 
 def _sigma_brute(lim, g, iid=False):
-    """Sigma(g) from its definition (MODEL 5.1) with the generic chain CLT solver."""
+    """Sigma(g) from its definition (docs/model.md (5.4)) with the generic chain CLT solver."""
     K, pi, f, alpha = lim.kernel.K, lim.window.pi, lim.f, lim.cfg.alpha
     F = alpha * (f - g)[:, None] * K.T  # row z' is F(g, z') = alpha (f - g)(z') K(., z')
     if iid:

@@ -61,7 +61,8 @@ def test_memory_section_says_why_when_the_spec_does_not_match(sticky_store, tmp_
     ds.attrs = {**ds.attrs, "spec_canonical": ds.attrs["spec_canonical"].replace('"seed":11', '"seed":12')}
     assert ds.attrs["spec_canonical"] != sticky_store.attrs["spec_canonical"]
     md = write_report(ds, tmp_path / "rep").read_text()
-    assert ("## 6. Memory fixed point (MODEL 3)\n\nNot computed: the canonical spec stored in 'sticky-test' does not "
+    assert ("## 6. Memory fixed point (docs/model.md#memory)\n\n"
+            "Not computed: the canonical spec stored in 'sticky-test' does not "
             "hash to the store's") in md
     assert not (tmp_path / "rep" / "memory.png").exists()
 
