@@ -102,7 +102,7 @@ from .spec import Spec, SpecError, canonical_json, is_code_target, parse_spec, s
 
 __all__ = ["SCHEMA", "StoreError", "ResultStore", "UnitWriter", "open_store", "open_result_store", "create_store",
            "open_or_create", "check_location", "check_writable", "store_spec", "store_model", "location",
-           "chunk_digest", "check_attributes"]
+           "chunk_digest", "check_attributes", "predictions_digest", "prediction_names"]
 
 _ZARR_FORMAT = 3
 SCHEMA = 2  # the layout new stores get (attribute ``store_schema``; absent means 1)
@@ -357,6 +357,35 @@ def check_attributes(path, attrs: dict) -> dict:
         raise _edited(path, f"attribute 'store_schema' is {one_line(repr(attrs.get('store_schema')), 40)}; this "
                             "distntk reads store schemas 1 and 2")
     return canonical
+
+
+_SE_NAMES = tuple(f"{n}_se" for n in ("h", "nvar_poisson", "nvar_iid", "var_init_coef", "risk_h",
+                                        "nvar_risk_poisson", "nvar_risk_iid", "var_risk_init_coef"))
+
+
+def _solver_attrs(attrs: dict) -> dict:
+    """The attributes the limit solver wrote (bounds, errors, the sampled limit's figures): data, not spec."""
+    return {k: v for k, v in attrs.items() if k.startswith(("memory_", "kernel_")) or k == "n_histories"}
+
+
+def predictions_digest(values: dict, attrs: dict) -> str:
+    """The digest of a store's predictions: every prediction array present (``values``: name -> array, the
+    ``*_se`` included) and the solver's attributes, bound to their names.  Written at creation
+    (``predictions_digest``), checked on every read that judges a store; ``kernel_seconds`` is left out
+    (a timing, not a number any verdict uses)."""
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(values):
+        v = np.ascontiguousarray(values[name], dtype=np.int64 if name == "probe_window" else np.float64)
+        h.update(f"{name}|{v.shape}|".encode())
+        h.update(v.data)
+    solver = {k: v for k, v in _solver_attrs(attrs).items() if k != "kernel_seconds"}
+    h.update(json.dumps(solver, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def prediction_names(names) -> list[str]:
+    """The prediction arrays among ``names`` (array names of a store), in a fixed order."""
+    return sorted(n for n in names if n in _PREDICTION_NAMES + _SE_NAMES + ("probe_window",))
 
 
 def _check_spec_text(path, attrs: dict, canonical: dict) -> None:
@@ -728,16 +757,22 @@ class ResultStore:
         return [n for n in _required_arrays(self.canonical, self.schema) if n not in names]
 
     def lost_predictions(self) -> list[str]:
-        """Prediction arrays present but unreadable or not finite (a damaged or deleted chunk)."""
-        lost = []
-        for name in _required_arrays(self.canonical, self.schema):
-            if name in _PREDICTION_NAMES and name in self.group:
-                try:
-                    ok = np.isfinite(np.asarray(self._array(name)[...], dtype=float)).all()
-                except _DECODE_ERRORS:
-                    ok = False
-                if not ok:
-                    lost.append(name)
+        """Prediction arrays present but unreadable or not finite (a damaged or deleted chunk); all of them when
+        they (or the solver's attributes) do not match the store's ``predictions_digest``."""
+        lost, values = [], {}
+        names = prediction_names(self.group.array_keys())
+        for name in names:
+            arr = self._array(name)
+            try:
+                values[name] = np.asarray(arr[...])
+                ok = np.isfinite(values[name].astype(float)).all()
+            except _DECODE_ERRORS:
+                ok = False
+            if not ok and name in _required_arrays(self.canonical, self.schema):
+                lost.append(name)
+        want = self.attrs.get("predictions_digest")
+        if not lost and want and len(values) == len(names) and predictions_digest(values, self.attrs) != want:
+            return names
         return lost
 
     def rebuild(self, spec: Spec, predictions: Callable[[], xr.Dataset]) -> list[str]:
@@ -754,8 +789,13 @@ class ResultStore:
         with _storage_errors(self.path, "write store", catch=(OSError,)):
             _allocate(self.group, spec.experiment, pred, self.schema, only=set(missing))
             for name in lost:
-                self._array(name)[...] = pred[name].values
-        self._arrays.clear()
+                self._array(name)[...] = pred[name].values if name != "probe_window" else \
+                    np.asarray(spec.experiment.probes, dtype=np.int64)
+            self._arrays.clear()
+            fresh = _attrs(spec, spec.experiment, pred, "")
+            solver = _solver_attrs(fresh)
+            values = {n: np.asarray(self._array(n)[...]) for n in prediction_names(self.group.array_keys())}
+            self.group.attrs.update({**solver, "predictions_digest": predictions_digest(values, solver)})
         self.log(f"rebuilt {', '.join(missing + lost)} (missing or lost; units without their data are recomputed)")
         return missing + lost
 
@@ -1064,7 +1104,9 @@ def create_store(path: str | os.PathLike, spec: Spec, predictions: xr.Dataset, s
         except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as exc:
             raise StoreError(f"cannot create store at {path}: {type(exc).__name__}: {one_line(exc)}") from None
         _allocate(g, exp, predictions, schema)
-        g.attrs.update(_attrs(spec, exp, predictions, command))
+        attrs = _attrs(spec, exp, predictions, command)
+        values = {n: np.asarray(g[n][...]) for n in prediction_names(g.array_keys())}  # as stored
+        g.attrs.update({**attrs, "predictions_digest": predictions_digest(values, attrs)})
         if schema >= 2:
             g.attrs["store_schema"] = schema
     return ResultStore(str(path), g)

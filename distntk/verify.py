@@ -76,6 +76,7 @@ from .experiment import Unit, unit_grid
 from .store import (
     _DECODE_ERRORS,
     _NOT_FOUND,
+    _SE_NAMES,
     StoreError,
     _check_array_meta,
     _check_coords,
@@ -87,6 +88,8 @@ from .store import (
     location,
     open_result_store,
     open_store,
+    prediction_names,
+    predictions_digest,
 )
 
 __all__ = ["verify", "Verification", "open_checked", "open_checked_many", "store_attrs_many", "outliers",
@@ -203,19 +206,32 @@ def _problems(path, storage_options=None):
         lost = "array 'risk' is missing (the spec records the risk)"
         damaged = {u: lost for u in rs._all_units() if arrays["done"][rs._region(u)[:3]].all()} | dict(damaged)
     names = PREDICTIONS + (_RISK_PREDICTIONS if _records_risk(rs.canonical) else ())
+    present = prediction_names(rs.group.array_keys())
     values = {}
-    for name in names:
+    for name in dict.fromkeys(names + tuple(present)):
         if name not in rs.group:
             values[name] = None
             continue
+        arr = rs._array(name)  # its metadata checked: an edited layout is a StoreError, not a decode error
         try:
-            values[name] = np.asarray(rs.group[name][...])
+            values[name] = np.asarray(arr[...])
         except _DECODE_ERRORS as exc:
             values[name] = exc
-    preds = _prediction_problems(values)
+    preds = _prediction_problems({n: values[n] for n in names}) or _predictions_digest_problem(rs.attrs, values)
     flags = {} if preds else _flags(arrays["output"], arrays["done"], rs.widths, rs.block, rs.attrs,
                                     values["var_init_coef"], damaged)
     return rs, arrays, dict(damaged), flags, preds
+
+
+def _predictions_digest_problem(attrs: dict, values: dict) -> list[str]:
+    """``[line]`` when the predictions present (``values``) or the solver's attributes do not match the store's
+    ``predictions_digest`` (a store made before the digest has none: not checked)."""
+    want = attrs.get("predictions_digest")
+    got = {n: v for n, v in values.items() if v is not None and not isinstance(v, Exception)}
+    if want and predictions_digest(got, attrs) != want:
+        return ["predictions: the predictions or the limit solver's attributes do not match the digest written "
+                "when the store was created (edited?)"]
+    return []
 
 
 def _records_risk(canonical: dict) -> bool:
@@ -514,7 +530,7 @@ async def _read_store(path: str, storage_options: dict | None, parsed: dict | No
     parsed = {} if parsed is None else parsed
     local = "://" not in path
     g, attrs = await _open_group(path, storage_options, local_reads=local)
-    names = _COORDS + _PER_REPLICA + _bookkeeping_names() + PREDICTIONS + _RISK_PREDICTIONS
+    names = _COORDS + _PER_REPLICA + _bookkeeping_names() + PREDICTIONS + _RISK_PREDICTIONS + _SE_NAMES
     with _storage_errors(path, "read store"):  # a transport error, or metadata that do not parse: this store only
         if local:
             got = [await _read_array(path, g, n, parsed) for n in names]
@@ -571,7 +587,8 @@ def _checked_from(path: str, attrs: dict, got: dict) -> tuple[xr.Dataset, dict] 
     _check_coords(path, canonical, {n: values[n] for n in _COORDS + ("probe_window",)})
     has_risk = _records_risk(canonical)
     _refuse_missing(path, ["risk"] if has_risk and values["risk"] is None else [])
-    preds = _prediction_problems({n: values[n] for n in PREDICTIONS + (_RISK_PREDICTIONS if has_risk else ())})
+    preds = _prediction_problems({n: values[n] for n in PREDICTIONS + (_RISK_PREDICTIONS if has_risk else ())}) or \
+        _predictions_digest_problem(attrs, {n: values[n] for n in prediction_names(values)})
     if preds:
         raise StoreError(f"{path} lost its predictions: {preds[0].removeprefix('predictions: ')}; the store "
                          "cannot be compared with the limit (recreate it with distntk run)")
@@ -591,7 +608,7 @@ def _checked_from(path: str, attrs: dict, got: dict) -> tuple[xr.Dataset, dict] 
     for name, (meta, v) in got.items():
         if v is None or name in _bookkeeping_names() or name in ("unit_writes", "unit_digest"):
             continue
-        var = xr.Variable(tuple(meta.dimension_names), replaced.get(name, v), dict(meta.attributes))
+        var = xr.Variable(tuple(meta.dimension_names), replaced.get(name, v), _meta(name))
         (coords if name in _COORDS else data)[name] = var
     out_attrs = dict(attrs)
     if bad:

@@ -250,7 +250,8 @@ def test_local_reads_give_the_bytes_zarrs_local_store_gives(complete_root):
 
 def test_each_store_is_read_with_its_own_array_metadata(complete_root, tmp_path):
     """Metadata documents are parsed once per batch by their bytes: a store whose document differs
-    (doctored) is read with its own, never with a sibling's; one that does not parse is named."""
+    (doctored: a fill value distntk does not write) is judged by its own, never by a sibling's; one that does
+    not parse is named."""
     import shutil
 
     from distntk.verify import open_checked, open_checked_many
@@ -261,14 +262,13 @@ def test_each_store_is_read_with_its_own_array_metadata(complete_root, tmp_path)
         shutil.copytree(src, tmp_path / f"{n}.zarr")
     meta = tmp_path / "doctored.zarr" / "output" / "zarr.json"
     doc = json.loads(meta.read_text())
-    doc["attributes"]["doctored"] = "yes"
+    doc["fill_value"] = 0.0  # a layout distntk does not write: refused for this store only
     meta.write_text(json.dumps(doc))
     (tmp_path / "garbage.zarr" / "h" / "zarr.json").write_text('{"node_type": "array", "shape": "nonsense"}')
     (tmp_path / "group.zarr" / "risk" / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group"}')
     got = dict(zip(names, open_checked_many([tmp_path / f"{n}.zarr" for n in names]), strict=True))
-    assert got["doctored"][0]["output"].attrs["doctored"] == "yes"
+    assert isinstance(got["doctored"], StoreError) and "array 'output' has fill_value 0.0" in str(got["doctored"])
     for n in ("a", "a-again"):
-        assert "doctored" not in got[n][0]["output"].attrs
         assert got[n][0].identical(open_checked(tmp_path / f"{n}.zarr")[0].drop_vars(["block", "unit_wall_time",
                                                                                        "unit_node", "unit_writes"],
                                                                                       errors="ignore"))

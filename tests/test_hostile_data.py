@@ -27,6 +27,7 @@ import zarr
 from conftest import ROOT, write_store
 from raytools import VENV_BIN, cleanup, new_mark, scoped_env, short_tmp, tiny_spec
 
+from distntk import estimate
 from distntk.catalog import open_catalog
 from distntk.cli import main
 from distntk.spec import load_spec
@@ -251,11 +252,13 @@ def _same_as_clean(path, clean_path) -> None:
         np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
 
 
-def test_a_plain_rerun_repairs_a_foreign_chunk_and_rebuilds_a_lost_prediction(clean, tmp_path):
-    """One rerun: the unit holding another unit's chunk is recomputed (only it), ``h`` is solved again."""
+def test_a_plain_rerun_repairs_a_foreign_chunk_and_rebuilds_lost_predictions(clean, tmp_path):
+    """One rerun: the unit holding another unit's chunk is recomputed (only it), the predictions solved again."""
     path = _copy(clean, tmp_path)
     shutil.copy(path / "output" / "c.1.1.1.0.0", path / "output" / "c.1.0.1.0.0")
     shutil.rmtree(path / "h")
+    g = zarr.open_group(str(path), mode="r+")
+    g["nvar_poisson"][...] = g["nvar_poisson"][...] * 2  # and an edited prediction: every prediction rewritten
     p = _rerun(clean[0], path, tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "1 of 8 units to compute" in p.stderr
@@ -272,3 +275,42 @@ def test_a_plain_rerun_rebuilds_a_deleted_risk_array(clean, tmp_path):
     assert "8 of 8 units to compute" in p.stderr
     assert verify(path) == Verification((), ())
     _same_as_clean(path, clean[2])
+
+
+# ------------------------------------------------------------------------- predictions bound to the store
+
+@pytest.mark.parametrize("how", ["edited h", "edited solver attribute"])
+def test_predictions_edited_after_creation_are_named(clean, tmp_path, capsys, how):
+    path = _copy(clean, tmp_path)
+    g = zarr.open_group(str(path), mode="r+")
+    if how == "edited h":
+        g["h"][...] = g["h"][...] * 1.01  # finite, checksummed: only the digest tells
+    else:
+        g.attrs["memory_bound"] = 1e-12
+    code, lines, _ = _verify_lines(path, capsys)
+    assert code == 1 and lines == ["predictions: the predictions or the limit solver's attributes do not match the "
+                                   "digest written when the store was created (edited?)"]
+    _one_error(main(["query", str(path)]), capsys.readouterr().err, "lost its predictions: the predictions")
+    [got] = open_checked_many([path])
+    assert "lost its predictions: the predictions" in str(got)
+
+
+def test_prediction_errors_reach_every_reader(clean, tmp_path, capsys):
+    """A sampled limit's standard errors (``*_se``) widen the verdicts on the single-store and catalog paths alike."""
+    from distntk.store import create_store
+
+    spec = clean[1]
+    e = spec.experiment
+    pred = e.predictions()
+    for name in ("h", "nvar_poisson", "nvar_iid", "var_init_coef"):
+        pred[f"{name}_se"] = abs(pred[name]) * 0.05 + 1e-3
+    root = tmp_path / "root"
+    rs = create_store(root / "s.zarr", spec, pred)
+    for u in e.units():
+        rs.write_unit(u, e.compute(u), 0.1, "n")
+    one = estimate(open_checked(root / "s.zarr")[0])
+    many = estimate(open_catalog(root).checked("s")[0])
+    for name in ("ratio_poisson_lo", "ratio_poisson_hi", "mean_error_lo", "ratio_init_hi"):
+        np.testing.assert_array_equal(many[name].values, one[name].values, err_msg=name)
+    plain = estimate(open_checked(clean[2])[0])
+    assert (one.ratio_poisson_hi.values > plain.ratio_poisson_hi.values).all()  # the errors widen the intervals
