@@ -330,7 +330,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="TOML experiment spec, e.g. jobs/quickstart.toml, or a sweep spec ([sweep] table)")
     p.add_argument("--store", help="store path or fsspec URL (default: the spec's `store`); for a sweep, the root "
                    "that holds one store per member (default: stores/<sweep name>)")
-    p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else an embedded local Ray)")
+    p.add_argument("--address", help="Ray cluster to join: the HOST:PORT that `ray start --head` prints, "
+                   "ray://HOST:PORT or auto (default: $RAY_ADDRESS, else an embedded local Ray); checked first: "
+                   "a wrong one is one error line, before any limit or store")
     p.add_argument("--actors", type=int, help="number of Ray actors (default: one per CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-query", action="store_true", help="print the query table when done")
