@@ -351,7 +351,8 @@ def _parser() -> argparse.ArgumentParser:
                         "e.g. model.beta=0.65")
     q.add_argument("--width", type=int, help="one width N")
     q.add_argument("--time", type=float, help="one time t of the grid")
-    q.add_argument("--probe", help="one probe: index or window label")
+    q.add_argument("--probe", help="one probe: its label (the window of states, e.g. 000000), or its index 0, 1, ... "
+                   "written without leading zeros; a value of the labels' form is always a label")
     q.add_argument("--format", choices=["table", "csv", "json"], default="table",
                    help="table (default, for reading), csv (one row per line) or json (progress and rows)")
     _add_storage_option(q)
