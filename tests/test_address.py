@@ -168,3 +168,13 @@ def test_a_live_ray_gcs_passes_the_check(tmp_path, auth):
         proc.stdin.close()
         proc.wait(timeout=60)
         assert cleanup(mark, temp) == []
+
+
+def test_a_sweep_with_a_wrong_address_writes_no_root(tmp_path):
+    root = tmp_path / "root"
+    closed = f"127.0.0.1:{free_port()}"
+    p, seconds = _cli(["run", str(ROOT / "jobs" / "beta-sweep.toml"), "--store", str(root), "--address", closed],
+                      scoped_env(tmp_path / "home"), tmp_path)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert f"cannot reach a Ray cluster at {closed}: connection refused" in p.stderr and seconds < 30
+    assert not root.exists()  # no manifest, no member store
