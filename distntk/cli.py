@@ -61,11 +61,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _UsageError(Exception):
-    pass
+    def __init__(self, msg: str, then: str = ""):
+        super().__init__(msg)
+        self.then = then  # a command that works, printed whole after the (cut) message
 
 
-def _fail(msg: str, code: int) -> int:
-    print(f"distntk: error: {one_line(msg)}", file=sys.stderr)
+def _fail(msg: str, code: int, then: str = "") -> int:
+    then = f"; {then}" if then and then.isprintable() else ""
+    print(f"distntk: error: {one_line(msg)}{then}", file=sys.stderr)
     return code
 
 
@@ -126,6 +129,7 @@ def _run(args) -> int:
     from .cost import check_cost, estimate_cost, machine_memory, total_cost
     from .driver import run, run_sweep
     from .spec import load_spec
+    from .store import SpecChanged
     from .sweep import load_sweep
 
     address = args.address or os.environ.get("RAY_ADDRESS") or None
@@ -166,7 +170,13 @@ def _run(args) -> int:
                   command="distntk " + " ".join(shlex.quote(a) for a in _redacted(args.argv)),
                   storage_options=options, runtime_env=shipped[0] if shipped else None)
     t0 = time.perf_counter()
-    reps = [run(spec, store, **kwargs)] if sweep is None else run_sweep(sweep, store, **kwargs)
+    try:
+        reps = [run(spec, store, **kwargs)] if sweep is None else run_sweep(sweep, store, **kwargs)
+    except SpecChanged as exc:
+        if sweep is not None:
+            raise
+        then = f"to run this spec into a new store: {_with_store(args.argv, exc.fresh)}"
+        raise _UsageError(exc.reason, then=then) from None
     done = [r for r in reps if r.summary is not None]
     if done:
         s = done[0].summary  # one actor pool served every store of the run
@@ -183,6 +193,17 @@ def _run(args) -> int:
     print(f"query it with: distntk query {shlex.quote(store)}{same}; report: distntk report {shlex.quote(store)}{same}",
           file=sys.stderr)
     return 0
+
+
+def _with_store(argv: list[str], store: str) -> str:
+    """The command ``distntk ARGV`` with ``--store STORE`` instead of its own, shell-quoted (option values hidden)."""
+    out, skip = [], False
+    for a in _redacted(argv):
+        if skip or a == "--store" or a.startswith("--store="):
+            skip = a == "--store"
+            continue
+        out.append(a)
+    return "distntk " + shlex.join([*out, "--store", store])
 
 
 def _open_checked(path, storage_options=None):
@@ -338,7 +359,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="TOML experiment spec, e.g. jobs/quickstart.toml, or a sweep spec ([sweep] table)")
     p.add_argument("--store", help="store path or fsspec URL (default: the spec's `store`); for a sweep, the root "
                    "that holds one store per member (default: stores/<sweep name>)")
-    p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else an embedded local Ray)")
+    p.add_argument("--address", help="Ray cluster to join: the HOST:PORT that `ray start --head` prints, "
+                   "ray://HOST:PORT or auto (default: $RAY_ADDRESS, else an embedded local Ray); checked first: "
+                   "a wrong one is one error line, before any limit or store")
     p.add_argument("--actors", type=int, help="number of Ray actors (default: one per CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-query", action="store_true", help="print the query table when done")
@@ -357,7 +380,8 @@ def _parser() -> argparse.ArgumentParser:
                         "e.g. model.beta=0.65")
     q.add_argument("--width", type=int, help="one width N")
     q.add_argument("--time", type=float, help="one time t of the grid")
-    q.add_argument("--probe", help="one probe: index or window label")
+    q.add_argument("--probe", help="one probe: its label (the window of states, e.g. 000000), or its index 0, 1, ... "
+                   "written without leading zeros; a value of the labels' form is always a label")
     q.add_argument("--format", choices=["table", "csv", "json"], default="table",
                    help="table (default, for reading), csv (one row per line) or json (progress and rows)")
     _add_storage_option(q)
@@ -403,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         return {"run": _run, "query": _query, "report": _report, "verify": _verify, "demo": _demo}[args.cmd](args)
     except (_UsageError, SpecError, StoreError, QueryError, ChainError, ModelError, TargetError,
             EstimateError, ConnectError, CostError, CatalogError) as exc:
-        return _fail(str(exc), 2)
+        return _fail(str(exc), 2, getattr(exc, "then", ""))
     except ServiceError as exc:
         return _fail(str(exc), 1)
     except KeyboardInterrupt:

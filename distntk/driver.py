@@ -13,6 +13,9 @@
    computation (data, then ``done``), with at most ``max_pending`` units
    buffered in the driver.  The driver is the only writer.
 
+A wrong ``address`` is refused first, in one line, before any lease, store or
+limit (:func:`distntk.service.check_address`).
+
 A sweep (:mod:`distntk.sweep`) runs through :func:`run_sweep`: its manifest is
 recorded in the root (a changed sweep is refused), and :func:`run_many` puts the
 units of every member store through one actor pool, interleaved across members,
@@ -36,7 +39,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .lease import acquire
-from .service import RunSummary, UnitInfo, connect, run_units
+from .service import RunSummary, UnitInfo, check_address, connect, run_units
 from .spec import Spec
 from .store import ResultStore, check_location, location, open_or_create
 
@@ -114,6 +117,7 @@ def run_many(
     stores.  ``announce(n_todo, n_total)`` counts units over all stores;
     ``on_unit(k, unit, UnitInfo)`` names the job ``k``.  Returns one report per job.
     """
+    check_address(address)  # a wrong address: one line now, before a lease, a store or a limit
     jobs = [(spec, location(path)) for spec, path in jobs]
     for _, path in jobs:  # an unreachable or unwritable location fails here, with its own words
         check_location(path, storage_options)
@@ -244,6 +248,7 @@ def run_sweep(sweep: Sweep, root: str, *, storage_options: dict | None = None,
     """
     from .catalog import write_manifest
 
+    check_address(kwargs.get("address"))
     write_manifest(str(root), sweep.manifest, storage_options)
     jobs = [(m.spec, member_store(root, m)) for m in sweep.members]
     return run_many(jobs, storage_options=storage_options, desc=sweep.name, **kwargs)

@@ -16,6 +16,14 @@ and ``report`` agree on every store, complete, partial or unbalanced):
 
 Intervals, verdicts and rates are in the report; this is the quick look that
 ``distntk query`` prints.
+
+Selecting a probe (``probe=``, ``--probe``): a probe's label is its window of
+states, ``L`` digits (``"000000"``).  A value equal to a label selects that probe;
+a value of the labels' form (``L`` digits) that equals none is an error listing
+the labels, never read as an index (``000001`` is not probe 1).  An index is a
+non-negative integer written without leading zeros and not of the labels' form
+(so ``1`` with six-digit labels, never ``01`` nor ``000001``), or a Python
+``int``; outside ``0..P-1`` it is an error naming that range.
 """
 
 from __future__ import annotations
@@ -73,16 +81,36 @@ def _select(ds: xr.Dataset, width=None, time=None, probe=None):
             raise QueryError(f"--time {time}: not on the store's time grid {times}")
         tsel = hit
     labels = [str(p) for p in ds["probe"].values]
-    psel = list(range(len(labels)))
-    if probe is not None:
+    psel = list(range(len(labels))) if probe is None else [_probe_index(probe, labels)]
+    return wsel, tsel, psel
+
+
+def _probe_index(probe: int | str, labels: list[str]) -> int:
+    """The position of ``probe`` (a label, or an index) in ``labels``; the rule is the module docstring's."""
+    last = len(labels) - 1
+    shown = ", ".join(labels[:8]) + (f", ... ({len(labels)} in all)" if len(labels) > 8 else "")
+
+    def digits(v: str) -> bool:
+        return v.isascii() and v.isdigit()
+
+    if isinstance(probe, int) and not isinstance(probe, bool):
+        index = probe
+    else:
         p = str(probe)
         if p in labels:
-            psel = [labels.index(p)]
-        elif p.isascii() and p.isdigit() and int(p) < len(labels):
-            psel = [int(p)]
-        else:
-            raise QueryError(f"--probe {probe}: expected a probe index 0..{len(labels) - 1} or a label in {labels}")
-    return wsel, tsel, psel
+            return labels.index(p)
+        widths = {len(lab) for lab in labels}
+        form = widths.pop() if len(widths) == 1 and all(digits(lab) for lab in labels) else None
+        if digits(p) and len(p) == form:
+            raise QueryError(f"--probe {p}: no probe has this label; the store's probe labels are {shown} "
+                             f"(an index 0..{last} is written with fewer digits than a label)")
+        if not digits(p) or (p != "0" and p.startswith("0")):
+            raise QueryError(f"--probe {p}: neither a probe label ({shown}) nor an index 0..{last} "
+                             "(an index is written without leading zeros)")
+        index = int(p)
+    if not 0 <= index <= last:
+        raise QueryError(f"--probe {probe}: index out of range 0..{last} (the store's probe labels are {shown})")
+    return index
 
 
 def summary(ds: xr.Dataset, width: int | None = None, time: float | None = None,

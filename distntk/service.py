@@ -23,6 +23,18 @@ raised by ``fn`` itself is not retried: it stops the run with
 :func:`connect` starts an embedded single-node Ray (``address=None``), or joins
 the cluster at ``address`` (``ray.init(address=...)``; inside ``ray job submit``
 ``RAY_ADDRESS`` points at the job's cluster).
+
+:func:`check_address` asks ``address`` whether it is a Ray cluster before anything
+else happens (``ray.init`` on a wrong address retries for minutes, printing Ray's
+reconnect lines): a TCP connection first (refused, unknown host, no answer), then
+one gRPC call with a deadline of ``timeout`` seconds, the call ``ray.init`` makes
+first: ``NodeInfoGcsService.GetClusterId`` on a GCS (``HOST:PORT``, what
+``ray start --head`` prints; ``auto`` resolved as Ray resolves it), or the Ray
+client's ``ClusterInfo(PING)`` on a client server (``ray://HOST:PORT``).  The call
+carries no token: a reply, or Ray's ``UNAUTHENTICATED``, means a Ray server is
+there (its token is ``ray.init``'s business); a listener that does not speak
+HTTP/2 fails at once, one that says nothing meets the deadline, and another gRPC
+server answers ``UNIMPLEMENTED``.  Each is one :class:`ConnectError` line.
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
 import time
 from collections import deque
@@ -43,7 +56,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 from ._text import one_line
 
 __all__ = ["UnitInfo", "RunSummary", "UnitFailed", "ServiceError", "ConnectError", "ActorPool", "connect",
-           "run_units", "cluster_cpus"]
+           "check_address", "run_units", "cluster_cpus"]
 
 ACTOR_PREFIX = "distntk-worker"
 _log = logging.getLogger("distntk.service")
@@ -116,6 +129,96 @@ def _token_notice(record: logging.LogRecord) -> bool:
 
 def cluster_cpus() -> int:
     return int(ray.cluster_resources().get("CPU", 1))
+
+
+CHECK_TIMEOUT_S = 10.0  # the deadline of check_address's gRPC call: a live GCS answers in milliseconds
+_EXPECTED = "expected the HOST:PORT that `ray start --head` prints (port 6379 by default), ray://HOST:PORT or auto"
+
+
+def check_address(address: str | None, timeout: float = CHECK_TIMEOUT_S) -> None:
+    """Raise a one-line :class:`ConnectError` unless a Ray cluster answers at ``address``; see the module docstring.
+
+    ``None`` and ``"local"`` (an embedded Ray), an address of another Ray client
+    plugin (``module://...``), and any address while Ray is already initialised in
+    this process (:func:`connect` then uses that Ray as is) are not checked.
+    """
+    if not address or address == "local" or ray.is_initialized():
+        return
+    scheme, sep, rest = address.partition("://")
+    if sep and scheme in ("http", "https"):
+        raise ConnectError(f"address {address}: an HTTP address (the dashboard's, for `ray job submit`); "
+                           f"{_EXPECTED}")
+    if sep and scheme != "ray":
+        return
+    if address == "auto":
+        from ray._private.services import canonicalize_bootstrap_address
+
+        try:
+            resolved = canonicalize_bootstrap_address("auto")
+        except Exception as exc:  # noqa: BLE001 - Ray's words, on one line
+            raise ConnectError(f"address auto: {one_line(exc)}") from None
+        if not resolved:
+            raise ConnectError(f"address auto: no running Ray cluster found on this machine; {_EXPECTED}")
+        address = resolved
+    kind = "Ray client server" if sep else "Ray cluster"
+    hostport = rest if sep else address
+    host, _, port = hostport.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConnectError(f"address {address}: not HOST:PORT; {_EXPECTED}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except socket.gaierror as exc:
+        why = f"unknown host {host!r} ({one_line(exc)})"
+    except TimeoutError:
+        why = f"no answer within {timeout:g} s"
+    except OSError as exc:
+        why = one_line(exc).lower()
+    else:
+        why = _grpc_probe(hostport, bool(sep), timeout)
+        if why:
+            raise ConnectError(f"{address} is not a {kind}: {why}; {_EXPECTED}")
+        return
+    raise ConnectError(f"cannot reach a {kind} at {address}: {why}; {_EXPECTED}")
+
+
+def _grpc_probe(hostport: str, client: bool, timeout: float) -> str | None:
+    """``None`` if a Ray GCS (or client server) answers its first call at ``hostport``, else why not."""
+    import grpc
+
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):  # as Ray's own channels do
+        from ray._private.tls_utils import load_certs_from_env
+
+        chain, key, ca = load_certs_from_env()
+        creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=chain)
+        channel = grpc.secure_channel(hostport, creds)
+    else:
+        channel = grpc.insecure_channel(hostport)
+    try:
+        if client:
+            from ray.core.generated import ray_client_pb2 as pb
+            from ray.core.generated import ray_client_pb2_grpc as rpc
+
+            rpc.RayletDriverStub(channel).ClusterInfo(pb.ClusterInfoRequest(type=pb.ClusterInfoType.PING),
+                                                      timeout=timeout)
+        else:
+            from ray.core.generated import gcs_service_pb2 as pb
+            from ray.core.generated import gcs_service_pb2_grpc as rpc
+
+            rpc.NodeInfoGcsServiceStub(channel).GetClusterId(pb.GetClusterIdRequest(), timeout=timeout)
+    except grpc.RpcError as exc:
+        code = exc.code()
+        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            return None  # Ray's token check answered: a Ray server, whose token ray.init handles
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return f"something listens there but gives no gRPC reply within {timeout:g} s"
+        if code == grpc.StatusCode.UNIMPLEMENTED:
+            return "a gRPC server of another service answers there"
+        last = (exc.details() or "").rsplit(": ", 1)[-1]  # "failed to connect ...: ipv4:HOST:PORT: <why>"
+        return f"something listens there but does not speak gRPC ({one_line(last, 50)})"
+    finally:
+        channel.close()
+    return None
 
 
 @contextlib.contextmanager

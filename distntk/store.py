@@ -102,7 +102,7 @@ from .spec import Spec, SpecError, canonical_json, is_code_target, parse_spec, s
 
 __all__ = ["SCHEMA", "StoreError", "ResultStore", "UnitWriter", "open_store", "open_result_store", "create_store",
            "open_or_create", "check_location", "check_writable", "store_spec", "store_model", "location",
-           "chunk_digest", "check_attributes", "predictions_digest", "prediction_names"]
+           "chunk_digest", "check_attributes", "predictions_digest", "prediction_names", "SpecChanged"]
 
 _ZARR_FORMAT = 3
 SCHEMA = 2  # the layout new stores get (attribute ``store_schema``; absent means 1)
@@ -151,6 +151,20 @@ def _digest_problem(digest: dict | None, chunks: dict) -> str | None:
             return (f"{name} chunk does not match the digest in the unit's record (another unit's chunk at "
                     "this key, or changed values)")
     return None
+
+
+class SpecChanged(StoreError):
+    """An existing store made from another spec: ``reason`` names the keys; ``fresh`` is a location for this spec.
+
+    ``fresh`` is the store's name with the new spec hash's first 8 characters
+    (``stores/quickstart.zarr`` -> ``stores/quickstart-3fa2c1d0.zarr``), more of the
+    hash if that is taken by something else: a location where nothing is yet, or
+    this very spec's store (a run there resumes).
+    """
+
+    def __init__(self, reason: str, fresh: str):
+        super().__init__(f"{reason}; use another store for this spec, e.g. {fresh}")
+        self.reason, self.fresh = reason, fresh
 
 
 def _now() -> str:
@@ -1048,12 +1062,27 @@ def open_or_create(path: str | os.PathLike, spec: Spec, predictions: Callable[[]
         store = open_result_store(path, "r+", storage_options)
         if store.attrs["spec_hash"] != spec.hash:
             keys = spec_diff(store.canonical, spec.canonical)
-            raise StoreError(f"spec differs from the store's in keys: {', '.join(keys) or '(hash only)'} "
-                             f"(store {path}; use another --store to run this spec)")
+            raise SpecChanged(f"spec differs from the store's in keys: {', '.join(keys) or '(hash only)'} "
+                              f"(store {path})", _fresh_location(str(path), spec, storage_options))
         store.rebuild(spec, predictions)
         return store
     check_writable(path, storage_options)
     return create_store(path, spec, predictions(), storage_options, command=command)
+
+
+def _fresh_location(path: str, spec: Spec, storage_options: dict | None = None) -> str:
+    """Where ``spec`` can go instead of ``path``: see :class:`SpecChanged`."""
+    base = path.rstrip("/")
+    stem, zarr_suffix = (base[:-5], ".zarr") if base.endswith(".zarr") else (base, "")
+    for n in (8, 12, len(spec.hash)):
+        fresh = f"{stem}-{spec.hash[:n]}{zarr_suffix}"
+        with contextlib.suppress(StoreError):
+            if not (not _is_url(fresh) and os.path.lexists(fresh)) and not _exists(fresh, storage_options):
+                return fresh
+        with contextlib.suppress(StoreError, KeyError):
+            if open_result_store(fresh, "r", storage_options).attrs["spec_hash"] == spec.hash:
+                return fresh
+    return f"{stem}-{spec.hash}-new{zarr_suffix}"
 
 
 def _check_local_target(path: str) -> None:

@@ -10,6 +10,7 @@ only the processes carrying this test's marker.
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import pytest
 from raytools import cleanup, free_port, new_mark, scoped_env, short_tmp, tiny_spec
 
 from distntk import open_store
+from distntk.service import ConnectError, check_address
 from distntk.spec import load_spec
 
 pytestmark = pytest.mark.timeout(600)  # generous: the suite must pass on a loaded machine
@@ -35,6 +37,18 @@ def _node_ports() -> list[str]:
             f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}"]
 
 
+def _client_server_passes(address: str, timeout: float = 60.0) -> None:
+    """``check_address`` passes on the Ray client server, which may still be starting after ``ray start``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check_address(address)
+        except ConnectError as exc:
+            if "connection refused" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def test_two_nodes_token_auth_job_submit(tmp_path):
     job_dir = tmp_path / "job"
     job_dir.mkdir()
@@ -43,7 +57,7 @@ def test_two_nodes_token_auth_job_submit(tmp_path):
     store = tmp_path / "multi.zarr"
     mark = new_mark()
     cluster_env = scoped_env(tmp_path / "cluster-home", mark, RAY_AUTH_MODE="token")
-    gcs, dash = free_port(), free_port()
+    gcs, dash, client_port = free_port(), free_port(), free_port()
     api = f"http://127.0.0.1:{dash}"
     temp = short_tmp("dnmn")
     try:
@@ -52,10 +66,15 @@ def test_two_nodes_token_auth_job_submit(tmp_path):
         token = (Path(cluster_env["HOME"]) / ".ray" / "auth_token").read_text().strip()
         assert len(token) >= 32
         _ray(["start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--num-cpus=1",
-              "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--ray-client-server-port={free_port()}",
+              "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--ray-client-server-port={client_port}",
               f"--temp-dir={temp}", "--disable-usage-stats", *_node_ports()], cluster_env)
         _ray(["start", f"--address=127.0.0.1:{gcs}", "--num-cpus=1", "--disable-usage-stats", *_node_ports()],
              cluster_env)
+
+        # the cluster passes distntk's early address check (service.check_address: its GCS, its Ray client
+        # server), from this process, which has no token: Ray's UNAUTHENTICATED answer is Ray's
+        check_address(f"127.0.0.1:{gcs}")
+        _client_server_passes(f"ray://127.0.0.1:{client_port}")
 
         # a client without the token is turned away
         anon = _ray(["job", "list", "--address", api], scoped_env(tmp_path / "anon-home", mark), check=False)
