@@ -129,8 +129,10 @@ from .experiment import Unit, unit_grid
 
 __all__ = [
     "EstimateError",
+    "GAMMAS",
     "convergence_rates",
     "estimate",
+    "extrapolate",
     "missing_units",
     "variance_components",
 ]
@@ -565,6 +567,134 @@ def convergence_rates(est: xr.Dataset, level: float = 0.95, min_sigma: float = 2
     out.attrs = {"level": level, "min_sigma": min_sigma, "beta": beta,
                  "order_init": 0.5 - beta, "order_data": -0.5}
     return out
+
+
+# --------------------------------------------------------------------------- extrapolation in N
+
+GAMMAS = {"drift": lambda beta: 1.0 - beta, "init": lambda beta: beta - 0.5, "mc": lambda beta: 0.5}
+_GAMMA_GRID = np.linspace(0.02, 1.5, 149)  # the fitted exponent's search grid (step 0.01)
+
+
+def _extrapolate_cells(x: np.ndarray, y: np.ndarray, se: np.ndarray, df: np.ndarray, level: float) -> dict:
+    """WLS of ``y = a + b x`` along axis 0 (widths) per cell, known ``se``; ``a`` is the limit.
+
+    ``x (K,) or (K, C)``, ``y, se (K, C)``, ``df (C,)``: the degrees of freedom of the ``se``
+    (their smallest over widths).  Returns ``a, a_lo, a_hi, b, chi2, dof, n``; the interval is
+    ``a +- t_df se_a`` with ``se_a`` inflated by ``sqrt(chi2 / dof)`` when the fit is worse than
+    its errors say (>= 3 widths).
+    """
+    x = np.broadcast_to(x.reshape(x.shape[0], -1), y.shape)
+    use = np.isfinite(y) & np.isfinite(se) & (se > 0)
+    w = np.where(use, 1.0 / np.where(use, se, 1.0) ** 2, 0.0)
+    yy = np.where(use, y, 0.0)
+    S, Sx, Sxx = w.sum(0), (w * x).sum(0), (w * x * x).sum(0)
+    Sy, Sxy = (w * yy).sum(0), (w * x * yy).sum(0)
+    n = use.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        det = S * Sxx - Sx**2
+        b = (S * Sxy - Sx * Sy) / det
+        a = (Sxx * Sy - Sx * Sxy) / det
+        se_a = np.sqrt(Sxx / det)
+        chi2 = (w * np.where(use, yy - a - b * x, 0.0) ** 2).sum(0)
+        dof = n - 2
+        se_a = se_a * np.where(dof > 0, np.sqrt(np.maximum(chi2 / np.where(dof > 0, dof, 1), 1.0)), 1.0)
+        q = _quantile(stats.t, "isf", (1 - level) / 2, np.maximum(df, 1.0))
+    ok = (n >= 2) & np.isfinite(se_a)
+    a, b, se_a = (np.where(ok, v, np.nan) for v in (a, b, se_a))
+    return {"a": a, "a_lo": a - q * se_a, "a_hi": a + q * se_a, "b": b, "chi2": np.where(ok, chi2, np.nan),
+            "dof": dof, "n": n}
+
+
+def _extrapolated(N: np.ndarray, y, se, df, gamma, beta: float, level: float) -> dict:
+    """One quantity's limit across widths, ``gamma`` a name of :data:`GAMMAS`, a number or ``"fitted"``."""
+    if gamma != "fitted":
+        g = GAMMAS[gamma](beta) if isinstance(gamma, str) else float(gamma)
+        fit = _extrapolate_cells(N ** -g, y, se, df, level)
+        return {**fit, "gamma": np.full(y.shape[1:], g), "gamma_lo": np.full(y.shape[1:], g),
+                "gamma_hi": np.full(y.shape[1:], g)}
+    # fitted: profile the exponent on a grid; the limit's interval is the union of the fixed-exponent
+    # intervals over the exponents the data do not reject (chi-square with 1 df at ``level``)
+    fits = [_extrapolate_cells(N ** -g, y, se, df, level) for g in _GAMMA_GRID]
+    chi2 = np.stack([f["chi2"] for f in fits])  # (G, C)
+    best = np.nanargmin(np.where(np.isfinite(chi2), chi2, np.inf), axis=0)
+    cut = np.take_along_axis(chi2, best[None], 0)[0] + stats.chi2.isf(1 - level, 1)
+    keep = chi2 <= cut
+    pick = lambda k: np.take_along_axis(np.stack([f[k] for f in fits]), best[None], 0)[0]  # noqa: E731
+    lo = np.where(keep, np.stack([f["a_lo"] for f in fits]), np.inf).min(0)
+    hi = np.where(keep, np.stack([f["a_hi"] for f in fits]), -np.inf).max(0)
+    grid = np.broadcast_to(_GAMMA_GRID[:, None], chi2.shape)
+    ok = fits[0]["n"] >= 3  # two widths fit any exponent
+    out = {"a": pick("a"), "a_lo": lo, "a_hi": hi, "b": pick("b"), "chi2": pick("chi2"), "dof": fits[0]["dof"] - 1,
+           "n": fits[0]["n"], "gamma": _GAMMA_GRID[best],
+           "gamma_lo": np.where(keep, grid, np.inf).min(0), "gamma_hi": np.where(keep, grid, -np.inf).max(0)}
+    return {k: (np.where(ok, v, np.nan) if k not in ("n", "dof") else v) for k, v in out.items()}
+
+
+def extrapolate(est: xr.Dataset, gamma: str | float = "fitted", level: float = 0.95) -> xr.Dataset:
+    """The limit ``N -> infinity`` of each comparison, fitted across widths (docs/model.md#extrapolation).
+
+    For the ratios ``ratio_poisson`` and ``ratio_init`` of :func:`estimate`, per (time, probe) cell,
+    ``R(N) = r_inf (1 + c N^{-gamma})``, i.e. ``R = a + b x`` with ``x = N^{-gamma}``, ``a = r_inf``,
+    ``b = r_inf c``, fitted by weighted least squares with the per-width standard errors
+    (``ratio * within_se / within`` in quadrature with a sampled limit's relative error, and the
+    large-sample ``between_se / pred_between``); for the mean, the difference ``mean - h`` the same
+    way (its limit ``d_inf`` is 0 when the mean converges to ``h_t``).  ``gamma``: ``"drift"``
+    (``1 - beta``, the parameters' movement over training), ``"init"`` (``beta - 1/2``, the
+    initialisation's offset), ``"mc"`` (``1/2``), a number, or ``"fitted"`` (a profile over
+    ``0.02 .. 1.5``: the limit's interval is the union of the fixed-exponent intervals over the
+    exponents the chi-square profile does not reject at ``level``; needs >= 3 widths).
+
+    Returns a Dataset on ``(quantity, time, probe)`` (quantities ``poisson``, ``init``, ``mean``)
+    with ``r_inf, r_inf_lo, r_inf_hi`` (for ``mean``: ``d_inf`` in the same variables), ``c``,
+    ``gamma, gamma_lo, gamma_hi``, ``chi2_dof``, ``n_widths`` and ``verdict_limit``
+    (``"consistent in the limit"`` when the interval holds the prediction, 1 for the ratios and
+    0 for the mean; ``"inconsistent in the limit"``; ``"n/a"``).  The interval uses ``t``
+    quantiles with the smallest per-width degrees of freedom (``n_init_within - 1``, resp.
+    ``n_init - 1``) and is inflated by ``sqrt(chi2 / dof)`` when the fit is worse than its errors.
+    """
+    if not 0 < level < 1:
+        raise EstimateError(f"level is {level}; expected 0 < level < 1")
+    if not (gamma == "fitted" or gamma in GAMMAS or isinstance(gamma, int | float)):
+        raise EstimateError(f"gamma {gamma!r}: expected 'fitted', {', '.join(map(repr, GAMMAS))} or a number")
+    beta = float(est.attrs["beta"])
+    e = est.transpose("width", "time", "probe", ...)
+    N = e["width"].values.astype(float)
+    v = {k: e[k].values for k in ("ratio_poisson", "within", "within_se", "ratio_init", "between_se",
+                                  "pred_between", "mean_error", "mean_se", "n_init_within", "n_init")}
+    rel = 0.0
+    if "nvar_poisson_se" in e:
+        rel = np.broadcast_to((e["nvar_poisson_se"] / np.abs(e["pred_within_poisson"] * e["width"])).transpose(
+            "width", "time", "probe").values, v["within"].shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        inputs = {
+            "poisson": (v["ratio_poisson"], v["ratio_poisson"] * np.sqrt((v["within_se"] / v["within"]) ** 2 + rel**2),
+                        np.nanmin(v["n_init_within"], axis=0) - 1.0, 1.0),
+            "init": (v["ratio_init"], v["between_se"] / v["pred_between"], np.nanmin(v["n_init"], axis=0) - 1.0, 1.0),
+            "mean": (v["mean_error"], np.sqrt(v["mean_se"] ** 2 + (e["h_se"].values ** 2 if "h_se" in e else 0.0)),
+                     np.nanmin(v["n_init"], axis=0) - 1.0, 0.0),
+        }
+    shape = v["within"].shape[1:]
+    out = {k: [] for k in ("r_inf", "r_inf_lo", "r_inf_hi", "c", "gamma", "gamma_lo", "gamma_hi", "chi2_dof",
+                           "n_widths", "verdict_limit")}
+    for y, se, df, target in inputs.values():
+        C = int(np.prod(shape))
+        fit = _extrapolated(N, y.reshape(len(N), C), se.reshape(len(N), C), df.reshape(C), gamma, beta, level)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            c = fit["b"] / fit["a"] if target else fit["b"]
+            red = np.where(fit["dof"] > 0, fit["chi2"] / np.where(fit["dof"] > 0, fit["dof"], 1), np.nan)
+        ok = np.isfinite(fit["a_lo"]) & np.isfinite(fit["a_hi"])
+        inside = (fit["a_lo"] <= target) & (target <= fit["a_hi"])
+        verdict = np.where(ok, np.where(inside, "consistent in the limit", "inconsistent in the limit"), "n/a")
+        for k, val in (("r_inf", fit["a"]), ("r_inf_lo", fit["a_lo"]), ("r_inf_hi", fit["a_hi"]), ("c", c),
+                       ("gamma", fit["gamma"]), ("gamma_lo", fit["gamma_lo"]), ("gamma_hi", fit["gamma_hi"]),
+                       ("chi2_dof", red), ("n_widths", fit["n"]), ("verdict_limit", verdict.astype(object))):
+            out[k].append(np.asarray(val).reshape(shape))
+    dims = ("quantity", "time", "probe")
+    ds = xr.Dataset({k: (dims, np.stack(vals)) for k, vals in out.items()},
+                    coords={"quantity": list(inputs), "time": e["time"].values, "probe": e["probe"].values})
+    ds.attrs = {"level": level, "gamma_mode": str(gamma), "beta": beta,
+                "model": "R(N) = r_inf (1 + c N^-gamma); mean - h = d_inf + c N^-gamma"}
+    return ds
 
 
 # --------------------------------------------------------------------------- completeness
