@@ -490,29 +490,38 @@ def _rate_inputs(est: xr.Dataset, prefix: str):
     return q, se
 
 
+def _wls_line(x, y, w, use) -> dict:
+    """Weighted least squares of ``y = a + b x`` along axis 0, weights ``w`` (1 / variance), points ``use``.
+
+    Returns ``a, b`` and their standard errors ``se_a, se_b`` from the weights, inflated by
+    ``sqrt(chi2 / dof)`` when the fit is worse than its errors say (``red``, NaN below 3 points), and ``n``.
+    """
+    x = np.broadcast_to(x, y.shape)
+    y = np.where(use, y, 0.0)
+    S, Sx, Sxx = w.sum(0), (w * x).sum(0), (w * x * x).sum(0)
+    Sy, Sxy = (w * y).sum(0), (w * x * y).sum(0)
+    n = use.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        det = S * Sxx - Sx**2
+        b = (S * Sxy - Sx * Sy) / det
+        a = (Sxx * Sy - Sx * Sxy) / det
+        chi2 = (w * np.where(use, y - a - b * x, 0.0) ** 2).sum(0)
+        dof = n - 2
+        red = np.where(dof > 0, chi2 / np.where(dof > 0, dof, 1), np.nan)
+        inflate = np.where(dof > 0, np.sqrt(np.maximum(red, 1.0)), 1.0)
+        se_a, se_b = np.sqrt(Sxx / det) * inflate, np.sqrt(S / det) * inflate
+    return {"a": a, "b": b, "se_a": se_a, "se_b": se_b, "chi2": chi2, "red": red, "dof": dof, "n": n}
+
+
 def _wls_slope(x, q, se, min_sigma, level):
     """WLS fit of ``log q`` on ``log N`` along axis 0; returns per-cell arrays."""
     z = stats.norm.isf((1 - level) / 2)
     use = np.isfinite(q) & np.isfinite(se) & (se > 0) & (q >= min_sigma * se)
     ly = np.log(np.where(use, q, 1.0))
     w = np.where(use, (q / np.where(use, se, 1.0)) ** 2, 0.0)  # 1 / Var(log q)
-    lx = np.log(x)[:, None]
-    S = w.sum(0)
-    Sx = (w * lx).sum(0)
-    Sxx = (w * lx**2).sum(0)
-    Sy = (w * ly).sum(0)
-    Sxy = (w * lx * ly).sum(0)
-    n_used = use.sum(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        det = S * Sxx - Sx**2
-        slope = (S * Sxy - Sx * Sy) / det
-        icpt = (Sxx * Sy - Sx * Sxy) / det
-        se_s = np.sqrt(S / det)
-        resid = np.where(use, ly - icpt - slope * lx, 0.0)
-        chi2 = (w * resid**2).sum(0)
-        dof = n_used - 2
-        red = np.where(dof > 0, chi2 / np.where(dof > 0, dof, 1), np.nan)
-        se_s = se_s * np.where(dof > 0, np.sqrt(np.maximum(red, 1.0)), 1.0)
+    fit = _wls_line(np.log(x)[:, None], ly, w, use)
+    slope, icpt, red, n_used = fit["b"], fit["a"], fit["red"], fit["n"]
+    se_s = fit["se_b"]
     ok = n_used >= 2
     slope, icpt, se_s = (np.where(ok, a, np.nan) for a in (slope, icpt, se_s))
     return {"slope": slope, "slope_lo": slope - z * se_s, "slope_hi": slope + z * se_s, "slope_se": se_s,
@@ -583,22 +592,11 @@ def _extrapolate_cells(x: np.ndarray, y: np.ndarray, se: np.ndarray, df: np.ndar
     ``a +- t_df se_a`` with ``se_a`` inflated by ``sqrt(chi2 / dof)`` when the fit is worse than
     its errors say (>= 3 widths).
     """
-    x = np.broadcast_to(x.reshape(x.shape[0], -1), y.shape)
     use = np.isfinite(y) & np.isfinite(se) & (se > 0)
     w = np.where(use, 1.0 / np.where(use, se, 1.0) ** 2, 0.0)
-    yy = np.where(use, y, 0.0)
-    S, Sx, Sxx = w.sum(0), (w * x).sum(0), (w * x * x).sum(0)
-    Sy, Sxy = (w * yy).sum(0), (w * x * yy).sum(0)
-    n = use.sum(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        det = S * Sxx - Sx**2
-        b = (S * Sxy - Sx * Sy) / det
-        a = (Sxx * Sy - Sx * Sxy) / det
-        se_a = np.sqrt(Sxx / det)
-        chi2 = (w * np.where(use, yy - a - b * x, 0.0) ** 2).sum(0)
-        dof = n - 2
-        se_a = se_a * np.where(dof > 0, np.sqrt(np.maximum(chi2 / np.where(dof > 0, dof, 1), 1.0)), 1.0)
-        q = _quantile(stats.t, "isf", (1 - level) / 2, np.maximum(df, 1.0))
+    fit = _wls_line(x.reshape(x.shape[0], -1), y, w, use)
+    a, b, se_a, chi2, dof, n = (fit[k] for k in ("a", "b", "se_a", "chi2", "dof", "n"))
+    q = _quantile(stats.t, "isf", (1 - level) / 2, np.maximum(df, 1.0))
     ok = (n >= 2) & np.isfinite(se_a)
     a, b, se_a = (np.where(ok, v, np.nan) for v in (a, b, se_a))
     return {"a": a, "a_lo": a - q * se_a, "a_hi": a + q * se_a, "b": b, "chi2": np.where(ok, chi2, np.nan),
