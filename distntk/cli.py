@@ -42,7 +42,6 @@ from pathlib import Path
 
 from ._text import one_line
 from .cost import DEFAULT_MAX_CORE_HOURS
-from .store import location
 
 __all__ = ["main"]
 
@@ -119,9 +118,9 @@ def _version() -> str:
 
 
 def _quickstart_path() -> Path:
-    """``jobs/quickstart.toml`` of this checkout (or of the current directory)."""
-    here = Path(__file__).resolve().parents[1] / _QUICKSTART
-    return here if here.exists() else Path(_QUICKSTART)
+    """The quickstart spec shipped inside the package (``distntk/jobs/quickstart.toml``, the same bytes as
+    the checkout's ``jobs/quickstart.toml``): ``distntk demo`` runs from any directory."""
+    return Path(__file__).resolve().parent / _QUICKSTART
 
 
 def _run(args) -> int:
@@ -405,7 +404,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _error_kinds() -> tuple[tuple, tuple]:
+    """``(user errors: exit 2, run failures: exit 1)``; imported only once an error is raised, so that
+    ``distntk --help`` loads none of the modules that define them."""
     from .catalog import CatalogError
     from .chain import ChainError
     from .cost import CostError
@@ -417,24 +418,33 @@ def main(argv: list[str] | None = None) -> int:
     from .store import StoreError
     from .target import TargetError
 
+    return ((_UsageError, SpecError, StoreError, QueryError, ChainError, ModelError, TargetError, EstimateError,
+             ConnectError, CostError, CatalogError), (ServiceError,))
+
+
+def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = _parser().parse_args(argv)
         args.argv = argv
         for name in ("store", "out"):  # ~ and file:// in paths: the shell does not expand a quoted "~/x"
             if getattr(args, name, None):
+                from .store import location
+
                 setattr(args, name, location(args.__dict__[name]))
         return {"run": _run, "query": _query, "report": _report, "verify": _verify, "demo": _demo}[args.cmd](args)
-    except (_UsageError, SpecError, StoreError, QueryError, ChainError, ModelError, TargetError,
-            EstimateError, ConnectError, CostError, CatalogError) as exc:
-        return _fail(str(exc), 2, getattr(exc, "then", ""))
-    except ServiceError as exc:
-        return _fail(str(exc), 1)
     except KeyboardInterrupt:
         return _fail("interrupted; rerun the same command to resume (done units are kept)", 130)
     except BrokenPipeError:  # `distntk query STORE | head`: the reader left; nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
         return 141
+    except Exception as exc:
+        user, failure = _error_kinds()
+        if isinstance(exc, user):
+            return _fail(str(exc), 2, getattr(exc, "then", ""))
+        if isinstance(exc, failure):
+            return _fail(str(exc), 1)
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -33,9 +33,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .chain import window_chain
-from .experiment import Experiment
+if TYPE_CHECKING:
+    from .experiment import Experiment
 
 __all__ = ["Cost", "CostError", "estimate_cost", "check_cost", "total_cost", "SECONDS_PER_UNIT_STEP",
            "ACTOR_BASE_BYTES",
@@ -90,6 +91,8 @@ def estimate_cost(exp: Experiment) -> Cost:
     """The :class:`Cost` of every replica of ``exp`` (formulas in the module docstring)."""
     d = exp.chain.dim
     n_t, P, L = len(exp.times), len(exp.probes), exp.L
+    from .chain import window_chain
+
     H = window_chain(exp.chain, L, max_histories=max(exp.max_histories, 1)).n_histories if exp.record_risk else 0
     B = L if exp.model.burn_in is None else int(exp.model.burn_in)
     per_width = exp.n_init * exp.n_data
