@@ -123,15 +123,69 @@ def _quickstart_path() -> Path:
     return Path(__file__).resolve().parent / _QUICKSTART
 
 
+class _Phases:
+    """Says what ``distntk run`` is doing, so that nothing is silent for more than :data:`_QUIET_S` seconds.
+
+    ``phases(text)`` prints ``distntk run: text ...`` and, while no other line follows, ``still text (N s)``
+    every :data:`_QUIET_S` seconds from a daemon thread; ``phases(None)`` ends the phase (a progress bar
+    takes over).
+    """
+
+    def __init__(self, where: str):
+        import threading
+
+        self.where, self._lock, self._text, self._since, self._said = where, threading.Lock(), None, 0.0, False
+        self._wake = threading.Event()
+        threading.Thread(target=self._tick, daemon=True, name="distntk-phases").start()
+
+    def __call__(self, text: str | None, quiet: bool = False) -> None:
+        """Begin phase ``text`` (``None``: no phase); ``quiet``: printed only once it lasts :data:`_QUIET_FIRST_S`
+        (a run that fails on bad input while it reads the spec says one line, its error)."""
+        if text == "starting Ray":
+            text = f"starting Ray ({self.where})"
+        with self._lock:
+            self._text, self._since, self._said = text, time.monotonic(), not quiet
+            if text and not quiet:
+                print(f"distntk run: {text} ...", file=sys.stderr, flush=True)
+
+    def _tick(self) -> None:
+        last = time.monotonic()
+        while not self._wake.wait(0.25):
+            with self._lock:
+                now = time.monotonic()
+                if self._text and now - max(last, self._since) >= (_QUIET_S if self._said else _QUIET_FIRST_S):
+                    print(f"distntk run: {'still ' if self._said else ''}{self._text} ({now - self._since:.0f} s)",
+                          file=sys.stderr, flush=True)
+                    last, self._said = now, True
+
+    def close(self) -> None:
+        self(None)
+        self._wake.set()
+
+
+_QUIET_S = 1.5  # checked every 0.25 s: a line at least every 2 s
+_QUIET_FIRST_S = 4.0  # reading the spec imports numba and xarray (about 1.7 s): bad input must stay one line
+
+
 def _run(args) -> int:
     """``distntk run SPEC``: one spec into its store, or a sweep's members into ``ROOT/<member>.zarr``."""
+    address = args.address or os.environ.get("RAY_ADDRESS") or None
+    where = f"Ray cluster {address}" if address else "an embedded local Ray"
+    phases = _Phases(where)
+    try:
+        return _run_phased(args, address, where, phases)
+    finally:
+        phases.close()
+
+
+def _run_phased(args, address: str | None, where: str, phases: _Phases) -> int:
+    phases(f"preparing the run of {args.spec} (spec, cost, store, lease)", quiet=True)
     from .cost import check_cost, estimate_cost, machine_memory, total_cost
     from .driver import run, run_sweep
     from .spec import load_spec
     from .store import SpecChanged
     from .sweep import load_sweep
 
-    address = args.address or os.environ.get("RAY_ADDRESS") or None
     if args.actors is not None and args.actors < 1:
         raise _UsageError(f"--actors {args.actors}: expected an integer >= 1")
     if not args.max_core_hours > 0:
@@ -155,20 +209,25 @@ def _run(args) -> int:
     cost = total_cost(estimate_cost(spec.experiment) for _, spec in members)  # refused before any store or Ray
     check_cost(cost, args.max_core_hours, machine_memory() / (1 if address else args.actors or os.cpu_count() or 1))
     options = _storage_options(args.storage_option)
-    where = f"Ray cluster {address}" if address else "an embedded local Ray"
+    if address:  # a wrong address is one line (within its 10 s deadline), with no progress line before it
+        from .service import check_address
+
+        phases(None)
+        check_address(address)
 
     def announce(todo: int, total: int) -> None:
+        phases(None)
         plan = f"{todo} of {total} units to compute on {where}" if todo else f"all {total} units already done"
         print(f"distntk run: {what}, {where_to}: {plan}", file=sys.stderr)
         if todo:
             print(f"distntk run: estimate for the whole {what.split()[0]}: {cost.describe()}", file=sys.stderr)
-            print(f"distntk run: starting Ray ({where}) ...", file=sys.stderr, flush=True)
 
     shipped = [c for _, spec in members if (c := _shipped_code(spec))] if args.address else []
     kwargs = dict(address=address, actors=args.actors, progress=not args.no_progress, announce=announce,
                   command="distntk " + " ".join(shlex.quote(a) for a in _redacted(args.argv)),
                   storage_options=options, runtime_env=shipped[0] if shipped else None)
     t0 = time.perf_counter()
+    kwargs["phase"] = phases
     try:
         reps = [run(spec, store, **kwargs)] if sweep is None else run_sweep(sweep, store, **kwargs)
     except SpecChanged as exc:
@@ -176,6 +235,7 @@ def _run(args) -> int:
             raise
         then = f"to run this spec into a new store: {_with_store(args.argv, exc.fresh)}"
         raise _UsageError(exc.reason, then=then) from None
+    phases(None)
     done = [r for r in reps if r.summary is not None]
     if done:
         s = done[0].summary  # one actor pool served every store of the run
@@ -429,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         args.argv = argv
         for name in ("store", "out"):  # ~ and file:// in paths: the shell does not expand a quoted "~/x"
             if getattr(args, name, None):
-                from .store import location
+                from ._location import location
 
                 setattr(args, name, location(args.__dict__[name]))
         return {"run": _run, "query": _query, "report": _report, "verify": _verify, "demo": _demo}[args.cmd](args)

@@ -70,6 +70,7 @@ def run(
     command: str = "",
     max_pending: int = 1024,
     runtime_env: dict | None = None,
+    phase: Callable[[str | None], None] | None = None,
 ) -> RunReport:
     """Compute every unit of ``spec`` not yet done in ``store`` (default: the spec's store).
 
@@ -77,12 +78,14 @@ def run(
     ``on_unit(unit, UnitInfo)`` after each unit's data and ``done`` are stored.
     ``max_pending`` bounds the results buffered in the driver while the store catches up.
     ``runtime_env`` goes to ``ray.init`` when joining the cluster at ``address``.
+    ``phase(text)`` is called as each step that can take a while begins (solving the limit, starting
+    Ray), and ``phase(None)`` once the units' own progress begins.
     """
     return run_many([(spec, store or spec.store)], address=address, actors=actors, progress=progress,
                     storage_options=storage_options,
                     on_unit=None if on_unit is None else (lambda k, u, info: on_unit(u, info)),
                     announce=announce, command=command, max_pending=max_pending, runtime_env=runtime_env,
-                    desc=spec.name)[0]
+                    desc=spec.name, phase=phase)[0]
 
 
 class _Compute:
@@ -109,6 +112,7 @@ def run_many(
     max_pending: int = 1024,
     runtime_env: dict | None = None,
     desc: str = "units",
+    phase: Callable[[str | None], None] | None = None,
 ) -> list[RunReport]:
     """:func:`run` for several ``(spec, store)`` jobs through one actor pool (a sweep's members).
 
@@ -118,6 +122,7 @@ def run_many(
     ``on_unit(k, unit, UnitInfo)`` names the job ``k``.  Returns one report per job.
     """
     check_address(address)  # a wrong address: one line now, before a lease, a store or a limit
+    phase = phase or _quiet
     jobs = [(spec, location(path)) for spec, path in jobs]
     for _, path in jobs:  # an unreachable or unwritable location fails here, with its own words
         check_location(path, storage_options)
@@ -126,8 +131,8 @@ def run_many(
         for spec, path in jobs:
             exp = spec.experiment
             lease = stack.enter_context(acquire(path, storage_options))
-            rs: ResultStore = open_or_create(path, spec, _predictions(exp, address, actors, runtime_env, progress),
-                                             storage_options, command=command)
+            solve = _predictions(exp, address, actors, runtime_env, progress, phase)
+            rs: ResultStore = open_or_create(path, spec, solve, storage_options, command=command)
             if lease.taken_over:
                 rs.log(f"lease taken over from {lease.taken_over}")
             units = exp.units()
@@ -150,7 +155,9 @@ def run_many(
         todo = _interleave(todo)
         infos: dict = {}
 
+        phase("starting Ray")
         with connect(address, num_cpus=actors, runtime_env=runtime_env), contextlib.ExitStack() as writers:
+            phase(None)
             ws = [writers.enter_context(rs.writer(max_pending=max_pending)) if plan[1] else None
                   for rs, plan in zip(stores, plans, strict=True)]
 
@@ -207,20 +214,38 @@ class _Segment:
         return self.fn(self.problem, index)
 
 
-def _predictions(exp, address, actors, runtime_env, progress) -> Callable:
-    """``exp.predictions`` (called only when a store is created); a sampled limit's path segments run
-    on Ray actors, in the run's own cluster or an embedded Ray started for them."""
+def _quiet(text: str | None) -> None:
+    pass
+
+
+def _predictions(exp, address, actors, runtime_env, progress, phase) -> Callable:
+    """``exp.predictions`` (called only when a store is created or its predictions rebuilt), announced through
+    ``phase``; a sampled limit's path segments run on Ray actors, in the run's own cluster or an embedded Ray
+    started for them."""
+    what = (f"solving the limit over the infinite past (a basis window of L = {exp.basis_L}, then "
+            f"{exp.segments} path segments of {exp.segment_steps} steps on Ray actors)" if exp.memory == "sampled"
+            else f"solving the limit (window L = {exp.L}, kernel by quadrature)")
     if exp.memory != "sampled":
-        return exp.predictions
+        def solve():
+            phase(what)
+            return exp.predictions()
+
+        return solve
 
     def ray_map(fn, problem, indices):
         got = {}
+        phase("starting Ray for the limit's path segments")
         with connect(address, num_cpus=actors, runtime_env=runtime_env):
+            phase(None)
             run_units(_Segment(fn, problem), indices, lambda i, res, info: got.__setitem__(i, res), actors=actors,
                       progress=progress, desc="limit segments", item_name="segments")
         return [got[i] for i in indices]
 
-    return lambda: exp.predictions(map_segments=ray_map)
+    def solve_sampled():
+        phase(what)
+        return exp.predictions(map_segments=ray_map)
+
+    return solve_sampled
 
 
 def _interleave(items: list) -> list:

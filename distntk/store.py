@@ -96,6 +96,7 @@ from xarray.core import indexing
 from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.core.sync import sync as _zarr_sync
 
+from ._location import location
 from ._text import one_line
 from .experiment import Experiment, Unit, unit_grid
 from .spec import Spec, SpecError, canonical_json, is_code_target, parse_spec, spec_diff, spec_hash
@@ -176,14 +177,6 @@ def _version(pkg: str) -> str:
         return version(pkg)
     except PackageNotFoundError:  # pragma: no cover - all are declared dependencies
         return "unknown"
-
-
-def location(path: str | os.PathLike) -> str:
-    """A store location as distntk uses it: ``~`` expanded and ``file://`` dropped for local paths; URLs as given."""
-    text = str(path)
-    if text.startswith("file://"):
-        text = text[len("file://"):]
-    return text if "://" in text else os.path.expanduser(text)
 
 
 def _is_url(path: str) -> bool:

@@ -12,7 +12,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "distntk"
 MODULES = sorted(p.stem for p in PKG.glob("*.py") if p.stem not in {"__init__", "__main__"})
-SCIENCE = {"chain", "target", "rnn", "_fast", "limit", "longmem", "experiment", "estimate"}
+SCIENCE = {"chain", "target", "rnn", "_fast", "limit", "longmem", "memory", "experiment", "estimate"}
 
 
 def _imports(module: str) -> set[str]:

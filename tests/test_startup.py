@@ -87,3 +87,27 @@ def test_the_wheel_runs_the_demo_from_any_directory(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert (elsewhere / "rep" / "report.md").exists() and (elsewhere / "q.zarr" / "zarr.json").exists()
     assert "report summary" in p.stdout and not os.path.exists(elsewhere / "jobs")
+
+
+def test_run_says_what_it_does_in_order(tmp_path):
+    """``distntk run`` names each step before it starts: the limit, the plan, Ray, the result (the preparation
+    only when it lasts: bad input gets one line, its error)."""
+    from raytools import tiny_spec
+
+    spec = tiny_spec(tmp_path / "t.toml")
+    mark, temp = new_mark(), short_tmp("dnphase")
+    env = scoped_env(tmp_path / "home", mark, RAY_TMPDIR=temp)
+    try:
+        p = subprocess.run([f"{Path(sys.executable).parent}/distntk", "run", str(spec), "--store",
+                            str(tmp_path / "s.zarr"), "--no-progress", "--actors", "1"], env=env, cwd=ROOT,
+                           capture_output=True, text=True, timeout=600)
+    finally:
+        cleanup(mark, temp)
+    assert p.returncode == 0, p.stderr[-3000:]
+    lines = p.stderr.splitlines()
+    marks = ["distntk run: solving the limit (window L = 4",
+             "units to compute on an embedded local Ray", "distntk run: starting Ray (an embedded local Ray) ...",
+             "units (", "query it with:"]
+    at = [next(i for i, ln in enumerate(lines) if m in ln) for m in marks]
+    assert at == sorted(at), lines
+    assert all(ln.startswith(("distntk run:", "query it with:")) for ln in lines), lines  # no Ray log lines
