@@ -12,8 +12,8 @@ import pytest
 from conftest import write_store
 from raytools import section6_toml
 
-from distntk.catalog import CatalogError, open_catalog, read_manifest, write_manifest
-from distntk.query import summary
+from distntk.catalog import CatalogError, format_catalog, open_catalog, read_manifest, write_manifest
+from distntk.query import COLUMNS, summary
 from distntk.report import write_sweep_report
 from distntk.store import StoreError
 from distntk.sweep import parse_sweep
@@ -112,6 +112,20 @@ def test_roots_that_are_not_catalogs_are_one_line_errors(tmp_path):
     (tmp_path / "sweep.json").write_text("{not json")
     with pytest.raises(CatalogError, match="is not a distntk sweep manifest"):
         read_manifest(str(tmp_path))
+
+
+def test_catalog_columns_are_the_query_columns(sweep_root):
+    """One spelling per concept: the catalog's table, CSV and JSON name the query columns as distntk.query.COLUMNS."""
+    cat = open_catalog(str(sweep_root))
+    rows = cat.rows(time=1.0)
+    names = [name for name, _ in COLUMNS]
+    head = format_catalog(cat, rows, "table").splitlines()[1].split()
+    assert head[:2] == ["store", "model.beta"]
+    shown = head[2:]
+    assert shown == [n for n in names if n in shown] and "nvar_poisson" in shown  # a part of the list, in its order
+    assert format_catalog(cat, rows, "csv").splitlines()[0].split(",") == ["store", "model.beta", *names, "units_done",
+                                                                            "units"]
+    assert all(list(r)[2:-2] == names for r in json.loads(format_catalog(cat, rows, "json"))["rows"])
 
 
 def test_sweep_report_names_missing_members_and_units(sweep_root, tmp_path):
