@@ -140,6 +140,54 @@ def test_sweep_report_names_missing_members_and_units(sweep_root, tmp_path):
         assert f"| `{m.name}` | {m.values['model.beta']} | 16 |" in text
 
 
+def test_sweep_report_reads_at_a_glance(sweep_root, tmp_path):
+    """Tables under headings, one legend per figure, every axis labelled, a glossary into docs/model.md."""
+    import re
+
+    import matplotlib.pyplot as plt
+
+    from distntk.report import MODEL_ANCHORS, plot_sweep_init, plot_sweep_ratios, sweep_headlines
+
+    cat = open_catalog(str(sweep_root))
+    lines = write_sweep_report(cat, tmp_path / "rep").read_text().splitlines()
+    starts = [i for i, ln in enumerate(lines) if ln.startswith("|") and not lines[i - 1].startswith("|")]
+    assert starts and all(lines[i - 2].startswith("### ") and not lines[i - 1] for i in starts)
+    refs = re.findall(r"model\.md#([a-z-]+)", "\n".join(lines))
+    assert "## Glossary" in lines and refs and set(refs) <= set(MODEL_ANCHORS)
+    assert sum(ln.startswith("- *What it means (") for ln in lines) == 3  # Poisson, i.i.d., initialisation
+    rows = sweep_headlines(cat)
+    for fig in (plot_sweep_ratios(rows, cat.swept, 0.99), plot_sweep_init(rows, 0.99, cat.swept)):
+        assert len(fig.legends) + sum(ax.get_legend() is not None for ax in fig.axes) == 1
+        for ax in fig.axes:
+            assert ax.get_xlabel() and ax.get_ylabel() and ax.get_yscale() in ("linear", "log")
+        plt.close(fig)
+
+
+def test_sweep_init_figure_tells_chains_apart_at_equal_beta():
+    """Two chains at the same beta and width get different markers and line styles, on a log axis that holds
+    a lower bound of 0 and a ratio of 0 (no symlog axis, no empty negative half)."""
+    import matplotlib.pyplot as plt
+
+    from distntk.report import plot_sweep_init
+
+    keys = ["model.beta", "chain.transition"]
+    chains = {"sticky": [[0.8, 0.2], [0.3, 0.7]], "anti": [[0.2, 0.8], [0.7, 0.3]]}
+    rows = [{"store": f"model.beta={b},{name}", "model.beta": b, "chain.transition": P, "beta": b, "width": 64,
+             "ratio_init": r, "ratio_init_lo": lo, "ratio_init_hi": hi}
+            for b in (0.6, 0.8) for (name, P), (r, lo, hi) in zip(chains.items(), [(1.1, 0.0, 3.0), (0.0, 0.0, 2.0)],
+                                                                    strict=True)]
+    fig = plot_sweep_init(rows, 0.99, keys)
+    [ax] = fig.axes
+    assert ax.get_yscale() == "log" and ax.get_ylim()[0] > 0
+    styles = {c.get_label(): (c.lines[0].get_marker(), c.lines[0].get_linestyle()) for c in ax.containers}
+    assert set(styles) == {"N = 64, sticky", "N = 64, anti"}
+    assert styles["N = 64, sticky"][0] != styles["N = 64, anti"][0]
+    assert styles["N = 64, sticky"][1] != styles["N = 64, anti"][1]
+    [legend] = fig.legends
+    assert sorted(t.get_text() for t in legend.get_texts()) == ["N = 64, anti", "N = 64, sticky"]
+    plt.close(fig)
+
+
 def test_catalog_on_s3(s3_bucket, tmp_path):
     root = s3_bucket.url("campaign")
     so = s3_bucket.storage_options()
