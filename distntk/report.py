@@ -19,6 +19,16 @@ schema, or a path) and writes into ``out_dir``:
   model rebuilt from the store's canonical spec (:func:`distntk.store.store_model`:
   data only, no target code is imported), or a result passed in.
 
+Read at a glance: every table sits under a heading that says what it shows; the
+rate cells that are not resolved are one counted line, not rows; every figure has
+one legend (above its panels) and labelled axes; log axes carry delta-method bars
+(a point within 2 standard errors of 0 is drawn as its upper bound); each summary
+bullet on a prediction says what its verdicts mean for the theory (``_chance``:
+no more disagreements than the 99% quantile of Binomial(cells, 1 - verdict_level));
+a glossary defines the report's words, each with its anchor in ``docs/model.md``
+(:data:`MODEL_ANCHORS`), linked relatively when the report lies inside the
+repository.  ``docs/report-format.md`` describes the layout.
+
 Wording follows the data: the variance sentence says whether the chain's
 correlations add or remove variance relative to i.i.d. inputs (the Poisson
 prediction above or below the i.i.d. one); intervals and slope brackets are at
