@@ -480,9 +480,10 @@ def is_catalog_root(path: str, storage_options: dict | None = None) -> bool:
         return False
 
 
-_TABLE = [("width", "N", 6, "d"), ("time", "t", 5, ".2f"), ("probe", "probe", 0, "s"), ("n", "n", 6, "d"),
-          ("h", "h_t", 8, ".4f"), ("mean", "mean", 8, ".4f"), ("se", "se", 7, ".4f"), ("nvar", "N*Var", 8, ".4f"),
-          ("nvar_poisson", "Poisson", 8, ".4f"), ("nvar_iid", "iid", 8, ".4f")]
+# the `distntk query` columns the catalog table shows, named as in distntk.query.COLUMNS: (name, width, format)
+_TABLE = [("width", 5, "d"), ("time", 5, ".2f"), ("probe", 0, "s"), ("n", 6, "d"), ("h", 8, ".4f"),
+          ("mean", 8, ".4f"), ("se", 7, ".4f"), ("nvar", 8, ".4f"), ("nvar_poisson", 12, ".4f"),
+          ("nvar_iid", 8, ".4f")]
 
 
 def _clean(v):
@@ -510,14 +511,14 @@ def format_catalog(catalog: Catalog, rows: list[dict], fmt: str = "table") -> st
     kw = {k: max([len(k)] + [len(text(r.get(k))) for r in rows]) for k in keys}
     pw = max([5] + [len(r["probe"]) for r in rows])
     head = [f"{'store':<{sw}}", *[f"{k:>{kw[k]}}" for k in keys]]
-    head += [f"{label:>{pw if name == 'probe' else w}}" for name, label, w, _ in _TABLE]
+    head += [f"{name:>{pw if name == 'probe' else w}}" for name, w, _ in _TABLE]
     damaged = catalog.damaged
     lines = [f"catalog {catalog.root}: {len(catalog.stores)} stores"
              + (f", {len(catalog.problems)} missing or unreadable" if catalog.problems else "")
              + (f", {len(damaged)} with damaged units left out or not summarised" if damaged else ""), " ".join(head)]
     for r in rows:
         cells = [f"{r['store']:<{sw}}", *[f"{text(r.get(k)):>{kw[k]}}" for k in keys]]
-        for name, _, w, f in _TABLE:
+        for name, w, f in _TABLE:
             v = r[name]
             if name == "probe":
                 cells.append(f"{v:>{pw}}")

@@ -2,17 +2,21 @@
 
 For width ``N``, time ``t`` and probe window ``z``, over the replicas marked
 done, the numbers of :func:`distntk.estimate.estimate` (one estimator: ``query``
-and ``report`` agree on every store, complete, partial or unbalanced):
+and ``report`` agree on every store, complete, partial or unbalanced).  The
+columns, each with its one-line meaning, are :data:`COLUMNS`: one list, one
+spelling per concept, for the table's header, the CSV header, the JSON keys and
+the README's column table (``tests/test_cli.py`` holds all four equal):
 
-* ``n``: replicas done; ``mean``: the mean of the per-initialisation means,
-  beside the limit ``h``; ``se``: its standard error ``mean_se`` (it includes
-  the between-initialisation variability);
+* ``mean``: the mean of the per-initialisation means, beside the limit ``h``
+  (``h_t``, docs/model.md#limit-ode); ``se``: its standard error (the estimator's
+  ``mean_se``; it includes the between-initialisation variability);
 * ``nvar``: ``N`` times the pooled within-initialisation variance ``within``,
-  beside the predictions ``nvar_poisson`` (Poisson equation, docs/model.md#poisson) and
-  ``nvar_iid`` (the naive i.i.d. one);
+  beside the predictions ``nvar_poisson`` (``V_t``, Poisson equation,
+  docs/model.md#poisson) and ``nvar_iid`` (the naive i.i.d. one, docs/model.md#iid);
 * ``var_init``: the between-initialisation component ``between_raw`` (not
   truncated at 0), an estimate of ``Var_theta E[g | theta]``, beside
-  ``var_init_pred = N^(1 - 2 beta) var_init_coef`` (docs/model.md#init).
+  ``var_init_pred = N^(1 - 2 beta) var_init_coef`` (``var_init_coef`` =
+  ``E_t C_0 E_t^T``, docs/model.md#init).
 
 Intervals, verdicts and rates are in the report; this is the quick look that
 ``distntk query`` prints.
@@ -39,10 +43,27 @@ import xarray as xr
 from .estimate import _estimate_cells
 from .experiment import unit_grid
 
-__all__ = ["QueryError", "progress", "summary", "format_records"]
+__all__ = ["COLUMNS", "QueryError", "progress", "summary", "format_records"]
 
-COLUMNS = ["width", "time", "probe", "n", "h", "mean", "se", "nvar", "nvar_poisson", "nvar_iid",
-           "var_init", "var_init_pred"]
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("width", "N, the network width"),
+    ("time", "t, the training time"),
+    ("probe", "the probe window z, its states oldest first"),
+    ("n", "replicas done (initialisations x data sequences)"),
+    ("h", "the kernel limit h_t of g at (t, z)"),
+    ("mean", "the mean of the per-initialisation means of g"),
+    ("se", "the standard error of mean; it includes the variability across initialisations"),
+    ("nvar", "N times the pooled variance of g across data sequences within an initialisation"),
+    ("nvar_poisson", "the Poisson-equation prediction V_t of nvar"),
+    ("nvar_iid", "the naive i.i.d. prediction of nvar"),
+    ("var_init", "the variance of g across initialisations (between-init component, not truncated at 0)"),
+    ("var_init_pred", "its prediction N^(1-2 beta) E_t C_0 E_t^T"),
+)
+"""The columns of ``distntk query`` (table, CSV, JSON) and of the README's column table: ``(name, meaning)``."""
+
+_NAMES = [name for name, _ in COLUMNS]
+# the table's number formats; every other column is a float with 4 decimals
+_FORMATS = {"width": "d", "time": ".2f", "probe": "s", "n": "d", "var_init": ".2e", "var_init_pred": ".2e"}
 
 
 class QueryError(ValueError):
@@ -171,7 +192,7 @@ def format_records(ds: xr.Dataset, rows: list[dict], prog: list[dict], fmt: str 
         }, indent=1)
     if fmt == "csv":
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+        w = csv.DictWriter(buf, fieldnames=_NAMES, lineterminator="\n")
         w.writeheader()
         for r in rows:
             w.writerow({k: ("" if _clean(v) is None else v) for k, v in r.items()})
@@ -184,15 +205,8 @@ def format_records(ds: xr.Dataset, rows: list[dict], prog: list[dict], fmt: str 
                      f"({p['units_done']}/{p['units']} units, {pct:5.1f}%)")
     if ds.attrs.get("memory_method") == "sampled":
         lines.append(_sampled_note(ds))
-    pw = max([5] + [len(r["probe"]) for r in rows])
-    lines += ["", "simulation vs limit vs predictions (N*Var within an initialisation; "
-              "Var_init across initialisations)",
-              f"{'N':>6} {'t':>5} {'probe':>{pw}} {'n':>6} {'h_t':>8} {'mean':>8} {'se':>7} {'N*Var':>8} "
-              f"{'Poisson':>8} {'iid':>8} {'Var_init':>9} {'pred':>9}"]
-    for r in rows:
-        lines.append(f"{r['width']:>6} {r['time']:5.2f} {r['probe']:>{pw}} {r['n']:>6} {_fix(r['h'], 8)} "
-                     f"{_fix(r['mean'], 8)} {_fix(r['se'], 7)} {_fix(r['nvar'], 8)} {_fix(r['nvar_poisson'], 8)} "
-                     f"{_fix(r['nvar_iid'], 8)} {_sci(r['var_init'])} {_sci(r['var_init_pred'])}")
+    lines += ["", "simulation vs limit vs predictions (columns: README, section \"Query columns\")"]
+    lines += _fixed_width(rows, _NAMES, _FORMATS)
     return "\n".join(lines)
 
 
@@ -212,9 +226,14 @@ def _sampled_note(ds: xr.Dataset) -> str:
             f"{float(a.get('memory_correction_h', np.nan)):.1e} on h_t")
 
 
-def _fix(v: float, w: int) -> str:
-    return f"{'-':>{w}}" if not math.isfinite(v) else f"{v:{w}.4f}"
+def _fixed_width(rows: list[dict], names: list[str], formats: dict) -> list[str]:
+    """``rows`` as right-aligned text columns headed by ``names`` (a non-finite float prints ``-``)."""
+    def text(r, k):
+        v = r[k]
+        if isinstance(v, float) and not math.isfinite(v):
+            return "-"
+        return f"{v:{formats.get(k, '.4f')}}"
 
-
-def _sci(v: float) -> str:
-    return f"{'-':>9}" if not math.isfinite(v) else f"{v:9.2e}"
+    cells = [[text(r, k) for k in names] for r in rows]
+    w = [max([len(k)] + [len(c[i]) for c in cells]) for i, k in enumerate(names)]
+    return [" ".join(f"{c:>{wi}}" for c, wi in zip(line, w, strict=True)) for line in [names, *cells]]

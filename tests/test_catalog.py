@@ -12,8 +12,8 @@ import pytest
 from conftest import write_store
 from raytools import section6_toml
 
-from distntk.catalog import CatalogError, open_catalog, read_manifest, write_manifest
-from distntk.query import summary
+from distntk.catalog import CatalogError, format_catalog, open_catalog, read_manifest, write_manifest
+from distntk.query import COLUMNS, summary
 from distntk.report import write_sweep_report
 from distntk.store import StoreError
 from distntk.sweep import parse_sweep
@@ -114,6 +114,20 @@ def test_roots_that_are_not_catalogs_are_one_line_errors(tmp_path):
         read_manifest(str(tmp_path))
 
 
+def test_catalog_columns_are_the_query_columns(sweep_root):
+    """One spelling per concept: the catalog's table, CSV and JSON name the query columns as distntk.query.COLUMNS."""
+    cat = open_catalog(str(sweep_root))
+    rows = cat.rows(time=1.0)
+    names = [name for name, _ in COLUMNS]
+    head = format_catalog(cat, rows, "table").splitlines()[1].split()
+    assert head[:2] == ["store", "model.beta"]
+    shown = head[2:]
+    assert shown == [n for n in names if n in shown] and "nvar_poisson" in shown  # a part of the list, in its order
+    assert format_catalog(cat, rows, "csv").splitlines()[0].split(",") == ["store", "model.beta", *names, "units_done",
+                                                                            "units"]
+    assert all(list(r)[2:-2] == names for r in json.loads(format_catalog(cat, rows, "json"))["rows"])
+
+
 def test_sweep_report_names_missing_members_and_units(sweep_root, tmp_path):
     cat = open_catalog(str(sweep_root))
     path = write_sweep_report(cat, tmp_path / "rep")
@@ -124,6 +138,54 @@ def test_sweep_report_names_missing_members_and_units(sweep_root, tmp_path):
     assert "1 of 2 stores are complete" in text
     for m in SWEEP.members[:2]:
         assert f"| `{m.name}` | {m.values['model.beta']} | 16 |" in text
+
+
+def test_sweep_report_reads_at_a_glance(sweep_root, tmp_path):
+    """Tables under headings, one legend per figure, every axis labelled, a glossary into docs/model.md."""
+    import re
+
+    import matplotlib.pyplot as plt
+
+    from distntk.report import MODEL_ANCHORS, plot_sweep_init, plot_sweep_ratios, sweep_headlines
+
+    cat = open_catalog(str(sweep_root))
+    lines = write_sweep_report(cat, tmp_path / "rep").read_text().splitlines()
+    starts = [i for i, ln in enumerate(lines) if ln.startswith("|") and not lines[i - 1].startswith("|")]
+    assert starts and all(lines[i - 2].startswith("### ") and not lines[i - 1] for i in starts)
+    refs = re.findall(r"model\.md#([a-z-]+)", "\n".join(lines))
+    assert "## Glossary" in lines and refs and set(refs) <= set(MODEL_ANCHORS)
+    assert sum(ln.startswith("- *What it means (") for ln in lines) == 3  # Poisson, i.i.d., initialisation
+    rows = sweep_headlines(cat)
+    for fig in (plot_sweep_ratios(rows, cat.swept, 0.99), plot_sweep_init(rows, 0.99, cat.swept)):
+        assert len(fig.legends) + sum(ax.get_legend() is not None for ax in fig.axes) == 1
+        for ax in fig.axes:
+            assert ax.get_xlabel() and ax.get_ylabel() and ax.get_yscale() in ("linear", "log")
+        plt.close(fig)
+
+
+def test_sweep_init_figure_tells_chains_apart_at_equal_beta():
+    """Two chains at the same beta and width get different markers and line styles, on a log axis that holds
+    a lower bound of 0 and a ratio of 0 (no symlog axis, no empty negative half)."""
+    import matplotlib.pyplot as plt
+
+    from distntk.report import plot_sweep_init
+
+    keys = ["model.beta", "chain.transition"]
+    chains = {"sticky": [[0.8, 0.2], [0.3, 0.7]], "anti": [[0.2, 0.8], [0.7, 0.3]]}
+    rows = [{"store": f"model.beta={b},{name}", "model.beta": b, "chain.transition": P, "beta": b, "width": 64,
+             "ratio_init": r, "ratio_init_lo": lo, "ratio_init_hi": hi}
+            for b in (0.6, 0.8) for (name, P), (r, lo, hi) in zip(chains.items(), [(1.1, 0.0, 3.0), (0.0, 0.0, 2.0)],
+                                                                    strict=True)]
+    fig = plot_sweep_init(rows, 0.99, keys)
+    [ax] = fig.axes
+    assert ax.get_yscale() == "log" and ax.get_ylim()[0] > 0
+    styles = {c.get_label(): (c.lines[0].get_marker(), c.lines[0].get_linestyle()) for c in ax.containers}
+    assert set(styles) == {"N = 64, sticky", "N = 64, anti"}
+    assert styles["N = 64, sticky"][0] != styles["N = 64, anti"][0]
+    assert styles["N = 64, sticky"][1] != styles["N = 64, anti"][1]
+    [legend] = fig.legends
+    assert sorted(t.get_text() for t in legend.get_texts()) == ["N = 64, anti", "N = 64, sticky"]
+    plt.close(fig)
 
 
 def test_catalog_on_s3(s3_bucket, tmp_path):

@@ -10,10 +10,12 @@ import pytest
 from raytools import VENV_BIN, tiny_spec
 
 from distntk.cli import main
+from distntk.query import COLUMNS
 from distntk.spec import load_spec
 from distntk.store import create_store, open_or_create
 
 ROOT = Path(__file__).resolve().parents[1]
+NAMES = [name for name, _ in COLUMNS]
 
 BAD_SPECS = {
     "missing-key": ("n_init = 2\n", "", "replicas.n_init: missing; expected an integer"),
@@ -98,16 +100,29 @@ def test_query_formats_on_a_partial_store(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "N =     16:      12/16 replicas (3/4 units,  75.0%)" in table
     assert "N =     32:       0/16 replicas (0/4 units,   0.0%)" in table
-    assert "Poisson" in table and "iid" in table and "h_t" in table
+    lines = table.splitlines()
+    head = lines.index("simulation vs limit vs predictions (columns: README, section \"Query columns\")") + 1
+    assert lines[head].split() == NAMES  # the table's header is the one list
+    assert len(lines) == head + 1 + 2 * 2 * 2 and all(len(ln.split()) == len(NAMES) for ln in lines[head + 1:])
     assert main(["query", str(store), "--width", "16", "--time", "1", "--probe", "1", "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     [row] = doc["rows"]
+    assert list(row) == NAMES  # the JSON keys, in order
     assert row["width"] == 16 and row["time"] == 1.0 and row["probe"] == e.probe_labels()[1] and row["n"] == 12
     assert row["h"] == pytest.approx(float(e.predictions().h.values[1, 1]))
     assert main(["query", str(store), "--width", "32", "--format", "csv"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("width,time,probe,n,h,mean") and len(lines) == 1 + 2 * 2
+    assert lines[0].split(",") == NAMES and len(lines) == 1 + 2 * 2
     assert lines[1].split(",")[5] == ""  # no replicas of width 32 yet: empty mean
+
+
+def test_readme_column_table_is_the_one_list():
+    """The README's "Query columns" table: the names and meanings of distntk.query.COLUMNS, in order."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("* **Query columns.**"):text.index("* **Verify.**")]
+    rows = [ln.strip().strip("|").split("|") for ln in section.splitlines() if ln.strip().startswith("| `")]
+    assert [(name.strip().strip("`"), meaning.strip()) for name, meaning in rows] == list(COLUMNS)
+    assert len({name for name, _ in COLUMNS}) == len(COLUMNS)
 
 
 def test_query_a_memory_url_with_storage_options(tmp_path, capsys):

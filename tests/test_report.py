@@ -274,3 +274,121 @@ def test_query_and_report_agree_on_an_unbalanced_partial_store(sticky, tmp_path,
     md = (tmp_path / "rep" / "report.md").read_text()
     r = rows[-1]
     assert f"| 128 | {r['time']:g} | {r['probe']} | {r['mean']:.4g} ± {r['se']:.2g} |" in md
+
+
+# --------------------------------------------------------------------------- read at a glance (issue 23)
+
+
+def _tables(md: str) -> list[int]:
+    """Line numbers where a Markdown table starts."""
+    lines = md.splitlines()
+    return [i for i, ln in enumerate(lines) if ln.startswith("|") and (i == 0 or not lines[i - 1].startswith("|"))]
+
+
+def _heading_above(md: str, i: int) -> str:
+    lines = md.splitlines()
+    j = i - 1
+    while j >= 0 and not lines[j].strip():
+        j -= 1
+    return lines[j]
+
+
+def _model_refs(md: str) -> list[str]:
+    """The anchors of docs/model.md the text refers to, as links or named in text."""
+    return re.findall(r"model\.md#([A-Za-z0-9_-]+)", md)
+
+
+def test_report_reads_at_a_glance(sticky_store, tmp_path):
+    from distntk.estimate import convergence_rates
+    from distntk.report import MODEL_ANCHORS
+
+    md = write_report(sticky_store, tmp_path / "rep").read_text()
+    # every table sits under a heading that says what it shows
+    starts = _tables(md)
+    assert len(starts) >= 3 + 3 + 2
+    for i in starts:
+        assert _heading_above(md, i).startswith("### "), (i, _heading_above(md, i))
+    # unresolved rate cells: one line with their count, none as table rows
+    est = estimate(sticky_store)
+    rates = convergence_rates(est, level=est.attrs["verdict_level"])
+    slope = rates.slope.values
+    n_un, n_all = int(np.isnan(slope).sum()), slope.size
+    assert 0 < n_un < n_all  # the fixture has both kinds, so both paths are exercised
+    assert md.count(f"**Not resolved: {n_un} of {n_all} (quantity, t, probe) cells**") == 1
+    assert "| not resolved |" not in md
+    rate_rows = md.split("### Slopes in N at every")[1].split("**Not resolved")[0]
+    assert sum(ln.startswith("| ") for ln in rate_rows.splitlines()) == 1 + n_all - n_un  # header + resolved rows
+    r_un = int(np.isnan(rates.risk_slope.values).sum())
+    assert (f"**Not resolved: {r_un} of {rates.risk_slope.size} (quantity, t) cells**" in md) == (r_un > 0)
+    # a glossary of the report's words, each linking into docs/model.md at one of its anchors
+    glossary = md.split("## Glossary")[1]
+    terms = re.findall(r"^- \*\*(.+?)\*\*", glossary, re.M)
+    for word in ("h_t", "V_t", "N·Var", "E_t C_0 E_tᵀ", "probe", "init-robust", "MLS", "verdict"):
+        assert any(word in t for t in terms), word
+    assert all(ln.count("model.md#") == 1 for ln in glossary.splitlines() if ln.startswith("- **"))
+    refs = _model_refs(md)
+    assert refs and set(refs) <= set(MODEL_ANCHORS)
+    assert f"`docs/model.md#{'poisson'}`" in glossary  # written outside the repository: the anchor named in text
+    # every prediction in the summary is interpreted, not only stated
+    head = _head(md)
+    for lead in ("**Headline", "**The naive i.i.d.", "**Fluctuations across initialisations.**", "**Mean.**",
+                 "**Stationary risk.**", "**Rates**", "**Memory fixed point.**"):
+        [bullet] = [ln for ln in head.splitlines() if ln.startswith(f"- {lead}")]
+        assert "*What it means:*" in bullet, bullet
+
+
+def test_glossary_links_relative_inside_the_repository():
+    """A report written inside the repository (docs/results/...) links to docs/model.md relatively."""
+    from pathlib import Path
+
+    from distntk.report import MODEL_ANCHORS, _model_ref
+
+    root = Path(__file__).resolve().parents[1]
+    out = root / "docs" / "results" / "some-store"
+    for anchor in MODEL_ANCHORS:
+        link = _model_ref(anchor, out)
+        m = re.fullmatch(r"\[docs/model\.md#([a-z-]+)\]\(([^)#]+)#([a-z-]+)\)", link)
+        assert m and m.group(1) == m.group(3) == anchor, link
+        assert (out / m.group(2)).resolve() == root / "docs" / "model.md"
+    assert _model_ref("poisson", "/elsewhere/rep") == "`docs/model.md#poisson`"
+    with pytest.raises(ValueError):
+        _model_ref("no-such-anchor", out)
+
+
+def _legends(fig) -> int:
+    return len(fig.legends) + sum(ax.get_legend() is not None for ax in fig.axes)
+
+
+def _check_figure(fig):
+    """Every axis labelled, one legend, no symlog axis and log axes strictly positive."""
+    for ax in fig.axes:
+        assert ax.get_xlabel().strip() and ax.get_ylabel().strip(), ax.get_title()
+        assert ax.get_yscale() in ("linear", "log")
+        if ax.get_yscale() == "log":
+            assert ax.get_ylim()[0] > 0
+    assert _legends(fig) == 1
+
+
+def test_every_figure_has_labelled_axes_and_one_legend(sticky_store):
+    import matplotlib.pyplot as plt
+
+    from distntk.estimate import convergence_rates
+    from distntk.memory import memory_contraction
+    from distntk.report import plot_convergence, plot_mean, plot_memory, plot_nvar
+    from distntk.store import store_model
+
+    est = estimate(sticky_store)
+    rates = convergence_rates(est, level=est.attrs["verdict_level"])
+    cell = {"probe": est.probe.values[0], "time": est.time.values[-1]}
+    cfg, chain, seed = store_model(sticky_store)
+    figs = [plot_nvar(est), plot_mean(est), plot_convergence(rates, cell),
+            plot_memory(memory_contraction(cfg, chain, 128, seed=seed, init=0))]
+    for fig in figs:
+        _check_figure(fig)
+    # the convergence figure's bars: 2 delta-method standard errors of log q on a resolved point (q >= 2 se),
+    # so no bar spans more than a factor e^2 (the old bars, clipped at q/100, spanned up to two decades)
+    conv = figs[2]
+    bars = [seg for ax in conv.axes for c in ax.containers for seg in c.lines[2][0].get_segments()]
+    assert bars and all(0 < lo <= hi <= lo * np.e**2 * (1 + 1e-9) for (_, lo), (_, hi) in bars)
+    for fig in figs:
+        plt.close(fig)
