@@ -137,7 +137,7 @@ _GLOSSARY = (
 
 
 def _model_ref(anchor: str, out_dir: str | os.PathLike) -> str:
-    """A reference to ``docs/model.md#anchor``: a relative Markdown link from ``out_dir`` when that lies inside
+    """A reference to an anchor of ``docs/model.md``: a relative Markdown link from ``out_dir`` when that lies inside
     the repository (e.g. ``docs/results/...``), else the anchor named in text."""
     if anchor not in MODEL_ANCHORS:
         raise ValueError(f"{anchor!r} is not an anchor of {_MODEL_DOC}")
