@@ -28,7 +28,19 @@ every command uses.  Reading is the cost of a catalog: every array a summary nee
 is read whole (:func:`distntk.verify.open_checked_many`), and nothing else is opened.
 That reading is CPU-bound Python inside zarr, so a catalog of hundreds of stores is
 shared between this process and worker processes, one per further core, in small
-batches taken by whoever is free (:func:`_read_summarised`).
+batches taken by whoever is free (:func:`_read_summarised`).  A worker is started
+isolated (``python -I``): neither the current directory (a ``json.py`` there), nor
+``PYTHONPATH`` as such, nor the user's site-packages reach it; it finds distntk where
+this process found it (the package's parent directory, then absolute ``PYTHONPATH``
+entries, put on its path explicitly), and everything else in the interpreter's own
+site-packages (a virtual environment's included).
+
+In a sweep root (one with ``sweep.json``) a child store is listed only as the member
+whose name and spec hash the manifest records: a store of another spec under a
+member's name, or a store that is no member, is left out and named in
+``catalog.problems``.  A store whose attributes are readable but cannot be summarised
+(a doctored value) is left out and named in ``catalog.damaged``; it never stops the
+table of the others.
 """
 
 from __future__ import annotations
@@ -372,14 +384,11 @@ def _read_summarised(locations: list, storage_options: dict | None, select: tupl
         while (k := take()) is not None:
             results[k] = _summarised(batches[k], storage_options, select)
 
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     procs = []
     for _ in range(workers):
         try:
-            procs.append((subprocess.Popen([sys.executable, "-c", "from distntk.catalog import _worker; _worker()"],
-                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                           env=env), threading.Event()))
+            procs.append((subprocess.Popen(_worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                           stderr=subprocess.DEVNULL), threading.Event()))
         except OSError:  # no process to be had: this one reads more
             break
     threads = [threading.Thread(target=serve, args=pr, daemon=True) for pr in procs]
@@ -398,6 +407,21 @@ def _read_summarised(locations: list, storage_options: dict | None, select: tupl
 
 
 _READY = "ready"
+
+
+def _worker_command() -> list[str]:
+    """``python -I -c ...`` for :func:`_worker`: isolated from the current directory and the user's site.
+
+    ``-I`` drops the current directory, ``PYTHONPATH`` and the user's site-packages from the path
+    and keeps the interpreter's (or virtual environment's) site-packages, where an installed or
+    editable distntk is found.  The package's parent directory and the absolute ``PYTHONPATH``
+    entries go first on the path explicitly, so that the worker runs the distntk this process runs.
+    """
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if os.path.isabs(p)]
+    paths = list(dict.fromkeys([package_root, *extra]))
+    return [sys.executable, "-I", "-c",
+            f"import sys; sys.path[:0] = {paths!r}; from distntk.catalog import _worker; _worker()"]
 
 
 def _worker() -> None:
