@@ -123,7 +123,7 @@ def run_many(
             exp = spec.experiment
             lease = stack.enter_context(acquire(path, storage_options))
             rs: ResultStore = open_or_create(path, spec, _predictions(exp, address, actors, runtime_env, progress),
-                                             storage_options, command=command)
+                                             storage_options, command=command, redo_interrupted=True)
             if lease.taken_over:
                 rs.log(f"lease taken over from {lease.taken_over}")
             units = exp.units()
