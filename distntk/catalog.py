@@ -118,10 +118,28 @@ def read_manifest(root: str, storage_options: dict | None = None) -> dict | None
         text = fs.cat_file(f"{path}/{MANIFEST}")
     try:
         manifest = json.loads(text)
-        assert isinstance(manifest, dict) and isinstance(manifest.get("members"), list)
-        return manifest
-    except (ValueError, AssertionError):
-        raise CatalogError(f"{_join(root, MANIFEST)} is not a distntk sweep manifest") from None
+    except (ValueError, RecursionError):
+        manifest = None
+    why = _manifest_problem(manifest)
+    if why:
+        raise CatalogError(f"{_join(root, MANIFEST)} is not a distntk sweep manifest: {why}")
+    return manifest
+
+
+def _manifest_problem(manifest) -> str:
+    """Why ``manifest`` is not a sweep manifest (``""`` when it is one)."""
+    if not isinstance(manifest, dict):
+        return "not a JSON object"
+    members, keys = manifest.get("members"), manifest.get("keys", [])
+    if not isinstance(members, list):
+        return "no list of members"
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        return "its keys are not a list of strings"
+    for k, m in enumerate(members):
+        if not (isinstance(m, dict) and isinstance(m.get("name"), str) and m["name"]
+                and isinstance(m.get("spec_hash"), str)):
+            return f"member {k} is not an object with a name and a spec_hash"
+    return ""
 
 
 def write_manifest(root: str, manifest: dict, storage_options: dict | None = None) -> None:
@@ -215,7 +233,7 @@ class Catalog:
     def _read(self, names) -> None:
         todo = [n for n in names if n not in self._cache]
         if todo:
-            self._cache.update(zip(todo, open_checked_many([self.location(n) for n in todo], self.storage_options),
+            self._cache.update(zip(todo, _checked_many([self.location(n) for n in todo], self.storage_options),
                                    strict=True))
 
     @property
@@ -287,7 +305,17 @@ class Catalog:
             got = self._cache[name]
             if isinstance(got, StoreError):
                 continue  # named by `damaged`, never summarised
-            rows = fresh[name][1] if name in fresh else _store_rows(got[0], select)
+            if name in fresh:
+                rows = fresh[name][1]
+            else:
+                try:
+                    rows = _store_rows(got[0], select)
+                except QueryError:
+                    raise
+                except Exception as exc:  # as in _summarised: this store is left out and named
+                    self._cache[name] = StoreError(f"cannot summarise {self.location(name)}: "
+                                                   f"{type(exc).__name__}: {one_line(exc)}")
+                    continue
             if isinstance(rows, QueryError):
                 raise rows
             base = {"store": name, **{k: _value(self.specs[name], k) for k in keys}}
@@ -320,7 +348,7 @@ def _store_rows(ds: xr.Dataset, select: tuple) -> list[dict]:
 def _summarised(locations: list, storage_options: dict | None, select: tuple) -> list:
     """``[(checked store or its StoreError, its rows or their QueryError)]`` for ``locations``, in one process."""
     out = []
-    for got in open_checked_many(locations, storage_options):
+    for loc, got in zip(locations, _checked_many(locations, storage_options), strict=True):
         if isinstance(got, StoreError):
             out.append((got, None))
             continue
@@ -328,7 +356,20 @@ def _summarised(locations: list, storage_options: dict | None, select: tuple) ->
             out.append((got, _store_rows(got[0], select)))
         except QueryError as exc:
             out.append((got, exc))
+        except Exception as exc:  # a doctored attribute the checks let through: this store, not the table
+            out.append((StoreError(f"cannot summarise {loc}: {type(exc).__name__}: {one_line(exc)}"), None))
     return out
+
+
+def _checked_many(locations: list, storage_options: dict | None) -> list:
+    """:func:`~distntk.verify.open_checked_many`, a store that makes it fail otherwise than with its StoreError
+    (a doctored attribute its checks let through) isolated: that store gets a StoreError naming it."""
+    try:
+        return open_checked_many(locations, storage_options)
+    except Exception as exc:
+        if len(locations) == 1:
+            return [StoreError(f"cannot read {locations[0]}: {type(exc).__name__}: {one_line(exc)}")]
+        return [got for loc in locations for got in _checked_many([loc], storage_options)]
 
 
 def _read_summarised(locations: list, storage_options: dict | None, select: tuple, workers: int | None = None) -> list:
@@ -456,6 +497,9 @@ def _attr(v):
 
 def open_catalog(root: str, storage_options: dict | None = None) -> Catalog:
     """The stores under ``root`` (a directory or an fsspec prefix), opened lazily."""
+    if storage_options and "://" not in str(root):
+        raise CatalogError(f"storage options apply to fsspec URLs (s3://, gs://, memory://), not to the local "
+                           f"path {root}")
     fs, path = _fs(root, storage_options)
     with _errors(root, "list"):
         if not fs.isdir(path):

@@ -75,8 +75,12 @@ def _key_values(pairs: list[str], flag: str, expected: str) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise _UsageError(f"{flag} {pair}: expected {expected}")
+        if key.strip() in out:
+            raise _UsageError(f"{flag} {key.strip()}: given twice; give each key once")
         try:
             out[key.strip()] = json.loads(value)
+        except RecursionError:
+            raise _UsageError(f"{flag} {key.strip()}: the value is nested too deeply") from None
         except ValueError:
             out[key.strip()] = value
     return out

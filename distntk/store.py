@@ -163,6 +163,11 @@ def _storage_errors(path, action: str, catch: tuple = (OSError, ValueError)):
                          f"pip install 'distntk[{extra}]'") from None
     except catch as exc:
         raise StoreError(f"cannot {action} {path}: {one_line(exc)}") from None
+    except TypeError as exc:  # a --storage-option the backend does not take (s3fs passes them on to its session)
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        raise StoreError(f"cannot {action} {path}: a storage option is not one the {_protocol(path)}:// backend "
+                         f"takes: {one_line(exc)}") from None
     except Exception as exc:
         if type(exc).__module__.split(".")[0] not in _TRANSPORT_PACKAGES:
             raise
