@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 
 import xarray as xr
 
-from ._text import one_line
+from ._text import one_line, printable
 from .query import QueryError, progress, summary
 from .spec import flat_keys, spec_diff
 from .store import StoreError, open_store
@@ -564,17 +564,19 @@ def format_catalog(catalog: Catalog, rows: list[dict], fmt: str = "table") -> st
         w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
         w.writeheader()
         for r in rows:
-            w.writerow({k: ("" if _clean(v) is None else (v if not isinstance(v, (list, dict)) else json.dumps(v)))
+            w.writerow({k: ("" if _clean(v) is None else (printable(v) if isinstance(v, str) else
+                                                          v if not isinstance(v, (list, dict)) else json.dumps(v)))
                         for k, v in r.items()})
         return buf.getvalue().rstrip("\n")
-    text = lambda v: "-" if v is None else (v if isinstance(v, str) else json.dumps(v, separators=(",", ":")))  # noqa: E731
+    text = lambda v: "-" if v is None else printable(v if isinstance(v, str) else json.dumps(v, separators=(",", ":")))  # noqa: E731, E501
+    rows = [{**r, "store": printable(r["store"]), "probe": printable(r["probe"])} for r in rows]
     sw = max([5] + [len(r["store"]) for r in rows])
     kw = {k: max([len(k)] + [len(text(r.get(k))) for r in rows]) for k in keys}
     pw = max([5] + [len(r["probe"]) for r in rows])
     head = [f"{'store':<{sw}}", *[f"{k:>{kw[k]}}" for k in keys]]
     head += [f"{label:>{pw if name == 'probe' else w}}" for name, label, w, _ in _TABLE]
     damaged = catalog.damaged
-    lines = [f"catalog {catalog.root}: {len(catalog.stores)} stores"
+    lines = [f"catalog {printable(catalog.root)}: {len(catalog.stores)} stores"
              + (f", {len(catalog.problems)} missing or unreadable" if catalog.problems else "")
              + (f", {len(damaged)} with damaged units left out or not summarised" if damaged else ""), " ".join(head)]
     for r in rows:

@@ -16,7 +16,8 @@ instead, the value read as JSON when it parses (``anon=true``,
 Their values are not written to the store's history.
 
 ``run`` prints its cost estimate (:mod:`distntk.cost`) before it starts and
-refuses (exit 2) a spec above ``--max-core-hours`` (default 100) or whose work
+refuses (exit 2) a ``memory://`` store (its results would vanish with the process),
+a spec above ``--max-core-hours`` (default 100) or whose work
 unit does not fit in an actor's memory (this machine's memory over the number
 of actors); it refuses a ``module:function`` target (code) unless
 ``--allow-code``.  ``query`` and ``report`` on a damaged store print one
@@ -39,7 +40,7 @@ import sys
 import time
 from pathlib import Path
 
-from ._text import one_line
+from ._text import one_line, printable
 from .cost import DEFAULT_MAX_CORE_HOURS
 from .store import location
 
@@ -144,6 +145,9 @@ def _run(args) -> int:
     else:
         members, store = [(f"member {m.name}: ", m.spec) for m in sweep.members], args.store or f"stores/{sweep.name}"
         what, where_to = f"sweep {sweep.name} ({len(sweep.members)} members)", f"root {store}"
+    if str(store).lower().startswith("memory://"):
+        raise _UsageError(f"--store {store}: a memory:// store lives in this process only; the results of the run "
+                          "would vanish when it ends (use a path or an s3:// or gs:// URL)")
     for prefix, spec in members:
         for w in spec.warnings:
             print(f"distntk run: warning: {prefix}{one_line(w)}", file=sys.stderr)
@@ -258,7 +262,7 @@ def _print_catalog(root, options=None, width=None, time_=None, probe=None, fmt="
               f"{one_line('; '.join(f'{n}: {why}' for n, why in sorted(cat.problems.items())))}", file=sys.stderr)
     rows = cat.rows(width, time_, probe)
     for name, why in sorted(cat.damaged.items()):
-        print(f"distntk: warning: {name}: {one_line(why)}", file=sys.stderr)
+        print(f"distntk: warning: {printable(name)}: {one_line(why)}", file=sys.stderr)
     print(format_catalog(cat, rows, fmt))
     return 0
 
