@@ -283,7 +283,18 @@ class Catalog:
         return tree
 
     def where(self, **conditions: object) -> Catalog:
-        """The catalog restricted to members whose spec keys equal the given values (dotted keys as ``**{}``)."""
+        """The catalog restricted to members whose spec keys equal the given values (dotted keys as ``**{}``).
+
+        A key that no store's spec has is a :class:`CatalogError` naming the keys that differ across
+        the stores (a typo selects nothing, it does not print an empty table).  Values compare as
+        numbers when the spec's value is a number and the given one is a number or a string that
+        parses as one (``0.75``, ``.75``, ``"0.75"`` and ``7.5e-1`` all select ``model.beta = 0.75``).
+        """
+        unknown = [k for k in conditions if self.specs
+                   and all(_value(f, k, _MISSING) is _MISSING for f in self.specs.values())]
+        if unknown:
+            raise CatalogError(f"--where {printable(unknown[0])}: no store under {printable(self.root)} has this "
+                               f"spec key; the keys that differ across its stores: {', '.join(self.keys) or 'none'}")
         keep = [n for n in self.stores if all(_equal(_value(self.specs[n], k, _MISSING), v)
                                                for k, v in conditions.items())]
         stores = self.stores.only(keep) if isinstance(self.stores, _LazyStores) else {n: self.stores[n] for n in keep}
@@ -485,9 +496,24 @@ def _worker() -> None:
 _MISSING = object()
 
 
+def _number(v) -> float | None:
+    """``v`` as a float when it is a number (not a bool) or a string that parses as a finite one."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            x = float(v.strip())
+        except ValueError:
+            return None
+        return x if math.isfinite(x) else None
+    return None
+
+
 def _equal(a, b) -> bool:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return float(a) == float(b)
+    if isinstance(a, (int, float)) and not isinstance(a, bool) and (x := _number(b)) is not None:
+        return float(a) == x
     return a == b
 
 
@@ -514,10 +540,18 @@ def open_catalog(root: str, storage_options: dict | None = None) -> Catalog:
                 problems[m["name"]] = "not started (no store yet)"
 
     locations, specs, attrs = {}, {}, {}
+    recorded = {m["name"]: m["spec_hash"] for m in manifest["members"]} if manifest is not None else None
     for name, got in zip(names, store_attrs_many([_join(root, f"{n}.zarr") for n in names], storage_options),
                          strict=True):
         if isinstance(got, StoreError):
             problems[name] = one_line(got)
+            continue
+        if recorded is not None and name not in recorded:
+            problems[name] = f"not a member of the sweep recorded in {MANIFEST}; left out"
+            continue
+        if recorded is not None and got.get("spec_hash") != recorded[name]:
+            problems[name] = (f"its spec ({str(got.get('spec_hash'))[:12]}) is not the member's "
+                              f"({str(recorded[name])[:12]}) recorded in {MANIFEST}: another spec's store; left out")
             continue
         specs[name] = flat_keys(json.loads(got["spec_canonical"]))  # it parsed and hashed to spec_hash
         locations[name], attrs[name] = _join(root, f"{name}.zarr"), got

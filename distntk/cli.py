@@ -353,8 +353,9 @@ def _parser() -> argparse.ArgumentParser:
                        "store under a root (a sweep, a folder of stores)")
     q.add_argument("store", help="store path or fsspec URL, or a root holding stores")
     q.add_argument("--where", action="append", metavar="KEY=VALUE",
-                   help="only the stores of a root whose spec key KEY equals VALUE (JSON), repeatable, "
-                        "e.g. model.beta=0.65")
+                   help="only the stores of a root whose spec key KEY equals VALUE (JSON; a number also "
+                        "matches as .65 or \"0.65\"), repeatable with distinct keys, e.g. model.beta=0.65; "
+                        "a key no store has is an error")
     q.add_argument("--width", type=int, help="one width N")
     q.add_argument("--time", type=float, help="one time t of the grid")
     q.add_argument("--probe", help="one probe: index or window label")
