@@ -4,11 +4,15 @@ A message is the first non-empty line of a string or of an exception's text
 (``strerror`` for an ``OSError``), with control characters shown escaped and the
 whole cut to ``limit`` characters, so that no input (a 100,000-character name, a
 NUL byte, a dumped array) can turn a one-line error into a page.
+
+:func:`printable` is the same escaping for any string a store provides (a store's
+``name``, a member's directory name, a probe label) before it reaches a terminal:
+a name holding ``\x1b]...`` or a newline is shown escaped, never interpreted.
 """
 
 from __future__ import annotations
 
-__all__ = ["one_line"]
+__all__ = ["one_line", "printable"]
 
 LIMIT = 300
 
@@ -22,7 +26,13 @@ def one_line(obj: object, limit: int = LIMIT) -> str:
     first = next((ln for ln in text.splitlines() if ln.strip()), "")
     if not first and isinstance(obj, BaseException):
         first = type(obj).__name__
-    first = "".join(c if c.isprintable() else repr(c)[1:-1] for c in first)
+    first = printable(first)
     if len(first) > limit:
         first = first[: limit - 1] + "…"
     return first
+
+
+def printable(obj: object) -> str:
+    """``str(obj)`` with every control (non-printable) character shown escaped (``\\n``, ``\\x1b``)."""
+    text = str(obj)
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -28,7 +28,19 @@ every command uses.  Reading is the cost of a catalog: every array a summary nee
 is read whole (:func:`distntk.verify.open_checked_many`), and nothing else is opened.
 That reading is CPU-bound Python inside zarr, so a catalog of hundreds of stores is
 shared between this process and worker processes, one per further core, in small
-batches taken by whoever is free (:func:`_read_summarised`).
+batches taken by whoever is free (:func:`_read_summarised`).  A worker is started
+isolated (``python -I``): neither the current directory (a ``json.py`` there), nor
+``PYTHONPATH`` as such, nor the user's site-packages reach it; it finds distntk where
+this process found it (the package's parent directory, then absolute ``PYTHONPATH``
+entries, put on its path explicitly), and everything else in the interpreter's own
+site-packages (a virtual environment's included).
+
+In a sweep root (one with ``sweep.json``) a child store is listed only as the member
+whose name and spec hash the manifest records: a store of another spec under a
+member's name, or a store that is no member, is left out and named in
+``catalog.problems``.  A store whose attributes are readable but cannot be summarised
+(a doctored value) is left out and named in ``catalog.damaged``; it never stops the
+table of the others.
 """
 
 from __future__ import annotations
@@ -53,7 +65,7 @@ from dataclasses import dataclass, field
 
 import xarray as xr
 
-from ._text import one_line
+from ._text import one_line, printable
 from .query import QueryError, progress, summary
 from .spec import flat_keys, spec_diff
 from .store import StoreError, open_store
@@ -106,10 +118,28 @@ def read_manifest(root: str, storage_options: dict | None = None) -> dict | None
         text = fs.cat_file(f"{path}/{MANIFEST}")
     try:
         manifest = json.loads(text)
-        assert isinstance(manifest, dict) and isinstance(manifest.get("members"), list)
-        return manifest
-    except (ValueError, AssertionError):
-        raise CatalogError(f"{_join(root, MANIFEST)} is not a distntk sweep manifest") from None
+    except (ValueError, RecursionError):
+        manifest = None
+    why = _manifest_problem(manifest)
+    if why:
+        raise CatalogError(f"{_join(root, MANIFEST)} is not a distntk sweep manifest: {why}")
+    return manifest
+
+
+def _manifest_problem(manifest) -> str:
+    """Why ``manifest`` is not a sweep manifest (``""`` when it is one)."""
+    if not isinstance(manifest, dict):
+        return "not a JSON object"
+    members, keys = manifest.get("members"), manifest.get("keys", [])
+    if not isinstance(members, list):
+        return "no list of members"
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        return "its keys are not a list of strings"
+    for k, m in enumerate(members):
+        if not (isinstance(m, dict) and isinstance(m.get("name"), str) and m["name"]
+                and isinstance(m.get("spec_hash"), str)):
+            return f"member {k} is not an object with a name and a spec_hash"
+    return ""
 
 
 def write_manifest(root: str, manifest: dict, storage_options: dict | None = None) -> None:
@@ -203,7 +233,7 @@ class Catalog:
     def _read(self, names) -> None:
         todo = [n for n in names if n not in self._cache]
         if todo:
-            self._cache.update(zip(todo, open_checked_many([self.location(n) for n in todo], self.storage_options),
+            self._cache.update(zip(todo, _checked_many([self.location(n) for n in todo], self.storage_options),
                                    strict=True))
 
     @property
@@ -259,7 +289,18 @@ class Catalog:
         return tree
 
     def where(self, **conditions: object) -> Catalog:
-        """The catalog restricted to members whose spec keys equal the given values (dotted keys as ``**{}``)."""
+        """The catalog restricted to members whose spec keys equal the given values (dotted keys as ``**{}``).
+
+        A key that no store's spec has is a :class:`CatalogError` naming the keys that differ across
+        the stores (a typo selects nothing, it does not print an empty table).  Values compare as
+        numbers when the spec's value is a number and the given one is a number or a string that
+        parses as one (``0.75``, ``.75``, ``"0.75"`` and ``7.5e-1`` all select ``model.beta = 0.75``).
+        """
+        unknown = [k for k in conditions if self.specs
+                   and all(_value(f, k, _MISSING) is _MISSING for f in self.specs.values())]
+        if unknown:
+            raise CatalogError(f"--where {printable(unknown[0])}: no store under {printable(self.root)} has this "
+                               f"spec key; the keys that differ across its stores: {', '.join(self.keys) or 'none'}")
         keep = [n for n in self.stores if all(_equal(_value(self.specs[n], k, _MISSING), v)
                                                for k, v in conditions.items())]
         stores = self.stores.only(keep) if isinstance(self.stores, _LazyStores) else {n: self.stores[n] for n in keep}
@@ -281,7 +322,17 @@ class Catalog:
             got = self._cache[name]
             if isinstance(got, StoreError):
                 continue  # named by `damaged`, never summarised
-            rows = fresh[name][1] if name in fresh else _store_rows(got[0], select)
+            if name in fresh:
+                rows = fresh[name][1]
+            else:
+                try:
+                    rows = _store_rows(got[0], select)
+                except QueryError:
+                    raise
+                except Exception as exc:  # as in _summarised: this store is left out and named
+                    self._cache[name] = StoreError(f"cannot summarise {self.location(name)}: "
+                                                   f"{type(exc).__name__}: {one_line(exc)}")
+                    continue
             if isinstance(rows, QueryError):
                 raise rows
             base = {"store": name, **{k: _value(self.specs[name], k) for k in keys}}
@@ -314,7 +365,7 @@ def _store_rows(ds: xr.Dataset, select: tuple) -> list[dict]:
 def _summarised(locations: list, storage_options: dict | None, select: tuple) -> list:
     """``[(checked store or its StoreError, its rows or their QueryError)]`` for ``locations``, in one process."""
     out = []
-    for got in open_checked_many(locations, storage_options):
+    for loc, got in zip(locations, _checked_many(locations, storage_options), strict=True):
         if isinstance(got, StoreError):
             out.append((got, None))
             continue
@@ -322,7 +373,20 @@ def _summarised(locations: list, storage_options: dict | None, select: tuple) ->
             out.append((got, _store_rows(got[0], select)))
         except QueryError as exc:
             out.append((got, exc))
+        except Exception as exc:  # a doctored attribute the checks let through: this store, not the table
+            out.append((StoreError(f"cannot summarise {loc}: {type(exc).__name__}: {one_line(exc)}"), None))
     return out
+
+
+def _checked_many(locations: list, storage_options: dict | None) -> list:
+    """:func:`~distntk.verify.open_checked_many`, a store that makes it fail otherwise than with its StoreError
+    (a doctored attribute its checks let through) isolated: that store gets a StoreError naming it."""
+    try:
+        return open_checked_many(locations, storage_options)
+    except Exception as exc:
+        if len(locations) == 1:
+            return [StoreError(f"cannot read {locations[0]}: {type(exc).__name__}: {one_line(exc)}")]
+        return [got for loc in locations for got in _checked_many([loc], storage_options)]
 
 
 def _read_summarised(locations: list, storage_options: dict | None, select: tuple, workers: int | None = None) -> list:
@@ -378,14 +442,11 @@ def _read_summarised(locations: list, storage_options: dict | None, select: tupl
         while (k := take()) is not None:
             results[k] = _summarised(batches[k], storage_options, select)
 
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     procs = []
     for _ in range(workers):
         try:
-            procs.append((subprocess.Popen([sys.executable, "-c", "from distntk.catalog import _worker; _worker()"],
-                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                           env=env), threading.Event()))
+            procs.append((subprocess.Popen(_worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                           stderr=subprocess.DEVNULL), threading.Event()))
         except OSError:  # no process to be had: this one reads more
             break
     threads = [threading.Thread(target=serve, args=pr, daemon=True) for pr in procs]
@@ -404,6 +465,21 @@ def _read_summarised(locations: list, storage_options: dict | None, select: tupl
 
 
 _READY = "ready"
+
+
+def _worker_command() -> list[str]:
+    """``python -I -c ...`` for :func:`_worker`: isolated from the current directory and the user's site.
+
+    ``-I`` drops the current directory, ``PYTHONPATH`` and the user's site-packages from the path
+    and keeps the interpreter's (or virtual environment's) site-packages, where an installed or
+    editable distntk is found.  The package's parent directory and the absolute ``PYTHONPATH``
+    entries go first on the path explicitly, so that the worker runs the distntk this process runs.
+    """
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if os.path.isabs(p)]
+    paths = list(dict.fromkeys([package_root, *extra]))
+    return [sys.executable, "-I", "-c",
+            f"import sys; sys.path[:0] = {paths!r}; from distntk.catalog import _worker; _worker()"]
 
 
 def _worker() -> None:
@@ -426,9 +502,24 @@ def _worker() -> None:
 _MISSING = object()
 
 
+def _number(v) -> float | None:
+    """``v`` as a float when it is a number (not a bool) or a string that parses as a finite one."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            x = float(v.strip())
+        except ValueError:
+            return None
+        return x if math.isfinite(x) else None
+    return None
+
+
 def _equal(a, b) -> bool:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return float(a) == float(b)
+    if isinstance(a, (int, float)) and not isinstance(a, bool) and (x := _number(b)) is not None:
+        return float(a) == x
     return a == b
 
 
@@ -438,6 +529,9 @@ def _attr(v):
 
 def open_catalog(root: str, storage_options: dict | None = None) -> Catalog:
     """The stores under ``root`` (a directory or an fsspec prefix), opened lazily."""
+    if storage_options and "://" not in str(root):
+        raise CatalogError(f"storage options apply to fsspec URLs (s3://, gs://, memory://), not to the local "
+                           f"path {root}")
     fs, path = _fs(root, storage_options)
     with _errors(root, "list"):
         if not fs.isdir(path):
@@ -452,10 +546,18 @@ def open_catalog(root: str, storage_options: dict | None = None) -> Catalog:
                 problems[m["name"]] = "not started (no store yet)"
 
     locations, specs, attrs = {}, {}, {}
+    recorded = {m["name"]: m["spec_hash"] for m in manifest["members"]} if manifest is not None else None
     for name, got in zip(names, store_attrs_many([_join(root, f"{n}.zarr") for n in names], storage_options),
                          strict=True):
         if isinstance(got, StoreError):
             problems[name] = one_line(got)
+            continue
+        if recorded is not None and name not in recorded:
+            problems[name] = f"not a member of the sweep recorded in {MANIFEST}; left out"
+            continue
+        if recorded is not None and got.get("spec_hash") != recorded[name]:
+            problems[name] = (f"its spec ({str(got.get('spec_hash'))[:12]}) is not the member's "
+                              f"({str(recorded[name])[:12]}) recorded in {MANIFEST}: another spec's store; left out")
             continue
         specs[name] = flat_keys(json.loads(got["spec_canonical"]))  # it parsed and hashed to spec_hash
         locations[name], attrs[name] = _join(root, f"{name}.zarr"), got
@@ -503,17 +605,19 @@ def format_catalog(catalog: Catalog, rows: list[dict], fmt: str = "table") -> st
         w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
         w.writeheader()
         for r in rows:
-            w.writerow({k: ("" if _clean(v) is None else (v if not isinstance(v, (list, dict)) else json.dumps(v)))
+            w.writerow({k: ("" if _clean(v) is None else (printable(v) if isinstance(v, str) else
+                                                          v if not isinstance(v, (list, dict)) else json.dumps(v)))
                         for k, v in r.items()})
         return buf.getvalue().rstrip("\n")
-    text = lambda v: "-" if v is None else (v if isinstance(v, str) else json.dumps(v, separators=(",", ":")))  # noqa: E731
+    text = lambda v: "-" if v is None else printable(v if isinstance(v, str) else json.dumps(v, separators=(",", ":")))  # noqa: E731, E501
+    rows = [{**r, "store": printable(r["store"]), "probe": printable(r["probe"])} for r in rows]
     sw = max([5] + [len(r["store"]) for r in rows])
     kw = {k: max([len(k)] + [len(text(r.get(k))) for r in rows]) for k in keys}
     pw = max([5] + [len(r["probe"]) for r in rows])
     head = [f"{'store':<{sw}}", *[f"{k:>{kw[k]}}" for k in keys]]
     head += [f"{name:>{pw if name == 'probe' else w}}" for name, w, _ in _TABLE]
     damaged = catalog.damaged
-    lines = [f"catalog {catalog.root}: {len(catalog.stores)} stores"
+    lines = [f"catalog {printable(catalog.root)}: {len(catalog.stores)} stores"
              + (f", {len(catalog.problems)} missing or unreadable" if catalog.problems else "")
              + (f", {len(damaged)} with damaged units left out or not summarised" if damaged else ""), " ".join(head)]
     for r in rows:

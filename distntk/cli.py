@@ -17,7 +17,8 @@ instead, the value read as JSON when it parses (``anon=true``,
 Their values are not written to the store's history.
 
 ``run`` prints its cost estimate (:mod:`distntk.cost`) before it starts and
-refuses (exit 2) a spec above ``--max-core-hours`` (default 100) or whose work
+refuses (exit 2) a ``memory://`` store (its results would vanish with the process),
+a spec above ``--max-core-hours`` (default 100) or whose work
 unit does not fit in an actor's memory (this machine's memory over the number
 of actors); it refuses a ``module:function`` target (code) unless
 ``--allow-code``.  ``query`` and ``report`` on a damaged store print one
@@ -40,7 +41,7 @@ import sys
 import time
 from pathlib import Path
 
-from ._text import one_line
+from ._text import one_line, printable
 from .cost import DEFAULT_MAX_CORE_HOURS
 
 __all__ = ["main"]
@@ -78,8 +79,12 @@ def _key_values(pairs: list[str], flag: str, expected: str) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise _UsageError(f"{flag} {pair}: expected {expected}")
+        if key.strip() in out:
+            raise _UsageError(f"{flag} {key.strip()}: given twice; give each key once")
         try:
             out[key.strip()] = json.loads(value)
+        except RecursionError:
+            raise _UsageError(f"{flag} {key.strip()}: the value is nested too deeply") from None
         except ValueError:
             out[key.strip()] = value
     return out
@@ -198,6 +203,9 @@ def _run_phased(args, address: str | None, where: str, phases: _Phases) -> int:
     else:
         members, store = [(f"member {m.name}: ", m.spec) for m in sweep.members], args.store or f"stores/{sweep.name}"
         what, where_to = f"sweep {sweep.name} ({len(sweep.members)} members)", f"root {store}"
+    if str(store).lower().startswith("memory://"):
+        raise _UsageError(f"--store {store}: a memory:// store lives in this process only; the results of the run "
+                          "would vanish when it ends (use a path or an s3:// or gs:// URL)")
     for prefix, spec in members:
         for w in spec.warnings:
             print(f"distntk run: warning: {prefix}{one_line(w)}", file=sys.stderr)
@@ -340,9 +348,9 @@ def _print_catalog(root, options=None, width=None, time_=None, probe=None, fmt="
               f"{one_line('; '.join(f'{n}: {why}' for n, why in sorted(cat.problems.items())))}", file=sys.stderr)
     rows = cat.rows(width, time_, probe)
     for name, why in sorted(cat.damaged.items()):
-        print(f"distntk: warning: {name}: {one_line(why)}", file=sys.stderr)
+        print(f"distntk: warning: {printable(name)}: {one_line(why)}", file=sys.stderr)
     for name, why in sorted(cat.flagged.items()):
-        print(f"distntk: note: {name}: {one_line(why)}", file=sys.stderr)
+        print(f"distntk: note: {printable(name)}: {one_line(why)}", file=sys.stderr)
     print(format_catalog(cat, rows, fmt))
     return 0
 
@@ -435,8 +443,9 @@ def _parser() -> argparse.ArgumentParser:
                        "store under a root (a sweep, a folder of stores)")
     q.add_argument("store", help="store path or fsspec URL, or a root holding stores")
     q.add_argument("--where", action="append", metavar="KEY=VALUE",
-                   help="only the stores of a root whose spec key KEY equals VALUE (JSON), repeatable, "
-                        "e.g. model.beta=0.65")
+                   help="only the stores of a root whose spec key KEY equals VALUE (JSON; a number also "
+                        "matches as .65 or \"0.65\"), repeatable with distinct keys, e.g. model.beta=0.65; "
+                        "a key no store has is an error")
     q.add_argument("--width", type=int, help="one width N")
     q.add_argument("--time", type=float, help="one time t of the grid")
     q.add_argument("--probe", help="one probe: its label (the window of states, e.g. 000000), or its index 0, 1, ... "

@@ -132,7 +132,8 @@ def run_many(
             exp = spec.experiment
             lease = stack.enter_context(acquire(path, storage_options))
             solve = _predictions(exp, address, actors, runtime_env, progress, phase)
-            rs: ResultStore = open_or_create(path, spec, solve, storage_options, command=command)
+            rs: ResultStore = open_or_create(path, spec, solve, storage_options, command=command,
+                                             redo_interrupted=True)
             if lease.taken_over:
                 rs.log(f"lease taken over from {lease.taken_over}")
             units = exp.units()

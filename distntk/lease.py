@@ -29,7 +29,19 @@ daemon thread of the driver.
   killed driver leaves it, and the next run takes it over as stale.
 
 Heartbeats compare clocks of different hosts: :data:`STALE_AFTER_S` (60 s) is
-far above usual clock skew and far above the 10 s beat.
+far above usual clock skew and far above the 10 s beat.  A heartbeat that is not a
+number, or lies more than :data:`STALE_AFTER_S` in the future (a clock far off, a
+doctored file), says nothing about the holder: the lease object's own modification
+time (the filesystem's or the object store's clock, rewritten at every beat) stands
+in for it, so such a lease goes stale like any other, and the takeover says why.
+A lease object that is not a JSON object counts as "a driver still writing its lease"
+and also goes stale by its modification time.
+
+**The key is the store's location, resolved**: a local store by its real path
+(``os.path.realpath``: a symlink, ``..`` or a second mount path to the same store
+reach the same lease), a URL by its normalised path (``s3://b//x/`` and ``s3://b/x``
+are one store).  Temporary files of a local create or replace are removed when the
+write fails.
 """
 
 from __future__ import annotations
@@ -37,14 +49,16 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
+import posixpath
 import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 
-from ._text import one_line
+from ._text import one_line, printable
 from .store import StoreError, _protocol, _storage_errors
 
 __all__ = ["Lease", "LeaseError", "acquire", "HEARTBEAT_S", "STALE_AFTER_S"]
@@ -92,13 +106,13 @@ class _Object:
         self.where = str(path)
         self.local = "://" not in self.where or self.where.startswith("file://")
         if self.local:
-            root = os.path.abspath(os.path.expanduser(self.where.removeprefix("file://"))).rstrip("/")
+            root = os.path.realpath(os.path.expanduser(self.where.removeprefix("file://"))).rstrip("/")
             self.dir, self.key = os.path.dirname(root), root + _SUFFIX
         else:
             import fsspec
 
             self.fs, root = fsspec.core.url_to_fs(self.where, **(storage_options or {}))
-            self.key = root.rstrip("/") + _SUFFIX
+            self.key = (posixpath.normpath(root) if root.strip("/") else root).rstrip("/") + _SUFFIX
         self.s3 = _protocol(self.where) in ("s3", "s3a")
 
     def read(self) -> tuple[dict | None, str | None]:
@@ -116,9 +130,10 @@ class _Object:
         except FileNotFoundError:
             return None, None
         try:
-            return json.loads(raw), tag
-        except ValueError:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
             return {}, tag
+        return (data if isinstance(data, dict) else {}), tag
 
     def create(self, data: dict) -> bool:
         """Write the lease only if there is none; False if another one is there."""
@@ -126,15 +141,15 @@ class _Object:
         if self.local:
             os.makedirs(self.dir, exist_ok=True)
             tmp = f"{self.key}.{data['token']}"
-            with open(tmp, "wb") as f:
-                f.write(body)
             try:
+                _write_new(tmp, body)
                 os.link(tmp, self.key)  # atomic and exclusive, with the content already in place
                 return True
             except FileExistsError:
                 return False
             finally:
-                os.remove(tmp)
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(tmp)
         try:
             self.fs.pipe_file(self.key, body, mode="create") if self.s3 else self._create_plain(body)
             return True
@@ -154,9 +169,13 @@ class _Object:
         body = json.dumps(data).encode()
         if self.local:
             tmp = f"{self.key}.{data['token']}"
-            with open(tmp, "wb") as f:
-                f.write(body)
-            os.replace(tmp, self.key)
+            try:
+                _write_new(tmp, body)
+                os.replace(tmp, self.key)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(tmp)
+                raise
             return True
         if self.s3 and tag:
             try:
@@ -177,12 +196,27 @@ class _Object:
                 self.fs.rm_file(self.key)
 
 
+def _write_new(path: str, body: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(body)
+
+
+def _heartbeat(d: dict) -> float | None:
+    """The lease's heartbeat in Unix seconds; ``None`` when it is missing or not a finite number."""
+    beat = d.get("heartbeat")
+    if isinstance(beat, bool) or not isinstance(beat, (int, float)) or not math.isfinite(beat):
+        return None
+    return float(beat)
+
+
 def _describe(d: dict, now: float) -> str:
     if not d:
         return "a driver still writing its lease"
-    beat = now - float(d.get("heartbeat", 0))
-    return (f"distntk run on host {d.get('host', '?')} (pid {d.get('pid', '?')}), started {d.get('started', '?')}, "
-            f"last heartbeat {beat:.0f} s ago")
+    beat = _heartbeat(d)
+    ago = ("no readable heartbeat" if beat is None else f"last heartbeat {now - beat:.0f} s ago" if beat <= now + 1
+           else f"heartbeat {beat - now:.0f} s in the future")
+    return printable(f"distntk run on host {d.get('host', '?')} (pid {d.get('pid', '?')}), "
+                     f"started {d.get('started', '?')}, {ago}")
 
 
 @dataclass
@@ -254,13 +288,14 @@ def _acquire(obj: _Object, heartbeat: bool) -> Lease:
         if cur is None:
             continue  # released between our create and read: try again
         now = time.time()
-        age = now - float(cur.get("heartbeat", 0) or 0) if cur else now - _mtime(obj)
+        age, odd = _age(obj, cur, now)
         dead = (cur.get("host") == mine["host"] and isinstance(cur.get("pid"), int)
+                and not isinstance(cur.get("pid"), bool) and cur["pid"] > 0
                 and not _alive(cur["pid"], str(cur.get("pid_start", ""))))
         if not dead and age <= STALE_AFTER_S:
             raise LeaseError(f"store {obj.where} is in use by {_describe(cur, now)}; one driver per store "
                              f"(a lease without heartbeat for {STALE_AFTER_S:.0f} s is taken over)")
-        why = "its process is gone" if dead else f"no heartbeat for {age:.0f} s"
+        why = "its process is gone" if dead else f"{odd}no heartbeat for {age:.0f} s"
         if not obj.replace(mine, tag):
             continue  # someone else replaced it first: look again
         if obj.local:  # no compare-and-swap on a local path: let a concurrent taker's write land, then look
@@ -280,6 +315,18 @@ def _acquire(obj: _Object, heartbeat: bool) -> Lease:
         lease._thread = threading.Thread(target=lease._beat, name="distntk-lease", daemon=True)
         lease._thread.start()
     return lease
+
+
+def _age(obj: _Object, cur: dict, now: float) -> tuple[float, str]:
+    """(seconds since the holder last wrote the lease, why the heartbeat field was not used or "")."""
+    beat = _heartbeat(cur) if cur else None
+    if cur and beat is None:
+        odd = "its heartbeat is not a number; by the lease's modification time, "
+    elif beat is not None and beat - now > STALE_AFTER_S:
+        odd = f"its heartbeat is {beat - now:.0f} s in the future; by the lease's modification time, "
+    else:
+        return (now - beat if beat is not None else now - _mtime(obj)), ""
+    return now - _mtime(obj), odd
 
 
 def _mtime(obj: _Object) -> float:

@@ -40,6 +40,7 @@ import math
 import numpy as np
 import xarray as xr
 
+from ._text import printable
 from .estimate import _estimate_cells
 from .experiment import unit_grid
 
@@ -195,16 +196,19 @@ def format_records(ds: xr.Dataset, rows: list[dict], prog: list[dict], fmt: str 
         w = csv.DictWriter(buf, fieldnames=_NAMES, lineterminator="\n")
         w.writeheader()
         for r in rows:
-            w.writerow({k: ("" if _clean(v) is None else v) for k, v in r.items()})
+            w.writerow({k: ("" if _clean(v) is None else printable(v) if isinstance(v, str) else v)
+                        for k, v in r.items()})
         return buf.getvalue().rstrip("\n")
-    lines = [f"store {ds.attrs.get('name', '?')}  spec {str(ds.attrs.get('spec_hash', ''))[:12]}  "
-             f"beta {ds.attrs.get('beta')}  L {ds.attrs.get('L')}  updated {ds.attrs.get('updated')}"]
+    a = {k: printable(ds.attrs.get(k, "?" if k == "name" else "" if k == "spec_hash" else None))
+         for k in ("name", "spec_hash", "beta", "L", "updated")}
+    lines = [f"store {a['name']}  spec {a['spec_hash'][:12]}  beta {a['beta']}  L {a['L']}  updated {a['updated']}"]
     for p in prog:
         pct = 100.0 * p["replicas_done"] / max(p["replicas"], 1)
         lines.append(f"  N = {p['width']:>6}: {p['replicas_done']:>7}/{p['replicas']} replicas "
                      f"({p['units_done']}/{p['units']} units, {pct:5.1f}%)")
     if ds.attrs.get("memory_method") == "sampled":
         lines.append(_sampled_note(ds))
+    rows = [{**r, "probe": printable(r["probe"])} for r in rows]
     lines += ["", "simulation vs limit vs predictions (columns: README, section \"Query columns\")"]
     lines += _fixed_width(rows, _NAMES, _FORMATS)
     return "\n".join(lines)

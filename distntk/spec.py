@@ -68,7 +68,9 @@ hang, an overflow or a traceback), numbers are finite with ``|x| <= 1e6``,
 64, ``limit.max_histories`` at most ``2**20``, widths at most ``2**24``, at most
 ``2**22`` work units, at most 256 chain states of dimension at most 64;
 names (``name``, ``store``, ``target.name``, ...) are at most 200 printable
-characters.  What a spec costs to run is estimated by :mod:`distntk.cost`.
+characters.  A spec file is a regular file of at most :data:`MAX_SPEC_BYTES`
+(1 MiB): a FIFO, a device (``/dev/zero``) or a directory is refused before it is
+read.  What a spec costs to run is estimated by :mod:`distntk.cost`.
 
 Code.  A ``"module:function"`` target is code: :func:`parse_spec` imports it
 only with ``allow_code=True`` (``distntk run --allow-code``), and then adds the
@@ -94,6 +96,7 @@ import inspect
 import json
 import math
 import os
+import stat
 import tomllib
 from dataclasses import dataclass, field, fields
 from functools import cached_property
@@ -209,11 +212,26 @@ def flat_keys(d: dict, prefix: str = "") -> dict:
     return out
 
 
+MAX_SPEC_BYTES = 1 << 20
+
+
 def read_spec_text(path: str | os.PathLike) -> str:
-    """The text of a spec file, or a one-line :class:`SpecError` saying why it cannot be read."""
+    """The text of a spec file, or a one-line :class:`SpecError` saying why it cannot be read.
+
+    Only a regular file of at most :data:`MAX_SPEC_BYTES` is read (opened without blocking, so a
+    FIFO is refused instead of waited on).
+    """
     path = Path(path)
     try:
-        return path.read_text()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise SpecError(f"spec file {str(path)!r} is not a regular file")
+            raw = f.read(MAX_SPEC_BYTES + 1)
+        if len(raw) > MAX_SPEC_BYTES:
+            raise SpecError(f"spec file {str(path)!r} is larger than {MAX_SPEC_BYTES} bytes; a spec is a short "
+                            "TOML file")
+        return raw.decode()
     except FileNotFoundError:
         raise SpecError(f"spec file {str(path)!r} not found") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -217,6 +217,11 @@ def _storage_errors(path, action: str, catch: tuple = (OSError, ValueError)):
                          f"pip install 'distntk[{extra}]'") from None
     except catch as exc:
         raise StoreError(f"cannot {action} {path}: {one_line(exc)}") from None
+    except TypeError as exc:  # a --storage-option the backend does not take (s3fs passes them on to its session)
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        raise StoreError(f"cannot {action} {path}: a storage option is not one the {_protocol(path)}:// backend "
+                         f"takes: {one_line(exc)}") from None
     except Exception as exc:
         if type(exc).__module__.split(".")[0] not in _TRANSPORT_PACKAGES:
             raise
@@ -1044,13 +1049,23 @@ def open_result_store(path: str | os.PathLike, mode: str = "r+", storage_options
 
 def open_or_create(path: str | os.PathLike, spec: Spec, predictions: Callable[[], xr.Dataset],
                    storage_options: dict | None = None,
-                   command: str = "") -> ResultStore:
+                   command: str = "", redo_interrupted: bool = False) -> ResultStore:
     """Open the store for ``spec`` at ``path``, or create it with ``predictions()`` (called only then).
 
     ``predictions`` is the caller's (the driver solves the limit: ``spec.experiment.predictions``);
     it is called after the location proved writable.  An existing store must come from the
-    same canonical spec; otherwise the error names the keys that differ.
+    same canonical spec; otherwise the error names the keys that differ.  ``redo_interrupted``
+    (the driver, holding the store's lease): an interrupted creation
+    (:func:`_interrupted_creation`) is removed, with one warning line, and created again.
     """
+    if redo_interrupted and _interrupted_creation(path, storage_options):
+        with _storage_errors(path, "remove the interrupted creation of"):
+            import fsspec
+
+            fs, root = fsspec.core.url_to_fs(str(path), **(storage_options or {}))
+            fs.rm(root, recursive=True)
+        _log.warning("distntk: warning: %s: its creation was interrupted (a Zarr group without distntk attributes "
+                     "and without unit data): removed, created again", path)
     if _exists(path, storage_options):
         store = open_result_store(path, "r+", storage_options)
         if store.attrs["spec_hash"] != spec.hash:
@@ -1076,6 +1091,45 @@ def _fresh_location(path: str, spec: Spec, storage_options: dict | None = None) 
             if open_result_store(fresh, "r", storage_options).attrs["spec_hash"] == spec.hash:
                 return fresh
     return f"{stem}-{spec.hash}-new{zarr_suffix}"
+
+
+_PER_UNIT = frozenset({"output", "risk", "unit", "done", "unit_wall_time", "unit_node", "unit_writes"})
+
+
+def _interrupted_creation(path, storage_options=None) -> bool:
+    """Whether ``path`` holds what :func:`create_store` leaves when killed before its attributes are written.
+
+    That is: a Zarr group whose ``zarr.json`` has no ``spec_hash``/``spec_canonical``, and under it only
+    arrays (``<name>/zarr.json``) of which no per-unit array (results, unit records) has a chunk; the
+    chunks of coordinates and predictions (recomputed on creation) may be there.  Anything else (a file
+    that is not such, a nested group, a unit's data) makes it not ours to remove: ``False``.
+    """
+    try:
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(str(path), **(storage_options or {}))
+        root = root.rstrip("/")
+        meta = json.loads(fs.cat_file(f"{root}/zarr.json"))
+        attrs = meta.get("attributes") or {}
+        if meta.get("node_type") != "group" or "spec_hash" in attrs or "spec_canonical" in attrs:
+            return False
+        files = [f[len(root) + 1:] for f in fs.find(root)]
+        arrays = set()
+        for rel in files:
+            parts = rel.split("/")
+            if len(parts) == 2 and parts[1] == "zarr.json":
+                if json.loads(fs.cat_file(f"{root}/{rel}")).get("node_type") != "array":
+                    return False
+                arrays.add(parts[0])
+        for rel in files:
+            parts = rel.split("/")
+            if rel in ("zarr.json", _PROBE) or (len(parts) == 2 and parts[1] == "zarr.json"):
+                continue
+            if len(parts) < 2 or parts[0] not in arrays or parts[0] in _PER_UNIT or not parts[1].startswith("c"):
+                return False
+        return True
+    except Exception:  # unreadable, not JSON, not there: not recognisably ours
+        return False
 
 
 def _check_local_target(path: str) -> None:
