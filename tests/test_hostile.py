@@ -305,8 +305,9 @@ def test_a_doctored_store_in_a_root_is_named_and_left_out(root, tmp_path, capsys
     assert main(["query", str(r), "--format", "csv", "--time", "1.0"]) == 0
     out, err = capsys.readouterr()
     assert [ln.split(",", 1)[0] for ln in out.splitlines()[1:]] == ["a"] * 4
-    assert len(err.splitlines()) == 1 and err.startswith(f"distntk: warning: b: not summarised: cannot read "
-                                                         f"{r}/b.zarr: "), err
+    assert len(err.splitlines()) == 1 and err.startswith("distntk: warning: 1 member(s) missing or unreadable: b: "
+                                                         f"{r}/b.zarr: attribute 'block' is "), err
+    assert "its canonical spec says 4" in err  # the attribute is checked against the hashed spec
 
 
 @pytest.mark.parametrize("flag", ["--where", "--storage-option"])
