@@ -256,10 +256,11 @@ def test_a_symlink_to_a_held_store_is_refused(tmp_path):
             acquire(str(real), heartbeat=False)
 
 
-def test_a_dotdot_path_to_a_held_store_is_refused(tmp_path):
-    (tmp_path / "sub").mkdir()
-    with acquire(str(tmp_path / "s.zarr"), heartbeat=False), pytest.raises(LeaseError, match="is in use by"):
-        acquire(str(tmp_path / "sub" / ".." / "s.zarr"), heartbeat=False)
+def test_a_store_under_a_symlinked_folder_is_the_same_store(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with acquire(str(tmp_path / "real" / "s.zarr"), heartbeat=False), pytest.raises(LeaseError, match="is in use by"):
+        acquire(str(tmp_path / "link" / "sub" / ".." / "s.zarr"), heartbeat=False)
 
 
 def test_a_url_with_doubled_slashes_is_the_same_store():
@@ -342,7 +343,7 @@ def test_where_on_a_key_no_store_has_is_one_line(root, capsys):
                              "across its stores: model.beta")
 
 
-@pytest.mark.parametrize("value", ["0.75", ".75", '"0.75"', "7.5e-1", "0.750"])
+@pytest.mark.parametrize("value", [".75", '"0.75"', '"7.5e-1"', "+0.75", '"0.750"'])
 def test_where_compares_numbers_as_numbers(root, capsys, value):
     assert main(["query", str(root), "--where", f"model.beta={value}", "--format", "csv", "--time", "1.0"]) == 0
     out, _ = capsys.readouterr()
