@@ -21,14 +21,14 @@ the values), and in a ``k``-dimensional basis ``c(z) = Phi(z) V`` of feature
 space the limit is
 
     G = E_pi[c c^T],  b = E_pi[c f],  D = E_pi[c c_s^T],  b_s = E_pi[c_s f]
-    h_t(z) = c(z).beta_t,  beta_t = M_t b,  M_t = G^+ (I - e^{-alpha t G})      (7.9)
+    h_t(z) = c(z).beta_t,  beta_t = M_t b,  M_t = G^+ (I - e^{-alpha t G})      (7.7)
 
 (``c_s`` the coordinates of the ``s`` features that carry ``C_0``).  The
 fluctuations of a functional with coordinates ``gamma`` (a probe ``z``:
 ``gamma = c(z)``) are
 
     l^T V_t l = int_0^t alpha^2 [AsyVar(r_u(Z) c(Z).v) + sigma_eps^2 v^T G v] du,
-    v = e^{-alpha (t - u) G} gamma,  r_u = f - c.beta_u                          (7.10)
+    v = e^{-alpha (t - u) G} gamma,  r_u = f - c.beta_u                          (7.3)
 
 with ``AsyVar(y) = sum_{j in Z} Cov_pi(y(Z_0), y(Z_j))`` (the i.i.d. prediction
 keeps ``j = 0``) and the initialisation variance ``|gamma_s - D^T M_t gamma|^2``.
