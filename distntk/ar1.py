@@ -55,6 +55,18 @@ over segments, every output recomputed without the segment.  The memory
 truncation is that of the window solver: windows of ``L`` values started from
 the zero memory state, error at most ``rho^L``.
 
+Simulation.  :func:`distntk.rnn.run_replicas` reads its data from any chain
+that has a ``stream`` method; :class:`AR1Inputs` is such a chain for the AR(1):
+its ``inputs`` are the values of the probe windows (and of the risk windows),
+flattened, so that probes and risk windows are index windows into them as for a
+finite chain, and its stream draws the path from ``PCG64(data_seed)``
+(``n_burn + n_train`` standard normal vectors, :meth:`AR1.simulate`, started
+stationary) and the observation noise from a second copy of the generator
+advanced past them, piece by piece with the same bits whatever the piece
+sizes.  The stationary risk of the replicas is the average over
+``risk_windows`` windows drawn once from the window law (7.6) (seeded by the
+experiment's seed): a Monte Carlo version of docs/model.md (2.9).
+
 Validation (tests/test_ar1.py): the Rouwenhorst chain of
 :func:`distntk.chain.rouwenhorst` with ``n`` states, solved exactly by
 :func:`distntk.limit.solve_limit` with the same quadrature rule, approaches
@@ -79,7 +91,8 @@ from .limit import _E_C2, _features, _gl_nodes, _quadrature
 from .rnn import RNNConfig
 from .target import Target
 
-__all__ = ["AR1", "AR1Limit", "ar1", "ar1_limit", "default_probes", "probe_label", "reference_chain"]
+__all__ = ["AR1", "AR1Inputs", "AR1Limit", "ar1", "ar1_inputs", "ar1_limit", "default_probes", "probe_label",
+           "reference_chain"]
 
 _RANK_RTOL = 1e-12
 _ROW_DOUBLES = 1 << 22  # feature rows x columns per block
@@ -382,3 +395,79 @@ def ar1_limit(cfg: RNNConfig, ar: AR1, target: Target, L: int, *, segments: int 
     return AR1Limit(cfg=cfg, ar=ar, target=target, L=L, full=full, wts=wts, V=V, V_s=V_s, c=np.stack(cs_),
                     cs=np.stack(css_), f=np.stack(fs_), basis_residual=max(resid, 0.0), kernel_error=rule.error,
                     kernel_method=rule.method, seconds=time.perf_counter() - t0)
+
+
+@dataclass(frozen=True, eq=False)
+class AR1Inputs:
+    """The AR(1) as :func:`distntk.rnn.run_replicas` reads a chain (module docstring). Build with :func:`ar1_inputs`."""
+
+    ar: AR1
+    inputs: np.ndarray  # (n_values, d): the values of the probe and risk windows
+    probes: np.ndarray  # (P, L) index windows into inputs
+    risk: tuple  # (index windows (n, L), weights (n,) = 1/n, f (n,))
+
+    @property
+    def dim(self) -> int:
+        return self.ar.dim
+
+    def stream(self, target: Target, cfg: RNNConfig, n_burn: int, n_train: int, seed) -> "_AR1Stream":
+        return _AR1Stream(self.ar, target, cfg, n_burn, n_train, seed)
+
+
+def ar1_inputs(ar: AR1, target: Target, probes: np.ndarray, L: int, risk_windows: int = 1024,
+               seed: int = 0) -> AR1Inputs:
+    """Probe windows ``(P, L, d)`` and ``risk_windows`` stationary windows as index windows (module docstring)."""
+    probes = _as_windows(probes, L, ar.dim)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xA121, 1 << 31]))
+    rw = ar.sample_windows(risk_windows, L, rng)
+    values = np.concatenate([probes.reshape(-1, ar.dim), rw.reshape(-1, ar.dim)])
+    values.setflags(write=False)
+    P = len(probes)
+    pidx = np.arange(P * L, dtype=np.int64).reshape(P, L)
+    ridx = P * L + np.arange(risk_windows * L, dtype=np.int64).reshape(risk_windows, L)
+    f = target(rw[:, -target.m:])
+    return AR1Inputs(ar=ar, inputs=values, probes=pidx,
+                     risk=(ridx, np.full(risk_windows, 1.0 / risk_windows), f))
+
+
+class _AR1Stream:
+    """One replica's AR(1) data in consecutive pieces (the interface of :class:`distntk.rnn._DataStream`)."""
+
+    def __init__(self, ar: AR1, target: Target, cfg: RNNConfig, n_burn: int, n_train: int, seed):
+        self.ar, self.target, self.n_burn = ar, target, n_burn
+        self.noise_std = cfg.noise_std
+        ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        self._rng = np.random.Generator(np.random.PCG64(ss))
+        self._noise = None
+        if cfg.noise_std > 0:  # its own key below the replica's data seed
+            child = np.random.SeedSequence(ss.entropy, spawn_key=(*ss.spawn_key, 0xA121))
+            self._noise = np.random.Generator(np.random.PCG64(child))
+        self._last = np.zeros((0, ar.dim))  # the last max(m - 1, 1) values drawn
+
+    def _values(self, n: int) -> np.ndarray:
+        if len(self._last) == 0:
+            return self.ar.simulate(n, self._rng)
+        e = self.ar.sigma * self._rng.standard_normal((n, self.ar.dim))
+        out = np.empty_like(e)
+        for i in range(self.ar.dim):
+            out[:, i] = scipy.signal.lfilter([1.0], [1.0, -self.ar.phi[i]], e[:, i],
+                                             zi=[self.ar.phi[i] * self._last[-1, i]])[0]
+        return out
+
+    def burn_in(self) -> np.ndarray:
+        """Inputs of the ``n_burn`` burn-in steps, ``(n_burn, d)`` (the first is drawn stationary)."""
+        x = self._values(self.n_burn)
+        self._last = x[len(x) - max(self.target.m - 1, 1):]
+        return x
+
+    def train(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs ``(n, d)`` and targets ``(n,)`` of the next ``n`` training steps."""
+        m = self.target.m
+        new = self._values(n)
+        path = np.concatenate([self._last[len(self._last) - (m - 1):] if m > 1 else self._last[:0], new])
+        idx = np.arange(n)[:, None] + np.arange(m)[None, :]
+        y = self.target(path[idx]) if n else np.zeros(0)
+        if self._noise is not None:
+            y = y + self.noise_std * self._noise.standard_normal(n)
+        self._last = np.concatenate([self._last, new])[-max(m - 1, 1):]
+        return new, y

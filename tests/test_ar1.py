@@ -102,3 +102,32 @@ def test_rouwenhorst_limit_approaches_ar1_limit():
     assert chi2[17] < chi2[3], chi2
     assert time.perf_counter() - t0 < 300
     assert window_chain(rouwenhorst(3, phi, sigma), L).n_histories == 9
+
+
+def test_ar1_stream_pieces_and_replicas():
+    """The stream's pieces concatenate to one stationary path (any piece sizes), and run_replicas trains on
+    the AR(1) with value-window probes: reproducible, independent of the data chunk size."""
+    from distntk.ar1 import _AR1Stream, ar1_inputs
+    from distntk.rnn import RNNConfig, run_replicas
+
+    ar = ar1(0.7, 0.5)
+    tg = make_target("linear", weights=[1.0, 0.5])
+    cfg = RNNConfig(noise_std=0.1)
+    seed = np.random.SeedSequence(5, spawn_key=(3, 1))
+    s = _AR1Stream(ar, tg, cfg, 4, 100, seed)
+    parts = [s.burn_in()] + [s.train(n)[0] for n in (1, 37, 62)]
+    whole = ar.simulate(104, np.random.Generator(np.random.PCG64(seed)))
+    assert np.allclose(np.concatenate(parts), whole, rtol=1e-14, atol=1e-14)
+    s2 = _AR1Stream(ar, tg, cfg, 4, 100, seed)
+    s2.burn_in()
+    x, y = s2.train(100)
+    resid = y - tg(np.lib.stride_tricks.sliding_window_view(whole[3:], 2, axis=0).transpose(0, 2, 1))
+    assert np.max(np.abs(resid)) < 0.6 and 0.05 < np.std(resid) < 0.15  # the noise alone (sd 0.1)
+    L = 3
+    inp = ar1_inputs(ar, tg, default_probes(ar, L), L, risk_windows=64, seed=1)
+    kw = dict(root=1, width_key=32, init=0, data=[0, 1], L=L, risk=inp.risk)
+    a = run_replicas(cfg, inp, tg, 32, 1.0, [0.0, 0.5, 1.0], inp.probes, chunk=7, **kw)
+    b = run_replicas(cfg, inp, tg, 32, 1.0, [0.0, 0.5, 1.0], inp.probes, chunk=1000, **kw)
+    assert a[0].shape == (2, 3, 3) and a[1].shape == (2, 3)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert np.all(np.isfinite(a[0])) and not np.array_equal(a[0][0], a[0][1])
