@@ -131,3 +131,59 @@ def test_ar1_stream_pieces_and_replicas():
     assert a[0].shape == (2, 3, 3) and a[1].shape == (2, 3)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert np.all(np.isfinite(a[0])) and not np.array_equal(a[0][0], a[0][1])
+
+
+_SPEC = """
+name = "ar1-tiny"
+seed = 3
+[chain]
+kind = "ar1"
+phi = 0.5
+sigma = 0.6
+[target]
+name = "linear"
+weights = [1.0, 0.5]
+[training]
+T = 1.0
+times = [0.5, 1.0]
+L = 3
+[limit]
+resolution = 5
+segments = 4
+segment_steps = 256
+[replicas]
+widths = [16]
+n_init = 2
+n_data = 2
+block = 2
+"""
+
+
+def test_ar1_spec_and_experiment():
+    """``[chain] kind = "ar1"``: default probes with readable unique labels, a unit computed on the AR(1)
+    stream, predictions with their standard errors; bad parameters are one-line errors."""
+    from distntk.spec import SpecError, parse_spec
+
+    sp = parse_spec(_SPEC)
+    exp = sp.experiment
+    assert sp.canonical["chain"] == {"kind": "ar1", "phi": [0.5], "sigma": [0.6]}
+    assert exp.probes.shape == (3, 3, 1)
+    labels = exp.probe_labels()
+    assert len(set(labels)) == 3 and labels[0] == "0,0,0"
+    out = exp.compute(exp.units()[0])
+    assert out["output"].shape == (2, 2, 3) and out["risk"].shape == (2, 2)
+    ds = exp.predictions()
+    assert ds["h"].shape == (2, 3) and np.all(ds["nvar_poisson_se"].values > 0)
+    assert list(ds["probe"].values) == labels
+    # the linear target is odd: h at the zero window is 0, at -z it is -h(z) up to the Monte Carlo error
+    h = ds["h"].values
+    assert np.all(np.abs(h[:, 1] + h[:, 2]) < 4 * np.hypot(ds["h_se"].values[:, 1], ds["h_se"].values[:, 2]) + 1e-9)
+    sp2 = parse_spec(_SPEC + "[probes]\nwindows = [[0.0, 0.1, -0.2], [1, 1, 1]]\n")
+    assert sp2.experiment.probe_labels() == ["0,0.1,-0.2", "1,1,1"] and sp2.hash != sp.hash
+    for bad, needle in [("phi = 0.5", "phi = 1.0"), ("sigma = 0.6", "sigma = -1"),
+                        ("phi = 0.5", "phi = [0.5, 0.1]"), ('kind = "ar1"', 'kind = "ar2"')]:
+        with pytest.raises(SpecError) as e:
+            parse_spec(_SPEC.replace(bad, needle))
+        assert "\n" not in str(e.value)
+    with pytest.raises(SpecError, match="probes.windows"):
+        parse_spec(_SPEC + "[probes]\nwindows = [[0.0, 0.1]]\n")
