@@ -357,7 +357,9 @@ def _parse(text: str, default_name: str, source: str, allow_code: bool) -> Spec:
         limit_c["max_histories"] = max_h
     if sampled:
         limit_c.update(memory="sampled", basis_L=basis_L, l0=L0, segments=segments, segment_steps=seg_steps)
-    elif memory == "window" and ar is None and _memory_mode("auto", cfg, chain, target, max_h):
+    elif ar is not None:  # the AR(1) limit's path segments (docs/model.md#ar1)
+        limit_c.update(segments=segments, segment_steps=seg_steps)
+    elif memory == "window" and _memory_mode("auto", cfg, chain, target, max_h):
         limit_c["memory"] = "window"
     canonical = {
         "seed": seed,

@@ -180,6 +180,7 @@ def test_ar1_spec_and_experiment():
     assert np.all(np.abs(h[:, 1] + h[:, 2]) < 4 * np.hypot(ds["h_se"].values[:, 1], ds["h_se"].values[:, 2]) + 1e-9)
     sp2 = parse_spec(_SPEC + "[probes]\nwindows = [[0.0, 0.1, -0.2], [1, 1, 1]]\n")
     assert sp2.experiment.probe_labels() == ["0,0.1,-0.2", "1,1,1"] and sp2.hash != sp.hash
+    assert parse_spec(_SPEC.replace("segments = 4", "segments = 5")).hash != sp.hash
     for bad, needle in [("phi = 0.5", "phi = 1.0"), ("sigma = 0.6", "sigma = -1"),
                         ("phi = 0.5", "phi = [0.5, 0.1]"), ('kind = "ar1"', 'kind = "ar2"')]:
         with pytest.raises(SpecError) as e:
