@@ -22,6 +22,16 @@ Markov-chain central limit theorem for ``sum_k F(s_k)`` then has covariance
     Sigma = E_pi[ F~ u^T + u F~^T - F~ F~^T ]                          (m, m)
 
 which equals ``sum_{j in Z} Cov_pi(F(s_0), F(s_j))``.
+
+Rouwenhorst discretisation (docs/model.md#ar1).  The scalar AR(1)
+``X_{k+1} = phi X_k + sigma eps_k`` (stationary sd ``s = sigma / sqrt(1 - phi^2)``)
+becomes a chain on the ``n`` equally spaced points ``-psi..psi``,
+``psi = s sqrt(n - 1)``, with ``P_2 = [[p, 1-p], [1-p, p]]``, ``p = (1 + phi)/2``,
+and ``P_n`` built from ``P_{n-1}`` by the four-corner recursion (middle rows
+halved).  For every ``n >= 2`` the stationary law is Binomial(n-1, 1/2) on the
+grid, so the mean (0), the variance (``s^2``) and the conditional mean
+``E[X_{k+1} | X_k] = phi X_k`` (hence the autocorrelation ``phi^j`` at every
+lag) are exact; as ``n`` grows the windows converge in law to the Gaussian ones.
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ __all__ = [
     "fundamental_matrix",
     "poisson",
     "asymptotic_covariance",
+    "rouwenhorst",
 ]
 
 _ROW_TOL = 1e-10
@@ -351,3 +362,25 @@ def asymptotic_covariance(P: ArrayLike, pi: np.ndarray, F: np.ndarray,
     cross = (Ft * pi[:, None]).T @ u
     cov = cross + cross.T - (Ft * pi[:, None]).T @ Ft
     return float(cov[0, 0]) if scalar else cov
+
+
+def rouwenhorst(n: int, phi: float, sigma: float) -> MarkovChain:
+    """The ``n``-state Rouwenhorst chain of the scalar AR(1) ``X' = phi X + sigma eps`` (module docstring)."""
+    if int(n) != n or n < 2:
+        raise ChainError(f"rouwenhorst: n is {n}; expected an integer >= 2")
+    if not (np.isfinite(phi) and abs(phi) < 1):
+        raise ChainError(f"rouwenhorst: phi is {phi}; expected |phi| < 1")
+    if not (np.isfinite(sigma) and sigma > 0):
+        raise ChainError(f"rouwenhorst: sigma is {sigma}; expected sigma > 0")
+    n, p = int(n), (1.0 + phi) / 2.0
+    P = np.array([[p, 1 - p], [1 - p, p]])
+    for m in range(3, n + 1):
+        Q = np.zeros((m, m))
+        Q[:-1, :-1] += p * P
+        Q[:-1, 1:] += (1 - p) * P
+        Q[1:, :-1] += (1 - p) * P
+        Q[1:, 1:] += p * P
+        Q[1:-1] /= 2.0
+        P = Q
+    psi = sigma / np.sqrt(1.0 - phi * phi) * np.sqrt(n - 1.0)
+    return markov_chain(P, np.linspace(-psi, psi, n)[:, None])

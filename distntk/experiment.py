@@ -38,7 +38,7 @@ from .limit import MAX_HISTORIES, Limit, solve_limit
 from .rnn import ModelError, RNNConfig, run_replicas
 from .target import Target
 
-__all__ = ["Unit", "Experiment", "unit_grid"]
+__all__ = ["AR1Experiment", "Unit", "Experiment", "unit_grid"]
 
 
 @dataclass(frozen=True, order=True)
@@ -234,6 +234,86 @@ class Experiment:
                 "kernel_seconds": float("nan"),
                 "kernel_tol": self.kernel_tol if self.kernel_resolution is None else float("nan"),
                 "n_histories": int(pb.basis.shape[0]),
+                "beta": self.model.beta,
+            },
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class AR1Experiment(Experiment):
+    """An experiment on the continuous AR(1) input (docs/model.md#ar1): ``probes`` are value windows
+    ``(P, L, d)``, ``chain`` is the 2-state Rouwenhorst chain used only to choose ``L`` and check the
+    target; the replicas train on the AR(1) stream, the risk is the average over 1024 stationary windows
+    drawn once from the experiment's seed, and the predictions come from :func:`distntk.ar1.ar1_limit`."""
+
+    ar: object = None
+
+    @cached_property
+    def _inputs(self):
+        from .ar1 import ar1_inputs
+
+        return ar1_inputs(self.ar, self.target, self.probes, self.L, seed=self.seed)
+
+    def compute(self, unit: Unit) -> dict[str, np.ndarray]:
+        inp = self._inputs
+        risk = inp.risk if self.record_risk else None
+        res = run_replicas(
+            self.model, inp, self.target, unit.width, self.T, self.times, inp.probes,
+            root=self.seed, width_key=unit.width, init=unit.init, data=list(unit.data), L=self.L,
+            engine=self.engine, risk=risk,
+        )
+        out = {"output": res} if risk is None else {"output": res[0], "risk": res[1]}
+        for name, values in out.items():
+            if not np.all(np.isfinite(values)):
+                raise ModelError(f"unit {unit} produced non-finite {name} values (the training diverged: check "
+                                 "model.alpha, the inputs and the target's scale)")
+        return out
+
+    def prepare(self) -> None:
+        self._inputs  # noqa: B018
+
+    def probe_labels(self) -> list[str]:
+        from .ar1 import probe_label
+
+        labels = [probe_label(w) for w in self.probes]
+        return [lab if labels.count(lab) == 1 else f"{lab}#{i}" for i, lab in enumerate(labels)]
+
+    def predictions(self, map_segments: Callable | None = None) -> xr.Dataset:
+        from .ar1 import ar1_limit
+
+        lim = ar1_limit(self.model, self.ar, self.target, self.L, segments=self.segments,
+                        steps=self.segment_steps, seed=self.seed, quad_tol=self.kernel_tol,
+                        resolution=self.kernel_resolution)
+        t = np.asarray(self.times, dtype=float)
+        out = lim.predict(t, self.probes)
+        dims = ("time", "probe")
+        names = {"h": dims, "nvar_poisson": dims, "nvar_iid": dims, "var_init_coef": dims, "risk_h": ("time",),
+                 "nvar_risk_poisson": ("time",), "nvar_risk_iid": ("time",), "var_risk_init_coef": ("time",)}
+        data = {}
+        for name, d in names.items():
+            data[name] = (d, out[name])
+            data[name + "_se"] = (d, out[name + "_se"])
+        data["f"] = (("probe",), out["f"])
+        data["pi_probe"] = (("probe",), np.full(len(self.probes), np.nan))  # a density point: no probability
+        return xr.Dataset(
+            data,
+            coords={"time": t, "probe": self.probe_labels()},
+            attrs={
+                "L": self.L,
+                "memory_method": "ar1",
+                "memory_bound": self.model.rho**self.L,
+                "memory_basis_rank": int(lim.V.shape[1]),
+                "memory_basis_residual": lim.basis_residual,
+                "memory_segments": lim.n_segments,
+                "memory_path_steps": int(lim.c.shape[1]),
+                "memory_lag_window": lim.lag_window,
+                "memory_seconds": lim.seconds,
+                "kernel_error": lim.kernel_error,
+                "kernel_method": lim.kernel_method,
+                "kernel_nodes": len(lim.wts),
+                "kernel_seconds": float("nan"),
+                "kernel_tol": self.kernel_tol if self.kernel_resolution is None else float("nan"),
+                "n_histories": 0,
                 "beta": self.model.beta,
             },
         )

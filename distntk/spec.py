@@ -315,6 +315,14 @@ def _parse(text: str, default_name: str, source: str, allow_code: bool) -> Spec:
     limit_t.finish()
     target, target_c = _target(top.table("target"), allow_code)
     T, times, L, record_risk, training_c, warnings = _training(training, cfg, chain, target, max_h)
+    ar = None
+    if chain_c.get("kind") == "ar1":
+        from .ar1 import ar1
+
+        ar = ar1(chain_c["phi"], chain_c["sigma"])
+        if memory == "sampled" or l0 is not None:
+            raise SpecError("limit.memory: chain.kind = 'ar1' takes the window limit of docs/model.md#ar1 only")
+        memory = "window"
     sampled = _memory_mode(memory, cfg, chain, target, max_h)
     basis_L = L0 = None
     if sampled:
@@ -329,7 +337,10 @@ def _parse(text: str, default_name: str, source: str, allow_code: bool) -> Spec:
         warnings = [*warnings, f"kernel = {legacy!r}: 'kernel' is the old name of the spec key 'engine'; "
                                "write engine = ... (the hash is the same)"]
     replicas, replicas_c = _replicas(top.table("replicas"))
-    probes, probes_c = _probes(top.table("probes"), chain, L, max_h)
+    if ar is None:
+        probes, probes_c = _probes(top.table("probes"), chain, L, max_h)
+    else:
+        probes, probes_c = _ar1_probes(top.table("probes", required=False), ar, L)
     top.finish()
 
     if cfg.burn_in is None:
@@ -349,7 +360,8 @@ def _parse(text: str, default_name: str, source: str, allow_code: bool) -> Spec:
         raise SpecError(f"target: {_show(target.name)} is not finite (or above 1e12) on the chain's windows; "
                         "expected finite values (check chain.inputs and the target's parameters)")
 
-    exp = Experiment(chain=chain, target=target, model=cfg, T=T, times=times, L=L, probes=probes,
+    make_exp = Experiment if ar is None else _ar1_experiment(ar)
+    exp = make_exp(chain=chain, target=target, model=cfg, T=T, times=times, L=L, probes=probes,
                      widths=replicas["widths"], n_init=replicas["n_init"], n_data=replicas["n_data"],
                      block=replicas["block"], seed=seed, engine=engine, kernel_resolution=resolution,
                      kernel_tol=quad_tol, name=name, record_risk=record_risk, max_histories=max_h,
@@ -363,6 +375,8 @@ def _parse(text: str, default_name: str, source: str, allow_code: bool) -> Spec:
         limit_c["max_histories"] = max_h
     if sampled:
         limit_c.update(memory="sampled", basis_L=basis_L, l0=L0, segments=segments, segment_steps=seg_steps)
+    elif ar is not None:  # the AR(1) limit's path segments (docs/model.md#ar1)
+        limit_c.update(segments=segments, segment_steps=seg_steps)
     elif memory == "window" and _memory_mode("auto", cfg, chain, target, max_h):
         limit_c["memory"] = "window"
     canonical = {
@@ -383,7 +397,18 @@ def _parse(text: str, default_name: str, source: str, allow_code: bool) -> Spec:
 # -- sections ---------------------------------------------------------------------------------------
 
 
+def _ar1_experiment(ar):
+    from .experiment import AR1Experiment
+
+    return lambda **kw: AR1Experiment(ar=ar, **kw)
+
+
 def _chain(t: "_Table"):
+    kind = t.get("kind", "name", None)
+    if kind == "ar1":
+        return _ar1_chain(t)
+    if kind is not None:
+        raise SpecError(f"chain.kind: expected 'ar1' (or no kind: a finite chain), got {_show(kind)}")
     P = t.get("transition", "matrix")
     inputs = t.get("inputs", "inputs")
     t.finish()
@@ -407,6 +432,46 @@ def _chain(t: "_Table"):
         key = "chain.inputs" if str(exc).startswith("state inputs") else "chain.transition"
         raise SpecError(f"{key}: {one_line(exc)}") from None
     return chain, {"transition": [[float(x) for x in row] for row in P], "inputs": X}
+
+
+def _ar1_chain(t: "_Table"):
+    """``[chain] kind = "ar1"`` (docs/model.md#ar1): the AR(1) and, for the window length and the target
+    check, its 2-state Rouwenhorst chain per coordinate."""
+    from .ar1 import ar1, reference_chain
+
+    phi = t.get("phi", "number or list of numbers")
+    sigma = t.get("sigma", "number or list of numbers")
+    t.finish()
+    phi_l = [float(x) for x in (phi if isinstance(phi, list) else [phi])]
+    sigma_l = [float(x) for x in (sigma if isinstance(sigma, list) else [sigma])]
+    if len(phi_l) > _MAX_DIM:
+        raise SpecError(f"chain.phi: expected inputs of dimension d <= {_MAX_DIM}, got {len(phi_l)}")
+    try:
+        ar = ar1(phi_l, sigma_l)
+    except ChainError as exc:
+        raise SpecError(f"chain: {one_line(exc)}") from None
+    return reference_chain(ar, 2), {"kind": "ar1", "phi": phi_l, "sigma": sigma_l}
+
+
+def _ar1_probes(t: "_Table", ar, L: int):
+    from .ar1 import default_probes
+
+    windows = t.get("windows", "matrix", None)
+    t.finish()
+    if windows is None:
+        probes = default_probes(ar, L)
+    else:
+        if ar.dim != 1:
+            raise SpecError("probes.windows: value windows are given for d = 1 only; omit [probes] for the "
+                            "defaults")
+        for i, w in enumerate(windows):
+            if len(w) != L:
+                raise SpecError(f"probes.windows[{i}]: expected a window of L = {L} input values, got {len(w)}")
+        if len({tuple(w) for w in windows}) != len(windows):
+            raise SpecError("probes.windows: expected distinct windows")
+        probes = np.array(windows, dtype=float)[:, :, None]
+    probes.setflags(write=False)
+    return probes, {"windows": probes[:, :, 0].tolist() if ar.dim == 1 else probes.tolist()}
 
 
 _MODEL_KINDS = {"activation": "name", "gradient": "name", "burn_in": "integer"}
