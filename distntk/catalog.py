@@ -218,6 +218,12 @@ class Catalog:
         return out
 
     @property
+    def flagged(self) -> dict:
+        """Member name -> one line naming its units flagged as outliers (kept: not damage), for the members read."""
+        return {n: got[0].attrs["distntk_flagged"] for n, got in list(self._cache.items())
+                if not isinstance(got, StoreError) and got[0].attrs.get("distntk_flagged")}
+
+    @property
     def keys(self) -> list[str]:
         """The dotted spec keys whose values differ across the stores (swept keys first)."""
         swept = list((self.manifest or {}).get("keys", []))

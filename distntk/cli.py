@@ -4,7 +4,8 @@
                      [--allow-code] [--max-core-hours H]
     distntk query STORE [--width N] [--time t] [--probe k] [--format table|csv|json] [--storage-option ...]
     distntk report STORE [--out DIR] [--storage-option ...]   (default DIR: reports/<store name>)
-    distntk verify STORE [--storage-option ...]   (damaged units one per line; exit 1 if any, 0 if none)
+    distntk verify STORE [--storage-option ...]   (damaged units one per line, exit 1 if any; outlier
+                                                   flags as "flag: ..." lines, kept, exit 0 on their own)
     distntk demo [--store PATH] [--out DIR]     (run jobs/quickstart.toml, query table, report)
 
 Stores are local paths or fsspec URLs (``s3://``, ``gs://``, ``memory://``).  The
@@ -21,7 +22,7 @@ unit does not fit in an actor's memory (this machine's memory over the number
 of actors); it refuses a ``module:function`` target (code) unless
 ``--allow-code``.  ``query`` and ``report`` on a damaged store print one
 warning line naming the damaged units (:mod:`distntk.verify`) and leave them
-out.
+out; units flagged as outliers get one ``distntk: note:`` line and stay in.
 
 Errors in user input (specs, stores, chains, models, targets, selections)
 print one line ``distntk: error: ...`` on stderr and exit with 2; a run that
@@ -191,6 +192,8 @@ def _open_checked(path, storage_options=None):
     ds, damaged = open_checked(path, storage_options)
     if damaged:
         print(f"distntk: warning: {damage_warning(damaged)}", file=sys.stderr)
+    if ds.attrs.get("distntk_flagged"):
+        print(f"distntk: note: {ds.attrs['distntk_flagged']}", file=sys.stderr)
     return ds
 
 
@@ -221,12 +224,15 @@ def _print_query(path, width=None, time_=None, probe=None, fmt="table", storage_
 def _verify(args) -> int:
     from .verify import verify
 
-    problems = verify(args.store, _storage_options(args.storage_option))
-    for line in problems:
+    found = verify(args.store, _storage_options(args.storage_option))
+    for line in found.problems:
         print(line)
-    print(f"distntk verify: {len(problems)} problem(s) in {args.store}" if problems
-          else f"distntk verify: {args.store}: every done unit intact", file=sys.stderr)
-    return 1 if problems else 0
+    for line in found.flags:
+        print(f"flag: {line}")
+    flagged = f"; {len(found.flags)} unit(s) flagged as outliers (kept: not damage)" if found.flags else ""
+    print(f"distntk verify: {len(found.problems)} problem(s) in {args.store}{flagged}" if found.problems
+          else f"distntk verify: {args.store}: every done unit intact{flagged}", file=sys.stderr)
+    return 1 if found.problems else 0
 
 
 def _query(args) -> int:
@@ -255,6 +261,8 @@ def _print_catalog(root, options=None, width=None, time_=None, probe=None, fmt="
     rows = cat.rows(width, time_, probe)
     for name, why in sorted(cat.damaged.items()):
         print(f"distntk: warning: {name}: {one_line(why)}", file=sys.stderr)
+    for name, why in sorted(cat.flagged.items()):
+        print(f"distntk: note: {name}: {one_line(why)}", file=sys.stderr)
     print(format_catalog(cat, rows, fmt))
     return 0
 
@@ -361,7 +369,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_storage_option(r)
 
     v = sub.add_parser("verify", help="check every done unit of a store (chunks, checksums, finite values, "
-                       "outliers); damaged units one per line, exit 1 if any")
+                       "predictions); damaged units one per line, exit 1 if any; outlier flags as 'flag: ...' "
+                       "lines (kept in every estimate, exit 0 if nothing else)")
     v.add_argument("store", help="store path or fsspec URL")
     _add_storage_option(v)
 

@@ -80,9 +80,10 @@ _QUANTITY_LABELS = {
 def open_dataset(source: xr.Dataset | str | os.PathLike) -> xr.Dataset:
     """``source`` itself if it is a Dataset, else the store at that path or URL without its damaged units.
 
-    A path goes through :func:`distntk.verify.open_checked`: damaged units and
-    outliers are left out (not done) and named in ``attrs["distntk_left_out"]``,
-    which the report's summary repeats.
+    A path goes through :func:`distntk.verify.open_checked`: damaged units are
+    left out (not done) and named in ``attrs["distntk_left_out"]``, units
+    flagged as outliers are kept and named in ``attrs["distntk_flagged"]``; the
+    report's summary repeats both.
     """
     if isinstance(source, xr.Dataset):
         return source
@@ -610,6 +611,7 @@ def write_report(dataset_or_path: xr.Dataset | str | os.PathLike, out_dir: str |
            f"widths {', '.join(str(int(N)) for N in ds['width'].values)}, {ds.sizes['init']} inits x "
            f"{ds.sizes['data']} data sequences, seed {a.get('seed')}.", ""]
     notes = [f"- **Damaged units left out.** {a_}" for a_ in [ds.attrs.get("distntk_left_out")] if a_]
+    notes += [f"- **Outlier flags (kept).** {a_}" for a_ in [ds.attrs.get("distntk_flagged")] if a_]
     notes += [n for n in [_memory_window_note(ds)] if n]
     bullets = summary(est, rates, memory, missing, notes=notes)
     if summary_out is not None:
@@ -861,6 +863,10 @@ def write_sweep_report(catalog: Catalog, out_dir: str | os.PathLike, level: floa
         if miss:
             lines.append(f"- `{name}`: {len(miss)} units not done: " + "; ".join(ln[2:] for ln in _fmt_units(miss, 5)))
     md += (lines or ["None: every member is complete."]) + [""]
+    flagged = catalog.flagged
+    if flagged:
+        md += ["## Outlier flags (kept in every estimate)", ""]
+        md += [f"- `{n}`: {why}" for n, why in sorted(flagged.items())] + [""]
     path = out / "sweep.md"
     path.write_text("\n".join(md))
     return path

@@ -1,4 +1,4 @@
-"""Integrity of a result store: damaged units, outliers, predictions; ``distntk verify``.
+"""Integrity of a result store: damaged units, outlier flags, predictions; ``distntk verify``.
 
 A unit marked ``done`` is *damaged* when one of its chunks does not decode
 (every chunk carries a crc32c checksum, :func:`distntk.store._allocate`; a
@@ -8,21 +8,30 @@ are not finite (a deleted chunk reads as its NaN fill value), or when its
 :meth:`~distntk.store.ResultStore.pending` hands them back to ``distntk run``,
 which recomputes them from their seeds, bit for bit.
 
-An *outlier* is a done unit whose mean lies far outside the distribution of
-the other units' means of the same width.  For width ``N`` and each (time,
-probe) cell, with ``m_u`` the mean of unit ``u``'s replicas::
+An *outlier flag* marks a done unit whose mean lies far outside the spread the
+model expects among the units of its width (docs/model.md#outliers).  For width
+``N`` and each (time, probe) cell, with ``m_u`` the mean of unit ``u``'s ``n_u``
+replicas (one initialisation, a block of data sequences)::
 
-    z_u = (m_u - median_u m_u) / (1.4826 MAD_u m_u)
+    z_u = |m_u - median_u m_u| / s,
+    s^2 = max( N^{1-2 beta} c_init + vbar / n_u ,  (1.4826 MAD_u m_u)^2 )
 
-(1.4826 MAD is the standard deviation for Gaussian ``m_u``; median and MAD
-ignore a few wild units).  A unit is flagged when ``|z_u| >`` :data:`OUTLIER_Z`
-``= 10`` in any cell, among at least :data:`OUTLIER_MIN_UNITS` ``= 8`` units
-(cells whose MAD is 0 are skipped).  For Gaussian unit means a false alarm at
-10 robust standard deviations has probability about ``1e-23`` per unit and
-cell; the unit means of a real store have heavier tails (they share
-initialisations), so the threshold leaves a wide margin, and a unit scaled by
-10 is far beyond it.  An outlier is not proof of damage: ``verify`` names it;
-``query`` and ``report`` leave it out with the damaged units (one warning line).
+``N^{1-2 beta} c_init`` is the predicted between-init variance of a unit mean
+(``c_init`` the stored ``var_init_coef``, beta from the hashed canonical spec),
+``vbar`` the median over the width's units of the within-unit sample variance
+of the replicas (the data noise at a fixed initialisation, robust to a few wild
+units), and ``1.4826 MAD`` the robust standard deviation of the unit means
+themselves, a floor when the prediction is smaller than what the store shows.
+A unit is flagged when ``z_u >`` :data:`OUTLIER_Z` ``= 10`` in any cell, among
+at least :data:`OUTLIER_MIN_UNITS` ``= 8`` units (cells with ``s = 0`` are
+skipped).  Units of one initialisation share its offset: near beta = 1/2 the
+between-init spread dominates and a correct unit whose initialisation has a
+large offset lies many MADs from the median while well inside the predicted
+spread; the predicted term keeps it unflagged.  A flag is a note, not damage:
+the unit stays done, stays in every estimate, and ``distntk verify`` prints it
+as a flag with exit 0.  Damage is what the checks above find (checksums,
+finite values, write counts); the false-flag rate on clean stores is measured
+by ``bench/bench_outliers.py``.
 
 Predictions (``h``, ``nvar_poisson``, ...) must be present and finite, and the
 canonical spec in the store's attributes must hash to its ``spec_hash`` (the
@@ -48,6 +57,7 @@ import functools
 import json
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np
@@ -75,7 +85,8 @@ from .store import (
     open_store,
 )
 
-__all__ = ["verify", "open_checked", "open_checked_many", "store_attrs_many", "outliers", "damage_warning",
+__all__ = ["verify", "Verification", "open_checked", "open_checked_many", "store_attrs_many", "outliers",
+           "init_variance", "damage_warning", "flag_note",
            "OUTLIER_Z", "OUTLIER_MIN_UNITS",
            "PREDICTIONS"]
 
@@ -90,36 +101,75 @@ def _unit_text(u: Unit) -> str:
     return f"width {u.width}, init {u.init}, data {u.data_start}-{u.data_stop - 1}"
 
 
-def outliers(output: np.ndarray, done: np.ndarray, widths: list[int], block: int,
+def outliers(output: np.ndarray, done: np.ndarray, widths: list[int], block: int, init_var: np.ndarray,
              skip: Iterable[Unit] = ()) -> dict[Unit, str]:
-    """Done units whose mean is an outlier among their width's units (module docstring).
+    """Done units flagged as outliers among their width's units (module docstring): flags, not damage.
 
     ``output (width, init, data, time, probe)``, ``done (width, init, data)``;
+    ``init_var (width, time, probe)``: the predicted between-init variance of a
+    unit mean, ``N^{1-2 beta} var_init_coef`` (:func:`init_variance`);
     ``skip``: units left out of the comparison (the damaged ones).
     """
     W, I, R = done.shape
     found = {}
     for wi, N in enumerate(widths):
-        units, means = [], []
-        for u in (x for x in _grid(N, I, R, block) if x not in skip):
-            sl = slice(u.data_start, u.data_stop)
-            if done[wi, u.init, sl].all():
-                units.append(u)
-                means.append(output[wi, u.init, sl].mean(axis=0))  # (time, probe)
+        units = [u for u in _grid(N, I, R, block)
+                 if u not in skip and done[wi, u.init, u.data_start:u.data_stop].all()]
         if len(units) < OUTLIER_MIN_UNITS:
             continue
-        m = np.stack(means)  # (units, time, probe)
-        med = np.median(m, axis=0)
-        mad = _MAD_SCALE * np.median(np.abs(m - med), axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            z = np.where(mad > 0, np.abs(m - med) / np.where(mad > 0, mad, 1.0), 0.0)
+        z, m, med = _unit_z(output[wi], units, init_var[wi])
         for k, u in enumerate(units):
             if z[k].max() > OUTLIER_Z:
                 t, p = np.unravel_index(int(np.argmax(z[k])), z[k].shape)
-                found[u] = (f"outlier: unit mean {float(m[k, t, p]):.4g} is {float(z[k, t, p]):.1f} robust standard "
-                            f"deviations from the median {float(med[t, p]):.4g} of {len(units)} units (time index "
-                            f"{t}, probe index {p}; threshold {OUTLIER_Z:g})")
+                found[u] = (f"outlier: unit mean {float(m[k, t, p]):.4g} is {float(z[k, t, p]):.1f} expected "
+                            f"standard deviations from the median {float(med[t, p]):.4g} of {len(units)} units "
+                            f"(time index {t}, probe index {p}; threshold {OUTLIER_Z:g}; between-init spread "
+                            "included; kept in every estimate)")
     return found
+
+
+def _unit_z(output_w: np.ndarray, units: list[Unit], init_var_w: np.ndarray):
+    """``(z, m, median)`` of the module docstring for ``units`` of one width: ``z``, ``m`` ``(unit, time, probe)``.
+
+    ``output_w (init, data, time, probe)``; ``init_var_w (time, probe)``.
+    """
+    ys = [output_w[u.init, u.data_start:u.data_stop] for u in units]
+    m = np.stack([y.mean(axis=0) for y in ys])
+    med = np.median(m, axis=0)
+    mad = _MAD_SCALE * np.median(np.abs(m - med), axis=0)
+    noise = [y.var(axis=0, ddof=1) for y in ys if len(y) > 1]  # a unit of one replica shows no data noise
+    vbar = np.median(np.stack(noise), axis=0) if noise else 0.0
+    n = np.array([len(y) for y in ys], dtype=float)[:, None, None]
+    scale = np.sqrt(np.maximum(np.maximum(init_var_w + vbar / n, mad ** 2), _others_var(m, units)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(scale > 0, np.abs(m - med) / np.where(scale > 0, scale, 1.0), 0.0)
+    return z, m, med
+
+
+def _others_var(m: np.ndarray, units: list[Unit]) -> np.ndarray:
+    """``(unit, time, probe)``: the sample variance of the unit means of the *other* initialisations.
+
+    A unit's own initialisation is left out, so neither the unit nor the offset it shares with its
+    siblings widens its own scale; with fewer than 3 such means the term is 0.
+    """
+    inits = np.array([u.init for u in units])
+    out = np.zeros_like(m)
+    for i in np.unique(inits):
+        others = m[inits != i]
+        if len(others) >= 3:
+            out[inits == i] = others.var(axis=0, ddof=1)
+    return out
+
+
+def init_variance(attrs: dict, var_init_coef: np.ndarray, widths: list[int]) -> np.ndarray:
+    """``(width, time, probe)``: the predicted between-init variance ``N^{1-2 beta} var_init_coef``.
+
+    beta comes from the store's canonical spec (hashed, :func:`_check_spec_hash`), not from the
+    ``beta`` attribute beside it.
+    """
+    beta = float(json.loads(attrs["spec_canonical"])["model"]["beta"])
+    coef = np.clip(np.asarray(var_init_coef, dtype=float), 0.0, None)
+    return np.stack([float(N) ** (1.0 - 2.0 * beta) * coef for N in widths])
 
 
 def _grid(N, I, R, block):
@@ -140,12 +190,10 @@ def _prediction_problems(values: dict) -> list[str]:
 
 
 def _problems(path, storage_options=None):
-    """``(store, arrays, bad units {Unit: why}, prediction problems [str])``."""
+    """``(store, arrays, damaged units {Unit: why}, flagged units {Unit: why}, prediction problems [str])``."""
     rs = open_result_store(path, mode="r", storage_options=storage_options)
     _check_spec_hash(rs.path, rs.attrs)
     arrays, damaged = rs.scan()
-    bad = dict(damaged)
-    bad.update(outliers(arrays["output"], arrays["done"].astype(bool), rs.widths, rs.block, skip=damaged))
     names = PREDICTIONS + (_RISK_PREDICTIONS if "risk" in rs.group else ())
     values = {}
     for name in names:
@@ -156,7 +204,17 @@ def _problems(path, storage_options=None):
             values[name] = np.asarray(rs.group[name][...])
         except _DECODE_ERRORS as exc:
             values[name] = exc
-    return rs, arrays, bad, _prediction_problems(values)
+    preds = _prediction_problems(values)
+    flags = {} if preds else _flags(arrays["output"], arrays["done"], rs.widths, rs.block, rs.attrs,
+                                    values["var_init_coef"], damaged)
+    return rs, arrays, dict(damaged), flags, preds
+
+
+def _flags(output, done, widths, block, attrs, var_init_coef, damaged) -> dict:
+    """:func:`outliers` with the predicted between-init variance of the store, in store order."""
+    found = outliers(output, done.astype(bool), widths, block, init_variance(attrs, var_init_coef, widths),
+                     skip=damaged)
+    return dict(sorted(found.items()))
 
 
 def _check_spec_hash(path, attrs: dict) -> None:
@@ -172,33 +230,55 @@ def _check_spec_hash(path, attrs: dict) -> None:
                          "store with distntk run)")
 
 
-def verify(path: str | os.PathLike, storage_options: dict | None = None) -> list[str]:
-    """Everything wrong with the store at ``path``, one line each (empty if nothing).
+@dataclass(frozen=True)
+class Verification:
+    """What :func:`verify` found: ``problems`` (damage: ``distntk verify`` exits 1) and ``flags`` (notes).
 
-    Damaged units and outliers as ``width N, init i, data a-b: what``, in store
-    order; then missing or damaged predictions.
+    ``problems``: damaged units as ``width N, init i, data a-b: what``, in store
+    order, then missing or damaged predictions.  ``flags``: outlier flags, same
+    form; flagged units are kept in every estimate (module docstring).
     """
-    _, _, bad, preds = _problems(path, storage_options)
-    return [f"{_unit_text(u)}: {why}" for u, why in sorted(bad.items())] + preds
+
+    problems: tuple[str, ...]
+    flags: tuple[str, ...]
+
+
+def verify(path: str | os.PathLike, storage_options: dict | None = None) -> Verification:
+    """Everything wrong with the store at ``path`` (``problems``), and its outlier flags, one line each."""
+    _, _, bad, flags, preds = _problems(path, storage_options)
+    return Verification(tuple(f"{_unit_text(u)}: {why}" for u, why in sorted(bad.items())) + tuple(preds),
+                        tuple(f"{_unit_text(u)}: {why}" for u, why in flags.items()))
+
+
+def _named(units) -> str:
+    units = sorted(units)
+    return "; ".join(_unit_text(u) for u in units[:5]) + (f"; and {len(units) - 5} more" if len(units) > 5 else "")
 
 
 def damage_warning(bad: dict) -> str:
     """One line naming the damaged units (the first few, then a count)."""
-    units = sorted(bad)
-    named = "; ".join(_unit_text(u) for u in units[:5]) + (f"; and {len(units) - 5} more" if len(units) > 5 else "")
-    return one_line(f"{len(units)} damaged unit(s) left out (run `distntk verify` for details, rerun `distntk "
-                    f"run` to recompute them): {named}", 600)
+    return one_line(f"{len(bad)} damaged unit(s) left out (run `distntk verify` for details, rerun `distntk "
+                    f"run` to recompute them): {_named(bad)}", 600)
+
+
+def flag_note(flags: dict) -> str:
+    """One line naming the units flagged as outliers (kept; not damage)."""
+    return one_line(f"{len(flags)} unit(s) flagged as outliers and kept in every estimate (far from their width's "
+                    f"other units even allowing for the predicted between-init spread; `distntk verify` says "
+                    f"how far): {_named(flags)}", 600)
 
 
 def open_checked(path: str | os.PathLike, storage_options: dict | None = None) -> tuple[xr.Dataset, dict]:
-    """The store as an in-memory Dataset with its damaged units and outliers left out (not done).
+    """The store as an in-memory Dataset with its damaged units left out (not done).
 
     Returns ``(ds, bad)``, ``bad`` mapping each left-out unit to the reason;
     when there are any, ``ds.attrs["distntk_left_out"]`` holds :func:`damage_warning`.
+    Units flagged as outliers stay in; ``ds.attrs["distntk_flagged"]`` holds
+    :func:`flag_note` when there are any.
     Missing or damaged predictions are a :class:`~distntk.store.StoreError`
     (one line): without them there is nothing to compare with.
     """
-    rs, arrays, bad, preds = _problems(path, storage_options)
+    rs, arrays, bad, flags, preds = _problems(path, storage_options)
     if preds:
         raise StoreError(f"{path} lost its predictions: {preds[0].removeprefix('predictions: ')}; the store "
                          "cannot be compared with the limit (recreate it with distntk run)")
@@ -221,6 +301,8 @@ def open_checked(path: str | os.PathLike, storage_options: dict | None = None) -
     attrs = dict(ds.attrs)
     if bad:
         attrs["distntk_left_out"] = damage_warning(bad)
+    if flags:
+        attrs["distntk_flagged"] = flag_note(flags)
     loaded = xr.Dataset(out, coords={k: c.load() for k, c in ds.coords.items()}, attrs=attrs)
     return loaded, bad
 
@@ -473,8 +555,8 @@ def _checked_from(path: str, attrs: dict, got: dict) -> tuple[xr.Dataset, dict] 
     done = values["done"].astype(bool)
     units = unit_grid(widths, done.shape[1], done.shape[2], block)
     bad = _unit_damage(values, units, widths, block)
-    bad.update(outliers(values["output"], done, widths, block, skip=dict(bad)))
     bad = {u: bad[u] for u in units if u in bad}  # store order, as scan gives it
+    flags = _flags(values["output"], done, widths, block, attrs, values["var_init_coef"], bad)
     replaced = {"done": done.copy()}
     for name in ("output", "risk"):
         if has_risk or name == "output":
@@ -489,6 +571,8 @@ def _checked_from(path: str, attrs: dict, got: dict) -> tuple[xr.Dataset, dict] 
     out_attrs = dict(attrs)
     if bad:
         out_attrs["distntk_left_out"] = damage_warning(bad)
+    if flags:
+        out_attrs["distntk_flagged"] = flag_note(flags)
     return xr.Dataset(data, coords=coords, attrs=out_attrs), bad
 
 
