@@ -92,8 +92,9 @@ def spec_markdown() -> str:
     from dataclasses import MISSING, fields
 
     from distntk.rnn import RNNConfig
+    from distntk.spec import _MODEL_KINDS
 
-    rows["model"] = [(fl.name, "number" if fl.name not in ("activation", "gradient", "burn_in") else "see spec.py",
+    rows["model"] = [(fl.name, _MODEL_KINDS.get(fl.name, "number"),
                       "required" if fl.default is MISSING else f"`{fl.default!r}`") for fl in fields(RNNConfig)]
     out = ["# Spec keys", "",
            "Generated at build time from the `_Table.get(key, kind, default)` calls of `distntk/spec.py` "
