@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,5 +28,13 @@ $(VENV)/.bench: $(STAMP)
 bench: $(VENV)/.bench
 	$(PY) bench/run_all.py
 
+$(VENV)/.docs: $(STAMP) pyproject.toml
+	$(PY) -m pip install -q -e '.[docs]'
+	touch $(VENV)/.docs
+
+# the documentation site into site/ (strict: a broken link or reference fails)
+docs: $(VENV)/.docs
+	$(PY) -m mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) stores reports
+	rm -rf $(VENV) stores reports site
