@@ -43,7 +43,6 @@ def test_spec_reference_lists_sections():
     assert "| `seed` |" in page and "| `widths` |" in page
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None, reason="the docs extra is not installed")
 @pytest.mark.slow
 def test_site_builds_strict(tmp_path):
     r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
