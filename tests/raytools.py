@@ -73,9 +73,28 @@ def sigkill_when(proc, ready, what: str, timeout: float = 90.0) -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+_GIVEN: set = set()  # ports this process handed out: never handed out twice (Ray refuses a port used twice)
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports, none handed out before by this process (all bound at once)."""
+    socks, out = [], []
+    try:
+        while len(out) < n:
+            s = socket.socket()
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            if port not in _GIVEN:
+                out.append(port)
+                _GIVEN.add(port)
+    finally:
+        for s in socks:
+            s.close()
+    return out
 
 
 def short_tmp(prefix: str = "dn") -> str:
