@@ -100,9 +100,9 @@ class Experiment:
 
         Deterministic in the seeds: the same unit gives the same bits anywhere.
         """
-        risk = self._risk_windows if self.record_risk else None
+        source, probes, risk = self._replica_data()
         res = run_replicas(
-            self.model, self.chain, self.target, unit.width, self.T, self.times, self.probes,
+            self.model, source, self.target, unit.width, self.T, self.times, probes,
             root=self.seed, width_key=unit.width, init=unit.init, data=list(unit.data), L=self.L,
             engine=self.engine, risk=risk,
         )
@@ -120,10 +120,13 @@ class Experiment:
         win = window_chain(self.chain, self.L, max_histories=MAX_HISTORIES)
         return win.histories, win.pi, self.target.on_windows(self.chain.inputs, win.histories)
 
+    def _replica_data(self):
+        """``(data source, probe windows, risk windows or None)`` that :meth:`compute` trains and evaluates on."""
+        return self.chain, self.probes, (self._risk_windows if self.record_risk else None)
+
     def prepare(self) -> None:
         """Compute, once, what every unit needs before the experiment is shipped to the actors."""
-        if self.record_risk:
-            self._risk_windows  # noqa: B018
+        self._replica_data()
 
     def limit(self) -> Limit:
         """The solved window limit (computed once per experiment object)."""
@@ -254,23 +257,9 @@ class AR1Experiment(Experiment):
 
         return ar1_inputs(self.ar, self.target, self.probes, self.L, seed=self.seed)
 
-    def compute(self, unit: Unit) -> dict[str, np.ndarray]:
+    def _replica_data(self):
         inp = self._inputs
-        risk = inp.risk if self.record_risk else None
-        res = run_replicas(
-            self.model, inp, self.target, unit.width, self.T, self.times, inp.probes,
-            root=self.seed, width_key=unit.width, init=unit.init, data=list(unit.data), L=self.L,
-            engine=self.engine, risk=risk,
-        )
-        out = {"output": res} if risk is None else {"output": res[0], "risk": res[1]}
-        for name, values in out.items():
-            if not np.all(np.isfinite(values)):
-                raise ModelError(f"unit {unit} produced non-finite {name} values (the training diverged: check "
-                                 "model.alpha, the inputs and the target's scale)")
-        return out
-
-    def prepare(self) -> None:
-        self._inputs  # noqa: B018
+        return inp, inp.probes, (inp.risk if self.record_risk else None)
 
     def probe_labels(self) -> list[str]:
         from .ar1 import probe_label
