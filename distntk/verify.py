@@ -171,7 +171,7 @@ def _others_var(m: np.ndarray, units: list[Unit]) -> np.ndarray:
 def init_variance(attrs: dict, var_init_coef: np.ndarray, widths: list[int]) -> np.ndarray:
     """``(width, time, probe)``: the predicted between-init variance ``N^{1-2 beta} var_init_coef``.
 
-    beta comes from the store's canonical spec (hashed, :func:`_check_spec_hash`), not from the
+    beta comes from the store's canonical spec (hashed, :func:`distntk.store.check_attributes`), not from the
     ``beta`` attribute beside it.
     """
     beta = float(json.loads(attrs["spec_canonical"])["model"]["beta"])
@@ -250,12 +250,6 @@ def _flags(output, done, widths, block, attrs, var_init_coef, damaged) -> dict:
     found = outliers(output, done.astype(bool), widths, block, init_variance(attrs, var_init_coef, widths),
                      skip=damaged)
     return dict(sorted(found.items()))
-
-
-def _check_spec_hash(path, attrs: dict) -> dict:
-    """The store's canonical spec, checked (:func:`distntk.store.check_attributes`): it hashes to ``spec_hash``
-    and the attributes derived from it agree; the catalog's columns and the sweep's resume both trust that."""
-    return check_attributes(path, attrs)
 
 
 @dataclass(frozen=True)
@@ -555,7 +549,7 @@ async def _each(paths: list, read, storage_options: dict | None) -> list:
 
 async def _attrs_checked(path: str, storage_options: dict | None) -> dict:
     attrs = (await _open_group(path, storage_options, local_reads=True))[1]
-    _check_spec_hash(path, attrs)
+    check_attributes(path, attrs)
     return attrs
 
 
@@ -583,7 +577,7 @@ def _checked_from(path: str, attrs: dict, got: dict) -> tuple[xr.Dataset, dict] 
         if values[name] is None or isinstance(values[name], Exception):
             why = "is missing" if values[name] is None else f"does not decode ({one_line(values[name], 80)})"
             raise StoreError(f"{path}: variable {name!r} {why}")
-    canonical = _check_spec_hash(path, attrs)
+    canonical = check_attributes(path, attrs)
     _check_coords(path, canonical, {n: values[n] for n in _COORDS + ("probe_window",)})
     has_risk = _records_risk(canonical)
     _refuse_missing(path, ["risk"] if has_risk and values["risk"] is None else [])
