@@ -359,13 +359,16 @@ def ar1_limit(cfg: RNNConfig, ar: AR1, target: Target, L: int, *, segments: int 
               rule_states: int = 9) -> AR1Limit:
     """The AR(1) limit (module docstring).  The quadrature rule is chosen (and its error measured) on the
     windows of :func:`reference_chain` with ``rule_states`` states per coordinate (they span
-    ``+-sqrt(rule_states - 1)`` stationary sd); ``resolution`` fixes a tensor Gauss rule instead."""
+    ``+-sqrt(rule_states - 1)`` stationary sd; fewer when ``rule_states^(L d)`` would exceed 2^16);
+    ``resolution`` fixes a tensor Gauss rule instead."""
     if L < target.m:
         raise ValueError(f"window length L = {L} is shorter than the target memory m = {target.m}")
     if segments < 2:
         raise ValueError(f"segments = {segments}; expected at least 2 (the standard error is a jackknife)")
     t0 = time.perf_counter()
     d = ar.dim
+    # the reference windows stay at most 2^16: fewer states per coordinate for long windows
+    rule_states = max(2, min(rule_states, int((1 << 16) ** (1.0 / (L * d)) + 1e-9)))
     rule = _quadrature(cfg, window_chain(reference_chain(ar, rule_states), L, max_histories=1 << 16),
                        resolution, seed, quad_tol, 1 << 21, 64)
     full = np.zeros((len(rule.pts), d + 2))

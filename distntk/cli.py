@@ -169,6 +169,7 @@ class _Phases:
 
 
 _QUIET_S = 1.5  # checked every 0.25 s: a line at least every 2 s
+_LIMIT_NOTE_S = 10.0  # a window limit estimated above this many CPU-seconds is announced before it is solved
 _QUIET_FIRST_S = 4.0  # reading the spec imports numba and xarray (about 1.7 s): bad input must stay one line
 
 
@@ -206,15 +207,20 @@ def _run_phased(args, address: str | None, where: str, phases: _Phases) -> int:
     if str(store).lower().startswith("memory://"):
         raise _UsageError(f"--store {store}: a memory:// store lives in this process only; the results of the run "
                           "would vanish when it ends (use a path or an s3:// or gs:// URL)")
+    costs = []
     for prefix, spec in members:
         for w in spec.warnings:
             print(f"distntk run: warning: {prefix}{one_line(w)}", file=sys.stderr)
         e = spec.experiment
+        costs.append(estimate_cost(e))  # the limit's rule is chosen here (and reused by the solve)
+        lim = costs[-1].limits[0]
         if e.memory == "sampled":
             print(f"distntk run: {prefix}limit over the infinite past (limit.memory, rho = {e.model.rho:g}): a basis "
                   f"window of L = {e.basis_L}, then {e.segments} path segments of {e.segment_steps} steps on the "
-                  "actors, when the store is created", file=sys.stderr)
-    cost = total_cost(estimate_cost(spec.experiment) for _, spec in members)  # refused before any store or Ray
+                  f"actors, when the store is created: {lim.describe()}", file=sys.stderr)
+        elif lim.core_seconds >= _LIMIT_NOTE_S:
+            print(f"distntk run: {prefix}{lim.describe()}, when the store is created", file=sys.stderr)
+    cost = total_cost(costs)  # refused before any store or Ray
     check_cost(cost, args.max_core_hours, machine_memory() / (1 if address else args.actors or os.cpu_count() or 1))
     options = _storage_options(args.storage_option)
     if address:  # a wrong address is one line (within its 10 s deadline), with no progress line before it

@@ -26,6 +26,18 @@ Memory.  One work unit holds ``block`` replicas: parameters ``c, a, b`` and
 each) and, with the risk, the outputs on the ``H`` histories; 8 bytes each,
 plus :data:`ACTOR_BASE_BYTES` for the actor process itself (Python, NumPy,
 numba).  The number is an estimate within a small factor, not a bound.
+
+The limit (:func:`estimate_limit`).  Its cost is the quadrature rule's node
+count ``Q`` times the memory steps each node is run through: ``H L`` on the
+window chain (window limit); ``S (n + burn) + H_b L_b`` for the sampled
+infinite-past limit (``S`` path segments of ``n`` steps, each started ``burn``
+steps early, and the basis window's ``H_b`` histories of ``L_b`` steps); ``L (S n
++ n_b)`` for AR(1) data (every window evaluated from zero memory).  ``Q`` is not
+guessed: the rule is chosen here, on at most 64 histories, as the solve chooses
+it (a fraction of a second up to a few seconds at ``rho`` near 1), and the solve
+reuses it.  CPU-seconds use :data:`SECONDS_PER_NODE_STEP` (window) and
+:data:`SECONDS_PER_PATH_STEP` (sampled and AR(1)), the upper ends of the
+measured figures (``bench/bench_limit_cost.py``), plus :data:`LIMIT_BASE_SECONDS`.
 """
 
 from __future__ import annotations
@@ -38,11 +50,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .experiment import Experiment
 
-__all__ = ["Cost", "CostError", "estimate_cost", "check_cost", "total_cost", "SECONDS_PER_UNIT_STEP",
+__all__ = ["Cost", "CostError", "LimitCost", "estimate_cost", "estimate_limit", "check_cost", "total_cost",
+           "SECONDS_PER_UNIT_STEP", "SECONDS_PER_NODE_STEP", "SECONDS_PER_PATH_STEP", "LIMIT_BASE_SECONDS",
            "ACTOR_BASE_BYTES",
            "DEFAULT_MAX_CORE_HOURS", "machine_memory"]
 
 SECONDS_PER_UNIT_STEP = 2.2e-9
+SECONDS_PER_NODE_STEP = 3.5e-8  # window limit: CPU-s per quadrature node per history step (measured 28-34 ns)
+SECONDS_PER_PATH_STEP = 1.3e-7  # sampled / AR(1) limit: per node per path step (measured 92-121 ns)
+LIMIT_BASE_SECONDS = 0.5  # the eigenproblems and the predictions around the feature passes
 ACTOR_BASE_BYTES = 400 * 2**20
 DEFAULT_MAX_CORE_HOURS = 100.0
 
@@ -52,19 +68,47 @@ class CostError(ValueError):
 
 
 @dataclass(frozen=True)
+class LimitCost:
+    """The limit's share of a run: the method, the rule's node count and the CPU it takes."""
+
+    method: str  # "window", "sampled" or "ar1"
+    nodes: int  # quadrature nodes Q
+    node_steps: float  # Q times the memory steps each node is run through
+    core_seconds: float
+    segments: int  # path segments the sampled limit spreads over actors (1 for the window limit)
+
+    def describe(self) -> str:
+        spread = f" over {self.segments} segments" if self.segments > 1 else ""
+        return (f"limit ({self.method}, {self.nodes:,} quadrature nodes{spread}) about "
+                f"{_duration(self.core_seconds)} of CPU")
+
+
+@dataclass(frozen=True)
 class Cost:
     unit_steps: float  # hidden-unit updates, training and evaluation
-    core_hours: float  # at SECONDS_PER_UNIT_STEP
+    core_hours: float  # replicas at SECONDS_PER_UNIT_STEP, plus the limit
     store_bytes: float  # output (and risk) arrays, uncompressed
     unit_bytes: float  # peak memory of one work unit in an actor, ACTOR_BASE_BYTES included
     replicas: int
     units: int
+    limits: tuple[LimitCost, ...] = ()  # one per experiment whose limit was costed
+
+    @property
+    def limit_core_hours(self) -> float:
+        return sum(c.core_seconds for c in self.limits) / 3600.0
 
     def describe(self) -> str:
-        """One line: ``1.2e+09 unit-steps, about 0.73 core-hours (at 2.2 ns/unit-step), store 1.2 MiB, ...``."""
-        return (f"{self.replicas} replicas in {self.units} units, {self.unit_steps:.3g} unit-steps, about "
-                f"{_hours(self.core_hours)} core-hours (at {SECONDS_PER_UNIT_STEP * 1e9:g} ns/unit-step), store "
-                f"{_size(self.store_bytes)}, peak memory per actor {_size(self.unit_bytes)}")
+        """One line: ``... replicas about 0.73 core-hours (at 2.2 ns/unit-step), limit (...) about 21 s ...``."""
+        reps = (f"{self.replicas} replicas in {self.units} units, {self.unit_steps:.3g} unit-steps, about "
+                f"{_hours(self.core_hours - self.limit_core_hours)} core-hours "
+                f"(at {SECONDS_PER_UNIT_STEP * 1e9:g} ns/unit-step)")
+        if len(self.limits) == 1:
+            reps += f"; {self.limits[0].describe()}"
+        elif self.limits:
+            reps += (f"; {len(self.limits)} limits ({max(c.nodes for c in self.limits):,} quadrature nodes at most) "
+                     f"about {_duration(self.limit_core_hours * 3600)} of CPU")
+        return (f"{reps}; total about {_hours(self.core_hours)} core-hours, store {_size(self.store_bytes)}, "
+                f"peak memory per actor {_size(self.unit_bytes)}")
 
 
 def total_cost(costs: Iterable[Cost]) -> Cost:
@@ -72,7 +116,16 @@ def total_cost(costs: Iterable[Cost]) -> Cost:
     costs = list(costs)
     return Cost(unit_steps=sum(c.unit_steps for c in costs), core_hours=sum(c.core_hours for c in costs),
                 store_bytes=sum(c.store_bytes for c in costs), unit_bytes=max(c.unit_bytes for c in costs),
-                replicas=sum(c.replicas for c in costs), units=sum(c.units for c in costs))
+                replicas=sum(c.replicas for c in costs), units=sum(c.units for c in costs),
+                limits=tuple(lc for c in costs for lc in c.limits))
+
+
+def _duration(s: float) -> str:
+    if s < 90:
+        return f"{max(s, 1):.0f} s"
+    if s < 5400:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
 
 
 def _size(b: float) -> str:
@@ -87,8 +140,43 @@ def _hours(h: float) -> str:
     return f"{h:.2g}" if h < 10 else f"{h:,.0f}"
 
 
-def estimate_cost(exp: Experiment) -> Cost:
-    """The :class:`Cost` of every replica of ``exp`` (formulas in the module docstring)."""
+def estimate_limit(exp: Experiment) -> LimitCost:
+    """The limit's :class:`LimitCost` (module docstring): chooses the quadrature rule the solve will reuse."""
+    import numpy as np
+
+    from .chain import window_chain
+    from .limit import MAX_HISTORIES, _quadrature
+
+    ar = getattr(exp, "ar", None)
+    model = exp.model
+    if ar is not None:
+        from .ar1 import reference_chain
+
+        d = ar.dim
+        states = max(2, min(9, int((1 << 16) ** (1.0 / (exp.L * d)) + 1e-9)))  # as distntk.ar1.ar1_limit
+        win = window_chain(reference_chain(ar, states), exp.L, max_histories=1 << 16)
+        rule = _quadrature(model, win, exp.kernel_resolution, exp.seed, exp.kernel_tol, 1 << 21, 64)
+        steps = exp.L * (exp.segments * exp.segment_steps + 2048)
+        method, rate, spread = "ar1", SECONDS_PER_PATH_STEP, 1
+    elif exp.memory == "sampled":
+        win = window_chain(exp.chain, exp.basis_L, max_histories=1 << 20)
+        rule = _quadrature(model, win, exp.kernel_resolution, 0, exp.kernel_tol, 1 << 21, 64)
+        L0 = exp.L0 if exp.L0 is not None else exp.basis_L
+        burn = L0 + (int(np.ceil(np.log(1e-14) / np.log(model.rho))) if model.rho > 0 else 1)
+        steps = exp.segments * (exp.segment_steps + burn) + win.n_histories * win.L
+        method, rate, spread = "sampled", SECONDS_PER_PATH_STEP, exp.segments
+    else:
+        win = window_chain(exp.chain, exp.L, max_histories=max(exp.max_histories, MAX_HISTORIES))
+        rule = _quadrature(model, win, exp.kernel_resolution, 0, exp.kernel_tol, 1 << 21, 64)
+        steps = win.n_histories * win.L
+        method, rate, spread = "window", SECONDS_PER_NODE_STEP, 1
+    Q = len(rule.pts)
+    return LimitCost(method, Q, float(Q) * steps, LIMIT_BASE_SECONDS + rate * Q * steps, spread)
+
+
+def estimate_cost(exp: Experiment, limit: bool = True) -> Cost:
+    """The :class:`Cost` of every replica of ``exp`` (formulas in the module docstring), and of its limit
+    unless ``limit`` is false (choosing the rule takes up to a few seconds)."""
     d = exp.chain.dim
     n_t, P, L = len(exp.times), len(exp.probes), exp.L
     from .chain import window_chain
@@ -107,7 +195,9 @@ def estimate_cost(exp: Experiment) -> Cost:
     n_rep = len(exp.widths) * per_width
     store = 8.0 * n_rep * n_t * (P + (1 if exp.record_risk else 0))
     units = len(exp.widths) * exp.n_init * -(-exp.n_data // exp.block)
-    return Cost(steps, steps * SECONDS_PER_UNIT_STEP / 3600.0, store, unit, n_rep, units)
+    lim = (estimate_limit(exp),) if limit else ()
+    hours = steps * SECONDS_PER_UNIT_STEP / 3600.0 + sum(c.core_seconds for c in lim) / 3600.0
+    return Cost(steps, hours, store, unit, n_rep, units, lim)
 
 
 def machine_memory() -> float:

@@ -391,8 +391,27 @@ class _Rule:
     tol: float | None
 
 
+_RULES: dict = {}  # the last few rules chosen in this process (the cost estimate chooses the solve's rule)
+
+
 def _quadrature(cfg, window, resolution, seed, tol, max_nodes, sample) -> _Rule:
-    """The rule for ``K`` (module docstring): adaptive, legacy fixed, Sobol or exact."""
+    """The rule for ``K`` (module docstring): adaptive, legacy fixed, Sobol or exact.
+
+    Deterministic in its inputs, so a rule chosen once in a process (by :func:`distntk.cost.estimate_cost`,
+    before the run) is reused by the solve; the key holds the chain's bytes and the window, not object ids."""
+    h = window.histories
+    key = (cfg, window.chain.P.tobytes(), window.chain.inputs.tobytes(), h.shape, h.tobytes(),
+           resolution, seed, tol, max_nodes, sample)
+    rule = _RULES.get(key)
+    if rule is None:
+        rule = _choose_rule(cfg, window, resolution, seed, tol, max_nodes, sample)
+        if len(_RULES) >= 4:
+            _RULES.pop(next(iter(_RULES)))
+        _RULES[key] = rule
+    return rule
+
+
+def _choose_rule(cfg, window, resolution, seed, tol, max_nodes, sample) -> _Rule:
     chain = window.chain
     d = chain.dim
     coords, scales = [], []
