@@ -20,7 +20,7 @@ upper bound of the rate is ``1 - 0.05^(1/n)`` (about ``3/n``); printed with the 
 power: in each store one unit (chosen by the seed) has its values multiplied by ``--scale``
 (default 10, a damage case of earlier rounds) and the flag must mark it.
 
-One JSON line per cell, then the totals.  It asserts nothing (a study, not a test); the README
+One JSON line per cell, then the totals.  It asserts nothing (a study, not a test); docs/concepts/verdicts.md
 and docs/model.md#outliers quote its totals with the command.
 
     python bench/bench_outliers.py                      # 100 seeds: 32,000 new-user units + 64,000 quickstart

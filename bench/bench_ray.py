@@ -19,7 +19,7 @@ once, so Ray's start-up is not charged to the throughput figures.
   that amortises the overhead to 5% is ``20 x overhead`` of compute, reported
   in replicas at each width with the measured kernel rate.
 * Whole run: ``distntk run jobs/quickstart.toml`` in a subprocess into a fresh
-  store, Ray start included (the figure the README quotes for ``make demo``).
+  store, Ray start included (the figure docs/performance.md quotes for the quickstart).
 
 Usage: python bench/bench_ray.py [--repeat 3] [--width 2048] [--block 8] [--units 16]
 """

@@ -1,4 +1,4 @@
-"""Run every benchmark (``make bench``) and print the tables the README quotes.
+"""Run every benchmark (``make bench``) and print the tables docs/performance.md quotes.
 
 Each benchmark runs in its own process with one BLAS/OMP thread.  On machines
 where the environment sets ``OPENBLAS_CORETYPE``/``OPENBLAS_L2_SIZE`` (a guard

@@ -1,7 +1,7 @@
 """Zarr v3 stores on s3:// through fsspec/s3fs, against the loopback moto server.
 
 Groundwork for remote result stores: the dataset below has the layout of a distntk
-store (README, "Result store schema") in miniature, and the writes are the ones a
+store (docs/reference/store.md) in miniature, and the writes are the ones a
 run makes -- a NaN template first, then one unit's region, then its ``done`` flags.
 """
 
