@@ -439,8 +439,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-query", action="store_true", help="print the query table when done")
     p.add_argument("--allow-code", action="store_true",
-                   help="allow a 'module:function' target: importing it runs that module's code (see README, "
-                        "Security); refused without this flag")
+                   help="allow a 'module:function' target: importing it runs that module's code (see "
+                        "docs/security.md); refused without this flag")
     p.add_argument("--max-core-hours", type=float, default=DEFAULT_MAX_CORE_HOURS, metavar="H",
                    help=f"refuse a spec whose estimated cost exceeds H core-hours (default {DEFAULT_MAX_CORE_HOURS:g})")
     _add_storage_option(p)

@@ -7,11 +7,21 @@
    store, which keeps them beside the (empty) data.  An existing store made from
    a different spec is refused (keys named).
 3. Plan: the experiment's units that are not marked ``done`` (resume).
-4. Hand them to :func:`distntk.service.run_units` as opaque calls of
-   ``Experiment.compute``; each drained batch of results goes to the store's
-   :class:`~distntk.store.UnitWriter`, which writes it concurrently with the
-   computation (data, then ``done``), with at most ``max_pending`` units
-   buffered in the driver.  The driver is the only writer.
+4. Hand them to :func:`distntk.service.run_units` in calls of up to
+   :data:`UNITS_PER_CALL` units (fewer when there are few units per actor).
+   On a schema-3 store the workers write: each actor computes a unit
+   (``Experiment.compute``), stores its chunks itself
+   (:func:`distntk.store.write_chunks`) and returns a receipt of about 100
+   bytes, the chunks' digests; the driver never touches the data and only
+   commits the receipts into the ``unit`` records, whole chunks of at least
+   1,024 records a few times a second (:meth:`~distntk.store.UnitWriter.commit`).
+   A worker that cannot write the store (a local path on a node that does not
+   share it, storage errors that outlast its retries) returns the result
+   instead, and the driver writes that unit (one warning line per store says
+   why).  Older stores (schema 1, 2) are written by the driver as before:
+   results go to the store's :class:`~distntk.store.UnitWriter`, which writes
+   them concurrently with the computation (data, then the record), with at most
+   ``max_pending`` units buffered in the driver.
 
 A wrong ``address`` is refused first, in one line, before any lease, store or
 limit (:func:`distntk.service.check_address`).
@@ -34,16 +44,23 @@ if TYPE_CHECKING:
     from .sweep import Member, Sweep
 
 import contextlib
+import dataclasses
 import itertools
+import sys
+import threading
+import time
 from dataclasses import dataclass
 from typing import Callable
 
 from .lease import acquire
-from .service import RunSummary, UnitInfo, check_address, connect, run_units
+from .service import RunSummary, UnitFailed, UnitInfo, check_address, cluster_cpus, connect, run_units
 from .spec import Spec
-from .store import ResultStore, check_location, location, open_or_create
+from .store import ResultStore, check_location, location, open_or_create, write_chunks
 
-__all__ = ["RunReport", "run", "run_many", "run_sweep", "member_store"]
+__all__ = ["RunReport", "run", "run_many", "run_sweep", "member_store", "UNITS_PER_CALL"]
+
+UNITS_PER_CALL = 16  # the most units in one Ray call (fewer when the run has fewer than 8 calls per actor)
+_COMPUTING = threading.Lock()  # in an actor process: the calls in flight (threads) compute one at a time
 
 
 @dataclass(frozen=True)
@@ -55,6 +72,7 @@ class RunReport:
     summary: RunSummary | None
     lease_taken_over: str | None = None  # the stale holder whose lease this run took over
     peak_pending: int = 0  # the most results the driver held unwritten (bounded by max_pending + one batch)
+    record_writes: int = 0  # record objects written: unit chunks (schema 3: about one per 1,024 units per flush)
 
 
 def run(
@@ -89,14 +107,52 @@ def run(
 
 
 class _Compute:
-    """``fn((k, unit)) = experiments[k].compute(unit)``: the opaque work of a run over several stores."""
+    """The work of one Ray call: ``(k, units)`` -> ``[(unit, receipt or result, wall seconds)]``.
 
-    def __init__(self, experiments):
-        self.experiments = list(experiments)
+    ``experiments[k].compute(unit)`` for each unit; where ``targets[k]`` is a schema-3 store's
+    :class:`~distntk.store.ChunkTarget`, the worker stores the chunks and the receipt is
+    ``{"digest": {name: digest}}``; else (or when :func:`~distntk.store.write_chunks` says why it
+    cannot) ``{"result": result, "why": reason}`` for the driver to write.  An actor runs its calls in
+    flight on threads (:class:`distntk.service.ActorPool`): one computes while another's writes are
+    in flight, so the store's latency is hidden behind the next call's computation.
+    """
+
+    def __init__(self, experiments, targets):
+        self.experiments, self.targets = list(experiments), list(targets)
 
     def __call__(self, item):
-        k, unit = item
-        return self.experiments[k].compute(unit)
+        k, units = item
+        done = []
+        with _COMPUTING:  # one call computes at a time; another call's writes go on meanwhile
+            for unit in units:
+                t0 = time.perf_counter()
+                try:
+                    result = self.experiments[k].compute(unit)
+                except Exception as exc:
+                    exc.distntk_unit = unit  # the driver names this unit, not the whole call
+                    raise
+                done.append((unit, result, time.perf_counter() - t0))
+        target = self.targets[k]
+        if target is None:
+            return [(unit, {"result": result, "why": None}, wall) for unit, result, wall in done]
+        t0 = time.perf_counter()
+        digests = write_chunks(target, [(unit, result) for unit, result, _ in done])
+        share = (time.perf_counter() - t0) / len(done)  # the writes, all in flight at once, shared out
+        return [(unit, {"digest": d} if isinstance(d, dict) else {"result": result, "why": d}, wall + share)
+                for (unit, result, wall), d in zip(done, digests, strict=True)]
+
+
+def _calls(todo: list, n_actors: int) -> list:
+    """``[(k, unit)]`` -> ``[(k, (unit, ...))]``: consecutive units of one store, up to :data:`UNITS_PER_CALL`
+    per call, and at least 8 calls per actor where there are enough units (the last calls balance the load)."""
+    per = max(1, min(UNITS_PER_CALL, len(todo) // max(1, 8 * n_actors)))
+    out: list = []
+    for k, unit in todo:
+        if out and out[-1][0] == k and len(out[-1][1]) < per:
+            out[-1][1].append(unit)
+        else:
+            out.append((k, [unit]))
+    return [(k, tuple(us)) for k, us in out]
 
 
 def run_many(
@@ -127,11 +183,12 @@ def run_many(
     for _, path in jobs:  # an unreachable or unwritable location fails here, with its own words
         check_location(path, storage_options)
     with contextlib.ExitStack() as stack:
+        ray_once = _RayOnce(stack, address, actors, runtime_env, phase)  # one Ray start per run, limit included
         leases, stores, plans = [], [], []
         for spec, path in jobs:
             exp = spec.experiment
             lease = stack.enter_context(acquire(path, storage_options))
-            solve = _predictions(exp, address, actors, runtime_env, progress, phase)
+            solve = _predictions(exp, ray_once, actors, progress, phase)
             rs: ResultStore = open_or_create(path, spec, solve, storage_options, command=command,
                                              redo_interrupted=True)
             if lease.taken_over:
@@ -153,19 +210,29 @@ def run_many(
                 rs.log(f"run: {len(pending)} of {len(units)} units to compute ({command or 'distntk.driver.run'})")
                 spec.experiment.prepare()  # the risk's windows, once here; the actors receive them with it
             todo += [(k, u) for u in pending]
-        todo = _interleave(todo)
         infos: dict = {}
 
-        phase("starting Ray")
-        with connect(address, num_cpus=actors, runtime_env=runtime_env), contextlib.ExitStack() as writers:
-            phase(None)
+        targets = [rs.chunk_target() for rs in stores]
+        ray_once.start()
+        with contextlib.ExitStack() as writers:
             ws = [writers.enter_context(rs.writer(max_pending=max_pending)) if plan[1] else None
                   for rs, plan in zip(stores, plans, strict=True)]
+            calls = _interleave(_calls(todo, actors or max(1, int(cluster_cpus()))))
+            said: set = set()
 
-            def on_result(item, result, info: UnitInfo) -> None:
-                k, unit = item
-                ws[k].submit(unit, result, info.wall_time, info.node)
-                infos[item] = info
+            def on_result(item, outs, info: UnitInfo) -> None:
+                k = item[0]
+                for unit, receipt, wall in outs:
+                    if "digest" in receipt:
+                        ws[k].commit(unit, wall, info.node, receipt["digest"])
+                    else:
+                        ws[k].submit(unit, receipt["result"], wall, info.node)
+                        if receipt["why"] and k not in said:
+                            said.add(k)
+                            print(f"distntk run: warning: {jobs[k][1]}: a worker on node {info.node[:12]} cannot "
+                                  f"write the store ({receipt['why']}); the driver writes its units",
+                                  file=sys.stderr)
+                    infos[(k, unit)] = dataclasses.replace(info, wall_time=wall)
 
             def report(k: int, done: list) -> None:
                 for u in done:
@@ -181,15 +248,20 @@ def run_many(
                         w.flush()
                         report(k, w.completed())
 
-            summary = run_units(_Compute(spec.experiment for spec, _ in jobs), todo, on_result, actors=actors,
-                                progress=progress, desc=desc, size=lambda item: item[1].data_stop - item[1].data_start,
-                                item_name="replicas", on_batch=on_batch)
-            peaks = []
+            try:
+                summary = run_units(_Compute((spec.experiment for spec, _ in jobs), targets), calls, on_result,
+                                    actors=actors, progress=progress, desc=desc,
+                                    size=lambda item: sum(u.data_stop - u.data_start for u in item[1]),
+                                    count=lambda item: len(item[1]), item_name="replicas", on_batch=on_batch)
+            except UnitFailed as exc:
+                raise UnitFailed(getattr(exc.cause, "distntk_unit", exc.unit), exc.cause) from None
+            peaks, puts = [], []
             for k, w in enumerate(ws):
                 if w is not None:
                     w.close()
                     report(k, w.completed())
                 peaks.append(0 if w is None else w.peak_pending)
+                puts.append(0 if w is None else w.record_writes)
         for lease in leases:
             lease.check()
         nodes = ", ".join(f"{n[:12]}: {c}" for n, c in sorted(summary.nodes.items()))
@@ -201,7 +273,7 @@ def run_many(
             rs.log(f"run: computed {len(pending)} units in a run of {summary.units} units ({summary.items} replicas) "
                    f"over {len(jobs)} store(s) in {summary.seconds:.1f} s on {summary.actors} actors; nodes {nodes}")
             out.append(RunReport(rep.store, rep.total, rep.skipped, len(pending), summary, rep.lease_taken_over,
-                                 peaks[k]))
+                                 peaks[k], puts[k]))
     return out
 
 
@@ -212,14 +284,31 @@ class _Segment:
         self.fn, self.problem = fn, problem
 
     def __call__(self, index):
-        return self.fn(self.problem, index)
+        with _COMPUTING:  # the actor's calls in flight are threads: one segment computes at a time
+            return self.fn(self.problem, index)
 
 
 def _quiet(text: str | None) -> None:
     pass
 
 
-def _predictions(exp, address, actors, runtime_env, progress, phase) -> Callable:
+class _RayOnce:
+    """Ray for the rest of a run, started the first time it is needed (a sampled limit's segments, or the
+    units) and stopped when the run ends: one start per run."""
+
+    def __init__(self, stack: contextlib.ExitStack, address, actors, runtime_env, phase):
+        self.stack, self.address, self.actors, self.runtime_env, self.phase = stack, address, actors, runtime_env, phase
+        self.up = False
+
+    def start(self, why: str = "starting Ray") -> None:
+        if not self.up:
+            self.phase(why)
+            self.stack.enter_context(connect(self.address, num_cpus=self.actors, runtime_env=self.runtime_env))
+            self.phase(None)
+            self.up = True
+
+
+def _predictions(exp, ray_once: _RayOnce, actors, progress, phase) -> Callable:
     """``exp.predictions`` (called only when a store is created or its predictions rebuilt), announced through
     ``phase``; a sampled limit's path segments run on Ray actors, in the run's own cluster or an embedded Ray
     started for them."""
@@ -235,11 +324,9 @@ def _predictions(exp, address, actors, runtime_env, progress, phase) -> Callable
 
     def ray_map(fn, problem, indices):
         got = {}
-        phase("starting Ray for the limit's path segments")
-        with connect(address, num_cpus=actors, runtime_env=runtime_env):
-            phase(None)
-            run_units(_Segment(fn, problem), indices, lambda i, res, info: got.__setitem__(i, res), actors=actors,
-                      progress=progress, desc="limit segments", item_name="segments")
+        ray_once.start("starting Ray for the limit's path segments")
+        run_units(_Segment(fn, problem), indices, lambda i, res, info: got.__setitem__(i, res), actors=actors,
+                  progress=progress, desc="limit segments", item_name="segments")
         return [got[i] for i in indices]
 
     def solve_sampled():

@@ -1,6 +1,6 @@
 """Variance components, comparisons with the limit, convergence rates (docs/model.md#estimator).
 
-Everything here reads a result-store ``xarray.Dataset`` (the README's schema: ``output``
+Everything here reads a result-store ``xarray.Dataset`` (docs/reference/store.md: ``output``
 on ``(width, init, data, time, probe)``, ``risk`` on ``(width, init, data, time)``,
 ``done`` on ``(width, init, data)`` and the predictions) and returns
 ``xarray.Dataset`` objects, so the same numbers serve the report and a notebook.
@@ -389,12 +389,12 @@ def _check_store(ds: xr.Dataset) -> None:
     for name, dims in need.items():
         if name not in ds:
             raise EstimateError(f"dataset has no variable {name!r}; expected the result-store schema "
-                                "(README, 'Result store schema')")
+                                "(docs/reference/store.md)")
         if set(ds.variables[name].dims) != set(dims):
             raise EstimateError(f"variable {name!r} has dims {ds.variables[name].dims}; expected {dims}")
     if "beta" not in ds.attrs:
         raise EstimateError("dataset has no attribute 'beta'; expected the result-store schema "
-                            "(README, 'Result store schema')")
+                            "(docs/reference/store.md)")
 
 
 def estimate(ds: xr.Dataset, level: float = 0.95, verdict_level: float = 0.99) -> xr.Dataset:

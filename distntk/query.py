@@ -5,7 +5,7 @@ done, the numbers of :func:`distntk.estimate.estimate` (one estimator: ``query``
 and ``report`` agree on every store, complete, partial or unbalanced).  The
 columns, each with its one-line meaning, are :data:`COLUMNS`: one list, one
 spelling per concept, for the table's header, the CSV header, the JSON keys and
-the README's column table (``tests/test_cli.py`` holds all four equal):
+the column table of docs/guides/laptop.md (``tests/test_cli.py`` holds all four equal):
 
 * ``mean``: the mean of the per-initialisation means, beside the limit ``h``
   (``h_t``, docs/model.md#limit-ode); ``se``: its standard error (the estimator's
@@ -60,7 +60,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("var_init", "the variance of g across initialisations (between-init component, not truncated at 0)"),
     ("var_init_pred", "its prediction N^(1-2 beta) E_t C_0 E_t^T"),
 )
-"""The columns of ``distntk query`` (table, CSV, JSON) and of the README's column table: ``(name, meaning)``."""
+"""The columns of ``distntk query`` (table, CSV, JSON) and of docs/guides/laptop.md's table: ``(name, meaning)``."""
 
 _NAMES = [name for name, _ in COLUMNS]
 # the table's number formats; every other column is a float with 4 decimals
@@ -209,7 +209,7 @@ def format_records(ds: xr.Dataset, rows: list[dict], prog: list[dict], fmt: str 
     if ds.attrs.get("memory_method") == "sampled":
         lines.append(_sampled_note(ds))
     rows = [{**r, "probe": printable(r["probe"])} for r in rows]
-    lines += ["", "simulation vs limit vs predictions (columns: README, section \"Query columns\")"]
+    lines += ["", "simulation vs limit vs predictions (columns: docs/guides/laptop.md, \"Query columns\")"]
     lines += _fixed_width(rows, _NAMES, _FORMATS)
     return "\n".join(lines)
 

@@ -1,6 +1,6 @@
 """The report: plots and one Markdown file that turn a result store into evidence.
 
-:func:`write_report` takes a store (a ``Dataset`` in the README's result-store
+:func:`write_report` takes a store (a ``Dataset`` in the result-store
 schema, or a path) and writes into ``out_dir``:
 
 * ``report.md`` -- opens with a plain-language summary of the verdicts, then

@@ -280,6 +280,7 @@ class ActorPool:
             num_cpus=num_cpus,
             max_restarts=max_restarts,
             max_task_retries=max_task_retries,
+            max_concurrency=self.in_flight,  # the calls in flight run on threads: one waits on I/O, one computes
             scheduling_strategy="SPREAD",
         ).remote()
 
@@ -353,6 +354,7 @@ def run_units(
     max_task_retries: int = 2,
     max_attempts: int = 4,
     size: Callable[[Any], int] = lambda unit: 1,
+    count: Callable[[Any], int] = lambda unit: 1,
     item_name: str = "items",
     progress: bool = True,
     desc: str = "units",
@@ -361,7 +363,8 @@ def run_units(
     """Compute ``fn(unit)`` for every unit on Ray actors; deliver each result once, in the driver.
 
     ``size(unit)`` counts the items a unit contributes (for the rate shown as
-    ``item_name``/s).  ``on_batch()`` runs after each drained batch of results
+    ``item_name``/s), ``count(unit)`` the work units it holds (a call of several: the progress bar and
+    :attr:`RunSummary.units` count those).  ``on_batch()`` runs after each drained batch of results
     has been delivered (and about once a second while none arrive): the place
     to hand a batch to a writer, or to stop the run by raising.  Must be called
     with Ray initialised (see :func:`connect`).
@@ -380,7 +383,7 @@ def run_units(
     queue = deque(range(len(units)))  # indices into `units`
     attempts = [0] * len(units)
     delivered: set[int] = set()
-    bar = _progress(len(units), desc, progress)
+    bar = _progress(sum(count(u) for u in units), desc, progress)
     try:
         while queue or pool.busy():
             while queue and pool.has_room():
@@ -414,10 +417,10 @@ def run_units(
                 out, wall, node = value
                 delivered.add(j)
                 on_result(u, out, UnitInfo(wall, node, k, attempts[j]))
-                summary["units"] += 1
+                summary["units"] += count(u)
                 summary["items"] += size(u)
-                summary["nodes"][node] = summary["nodes"].get(node, 0) + 1
-                bar.update(1)
+                summary["nodes"][node] = summary["nodes"].get(node, 0) + count(u)
+                bar.update(count(u))
             if on_batch is not None:
                 on_batch()
             rate = summary["items"] / max(time.perf_counter() - t0, 1e-9)

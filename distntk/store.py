@@ -1,6 +1,6 @@
 """Result stores: one Zarr v3 group per experiment, pre-allocated, written unit by unit.
 
-Layout (documented in the README, "Result store schema"), store schema 2::
+Layout (documented in docs/reference/store.md), store schema 3::
 
     dims    width (W), init (I), data (R = n_data), time (n_t), probe (P), lag (L),
             block (ceil(R / block))
@@ -12,26 +12,39 @@ Layout (documented in the README, "Result store schema"), store schema 2::
     probe_window (probe, lag); risk_h, nvar_risk_poisson, nvar_risk_iid, var_risk_init_coef (time)
 
 A work unit ``(width, init, data block)`` is exactly one chunk of every per-replica
-array (chunks ``(1, 1, block, ...)``) and one element of ``unit`` (chunks
-``(1, 1, 1)``), so a unit's writes never touch another unit's chunks and a unit
-rewritten after a crash replaces whole chunks.  The record is the JSON object
-``{"writes": n, "wall_time": s, "node": id, "digest": {"output": d, "risk": d}}``,
-written after the unit's data are stored: a unit is done iff its record is
-there.  Each digest (:func:`chunk_digest`) binds one chunk's key and values, so
-a chunk that is not the unit's own (another unit's valid chunk copied to its key,
-a chunk deleted under an edited ``fill_value``, values edited and re-checksummed)
-no longer matches its record; records written before digests existed carry none,
-and their chunks are checked by checksum and finiteness only.  So a unit is three objects
-(``output``, ``risk``, ``unit``) written in two rounds.  :func:`open_store`
+array (chunks ``(1, 1, block, ...)``), so a unit's writes never touch another
+unit's chunks and a unit rewritten after a crash replaces whole chunks.  Its
+record is one element of ``unit``, whose chunks ``(1, c, n_blocks)`` hold at
+least 1,024 records (or every record of a width), written only by the driver
+(:class:`_Commits`), each chunk rewritten whole.  The record is the JSON object
+``{"writes": n, "wall_time": s, "node": id, "digest": {"output": d, "risk": d},
+"writer": "worker" | "driver"}``, written after the unit's data are stored: a
+unit is done iff its record is there and its chunks match its digests.  Each
+digest (:func:`chunk_digest`) binds one chunk's key and values, so a chunk that
+is not the unit's own (another unit's valid chunk copied to its key, a chunk
+deleted under an edited ``fill_value``, values edited and re-checksummed) no
+longer matches its record; records written before digests existed carry none,
+and their chunks are checked by checksum and finiteness only.  :func:`open_store`
 presents the records as the variables ``done`` (width, init, data),
 ``unit_wall_time``, ``unit_node`` and ``unit_writes`` (width, init, block).
 
+Schema 2 (distntk 0.3 to 0.5) has one record per ``unit`` chunk ``(1, 1, 1)``, written by the
+driver right after the unit's data, and no ``writer`` field.
 Schema 1 (stores without the ``store_schema`` attribute, made by distntk 0.2 and earlier)
 has those four as arrays of their own (``done`` chunks ``(1, 1, block)``, the
 others ``(1, 1, 1)``): six objects per unit, ``done`` written last.  Such stores
 open, verify and resume as before: reads and writes follow the layout a store has.
 
-The result path (:class:`UnitWriter`, from :meth:`ResultStore.writer`).  Units
+Workers write (schema 3).  A Ray worker stores its unit's chunks itself
+(:func:`write_chunks`, given the store's :class:`ChunkTarget`: its location and
+``store_id``) and returns a receipt, the chunks' digests; the driver commits
+receipts (:meth:`UnitWriter.commit`) into the records and never touches the data.
+A worker that finds no store, or another one (``store_id``), at the location
+(a local path on a node that does not share it), or whose writes keep failing,
+writes nothing and returns the result; the driver writes that unit on the path
+below.  Workers never write ``zarr.json`` or ``unit``.
+
+The driver's result path (:class:`UnitWriter`, from :meth:`ResultStore.writer`).  Units
 reach the writer in batches; a batch is cut into rectangular regions of whole
 chunks (consecutive blocks of one ``(width, init)`` row, or consecutive full
 rows), and each region is written with one ``setitem`` of zarr's async API per
@@ -40,8 +53,10 @@ is one coroutine on zarr's event loop, several batches in flight at once, so the
 requests in flight, not their latency, sets the throughput; the driver only
 waits when ``max_pending`` units are buffered (backpressure: memory stays
 bounded when the store is slower than the actors).  A batch's records (its
-``done``) are written after all of the batch's data: a crash at any moment loses at most
-the units in flight, and never leaves a unit marked done without its data.  A
+``done``) are written after all of the batch's data (schema 3: committed after them, with the
+workers' receipts): a crash at any moment loses at most the units in flight and the
+records not yet committed (one commit interval, :data:`_COMMIT_INTERVAL_S`), and never
+leaves a unit marked done without its data.  A
 failed write (a dropped connection, a 5xx) is retried with backoff, the same
 bytes to the same objects, before the run stops with a one-line error.
 
@@ -55,8 +70,8 @@ On object storage each chunk and each ``zarr.json`` is one object, written by
 one PUT.  A unit's selection covers its chunks exactly (the short last block is
 the whole edge chunk), so zarr writes them without reading them first: no
 read-modify-write, and two units never share an object.  The driver is the only
-writer (Ray workers never open the store), so the group ``zarr.json`` that
-:meth:`ResultStore.log` rewrites has no concurrent writer either.  Metadata are
+writer of metadata and records (workers write only their units' chunks), so the group
+``zarr.json`` that :meth:`ResultStore.log` rewrites has no concurrent writer either.  Metadata are
 not consolidated (that is not part of Zarr v3): every reader sees the
 ``zarr.json`` files themselves, so nothing goes stale across a resume.
 
@@ -83,6 +98,8 @@ import json
 import logging
 import math
 import os
+import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -101,12 +118,15 @@ from ._text import one_line
 from .experiment import Experiment, Unit, unit_grid
 from .spec import Spec, SpecError, canonical_json, is_code_target, parse_spec, spec_diff, spec_hash
 
-__all__ = ["SCHEMA", "StoreError", "ResultStore", "UnitWriter", "open_store", "open_result_store", "create_store",
+__all__ = ["SCHEMA", "StoreError", "ResultStore", "UnitWriter", "ChunkTarget", "write_chunks",
+           "open_store", "open_result_store", "create_store",
            "open_or_create", "check_location", "check_writable", "store_spec", "store_model", "location",
            "chunk_digest", "check_attributes", "predictions_digest", "prediction_names", "SpecChanged"]
 
 _ZARR_FORMAT = 3
-SCHEMA = 2  # the layout new stores get (attribute ``store_schema``; absent means 1)
+SCHEMA = 3  # the layout new stores get (attribute ``store_schema``; absent means 1)
+_RECORDS_PER_CHUNK = 1024  # schema 3: at least this many unit records per ``unit`` chunk (or all of a width)
+_COMMIT_INTERVAL_S = 0.25  # schema 3: the records are committed at most this often while a run goes on
 _log = logging.getLogger("distntk.store")
 
 
@@ -365,9 +385,9 @@ def check_attributes(path, attrs: dict) -> dict:
         if want is not None and not (type(got) is not bool and got == want):
             raise _edited(path, f"attribute {attr!r} is {one_line(repr(got), 40)}, its canonical spec says {want!r}")
     _check_spec_text(path, attrs, canonical)
-    if attrs.get("store_schema", 1) not in (1, 2) or type(attrs.get("store_schema", 1)) is not int:
+    if attrs.get("store_schema", 1) not in (1, 2, 3) or type(attrs.get("store_schema", 1)) is not int:
         raise _edited(path, f"attribute 'store_schema' is {one_line(repr(attrs.get('store_schema')), 40)}; this "
-                            "distntk reads store schemas 1 and 2")
+                            "distntk reads store schemas 1, 2 and 3")
     return canonical
 
 
@@ -592,6 +612,8 @@ class ResultStore:
     _writes: np.ndarray | None = field(default=None, repr=False)
     _widths: list | None = field(default=None, repr=False)
     _writer_state: "_Regions | None" = field(default=None, repr=False)
+    _commits: "_Commits | None" = field(default=None, repr=False)
+    _storage_options: dict | None = field(default=None, repr=False)
 
     @property
     def attrs(self) -> dict:
@@ -757,7 +779,27 @@ class ResultStore:
             self._writer_state = _Regions(self)
         w = self._writer_state
         with _storage_errors(self.path, "write store", catch=(OSError,)):
-            _zarr_sync(w.write(w.plan([(unit, result, float(wall_time), str(node))])))
+            stored = _zarr_sync(w.write(w.plan([(unit, result, float(wall_time), str(node))])))
+        if self.schema >= 3:
+            commits = self.commits()
+            for item in stored:
+                commits.add(*item)
+            commits.flush(wait=True)
+
+    def chunk_target(self) -> "ChunkTarget | None":
+        """Schema 3: what a worker needs to store this store's unit chunks itself (:func:`write_chunks`);
+        None for older layouts (the driver writes their units)."""
+        if self.schema < 3:
+            return None
+        names = ("output", "risk") if "risk" in self.group else ("output",)
+        return ChunkTarget(self.path, self._storage_options, str(self.attrs.get("store_id", "")), tuple(self.widths),
+                           self.block, names)
+
+    def commits(self) -> "_Commits":
+        """Schema 3: the store's record commits (one per opened store: the driver's view of ``unit``)."""
+        if self._commits is None:
+            self._commits = _Commits(self, _zarr_sync(_running_loop()))
+        return self._commits
 
     def writer(self, max_pending: int = 1024, batches: int | None = None, concurrency: int = 64) -> "UnitWriter":
         """A :class:`UnitWriter` on this store (use it as a context manager); ``batches``: see there."""
@@ -872,10 +914,12 @@ class _Regions:
         return out
 
     def plan(self, batch: list) -> list:
-        """The regions of ``[(unit, result, wall, node)]``, the units' write counters counted up (once per batch)."""
+        """The regions of ``[(unit, result, wall, node)]``, the units' write counters counted up (once per batch;
+        schema 3: by :class:`_Commits`, when the record is made)."""
         out = []
         for wi, i0, i1, b0, b1, items in self._regions(batch):
-            self.rs._writes[wi, i0:i1, b0:b1] += 1
+            if self.schema < 3:
+                self.rs._writes[wi, i0:i1, b0:b1] += 1
             out.append((wi, i0, i1, b0, b1, items, self.rs._writes[wi, i0:i1, b0:b1].copy()))
         return out
 
@@ -893,6 +937,8 @@ class _Regions:
             data.append(a["output"].setitem(sel_d, _stacked(items, "output", rows)))
             if "risk" in a and "risk" in items[0][1]:
                 data.append(a["risk"].setitem(sel_d, _stacked(items, "risk", rows)))
+            if self.schema >= 3:
+                continue
             if self.schema >= 2:
                 recs = [json.dumps({"writes": int(n), "wall_time": it[2], "node": it[3], "digest": self._digest(it)},
                                    separators=(",", ":"))
@@ -904,8 +950,170 @@ class _Regions:
             data.append(a["unit_writes"].setitem(sel_u, counts.reshape(shape_u)))
             flags.append((a["done"], sel_d, np.ones((rows, d1 - d0) if rows > 1 else (d1 - d0,), dtype=bool)))
         await asyncio.gather(*data)
+        if self.schema >= 3:  # the data are stored: their records go to the commits
+            return [(it[0], it[2], it[3], self._digest(it)) for r in regions for it in r[5]]
         await asyncio.gather(*(arr.setitem(sel, v) for arr, sel, v in flags))  # only once the data are stored
         return [it[0] for r in regions for it in r[5]]
+
+
+class _Commits:
+    """Schema 3: the ``unit`` records, held by the driver and committed in whole chunks.
+
+    :meth:`add` makes a unit's record (its chunks are stored: by a worker, whose receipt carries their
+    digests, or by the driver's :class:`_Regions`) and marks its chunk of ``unit`` dirty; :meth:`flush`
+    rewrites the dirty chunks whole, at most every :data:`_COMMIT_INTERVAL_S` seconds and with one write
+    of a chunk in flight at a time (a chunk that changes meanwhile waits for the next flush).  A unit is
+    complete (:meth:`completed`) once the chunk holding its record is stored.  Records of a chunk that
+    did not decode at open are rewritten as empty: those units are not done and are computed again.
+    """
+
+    def __init__(self, rs: ResultStore, loop):
+        units = rs._all_units()
+        recs, _bad = rs._read("unit", units)
+        self.rs, self.loop = rs, loop
+        self.arr = rs._array("unit").async_array
+        self.ci = int(rs._array("unit").chunks[1])
+        self.recs = np.array(recs, dtype=object)
+        if rs._writes is None:
+            rs._writes = np.asarray(rs._unit_fields(units)[0]["unit_writes"], dtype=np.int64)
+        self.dirty: dict = {}  # (wi, chunk row) -> units added since its last write
+        self.fut = None  # the flush in flight: (future, {chunk: units})
+        self.last = 0.0
+        self._done: list = []
+        self.chunk_writes = 0  # record chunks written (one PUT each on object storage)
+
+    def add(self, unit: Unit, wall_time: float, node: str, digest: dict, writer: str = "driver") -> None:
+        """The record of ``unit``, whose chunks (``digest``) ``writer`` ("worker" or "driver") stored."""
+        wi, i, _sl, b = self.rs._region(unit)
+        self.rs._writes[wi, i, b] += 1
+        self.recs[wi, i, b] = json.dumps({"writes": int(self.rs._writes[wi, i, b]), "wall_time": float(wall_time),
+                                          "node": str(node), "digest": digest, "writer": writer},
+                                         separators=(",", ":"))
+        self.dirty.setdefault((wi, i // self.ci), []).append(unit)
+
+    def _reap(self, block: bool) -> None:
+        if self.fut is not None and (block or self.fut[0].done()):
+            fut, chunks = self.fut
+            self.fut = None
+            fut.result()  # raises the flush's StoreError
+            self._done.extend(u for us in chunks.values() for u in us)
+
+    def flush(self, wait: bool = False) -> None:
+        """Start a flush of the dirty chunks when the last one is stored and the interval has passed
+        (``wait``: now, and wait for it)."""
+        self._reap(block=wait)
+        if self.fut is not None or not self.dirty or (not wait and time.monotonic() - self.last < _COMMIT_INTERVAL_S):
+            return
+        chunks, self.dirty = self.dirty, {}
+        writes = []
+        for wi, c in chunks:
+            sel = (wi, slice(c * self.ci, (c + 1) * self.ci), slice(None))
+            writes.append((sel, np.array(self.recs[sel].tolist(), dtype=str)))
+        self.last = time.monotonic()
+        self.chunk_writes += len(writes)
+        self.fut = (asyncio.run_coroutine_threadsafe(self._write(writes), self.loop), chunks)
+        if wait:
+            self._reap(block=True)
+
+    async def _write(self, writes: list) -> None:
+        await _retrying(self.rs.path, f"commit of {len(writes)} unit record chunk(s)",
+                        lambda: asyncio.gather(*(self.arr.setitem(sel, v) for sel, v in writes)))
+
+    def completed(self) -> list[Unit]:
+        self._reap(block=False)
+        out, self._done = self._done, []
+        return out
+
+    @property
+    def pending(self) -> int:
+        return sum(len(us) for us in self.dirty.values()) + \
+            (sum(len(us) for us in self.fut[1].values()) if self.fut is not None else 0)
+
+
+async def _retrying(path: str, what: str, attempt: Callable):
+    """Await ``attempt()`` until it succeeds, retrying storage and transport errors with backoff
+    (:data:`_RETRY_DELAYS`); then a one-line :class:`StoreError`."""
+    for n, delay in enumerate(_RETRY_DELAYS + (None,)):
+        try:
+            with _storage_errors(path, "write store", catch=(OSError,)):
+                return await attempt()
+        except StoreError as exc:
+            if delay is None:
+                raise StoreError(f"{exc} (after {n} retries)") from None
+            _log.warning("%s failed (%s); retry %d in %.2f s", what, exc, n + 1, delay)
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class ChunkTarget:
+    """A schema-3 store as a worker sees it: where it is, which store it must find there, its unit grid."""
+
+    path: str
+    storage_options: dict | None
+    store_id: str  # the store's ``store_id`` attribute: a worker that finds another store there does not write
+    widths: tuple
+    block: int
+    names: tuple  # the per-replica arrays: ("output",) or ("output", "risk")
+
+
+_WORKER_ARRAYS: dict = {}  # in a worker process: (path, store_id) -> {name: zarr.Array}, or why it cannot write
+_WORKER_RETRY_DELAYS = (0.25, 1.0, 4.0)  # a worker's storage error: tried again after these, then the driver writes
+
+
+def write_chunks(target: ChunkTarget, items: list) -> list:
+    """Store the chunks of units ``items = [(unit, result)]`` (whole chunks of ``output`` and ``risk``, keys
+    no other unit has) from a worker, all in flight at once.
+
+    Returns one receipt per unit: ``{name: digest}`` (:func:`chunk_digest`: each binds the chunk's key and
+    values), or one line saying why this process cannot write the store: it does not reach the location (a
+    local path on another node without a shared filesystem, no credentials), finds another store there, or
+    the writes keep failing after :data:`_WORKER_RETRY_DELAYS`.  Then the caller hands those results to the
+    driver, which writes them itself: no unit is lost.  Only chunks are written: never ``zarr.json``, never
+    ``unit``.
+    """
+    key = (target.path, target.store_id)
+    arrays = _WORKER_ARRAYS.get(key)
+    if arrays is None:
+        try:
+            with _storage_errors(target.path, "open store"):
+                try:
+                    g = _zarr_group(target.path, "r+", target.storage_options)  # opens: writes no metadata
+                except _NOT_FOUND:
+                    g = None
+                found = None if g is None else str(g.attrs.get("store_id", ""))
+                arrays = {name: g[name].async_array for name in target.names} if found == target.store_id else (
+                    f"no store at {target.path} from this worker (a local path on a node that does not share it?)"
+                    if g is None else f"the store there has store_id {found[:12] or '(none)'}, not "
+                    f"{target.store_id[:12]} (another filesystem at the same path?)")
+        except (StoreError, KeyError) as exc:
+            arrays = one_line(exc, 200)
+        _WORKER_ARRAYS[key] = arrays
+    if isinstance(arrays, str):
+        return [arrays] * len(items)
+    writes, receipts = [], []
+    for unit, result in items:
+        wi, i, b = target.widths.index(unit.width), unit.init, unit.data_start // target.block
+        digest = {}
+        for name, ckey in _chunk_keys(arrays, wi, i, b).items():
+            values = np.asarray(result[name], dtype=np.float64)
+            writes.append((arrays[name], (wi, i, slice(unit.data_start, unit.data_stop)), values))
+            digest[name] = chunk_digest(ckey, values)
+        receipts.append(digest)
+
+    async def all_at_once():
+        await asyncio.gather(*(a.setitem(sel, v) for a, sel, v in writes))
+
+    for delay in _WORKER_RETRY_DELAYS + (None,):
+        try:
+            with _storage_errors(target.path, "write store", catch=(OSError,)):
+                _zarr_sync(all_at_once())
+            return receipts
+        except StoreError as exc:
+            if delay is None:
+                return [f"{one_line(exc, 200)} (after {len(_WORKER_RETRY_DELAYS)} retries)"] * len(items)
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _stacked(items: list, key: str, rows: int) -> np.ndarray:
@@ -942,6 +1150,7 @@ class UnitWriter:
         if rs._writer_state is None:
             rs._writer_state = _Regions(rs)
         self._regions = rs._writer_state
+        self._commits = rs.commits() if rs.schema >= 3 else None
         self.max_pending = max(1, int(max_pending))
         self.batches = max(1, int(batches))
         self._staged: list = []
@@ -953,6 +1162,7 @@ class UnitWriter:
         self._loop = _zarr_sync(_running_loop())  # zarr's I/O loop (its own thread)
         self.retries = 0
         self.peak_pending = 0
+        self.stored = 0  # units stored with their records by this writer (schemas 1 and 2)
         self._closed = False
 
     def __enter__(self) -> "UnitWriter":
@@ -963,6 +1173,13 @@ class UnitWriter:
 
     def submit(self, unit: Unit, result: dict, wall_time: float, node: str) -> None:
         self._staged.append((unit, result, float(wall_time), str(node)))
+
+    def commit(self, unit: Unit, wall_time: float, node: str, digest: dict) -> None:
+        """Schema 3: record a unit whose chunks a worker stored (``digest``: its receipt's chunk digests)."""
+        if self._commits is None:
+            raise StoreError(f"{self.rs.path}: store schema {self.rs.schema} keeps one record per unit; only "
+                             "schema 3 commits workers' receipts")
+        self._commits.add(unit, wall_time, node, digest, writer="worker")
 
     def flush(self) -> None:
         if self._staged:
@@ -977,16 +1194,26 @@ class UnitWriter:
         while self._pending > self.max_pending:  # backpressure: wait for the oldest batch
             self._reap(block=True)
         self._reap(block=False)
+        if self._commits is not None:
+            self._commits.flush()
 
     def completed(self) -> list[Unit]:
+        """The units whose data and records are stored since the last call."""
         self._reap(block=False)
+        if self._commits is not None:
+            self._done.extend(self._commits.completed())
         out, self._done = self._done, []
         return out
 
     @property
+    def record_writes(self) -> int:
+        """Schema 3: the ``unit`` chunks written so far (one PUT each on object storage); else the units stored."""
+        return self._commits.chunk_writes if self._commits is not None else self.stored
+
+    @property
     def pending(self) -> int:
-        """Units submitted and not yet stored."""
-        return self._pending + len(self._staged)
+        """Units submitted (or committed) and not yet stored with their records."""
+        return self._pending + len(self._staged) + (self._commits.pending if self._commits is not None else 0)
 
     def close(self, wait: bool = True) -> None:
         """Write what is staged and wait for every batch (``wait``; else cancel them), then restore zarr's config."""
@@ -998,6 +1225,8 @@ class UnitWriter:
                 self.flush()
                 while self._inflight:
                     self._reap(block=True)
+                if self._commits is not None:
+                    self._commits.flush(wait=True)  # the flush in flight, then every dirty chunk
         finally:
             for fut, _ in self._inflight:  # not waited for: cancelled (a unit without its record is not done)
                 fut.cancel()
@@ -1011,7 +1240,13 @@ class UnitWriter:
         while self._inflight and (block or self._inflight[0][0].done()):
             fut, n = self._inflight.popleft()
             self._pending -= n
-            self._done.extend(fut.result())  # raises the batch's StoreError
+            stored = fut.result()  # raises the batch's StoreError
+            if self._commits is None:
+                self._done.extend(stored)
+                self.stored += len(stored)
+            else:
+                for item in stored:
+                    self._commits.add(*item)
             block = False
 
     async def _write(self, regions: list, n: int) -> list:
@@ -1044,7 +1279,7 @@ def open_result_store(path: str | os.PathLike, mode: str = "r+", storage_options
         raise StoreError(f"{path} is a Zarr group without distntk attributes (not a distntk store, or its "
                          "creation was interrupted: remove it to start over)")
     check_attributes(path, dict(g.attrs))
-    return ResultStore(str(path), g)
+    return ResultStore(str(path), g, _storage_options=storage_options)
 
 
 def open_or_create(path: str | os.PathLike, spec: Spec, predictions: Callable[[], xr.Dataset],
@@ -1168,8 +1403,8 @@ def create_store(path: str | os.PathLike, spec: Spec, predictions: xr.Dataset, s
     once are kept apart by the lease the driver takes first (:mod:`distntk.lease`), not here.
     ``schema`` 1 makes the layout of stores written by distntk 0.2 and earlier (for tests of old stores).
     """
-    if schema not in (1, 2):
-        raise StoreError(f"store schema {schema} is not 1 or 2")
+    if schema not in (1, 2, 3):
+        raise StoreError(f"store schema {schema} is not 1, 2 or 3")
     if _exists(path, storage_options):
         raise StoreError(f"cannot create store at {path}: a store is already there")
     check_writable(path, storage_options)
@@ -1185,7 +1420,8 @@ def create_store(path: str | os.PathLike, spec: Spec, predictions: xr.Dataset, s
         g.attrs.update({**attrs, "predictions_digest": predictions_digest(values, attrs)})
         if schema >= 2:
             g.attrs["store_schema"] = schema
-    return ResultStore(str(path), g)
+        g.attrs["store_id"] = uuid.uuid4().hex  # names this store, not its spec: a worker checks it finds this one
+    return ResultStore(str(path), g, _storage_options=storage_options)
 
 
 def _attrs(spec: Spec, exp: Experiment, pred: xr.Dataset, command: str) -> dict:
@@ -1306,7 +1542,10 @@ def _allocate(g: zarr.Group, exp: Experiment, pred: xr.Dataset, schema: int, onl
     if exp.record_risk:
         arr("risk", ("width", "init", "data", "time"), (W, I, R, nt), (1, 1, B, nt), "float64", np.nan,
             per_unit=True)
-    if schema >= 2:
+    if schema >= 3:  # records in large chunks, rewritten whole by the driver (the only writer of "unit")
+        ci = min(I, max(1, -(-_RECORDS_PER_CHUNK // nb)))
+        arr("unit", ("width", "init", "block"), (W, I, nb), (1, ci, nb), str, "", per_unit=True)
+    elif schema == 2:
         arr("unit", ("width", "init", "block"), (W, I, nb), (1, 1, 1), str, "", per_unit=True)
     else:
         arr("done", ("width", "init", "data"), (W, I, R), (1, 1, B), "bool", False)

@@ -101,7 +101,7 @@ def test_query_formats_on_a_partial_store(tmp_path, capsys):
     assert "N =     16:      12/16 replicas (3/4 units,  75.0%)" in table
     assert "N =     32:       0/16 replicas (0/4 units,   0.0%)" in table
     lines = table.splitlines()
-    head = lines.index("simulation vs limit vs predictions (columns: README, section \"Query columns\")") + 1
+    head = lines.index("simulation vs limit vs predictions (columns: docs/guides/laptop.md, \"Query columns\")") + 1
     assert lines[head].split() == NAMES  # the table's header is the one list
     assert len(lines) == head + 1 + 2 * 2 * 2 and all(len(ln.split()) == len(NAMES) for ln in lines[head + 1:])
     assert main(["query", str(store), "--width", "16", "--time", "1", "--probe", "1", "--format", "json"]) == 0

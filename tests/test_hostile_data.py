@@ -148,7 +148,7 @@ def test_the_digest_binds_key_and_values():
     ("block", 2, "attribute 'block' is 2, its canonical spec says 4"),
     ("seed", 8, "attribute 'seed' is 8, its canonical spec says 7"),
     ("L", "4", "attribute 'L' is '4', its canonical spec says 4"),
-    ("store_schema", 3, "attribute 'store_schema' is 3; this distntk reads store schemas 1 and 2"),
+    ("store_schema", 4, "attribute 'store_schema' is 4; this distntk reads store schemas 1, 2 and 3"),
     ("spec", None, "attribute 'spec' (the spec's text) is not the spec its spec_hash names"),
 ])
 def test_an_attribute_that_disagrees_with_the_hashed_spec_is_named(clean, tmp_path, capsys, attr, value, says):

@@ -19,12 +19,13 @@ def spec(tmp_path):
     return load_spec(tiny_spec(tmp_path / "tiny.toml", n_data=6, block=4))
 
 
-@pytest.mark.parametrize("schema", [2, 1])
+@pytest.mark.parametrize("schema", [3, 2, 1])
 def test_schema(spec, tmp_path, schema):
-    """Both layouts (2: one record per unit; 1: stores by distntk 0.2 and earlier) read as the same Dataset."""
+    """Every layout (3: records in large chunks; 2: one record per chunk; 1: stores by distntk 0.2 and earlier)
+    reads as the same Dataset."""
     path = tmp_path / "s.zarr"
     rs = create_store(path, spec, spec.experiment.predictions(), command="pytest", schema=schema)
-    assert rs.schema == schema and (rs.attrs.get("store_schema") == 2) == (schema == 2)
+    assert rs.schema == schema and rs.attrs.get("store_schema", 1) == schema
     ds = open_store(path)
     e = spec.experiment
     W, I, R, nt, P, nb = len(e.widths), e.n_init, e.n_data, len(e.times), len(e.probes), 2
@@ -58,13 +59,14 @@ def test_schema(spec, tmp_path, schema):
     g = zarr.open_group(str(path), mode="r")
     assert g["output"].chunks == (1, 1, e.block, nt, P)
     assert g["risk"].chunks == (1, 1, e.block, nt)
-    per_unit = {2: ["unit"], 1: ["unit_node", "unit_wall_time", "unit_writes"]}[schema]
+    per_unit = {3: ["unit"], 2: ["unit"], 1: ["unit_node", "unit_wall_time", "unit_writes"]}[schema]
     assert sorted(k for k in g.array_keys() if k.startswith("unit")) == per_unit
-    assert all(g[k].chunks == (1, 1, 1) for k in per_unit)
-    assert ("done" in g) == (schema == 1) and (schema == 2 or g["done"].chunks == (1, 1, e.block))
+    # schema 3: one chunk holds every record of a width (at least 1,024 records where a width has more)
+    assert all(g[k].chunks == ((1, I, nb) if schema == 3 else (1, 1, 1)) for k in per_unit)
+    assert ("done" in g) == (schema == 1) and (schema >= 2 or g["done"].chunks == (1, 1, e.block))
 
 
-@pytest.mark.parametrize("schema", [2, 1])
+@pytest.mark.parametrize("schema", [3, 2, 1])
 def test_write_unit_and_pending(spec, tmp_path, schema):
     path = tmp_path / "s.zarr"
     rs = create_store(path, spec, spec.experiment.predictions(), schema=schema)
@@ -88,7 +90,7 @@ def test_write_unit_and_pending(spec, tmp_path, schema):
     ds = open_store(path)
     assert ds.unit_writes.values[0, 0].tolist() == [0, 2] and ds.unit_node.values[0, 0, 1] == "node-b"
     assert rs2.done_mask()[0, 0].tolist() == [False] * 4 + [True] * 2
-    if schema == 2:  # the record: a JSON object written after the data
+    if schema >= 2:  # the record: a JSON object written after the data
         g = zarr.open_group(str(path), mode="r")
         def blake(key, v):  # the digest's definition (store.chunk_digest), written out
             v = np.ascontiguousarray(v, dtype=np.float64)
@@ -96,11 +98,12 @@ def test_write_unit_and_pending(spec, tmp_path, schema):
 
         assert json.loads(str(g["unit"][0, 0, 1])) == {
             "writes": 2, "wall_time": 0.5, "node": "node-b",
-            "digest": {"output": blake("output/0.0.1.0.0", res["output"]), "risk": blake("risk/0.0.1.0", res["risk"])}}
+            "digest": {"output": blake("output/0.0.1.0.0", res["output"]), "risk": blake("risk/0.0.1.0", res["risk"])},
+            **({"writer": "driver"} if schema == 3 else {})}
         assert str(g["unit"][0, 0, 0]) == ""
         # open_store reads no record until a variable is loaded: a record removed after the open reads as not done
         lazy = open_store(path)
-        (path / "unit" / "c.0.0.1").unlink()
+        (path / "unit" / ("c.0.0.0" if schema == 3 else "c.0.0.1")).unlink()
         assert not lazy.done.values.any() and lazy.unit_writes.values[0, 0].tolist() == [0, 0]
 
 
@@ -156,3 +159,73 @@ def test_store_spec_rebuilds_the_experiment(spec, tmp_path):
     del ds.attrs["spec"]
     with pytest.raises(StoreError, match="has no spec attributes"):
         store_spec(ds)
+
+
+def test_schema3_records_in_large_chunks(tmp_path):
+    """Schema 3: a width of 64 inits x 32 blocks keeps its 2,048 records in two chunks of 32 inits (1,024
+    records each), rewritten whole; a chunk that does not decode makes every unit it holds not done (computed
+    again), and the commit after them rewrites it whole with the others' records empty."""
+    sp = load_spec(tiny_spec(tmp_path / "wide.toml", widths=(16,), n_init=64, n_data=32, block=1, T=0.25,
+                             times=(0.25,)))
+    path = tmp_path / "s.zarr"
+    rs = create_store(path, sp, sp.experiment.predictions())
+    g = zarr.open_group(str(path), mode="r")
+    assert g["unit"].shape == (1, 64, 32) and g["unit"].chunks == (1, 32, 32)
+    e = sp.experiment
+    units = e.units()
+    w = rs.writer()
+    some = [u for u in units if u.init in (0, 40) and u.data_start < 2]  # two units in each record chunk
+    for u in some:
+        w.submit(u, e.compute(u), 0.1, "n")
+    w.close()
+    assert sorted(p.name for p in (path / "unit").iterdir() if p.name.startswith("c")) == ["c.0.0.0", "c.0.1.0"]
+    assert sorted(rs.pending(units), key=units.index) == [u for u in units if u not in some]
+    # damage the first record chunk: its two units are pending again, the other chunk's stay done
+    f = path / "unit" / "c.0.0.0"
+    f.write_bytes(np.random.default_rng(0).bytes(f.stat().st_size))
+    rs2 = open_result_store(path)
+    pending = rs2.pending(units)
+    assert [u for u in some if u in pending] == [u for u in some if u.init == 0]
+    u = some[0]
+    rs2.write_unit(u, e.compute(u), 0.2, "m")
+    ds = open_store(path)
+    assert ds.done.values[0, 0, :2].tolist() == [True, False] and ds.done.values[0, 40, :2].all()
+
+
+def test_a_worker_writes_only_into_the_store_it_was_sent_to(spec, tmp_path):
+    """write_chunks stores a unit's chunks and returns their digests; it refuses (one line, nothing written) a
+    location holding another store or none; a unit whose chunks are stored but whose record was never
+    committed (a driver killed in between) is not done, and rewriting it gives the same bytes."""
+    from distntk.store import chunk_digest, write_chunks
+
+    path = tmp_path / "s.zarr"
+    rs = create_store(path, spec, spec.experiment.predictions())
+    e = spec.experiment
+    u = e.units()[0]
+    res = e.compute(u)
+    target = rs.chunk_target()
+    assert target.store_id == rs.attrs["store_id"] and len(target.store_id) == 32
+    [digest] = write_chunks(target, [(u, res)])
+    assert digest == {"output": chunk_digest("output/0.0.0.0.0", res["output"]),
+                      "risk": chunk_digest("risk/0.0.0.0", res["risk"])}
+    ds = open_store(path)
+    np.testing.assert_array_equal(ds.output.values[0, 0, :4], res["output"])
+    assert rs.pending(e.units())[0] == u  # no record: not done
+    before = (path / "output" / "c.0.0.0.0.0").read_bytes()
+    assert write_chunks(target, [(u, res)]) == [digest] and (path / "output" / "c.0.0.0.0.0").read_bytes() == before
+    w = rs.writer()
+    w.commit(u, 0.1, "worker-node", digest)
+    w.close()
+    assert u not in rs.pending(e.units())
+    assert json.loads(str(zarr.open_group(str(path), mode="r")["unit"][0, 0, 0]))["writer"] == "worker"
+    # another store at the same path (another filesystem), and no store at all: refused, nothing written
+    other = create_store(tmp_path / "t.zarr", spec, spec.experiment.predictions())
+    import dataclasses
+
+    wrong = dataclasses.replace(other.chunk_target(), store_id=rs.attrs["store_id"])
+    [why] = write_chunks(wrong, [(u, res)])
+    assert isinstance(why, str) and "store_id" in why and not (tmp_path / "t.zarr" / "output" / "c.0.0.0.0.0").exists()
+    gone = dataclasses.replace(target, path=str(tmp_path / "nowhere.zarr"))
+    [why] = write_chunks(gone, [(u, res)])
+    assert isinstance(why, str) and "no store at" in why and not (tmp_path / "nowhere.zarr").exists()
+    assert create_store(tmp_path / "old.zarr", spec, spec.experiment.predictions(), schema=2).chunk_target() is None

@@ -34,8 +34,9 @@ def _unit_text(u) -> str:
 def tiny(tmp_path_factory):
     """A complete tiny store (2 widths x 2 inits x 8 data, block 4: 8 units) and its spec file.
 
-    ``tiny[2]`` has the current layout; ``tiny[3]`` the same units in the schema-1 layout (stores made
-    by distntk 0.2 and earlier: ``done``, ``unit_writes``, ... as arrays of their own).
+    ``tiny[2]`` has the current layout (schema 3); ``tiny[3]`` the same units in the schema-1 layout
+    (stores made by distntk 0.2 and earlier: ``done``, ``unit_writes``, ... as arrays of their own);
+    ``tiny[4]`` in the schema-2 layout (one ``unit`` record per chunk, distntk 0.3 to 0.5).
     """
     tmp = tmp_path_factory.mktemp("tiny")
     spec_path = tiny_spec(tmp / "tiny.toml")
@@ -44,12 +45,13 @@ def tiny(tmp_path_factory):
     results = {u: e.compute(u) for u in e.units()}
     write_store(tmp / "clean.zarr", spec, results)
     write_store(tmp / "clean-schema1.zarr", spec, results, schema=1)
-    return spec_path, spec, tmp / "clean.zarr", tmp / "clean-schema1.zarr"
+    write_store(tmp / "clean-schema2.zarr", spec, results, schema=2)
+    return spec_path, spec, tmp / "clean.zarr", tmp / "clean-schema1.zarr", tmp / "clean-schema2.zarr"
 
 
-def _copy(tiny, tmp_path, schema: int = 2) -> Path:
+def _copy(tiny, tmp_path, schema: int = 3) -> Path:
     path = tmp_path / "s.zarr"
-    shutil.copytree(tiny[2] if schema == 2 else tiny[3], path)
+    shutil.copytree({3: tiny[2], 2: tiny[4], 1: tiny[3]}[schema], path)
     return path
 
 
@@ -87,15 +89,16 @@ def _damage(path: Path, how: str) -> None:
         raise ValueError(how)
 
 
-# (layout, damage): the current layout, and schema 1 (old stores) where its own arrays differ
-DAMAGES = [(2, "deleted output chunk"), (2, "done over NaN data"), (2, "random bytes in output"),
-           (2, "random bytes in unit record"), (2, "unit record not JSON"), (2, "deleted risk chunk"),
+# (layout, damage): the current layout, and schemas 2 and 1 (old stores) where their own arrays differ (a
+# schema-3 unit record chunk holds every record of a width: tests/test_store.py damages one)
+DAMAGES = [(3, "deleted output chunk"), (3, "done over NaN data"), (3, "random bytes in output"),
+           (2, "random bytes in unit record"), (3, "unit record not JSON"), (3, "deleted risk chunk"),
            (1, "random bytes in done"), (1, "random bytes in unit_writes"), (1, "deleted output chunk")]
 
 
-@pytest.mark.parametrize("schema", [2, 1])
+@pytest.mark.parametrize("schema", [3, 2, 1])
 def test_a_clean_store_verifies(tiny, capsys, schema):
-    path = tiny[2] if schema == 2 else tiny[3]
+    path = {3: tiny[2], 2: tiny[4], 1: tiny[3]}[schema]
     assert verify(path) == Verification((), ())
     assert main(["verify", str(path)]) == 0
     out, err = capsys.readouterr()
@@ -103,12 +106,14 @@ def test_a_clean_store_verifies(tiny, capsys, schema):
 
 
 def test_both_layouts_read_alike(tiny):
-    """The same units written in either layout: the same Dataset (values, flags, counters, nodes)."""
-    a, b = open_store(tiny[2]), open_store(tiny[3])
-    assert "unit" not in a and "done" in a and a.attrs["store_schema"] == 2 and "store_schema" not in b.attrs
+    """The same units written in any layout: the same Dataset (values, flags, counters, nodes)."""
+    a, b, c = open_store(tiny[2]), open_store(tiny[3]), open_store(tiny[4])
+    assert "unit" not in a and "done" in a and a.attrs["store_schema"] == 3 and "store_schema" not in b.attrs
+    assert c.attrs["store_schema"] == 2
     for name in ("output", "risk", "done", "unit_writes", "unit_node", "unit_wall_time"):
-        assert a[name].dims == b[name].dims and a[name].dtype.kind == b[name].dtype.kind, name
-        np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
+        for other in (b, c):
+            assert a[name].dims == other[name].dims and a[name].dtype.kind == other[name].dtype.kind, name
+            np.testing.assert_array_equal(a[name].values, other[name].values, err_msg=name)
     assert a.done.values.all() and (a.unit_writes.values == 1).all()
 
 
@@ -150,11 +155,12 @@ def test_damage_is_found_named_and_left_out(tiny, tmp_path, capsys, schema, how)
     assert f"- {_unit_text(hit[0])}" in md  # listed with the missing units
 
 
-@pytest.mark.parametrize("schema", [2, 1])
+@pytest.mark.parametrize("schema", [3, 2, 1])
 def test_a_plain_rerun_repairs_a_damaged_store_bit_for_bit(tiny, tmp_path, schema):
     """`distntk run` (embedded Ray) recomputes exactly the damaged units and writes the very same bits.
 
-    Schema 1: an old store (made by distntk 0.2 and earlier) resumes in its own layout.
+    Schemas 1 and 2: old stores (made by distntk 0.2 and earlier; 0.3 to 0.5) resume in their own layout,
+    written by the driver.
     """
     spec_path, spec, clean = tiny[:3]
     path = _copy(tiny, tmp_path, schema)
@@ -309,7 +315,8 @@ def test_verify_on_s3(tiny, s3_bucket, capsys):
         "width 16, init 1, data 0-3: output chunk does not decode (checksum mismatch or corrupt bytes)"]
 
 
-@pytest.mark.parametrize("how", DAMAGES + [(2, "clean"), (1, "clean"), (2, "old store without checksums")])
+@pytest.mark.parametrize("how", DAMAGES + [(3, "clean"), (2, "clean"), (1, "clean"),
+                                           (3, "old store without checksums")])
 def test_many_stores_at_once_are_checked_as_one_is(tiny, tmp_path, how):
     """The catalog's reader (every array of many stores in flight at once) finds what open_checked finds.
 

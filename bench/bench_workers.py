@@ -1,0 +1,118 @@
+"""Workers write, the driver commits: driver CPU per unit, units/s and record writes of ``distntk run``.
+
+A real ``driver.run`` (one embedded 2-CPU Ray, started once, 2 actors) of a near-zero-compute spec
+(sticky chain, N = 16, four replicas per unit, T = 0.25) into
+
+* a local store, and the moto S3 server on loopback behind ``tests/latency_proxy.py`` at 20 ms and
+  50 ms per response;
+* by two paths: **workers write** (a schema-3 store, the default: actors store their units' chunks
+  and return digests, the driver commits records in chunks of up to 1,024 units) and **driver
+  writes** (a schema-2 store, created first: the driver's pipelined writer of distntk 0.5);
+* at 64 and ``--units`` units (default 2,048).
+
+Printed per case, one JSON line: the driver's CPU (``getrusage(RUSAGE_SELF)``, user + system: every
+thread of the driver process, Ray's included) in total and per unit, units/s in steady state (10th to
+90th percentile of the completions), record writes (``unit`` objects written), and the load
+average.  Then the marginal driver CPU per unit between the two sizes (fixed costs, the store's
+creation and the limit, cancel).  It asserts nothing.
+
+    python bench/bench_workers.py                 # about 4 minutes on 2 cores
+    python bench/bench_workers.py --units 4096
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
+
+from _common import machine_info  # noqa: E402
+from latency_proxy import latency_proxy  # noqa: E402
+from raytools import section6_toml  # noqa: E402
+from s3_server import running_s3_server  # noqa: E402
+
+from distntk.spec import parse_spec  # noqa: E402
+
+
+def _spec(n_units: int, name: str):
+    return parse_spec(section6_toml(name=name, seed=3, widths=(16,), n_init=n_units, n_data=4, block=4, T=0.25,
+                                    times=(0.25,), L=3, most_likely=2))
+
+
+def _loadavg() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _case(url: str, opts: dict | None, n: int, path: str) -> dict:
+    from distntk.driver import run
+    from distntk.store import create_store
+
+    spec = _spec(n, f"bench-workers-{n}")
+    pred = spec.experiment.predictions()  # solved here for both paths: not part of what is measured
+    create_store(url, spec, pred, opts, schema=3 if path == "workers write" else 2)
+    stamps: list = []
+    c0, t0 = _cpu(), time.perf_counter()
+    rep = run(spec, url, actors=2, progress=False, storage_options=opts,
+              on_unit=lambda u, info: stamps.append(time.perf_counter()))
+    cpu, wall = _cpu() - c0, time.perf_counter() - t0
+    stamps.sort()
+    a, b = len(stamps) // 10, (9 * len(stamps)) // 10
+    assert rep.computed == n
+    return dict(path=path, units=n, driver_cpu_s=round(cpu, 3), driver_cpu_ms_per_unit=round(1e3 * cpu / n, 3),
+                wall_s=round(wall, 2), units_per_s=round((b - a) / max(stamps[b] - stamps[a], 1e-9), 1),
+                record_writes=rep.record_writes, load=_loadavg())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--units", type=int, default=2048)
+    ap.add_argument("--where", nargs="*", default=["local", "S3 + 20 ms", "S3 + 50 ms"])
+    args = ap.parse_args()
+    import ray
+
+    for line in machine_info():
+        print(line)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-workers-"))
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        with running_s3_server() as s3:
+            import s3fs
+
+            s3fs.S3FileSystem(skip_instance_cache=True, **s3.storage_options()).mkdir("bench")
+            port = int(s3.endpoint_url.rsplit(":", 1)[1])
+            with latency_proxy(port, 0.020) as p20, latency_proxy(port, 0.050) as p50:
+                where = {"local": lambda tag: (str(tmp / f"{tag}.zarr"), None),
+                         "S3 + 20 ms": lambda tag: (f"s3://bench/{tag}.zarr",
+                                                    {**s3.storage_options(), "endpoint_url": p20.endpoint_url}),
+                         "S3 + 50 ms": lambda tag: (f"s3://bench/{tag}.zarr",
+                                                    {**s3.storage_options(), "endpoint_url": p50.endpoint_url})}
+                for name in args.where:
+                    for path in ("workers write", "driver writes"):
+                        got = {}
+                        for n in (64, args.units):
+                            url, opts = where[name](f"{name.replace(' ', '')}-{path[0]}-{n}-{os.getpid()}")
+                            got[n] = _case(url, opts, n, path)
+                            print(json.dumps({"where": name, **got[n]}), flush=True)
+                        marginal = (got[args.units]["driver_cpu_s"] - got[64]["driver_cpu_s"]) / (args.units - 64)
+                        print(json.dumps({"where": name, "path": path, "marginal_driver_cpu_ms_per_unit":
+                                          round(1e3 * marginal, 3)}), flush=True)
+    finally:
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
