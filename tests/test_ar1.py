@@ -261,3 +261,26 @@ def test_ar1_store_end_to_end_through_ray(tmp_path, capsys):
     assert "'pi_probe' has values where the store's spec defines none" in capsys.readouterr().out
     assert open_result_store(edited, "r").lost_predictions() == ["pi_probe"]
     assert time.perf_counter() - t0 < 120  # about 35 s on 2 cores
+
+
+def test_the_ar1_campaign_sweep_parses():
+    """jobs/ar1.toml (issue 21): four AR(1) members, phi up to 0.9 at unit stationary variance, beta = 3/4,
+    L = 5 (the longest the AR(1) limit's quadrature allows: a longer L is a one-line error)."""
+    from pathlib import Path
+
+    from distntk.spec import SpecError, parse_spec
+    from distntk.sweep import load_sweep
+
+    path = Path(__file__).resolve().parents[1] / "jobs" / "ar1.toml"
+    sweep = load_sweep(path)
+    assert [m.name for m in sweep.members] == ["phi0", "phi0.5", "phi0.7", "phi0.9"]
+    phis = []
+    for m in sweep.members:
+        e = m.spec.experiment
+        assert m.spec.canonical["chain"]["kind"] == "ar1" and e.model.beta == 0.75 and e.L == 5
+        assert e.ar.sd == pytest.approx([1.0], rel=1e-12) and e.probes.shape == (3, 5, 1)
+        phis.append(float(e.ar.phi[0]))
+    assert phis == [0.0, 0.5, 0.7, 0.9] and len({m.spec.hash for m in sweep.members}) == 4
+    with pytest.raises(SpecError) as e:
+        parse_spec(_SPEC.replace("L = 3", "L = 6"))
+    assert str(e.value).startswith("training.L: L = 6 with chain.kind = 'ar1'") and "\n" not in str(e.value)
