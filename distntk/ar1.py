@@ -92,7 +92,7 @@ from .rnn import RNNConfig
 from .target import Target
 
 __all__ = ["AR1", "AR1Inputs", "AR1Limit", "ar1", "ar1_inputs", "ar1_limit", "default_probes", "probe_label",
-           "reference_chain"]
+           "probe_labels", "reference_chain"]
 
 _RANK_RTOL = 1e-12
 _ROW_DOUBLES = 1 << 22  # feature rows x columns per block
@@ -183,6 +183,13 @@ def probe_label(window: np.ndarray) -> str:
     between coordinates); distinct windows that print the same get their index appended by the caller."""
     w = np.asarray(window, dtype=float).reshape(len(window), -1)
     return ",".join(";".join(f"{v:.4g}" for v in x) for x in w)
+
+
+def probe_labels(windows) -> list[str]:
+    """The labels of value windows ``(P, L, d)`` (``(P, L)`` for ``d = 1``): :func:`probe_label` of each, with
+    ``#<index>`` appended to windows whose labels coincide (distinct windows that print the same)."""
+    labels = [probe_label(w) for w in windows]
+    return [lab if labels.count(lab) == 1 else f"{lab}#{i}" for i, lab in enumerate(labels)]
 
 
 class _ValueChain:

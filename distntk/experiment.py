@@ -262,10 +262,9 @@ class AR1Experiment(Experiment):
         return inp, inp.probes, (inp.risk if self.record_risk else None)
 
     def probe_labels(self) -> list[str]:
-        from .ar1 import probe_label
+        from .ar1 import probe_labels
 
-        labels = [probe_label(w) for w in self.probes]
-        return [lab if labels.count(lab) == 1 else f"{lab}#{i}" for i, lab in enumerate(labels)]
+        return probe_labels(self.probes)
 
     def predictions(self, map_segments: Callable | None = None) -> xr.Dataset:
         from .ar1 import ar1_limit

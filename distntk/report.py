@@ -190,12 +190,23 @@ def _memory_window_note(ds: xr.Dataset) -> str | None:
     """A summary bullet for a sampled (infinite-past) limit, or when ``limit.max_histories`` shortened ``L`` so
     that ``rho^L`` exceeds ``memory_tol``."""
     a = ds.attrs
-    if a.get("memory_method") == "sampled":
-        def rel(name):
-            if name + "_se" not in ds:
-                return float("nan")
-            return float(np.nanmax(np.abs(ds[name + "_se"].values) / np.maximum(np.abs(ds[name].values), 1e-300)))
 
+    def rel(name):
+        if name + "_se" not in ds:
+            return float("nan")
+        return float(np.nanmax(np.abs(ds[name + "_se"].values) / np.maximum(np.abs(ds[name].values), 1e-300)))
+
+    if a.get("memory_method") == "ar1":
+        return (f"- **AR(1) input (continuous state).** The data are the Gaussian AR(1) of docs/model.md#ar1; the "
+                "probes are windows of input values (labels: the values, oldest first), which have a density, not "
+                "a probability (pi_probe is NaN; the headline cell is the first probe). The limit is estimated "
+                f"along {a.get('memory_segments')} stationary segments of {a.get('memory_path_steps')} steps; "
+                "Monte Carlo standard errors (jackknife over segments) reach "
+                f"{float(np.nanmax(ds['h_se'].values)) if 'h_se' in ds else float('nan'):.1e} on h (absolute), "
+                f"{rel('nvar_poisson'):.1e} relative on the Poisson N·Var and {rel('var_init_coef'):.1e} on the "
+                "initialisation variance; the verdicts' intervals include them. The memory truncation is "
+                f"rho^L = {float(a.get('memory_bound', np.nan)):.1e}.")
+    if a.get("memory_method") == "sampled":
         return (f"- **Limit over the infinite past (sampled).** The training side of the limit is the infinite "
                 f"past (limit.memory), estimated along {a.get('memory_segments')} "
                 f"simulated segments ({a.get('memory_path_steps')} steps in all), with the exact L0 = "
@@ -313,8 +324,8 @@ def plot_mean(est: xr.Dataset) -> Figure:
 
 def _headline(est: xr.Dataset) -> dict:
     """The headline cell: the most probable probe window (when known) at the last time."""
-    if "pi_probe" in est:
-        probe = est["probe"].values[int(np.argmax(est["pi_probe"].values))]
+    if "pi_probe" in est and np.isfinite(est["pi_probe"].values).any():  # an AR(1) store's is NaN: the first probe
+        probe = est["probe"].values[int(np.nanargmax(est["pi_probe"].values))]
     else:
         probe = est["probe"].values[0]
     return {"probe": probe, "time": est["time"].values[-1]}

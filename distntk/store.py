@@ -11,6 +11,11 @@ Layout (documented in docs/reference/store.md), store schema 3::
     h, nvar_poisson, nvar_iid, var_init_coef (time, probe); f, pi_probe (probe);
     probe_window (probe, lag); risk_h, nvar_risk_poisson, nvar_risk_iid, var_risk_init_coef (time)
 
+An AR(1) store (``[chain] kind = "ar1"``, docs/model.md#ar1) differs in its probes only: ``probe`` holds
+the value-window labels of :func:`distntk.ar1.probe_labels`, ``probe_window`` is float64
+``(probe, lag, input)`` (the windows' input values, NaN fill), ``pi_probe`` is NaN (a density point has no
+probability), and every prediction has its Monte Carlo standard error ``<name>_se``, as a sampled limit's.
+
 A work unit ``(width, init, data block)`` is exactly one chunk of every per-replica
 array (chunks ``(1, 1, block, ...)``), so a unit's writes never touch another
 unit's chunks and a unit rewritten after a crash replaces whole chunks.  Its
@@ -121,7 +126,8 @@ from .spec import Spec, SpecError, canonical_json, is_code_target, parse_spec, s
 __all__ = ["SCHEMA", "StoreError", "ResultStore", "UnitWriter", "ChunkTarget", "write_chunks",
            "open_store", "open_result_store", "create_store",
            "open_or_create", "check_location", "check_writable", "store_spec", "store_model", "location",
-           "chunk_digest", "check_attributes", "predictions_digest", "prediction_names", "SpecChanged"]
+           "chunk_digest", "check_attributes", "predictions_digest", "prediction_names", "SpecChanged", "is_ar1",
+           "undefined_predictions"]
 
 _ZARR_FORMAT = 3
 SCHEMA = 3  # the layout new stores get (attribute ``store_schema``; absent means 1)
@@ -316,6 +322,7 @@ _DIMS = {**{n: (n,) for n in ("width", "init", "data", "block", "time", "probe")
          "done": ("width", "init", "data"), "probe_window": ("probe", "lag"), "f": ("probe",), "pi_probe": ("probe",),
          **{n: ("time", "probe") for n in ("h", "nvar_poisson", "nvar_iid", "var_init_coef")},
          **{n: ("time",) for n in ("risk_h", "nvar_risk_poisson", "nvar_risk_iid", "var_risk_init_coef")}}
+_VALUE_WINDOWS = (("f", "nan"), ("probe", "lag", "input"))  # an AR(1) store's probe_window: (layout, dims)
 _CODECS = {"bytes", "zstd", "crc32c", "vlen-utf8"}  # what distntk writes; anything else could change values
 _DERIVED = {"seed": ("seed",), "engine": ("engine",), "beta": ("model", "beta"), "alpha": ("model", "alpha"),
             "T": ("training", "T"), "L": ("training", "L"), "block": ("replicas", "block")}
@@ -335,13 +342,19 @@ def _required_arrays(canonical: dict, schema: int) -> list[str]:
 
 
 def _check_array_meta(path, name: str, meta) -> None:
-    """Array ``name``'s metadata (zarr's ``ArrayV3Metadata``) must be what distntk writes (dtype, fill, codecs)."""
+    """Array ``name``'s metadata (zarr's ``ArrayV3Metadata``) must be what distntk writes (dtype, fill, codecs).
+
+    ``probe_window`` has two layouts: state windows (int64, finite chains) and value windows (float64, AR(1));
+    which one a store must have is its canonical spec's, checked by :func:`_check_coords`."""
     want = _LAYOUT.get(name[:-3] if name.endswith("_se") else name)
     if want is None:
         return
     kind, fill = want
+    dims = _DIMS.get(name[:-3] if name.endswith("_se") else name)
     try:
         native = meta.dtype.to_native_dtype()
+        if name == "probe_window" and native.kind == "f":
+            (kind, fill), dims = _VALUE_WINDOWS
         got_kind = "T" if native.kind in "TUO" else native.kind
         codecs = [c.to_dict()["name"] for c in meta.codecs]
         got_fill = meta.fill_value
@@ -355,7 +368,6 @@ def _check_array_meta(path, name: str, meta) -> None:
         shown = str(got_fill) if kind == "T" else repr(got_fill.item() if hasattr(got_fill, "item") else got_fill)
         raise _edited(path, f"array {name!r} has fill_value {shown}, distntk writes "
                             f"{'NaN' if fill == 'nan' else repr(fill)}")
-    dims = _DIMS.get(name[:-3] if name.endswith("_se") else name)
     if dims is not None and tuple(meta.dimension_names or ()) != dims:
         raise _edited(path, f"array {name!r} has dimensions {meta.dimension_names}, distntk writes {dims}")
     if set(codecs) - _CODECS:
@@ -407,7 +419,8 @@ def predictions_digest(values: dict, attrs: dict) -> str:
     (a timing, not a number any verdict uses)."""
     h = hashlib.blake2b(digest_size=16)
     for name in sorted(values):
-        v = np.ascontiguousarray(values[name], dtype=np.int64 if name == "probe_window" else np.float64)
+        v = np.asarray(values[name])
+        v = np.ascontiguousarray(v, dtype=np.int64 if name == "probe_window" and v.dtype.kind != "f" else np.float64)
         h.update(f"{name}|{v.shape}|".encode())
         h.update(v.data)
     solver = {k: v for k, v in _solver_attrs(attrs).items() if k != "kernel_seconds"}
@@ -436,20 +449,52 @@ def _check_spec_text(path, attrs: dict, canonical: dict) -> None:
         raise _edited(path, "attribute 'spec' (the spec's text) is not the spec its spec_hash names")
 
 
+def is_ar1(canonical: dict) -> bool:
+    """Whether ``canonical`` is the spec of an AR(1) store (``[chain] kind = "ar1"``, docs/model.md#ar1)."""
+    return isinstance(canonical.get("chain"), dict) and canonical["chain"].get("kind") == "ar1"
+
+
+def undefined_predictions(canonical: dict) -> tuple[str, ...]:
+    """The predictions that are NaN by definition in a store of ``canonical`` (never damage): an AR(1)
+    store's ``pi_probe`` (a probe is a point of a density; it has no probability)."""
+    return ("pi_probe",) if is_ar1(canonical) else ()
+
+
+def _canonical_windows(canonical: dict):
+    """``(probe labels, probe_window)`` of the canonical spec, or ``(None, None)`` when it names no windows."""
+    windows = (canonical.get("probes") or {}).get("windows")
+    if not windows:
+        return None, None
+    if not is_ar1(canonical):
+        return ["".join(str(int(s)) for s in z) for z in windows], windows
+    from .ar1 import probe_labels
+
+    try:
+        d = len(canonical["chain"]["phi"])
+        values = np.asarray(windows, dtype=float).reshape(len(windows), -1, d)
+    except (KeyError, TypeError, ValueError):
+        return None, None  # not a spec distntk writes: the hash check has refused it already
+    return probe_labels(values), values
+
+
 def _check_coords(path, canonical: dict, values: dict) -> None:
-    """The coordinates (``values``: name -> array, those present) must be the canonical spec's."""
+    """The coordinates (``values``: name -> array, those present) must be the canonical spec's; ``probe_window``
+    holds integer state windows, or an AR(1) store's float value windows."""
     rep, tr = canonical.get("replicas", {}), canonical.get("training", {})
-    windows = canonical.get("probes", {}).get("windows")
+    labels, windows = _canonical_windows(canonical)
     want = {"width": rep.get("widths"), "init": range(rep.get("n_init", 0)), "data": range(rep.get("n_data", 0)),
             "time": tr.get("times"),
             "block": range(-(-rep.get("n_data", 0) // rep.get("block", 1))) if rep.get("block") else None,
-            "probe": ["".join(str(int(s)) for s in z) for z in windows] if windows else None,
-            "probe_window": windows}
+            "probe": labels, "probe_window": windows}
     for name, v in values.items():
         w = want.get(name)
         if w is None or v is None or isinstance(v, Exception):
             continue
         got = np.asarray(v)
+        if name == "probe_window" and got.dtype.kind != ("f" if is_ar1(canonical) else "i"):
+            raise _edited(path, f"coordinate 'probe_window' has dtype {got.dtype}, not the "
+                                f"{'float64 value windows of an AR(1)' if is_ar1(canonical) else 'int64 state windows'}"
+                                " store")
         w = np.asarray(list(w) if isinstance(w, range) else w, dtype=got.dtype if got.dtype.kind != "T" else str)
         if got.shape != w.shape or not (got == w).all():
             raise _edited(path, f"coordinate {name!r} is not the canonical spec's ({one_line(repr(got.tolist()), 60)})")
@@ -570,7 +615,8 @@ def store_spec(ds: xr.Dataset) -> Spec:
 def store_model(ds: xr.Dataset) -> tuple[RNNConfig, MarkovChain, int]:
     """``(RNNConfig, MarkovChain, seed)`` of a store, rebuilt from its canonical spec (data only).
 
-    What :func:`distntk.rnn.memory_contraction` needs: the chain and the model,
+    What :func:`distntk.rnn.memory_contraction` needs: the chain (an AR(1) store's: its 2-state
+    Rouwenhorst chain, the ``spec.experiment.chain`` that chose ``L``) and the model,
     never the target, so no code named in the store is imported.  The canonical
     JSON must hash to the store's ``spec_hash``.
     """
@@ -587,7 +633,12 @@ def store_model(ds: xr.Dataset) -> tuple[RNNConfig, MarkovChain, int]:
         if spec_hash(canonical) != want:
             raise StoreError(f"the canonical spec stored in {name!r} does not hash to the store's "
                              f"{str(want)[:12]}")
-        chain = markov_chain(canonical["chain"]["transition"], canonical["chain"]["inputs"])
+        if is_ar1(canonical):  # the experiment's chain: the 2-state Rouwenhorst chain of the AR(1)
+            from .ar1 import ar1, reference_chain
+
+            chain = reference_chain(ar1(canonical["chain"]["phi"], canonical["chain"]["sigma"]), 2)
+        else:
+            chain = markov_chain(canonical["chain"]["transition"], canonical["chain"]["inputs"])
         cfg = RNNConfig(**canonical["model"])
         seed = int(canonical["seed"])
     except StoreError:
@@ -815,11 +866,13 @@ class ResultStore:
         they (or the solver's attributes) do not match the store's ``predictions_digest``."""
         lost, values = [], {}
         names = prediction_names(self.group.array_keys())
+        undefined = undefined_predictions(self.canonical)
         for name in names:
             arr = self._array(name)
             try:
                 values[name] = np.asarray(arr[...])
-                ok = np.isfinite(values[name].astype(float)).all()
+                v = values[name].astype(float)
+                ok = np.isnan(v).all() if name in undefined else np.isfinite(v).all()
             except _DECODE_ERRORS:
                 ok = False
             if not ok and name in _required_arrays(self.canonical, self.schema):
@@ -844,7 +897,7 @@ class ResultStore:
             _allocate(self.group, spec.experiment, pred, self.schema, only=set(missing))
             for name in lost:
                 self._array(name)[...] = pred[name].values if name != "probe_window" else \
-                    np.asarray(spec.experiment.probes, dtype=np.int64)
+                    _probe_windows(spec.experiment)
             self._arrays.clear()
             fresh = _attrs(spec, spec.experiment, pred, "")
             solver = _solver_attrs(fresh)
@@ -1483,8 +1536,8 @@ _LONG_NAMES = {
     "nvar_iid": ("predicted N Var(g|theta) if data were i.i.d., docs/model.md (5.10)", "1"),
     "var_init_coef": ("Var_theta E[g|theta] / N^(1-2 beta), docs/model.md (5.12)", "1"),
     "f": ("target f(z) on the probe windows", "1"),
-    "pi_probe": ("stationary probability pi_L(z) of the probe windows", "1"),
-    "probe_window": ("probe window states, oldest first", None),
+    "pi_probe": ("stationary probability pi_L(z) of the probe windows (NaN for AR(1) value windows)", "1"),
+    "probe_window": ("probe windows, oldest first: states (int), or an AR(1)'s input values (float)", None),
     "risk_h": ("stationary risk of the limit h_t", "1"),
     "nvar_risk_poisson": ("predicted N Var(risk|theta), Poisson equation", "1"),
     "nvar_risk_iid": ("predicted N Var(risk|theta) if data were i.i.d.", "1"),
@@ -1493,7 +1546,7 @@ _LONG_NAMES = {
     "init": ("initialisation index", None),
     "data": ("data sequence index", None),
     "time": ("training time t = k / N", "1"),
-    "probe": ("probe window label (state digits, oldest first)", None),
+    "probe": ("probe window label (state digits, or an AR(1)'s values, oldest first)", None),
     "block": ("work unit (data block) index", None),
 }
 
@@ -1501,7 +1554,7 @@ _LONG_NAMES = {
 def _meta(name: str) -> dict:
     if name.endswith("_se") and name[:-3] in _LONG_NAMES:
         base, units = _LONG_NAMES[name[:-3]]
-        return {"long_name": f"Monte Carlo standard error of the sampled limit's {base}",
+        return {"long_name": f"Monte Carlo standard error of the estimated limit's {base}",
                 **({"units": units} if units else {})}
     long_name, units = _LONG_NAMES.get(name, (name, None))
     return {"long_name": long_name, **({"units": units} if units else {})}
@@ -1564,4 +1617,15 @@ def _allocate(g: zarr.Group, exp: Experiment, pred: xr.Dataset, schema: int, onl
         for nm in (name, name + "_se"):
             if nm == name or nm in pred:
                 arr(nm, ("time",), (nt,), (nt,), "float64", np.nan, pred[nm].values)
-    arr("probe_window", ("probe", "lag"), (P, exp.L), (P, exp.L), "int64", 0, np.asarray(exp.probes, dtype=np.int64))
+    pw = _probe_windows(exp)
+    if pw.dtype.kind == "f":
+        arr("probe_window", _VALUE_WINDOWS[1], pw.shape, pw.shape, "float64", np.nan, pw)
+    else:
+        arr("probe_window", ("probe", "lag"), pw.shape, pw.shape, "int64", 0, pw)
+
+
+def _probe_windows(exp: Experiment) -> np.ndarray:
+    """The stored ``probe_window``: int64 state windows ``(P, L)``, or an AR(1)'s float64 values ``(P, L, d)``."""
+    if getattr(exp, "ar", None) is not None:  # an AR1Experiment
+        return np.asarray(exp.probes, dtype=np.float64).reshape(len(exp.probes), exp.L, -1)
+    return np.asarray(exp.probes, dtype=np.int64)

@@ -90,6 +90,7 @@ from .store import (
     open_store,
     prediction_names,
     predictions_digest,
+    undefined_predictions,
 )
 
 __all__ = ["verify", "Verification", "open_checked", "open_checked_many", "store_attrs_many", "outliers",
@@ -183,14 +184,18 @@ def _grid(N, I, R, block):
     return unit_grid([N], I, R, block)
 
 
-def _prediction_problems(values: dict) -> list[str]:
-    """Missing, undecodable or non-finite predictions; ``values``: name -> array, exception, or None if absent."""
+def _prediction_problems(values: dict, undefined: tuple = ()) -> list[str]:
+    """Missing, undecodable or non-finite predictions; ``values``: name -> array, exception, or None if absent;
+    ``undefined``: names that are NaN by definition (an AR(1) store's ``pi_probe``), a problem when not NaN."""
     preds = []
     for name, v in values.items():
         if v is None:
             preds.append(f"predictions: {name!r} is missing")
         elif isinstance(v, Exception):
             preds.append(f"predictions: {name!r} does not decode ({one_line(v, 80)})")
+        elif name in undefined:
+            if not np.isnan(np.asarray(v, dtype=float)).all():
+                preds.append(f"predictions: {name!r} has values where the store's spec defines none (edited?)")
         elif v.dtype.kind == "f" and not np.isfinite(v).all():
             preds.append(f"predictions: {name!r} has non-finite values (a missing chunk?)")
     return preds
@@ -217,7 +222,8 @@ def _problems(path, storage_options=None):
             values[name] = np.asarray(arr[...])
         except _DECODE_ERRORS as exc:
             values[name] = exc
-    preds = _prediction_problems({n: values[n] for n in names}) or _predictions_digest_problem(rs.attrs, values)
+    preds = _prediction_problems({n: values[n] for n in names}, undefined_predictions(rs.canonical)) or \
+        _predictions_digest_problem(rs.attrs, values)
     flags = {} if preds else _flags(arrays["output"], arrays["done"], rs.widths, rs.block, rs.attrs,
                                     values["var_init_coef"], damaged)
     return rs, arrays, dict(damaged), flags, preds
@@ -581,7 +587,8 @@ def _checked_from(path: str, attrs: dict, got: dict) -> tuple[xr.Dataset, dict] 
     _check_coords(path, canonical, {n: values[n] for n in _COORDS + ("probe_window",)})
     has_risk = _records_risk(canonical)
     _refuse_missing(path, ["risk"] if has_risk and values["risk"] is None else [])
-    preds = _prediction_problems({n: values[n] for n in PREDICTIONS + (_RISK_PREDICTIONS if has_risk else ())}) or \
+    preds = _prediction_problems({n: values[n] for n in PREDICTIONS + (_RISK_PREDICTIONS if has_risk else ())},
+                                 undefined_predictions(canonical)) or \
         _predictions_digest_problem(attrs, {n: values[n] for n in prediction_names(values)})
     if preds:
         raise StoreError(f"{path} lost its predictions: {preds[0].removeprefix('predictions: ')}; the store "

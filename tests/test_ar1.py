@@ -188,3 +188,99 @@ def test_ar1_spec_and_experiment():
         assert "\n" not in str(e.value)
     with pytest.raises(SpecError, match="probes.windows"):
         parse_spec(_SPEC + "[probes]\nwindows = [[0.0, 0.1]]\n")
+
+
+@pytest.mark.timeout(300)
+def test_ar1_store_end_to_end_through_ray(tmp_path, capsys):
+    """``distntk run`` on an AR(1) spec through a real embedded local Ray (a subprocess), then ``query`` (json),
+    ``verify``, ``report`` and a second run that computes nothing; the store holds value windows, NaN
+    ``pi_probe`` and the ``_se`` predictions.  The NaN ``pi_probe`` is no damage, finite values there are."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    import zarr
+    from raytools import cleanup, new_mark, scoped_env, short_tmp
+
+    from distntk import open_store
+    from distntk.cli import main
+    from distntk.spec import load_spec
+    from distntk.store import open_result_store
+
+    t0 = time.perf_counter()
+    spec_path = tmp_path / "ar1.toml"
+    spec_path.write_text(_SPEC)
+    exp = load_spec(spec_path).experiment
+    store = tmp_path / "ar1.zarr"
+    mark, temp = new_mark(), short_tmp("dnar1")
+    env = scoped_env(tmp_path / "home", mark, RAY_TMPDIR=temp)
+    cmd = [sys.executable, "-m", "distntk", "run", str(spec_path), "--store", str(store), "--actors", "1",
+           "--no-progress"]
+    try:
+        first = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert "2 units (4 replicas) computed, 0 already done" in first.stderr
+        second = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    finally:
+        cleanup(mark, temp)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "all 2 units already done" in second.stderr and "computed" not in second.stderr
+
+    ds = open_store(store).load()
+    assert ds["probe_window"].dims == ("probe", "lag", "input") and ds["probe_window"].dtype == np.float64
+    np.testing.assert_array_equal(ds["probe_window"].values, exp.probes)
+    assert list(ds["probe"].values) == exp.probe_labels() and np.isnan(ds["pi_probe"].values).all()
+    for name in ("h", "nvar_poisson", "nvar_iid", "var_init_coef", "risk_h", "nvar_risk_poisson"):
+        assert ds[name + "_se"].shape == ds[name].shape and (ds[name + "_se"].values > 0).all()
+    assert ds["done"].values.all() and (ds["unit_writes"].values == 1).all()  # the second run wrote nothing
+    assert ds.attrs["memory_method"] == "ar1"
+    for u in exp.units():  # bit for bit what the experiment computes in-process
+        np.testing.assert_array_equal(ds["output"].values[0, u.init, u.data_start:u.data_stop],
+                                      exp.compute(u)["output"])
+
+    capsys.readouterr()
+    assert main(["query", str(store), "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [(r["time"], r["probe"]) for r in doc["rows"]] == [(t, p) for t in exp.times for p in exp.probe_labels()]
+    assert all(r["n"] == 4 and np.isfinite(r["mean"]) for r in doc["rows"])
+    assert [r["h"] for r in doc["rows"]] == pytest.approx(ds["h"].values.ravel().tolist())
+    assert main(["query", str(store)]) == 0
+    assert "AR(1) input" in capsys.readouterr().out
+    assert main(["verify", str(store)]) == 0
+    assert "every done unit intact" in capsys.readouterr().err
+    assert main(["report", str(store), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "**AR(1) input (continuous state).**" in md and "Complete store" in md and "Not computed" not in md
+
+    edited = tmp_path / "edited.zarr"  # a finite pi_probe is an edit of the predictions
+    shutil.copytree(store, edited)
+    zarr.open_array(str(edited / "pi_probe"), mode="r+")[...] = 0.5
+    capsys.readouterr()
+    assert main(["verify", str(edited)]) == 1
+    assert "'pi_probe' has values where the store's spec defines none" in capsys.readouterr().out
+    assert open_result_store(edited, "r").lost_predictions() == ["pi_probe"]
+    assert time.perf_counter() - t0 < 120  # about 35 s on 2 cores
+
+
+def test_the_ar1_campaign_sweep_parses():
+    """jobs/ar1.toml (issue 21): four AR(1) members, phi up to 0.9 at unit stationary variance, beta = 3/4,
+    L = 5 (the longest the AR(1) limit's quadrature allows: a longer L is a one-line error)."""
+    from pathlib import Path
+
+    from distntk.spec import SpecError, parse_spec
+    from distntk.sweep import load_sweep
+
+    path = Path(__file__).resolve().parents[1] / "jobs" / "ar1.toml"
+    sweep = load_sweep(path)
+    assert [m.name for m in sweep.members] == ["phi0", "phi0.5", "phi0.7", "phi0.9"]
+    phis = []
+    for m in sweep.members:
+        e = m.spec.experiment
+        assert m.spec.canonical["chain"]["kind"] == "ar1" and e.model.beta == 0.75 and e.L == 5
+        assert e.ar.sd == pytest.approx([1.0], rel=1e-12) and e.probes.shape == (3, 5, 1)
+        phis.append(float(e.ar.phi[0]))
+    assert phis == [0.0, 0.5, 0.7, 0.9] and len({m.spec.hash for m in sweep.members}) == 4
+    with pytest.raises(SpecError) as e:
+        parse_spec(_SPEC.replace("L = 3", "L = 6"))
+    assert str(e.value).startswith("training.L: L = 6 with chain.kind = 'ar1'") and "\n" not in str(e.value)
