@@ -361,22 +361,30 @@ def _basis(X):
     return X.T @ (U[:, keep] / np.sqrt(lam[keep]))
 
 
+def rule_window(L: int, d: int, states: int = 9) -> int:
+    """The length of the windows the AR(1) quadrature rule is chosen on: ``L``, or the longest with at most
+    2^16 windows of ``states`` values per coordinate (``states^(L d)``)."""
+    n = 1
+    while n < L and states ** ((n + 1) * d) <= 1 << 16:
+        n += 1
+    return n
+
+
 def ar1_limit(cfg: RNNConfig, ar: AR1, target: Target, L: int, *, segments: int = 16, steps: int = 4096,
               n_basis: int = 2048, seed: int = 0, quad_tol: float = 1e-6, resolution: int | None = None,
               rule_states: int = 9) -> AR1Limit:
     """The AR(1) limit (module docstring).  The quadrature rule is chosen (and its error measured) on the
     windows of :func:`reference_chain` with ``rule_states`` states per coordinate (they span
-    ``+-sqrt(rule_states - 1)`` stationary sd; fewer when ``rule_states^(L d)`` would exceed 2^16);
-    ``resolution`` fixes a tensor Gauss rule instead."""
+    ``+-sqrt(rule_states - 1)`` stationary sd), of length :func:`rule_window` (``L``, or the longest with
+    at most 2^16 windows: the older values weigh like ``rho^k``); ``resolution`` fixes a tensor Gauss rule instead."""
     if L < target.m:
         raise ValueError(f"window length L = {L} is shorter than the target memory m = {target.m}")
     if segments < 2:
         raise ValueError(f"segments = {segments}; expected at least 2 (the standard error is a jackknife)")
     t0 = time.perf_counter()
     d = ar.dim
-    # the reference windows stay at most 2^16: fewer states per coordinate for long windows
-    rule_states = max(2, min(rule_states, int((1 << 16) ** (1.0 / (L * d)) + 1e-9)))
-    rule = _quadrature(cfg, window_chain(reference_chain(ar, rule_states), L, max_histories=1 << 16),
+    rule = _quadrature(cfg, window_chain(reference_chain(ar, rule_states), rule_window(L, d, rule_states),
+                                         max_histories=1 << 16),
                        resolution, seed, quad_tol, 1 << 21, 64)
     full = np.zeros((len(rule.pts), d + 2))
     full[:, rule.coords] = rule.pts
@@ -424,7 +432,10 @@ class AR1Inputs:
         return _AR1Stream(self.ar, target, cfg, n_burn, n_train, seed)
 
 
-def ar1_inputs(ar: AR1, target: Target, probes: np.ndarray, L: int, risk_windows: int = 1024,
+RISK_WINDOWS = 1024  # the stationary windows the replicas' risk averages over (drawn once from the seed)
+
+
+def ar1_inputs(ar: AR1, target: Target, probes: np.ndarray, L: int, risk_windows: int = RISK_WINDOWS,
                seed: int = 0) -> AR1Inputs:
     """Probe windows ``(P, L, d)`` and ``risk_windows`` stationary windows as index windows (module docstring)."""
     probes = _as_windows(probes, L, ar.dim)

@@ -150,11 +150,9 @@ def estimate_limit(exp: Experiment) -> LimitCost:
     ar = getattr(exp, "ar", None)
     model = exp.model
     if ar is not None:
-        from .ar1 import reference_chain
+        from .ar1 import reference_chain, rule_window
 
-        d = ar.dim
-        states = max(2, min(9, int((1 << 16) ** (1.0 / (exp.L * d)) + 1e-9)))  # as distntk.ar1.ar1_limit
-        win = window_chain(reference_chain(ar, states), exp.L, max_histories=1 << 16)
+        win = window_chain(reference_chain(ar, 9), rule_window(exp.L, ar.dim), max_histories=1 << 16)  # as ar1_limit
         rule = _quadrature(model, win, exp.kernel_resolution, exp.seed, exp.kernel_tol, 1 << 21, 64)
         steps = exp.L * (exp.segments * exp.segment_steps + 2048)
         method, rate, spread = "ar1", SECONDS_PER_PATH_STEP, 1
@@ -181,7 +179,14 @@ def estimate_cost(exp: Experiment, limit: bool = True) -> Cost:
     n_t, P, L = len(exp.times), len(exp.probes), exp.L
     from .chain import window_chain
 
-    H = window_chain(exp.chain, L, max_histories=max(exp.max_histories, 1)).n_histories if exp.record_risk else 0
+    if not exp.record_risk:
+        H = 0
+    elif getattr(exp, "ar", None) is not None:  # AR(1): the risk averages stationary windows drawn once
+        from .ar1 import RISK_WINDOWS
+
+        H = RISK_WINDOWS
+    else:
+        H = window_chain(exp.chain, L, max_histories=max(exp.max_histories, 1)).n_histories
     B = L if exp.model.burn_in is None else int(exp.model.burn_in)
     per_width = exp.n_init * exp.n_data
     steps = 0.0

@@ -323,11 +323,6 @@ def _parse(text: str, default_name: str, source: str, allow_code: bool) -> Spec:
         if memory == "sampled" or l0 is not None:
             raise SpecError("limit.memory: chain.kind = 'ar1' takes the window limit of docs/model.md#ar1 only")
         memory = "window"
-        if 9 ** (L * ar.dim) > 1 << 16:  # the quadrature rule is chosen on the 9-state Rouwenhorst windows
-            l_max = max(L_ for L_ in range(1, 9) if 9 ** (L_ * ar.dim) <= 1 << 16)
-            raise SpecError(f"training.L: L = {L} with chain.kind = 'ar1'; the limit chooses its quadrature on "
-                            f"the 9^(L d) windows of the 9-state Rouwenhorst chain, at most 65536: expected "
-                            f"L <= {l_max} (give training.L)")
     sampled = _memory_mode(memory, cfg, chain, target, max_h)
     basis_L = L0 = None
     if sampled:
