@@ -730,10 +730,23 @@ class ResultStore:
                 out.append(u)
         return out
 
-    def _read(self, name: str, units) -> tuple[np.ndarray, set]:
-        """Array ``name`` read whole, or unit by unit when a chunk does not decode; ``(values, bad units)``."""
+    def _read(self, name: str, units, only: list | None = None) -> tuple[np.ndarray, set]:
+        """Array ``name`` read whole, or unit by unit when a chunk does not decode; ``(values, bad units)``.
+
+        ``only``: read just these units' chunks (all in flight at once), the rest left at the fill value:
+        nothing at all for a new store, whose units have no record yet."""
         a = self._array(name)
         with _storage_errors(self.path, "read store"):
+            if only is not None:
+                out = np.full(a.shape, a.fill_value, dtype=a.dtype)
+                regions = [self._region(u)[:3] for u in only]
+                try:
+                    got = _zarr_sync(_gather_reads(a.async_array, regions))
+                except _DECODE_ERRORS:
+                    return self._read(name, units)
+                for region, values in zip(regions, got, strict=True):
+                    out[region] = values
+                return out, set()
             try:
                 return np.asarray(a[...]), set()
             except _DECODE_ERRORS:
@@ -763,13 +776,16 @@ class ResultStore:
         names = ["output"] + (["done", "unit_writes"] if self.schema < 2 else []) + \
             (["risk"] if "risk" in self.group else [])
         arrays, bad = {}, {}
-        digests = None
+        digests = only = None
         if self.schema >= 2:
             fields, bad = self._unit_fields(units)
             arrays.update(done=fields["done"], unit_writes=fields["unit_writes"])
             digests = fields["unit_digest"]
+            recorded = [u for u in units if fields["unit_writes"][self._region(u)[0], u.init, self._region(u)[3]]]
+            if len(recorded) < len(units):  # the chunks of units with a record only (none for a new store)
+                only = recorded
         for name in names:
-            arrays[name], unreadable = self._read(name, units)
+            arrays[name], unreadable = self._read(name, units, only)
             for u in unreadable:
                 bad.setdefault(u, f"{name} chunk does not decode (checksum mismatch or corrupt bytes)")
         done = arrays["done"].astype(bool)
@@ -1314,6 +1330,10 @@ class UnitWriter:
                 _log.warning("write of %d units failed (%s); retry %d in %.2f s", n, exc, attempt + 1, delay)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _gather_reads(arr, regions: list) -> list:
+    return await asyncio.gather(*(arr.getitem(r) for r in regions))
 
 
 async def _running_loop() -> asyncio.AbstractEventLoop:
