@@ -219,13 +219,13 @@ def quadrature(reps, L=8):
     on the first 1024 points, every window from the start.
     """
     from distntk.chain import markov_chain, window_chain
-    from distntk.limit import _quadrature
+    from distntk.limit import quadrature_rule
     from distntk.rnn import memory_and_jacobian
 
     cfg = RNNConfig()
     chain = markov_chain([[0.8, 0.2], [0.3, 0.7]], [-1.0, 1.0])
     win = window_chain(chain, L)
-    rule = _quadrature(cfg, win, None, 0, 1e-6, 1 << 21, 64)
+    rule = quadrature_rule(cfg, win, None, 0, 1e-6, 1 << 21, 64)
     d = chain.dim
     hist = np.ascontiguousarray(win.histories, dtype=np.int64)
     lcp = _fast.common_prefix(hist)

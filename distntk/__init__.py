@@ -25,6 +25,7 @@ except _PackageNotFoundError:  # a source tree on sys.path without an install
 # load neither xarray, zarr, scipy, numba nor Ray.
 _LAZY = {
     "Catalog": "catalog", "open_catalog": "catalog",
+    "DistntkError": "errors",
     "ChainError": "chain", "MarkovChain": "chain", "markov_chain": "chain", "window_chain": "chain",
     "EstimateError": "estimate", "convergence_rates": "estimate", "estimate": "estimate",
     "extrapolate": "estimate", "missing_units": "estimate", "variance_components": "estimate",
@@ -65,6 +66,7 @@ _sys.modules[__name__].__class__ = _Package
 __all__ = [
     "Catalog",
     "ChainError",
+    "DistntkError",
     "EstimateError",
     "Experiment",
     "Limit",

@@ -87,7 +87,7 @@ import scipy.signal
 
 from . import _fast
 from .chain import ChainError, MarkovChain, markov_chain, rouwenhorst, window_chain
-from .limit import _E_C2, _features, _gl_nodes, _quadrature
+from .limit import E_C2, feature_pass, gl_nodes, quadrature_rule
 from .rnn import RNNConfig
 from .target import Target
 
@@ -193,7 +193,7 @@ def probe_labels(windows) -> list[str]:
 
 
 class _ValueChain:
-    """The attributes of a chain that :func:`distntk.limit._features` reads, for value windows."""
+    """The attributes of a chain that :func:`distntk.limit.feature_pass` reads, for value windows."""
 
     def __init__(self, values: np.ndarray):
         self.inputs = np.ascontiguousarray(values, dtype=float)
@@ -279,7 +279,7 @@ class AR1Limit:
             gams = np.vstack([C_p, gam_r])
             gams_s = np.vstack([Cs_p, gam_rs])
             init = np.sum((gams_s - gams @ Mt @ D) ** 2, axis=1)
-            nodes, nw = _gl_nodes(t, rate)
+            nodes, nw = gl_nodes(t, rate)
             pois = np.zeros(len(gams))
             iid = np.zeros(len(gams))
             if len(nodes):
@@ -337,7 +337,7 @@ def _feature_blocks(cfg, full, wts, windows):
         m = len(part)
         vc = _ValueChain(part.reshape(m * L, d))
         hist = np.arange(m * L, dtype=np.int64).reshape(m, L)
-        X, _ = _features(run, vc, hist, np.zeros(m, dtype=np.int64), full, wts, slice(None), np.ones(m))
+        X, _ = feature_pass(run, vc, hist, np.zeros(m, dtype=np.int64), full, wts, slice(None), np.ones(m))
         yield lo, X
 
 
@@ -347,7 +347,7 @@ def _coords(cfg, full, wts, V, V_s, windows, norms=False):
     c, cs = np.zeros((n, V.shape[1])), np.zeros((n, V_s.shape[1]))
     tot = np.zeros(2)
     for lo, X in _feature_blocks(cfg, full, wts, windows):
-        Xs = np.sqrt(_E_C2) * X[:, :q]
+        Xs = np.sqrt(E_C2) * X[:, :q]
         c[lo:lo + len(X)] = X @ V
         cs[lo:lo + len(X)] = Xs @ V_s
         tot += [np.sum(X * X), np.sum(Xs * Xs)]
@@ -383,7 +383,7 @@ def ar1_limit(cfg: RNNConfig, ar: AR1, target: Target, L: int, *, segments: int 
         raise ValueError(f"segments = {segments}; expected at least 2 (the standard error is a jackknife)")
     t0 = time.perf_counter()
     d = ar.dim
-    rule = _quadrature(cfg, window_chain(reference_chain(ar, rule_states), rule_window(L, d, rule_states),
+    rule = quadrature_rule(cfg, window_chain(reference_chain(ar, rule_states), rule_window(L, d, rule_states),
                                          max_histories=1 << 16),
                        resolution, seed, quad_tol, 1 << 21, 64)
     full = np.zeros((len(rule.pts), d + 2))
@@ -394,7 +394,7 @@ def ar1_limit(cfg: RNNConfig, ar: AR1, target: Target, L: int, *, segments: int 
     Xb = np.concatenate([X for _, X in _feature_blocks(cfg, full, wts, ar.sample_windows(n_basis, L, rng))])
     Xb /= np.sqrt(n_basis)
     V = _basis(Xb)
-    V_s = _basis(np.sqrt(_E_C2) * Xb[:, :q])
+    V_s = _basis(np.sqrt(E_C2) * Xb[:, :q])
     del Xb
     cs_, css_, fs_ = [], [], []
     tot = np.zeros(2)

@@ -47,6 +47,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .errors import DistntkError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -66,7 +68,7 @@ from dataclasses import dataclass, field
 import xarray as xr
 
 from ._text import one_line, printable
-from .query import QueryError, progress, summary
+from .rows import QueryError, progress, summary
 from .spec import flat_keys, spec_diff
 from .store import StoreError, open_store
 from .verify import damage_warning, open_checked_many, store_attrs_many
@@ -80,7 +82,7 @@ _MAX_WORKERS = 8
 _TASK_STORES = 25  # stores per batch handed to whoever is free (_read_summarised)
 
 
-class CatalogError(RuntimeError):
+class CatalogError(DistntkError, RuntimeError):
     """A root that cannot be listed, or a sweep that does not match its root; one-line message."""
 
 

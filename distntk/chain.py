@@ -46,6 +46,8 @@ import scipy.sparse
 from numpy.typing import ArrayLike
 from scipy.sparse.csgraph import breadth_first_order, connected_components
 
+from .errors import DistntkError
+
 __all__ = [
     "ChainError",
     "MarkovChain",
@@ -61,7 +63,7 @@ __all__ = [
 _ROW_TOL = 1e-10
 
 
-class ChainError(ValueError):
+class ChainError(DistntkError, ValueError):
     """An invalid or non-ergodic chain; the message says what was expected."""
 
 
@@ -100,11 +102,11 @@ class MarkovChain:
         cum_pi = np.cumsum(self.pi)
         cum_pi[-1] = 1.0
         out[0] = np.searchsorted(cum_pi, u[0], side="right") if start is None else start
-        _walk(self._cumulative, u, out)
+        walk(self._cumulative, u, out)
         return out
 
 
-def _walk(cum: np.ndarray, u: np.ndarray, out: np.ndarray) -> None:
+def walk(cum: np.ndarray, u: np.ndarray, out: np.ndarray) -> None:
     """Fill ``out[1:]`` by inverse-CDF steps from ``out[0]`` (in place)."""
     s = out[0]
     for k in range(1, len(out)):
@@ -116,7 +118,7 @@ try:  # numba makes the sequential walk ~100x faster; it is a declared dependenc
     import numba as _numba
 
     @_numba.njit(cache=True)
-    def _walk_jit(cum, u, out):  # pragma: no cover - compiled
+    def walk_jit(cum, u, out):  # pragma: no cover - compiled
         s = out[0]
         for k in range(1, len(out)):
             row = cum[s]
@@ -126,7 +128,7 @@ try:  # numba makes the sequential walk ~100x faster; it is a declared dependenc
             s = j
             out[k] = s
 
-    _walk = _walk_jit  # noqa: F811  (identical results: both pick the first j with cum[j] > u)
+    walk = walk_jit  # noqa: F811  (identical results: both pick the first j with cum[j] > u)
 except ImportError:  # pragma: no cover
     pass
 

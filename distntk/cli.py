@@ -43,6 +43,7 @@ from pathlib import Path
 
 from ._text import one_line, printable
 from .cost import DEFAULT_MAX_CORE_HOURS
+from .errors import DistntkError
 
 __all__ = ["main"]
 
@@ -60,7 +61,7 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(f"{message} (see {self.prog} --help)")
 
 
-class _UsageError(Exception):
+class _UsageError(DistntkError):
     def __init__(self, msg: str, then: str = ""):
         super().__init__(msg)
         self.then = then  # a command that works, printed whole after the (cut) message
@@ -239,7 +240,7 @@ def _run_phased(args, address: str | None, where: str, phases: _Phases) -> int:
     shipped = [c for _, spec in members if (c := _shipped_code(spec))] if args.address else []
     kwargs = dict(address=address, actors=args.actors, progress=not args.no_progress, announce=announce,
                   command="distntk " + " ".join(shlex.quote(a) for a in _redacted(args.argv)),
-                  storage_options=options, runtime_env=shipped[0] if shipped else None)
+                  storage_options=options, runtime_env=shipped[0] if shipped else None, check=args.check)
     t0 = time.perf_counter()
     kwargs["phase"] = phases
     try:
@@ -437,6 +438,9 @@ def _parser() -> argparse.ArgumentParser:
                    "a wrong one is one error line, before any limit or store")
     p.add_argument("--actors", type=int, help="number of Ray actors (default: one per CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--check", action="store_true",
+                   help="also read every done unit's chunks and recompute those that do not match their records "
+                        "(repairs a damaged store bit for bit); without it a resume reads the records only")
     p.add_argument("--print-query", action="store_true", help="print the query table when done")
     p.add_argument("--allow-code", action="store_true",
                    help="allow a 'module:function' target: importing it runs that module's code (see "
@@ -479,24 +483,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _error_kinds() -> tuple[tuple, tuple]:
-    """``(user errors: exit 2, run failures: exit 1)``; imported only once an error is raised, so that
-    ``distntk --help`` loads none of the modules that define them."""
-    from .catalog import CatalogError
-    from .chain import ChainError
-    from .cost import CostError
-    from .estimate import EstimateError
-    from .query import QueryError
-    from .rnn import ModelError
-    from .service import ConnectError, ServiceError
-    from .spec import SpecError
-    from .store import StoreError
-    from .target import TargetError
-
-    return ((_UsageError, SpecError, StoreError, QueryError, ChainError, ModelError, TargetError, EstimateError,
-             ConnectError, CostError, CatalogError), (ServiceError,))
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -513,13 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `distntk query STORE | head`: the reader left; nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
         return 141
-    except Exception as exc:
-        user, failure = _error_kinds()
-        if isinstance(exc, user):
-            return _fail(str(exc), 2, getattr(exc, "then", ""))
-        if isinstance(exc, failure):
-            return _fail(str(exc), 1)
-        raise
+    except DistntkError as exc:  # every error distntk raises for its users: one line, its exit code
+        return _fail(str(exc), exc.exit_code, getattr(exc, "then", ""))
 
 
 if __name__ == "__main__":  # pragma: no cover

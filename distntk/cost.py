@@ -47,6 +47,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .errors import DistntkError
+
 if TYPE_CHECKING:
     from .experiment import Experiment
 
@@ -63,7 +65,7 @@ ACTOR_BASE_BYTES = 400 * 2**20
 DEFAULT_MAX_CORE_HOURS = 100.0
 
 
-class CostError(ValueError):
+class CostError(DistntkError, ValueError):
     """An experiment refused before it starts, for its size; one-line message."""
 
 
@@ -145,7 +147,7 @@ def estimate_limit(exp: Experiment) -> LimitCost:
     import numpy as np
 
     from .chain import window_chain
-    from .limit import MAX_HISTORIES, _quadrature
+    from .limit import MAX_HISTORIES, quadrature_rule
 
     ar = getattr(exp, "ar", None)
     model = exp.model
@@ -153,19 +155,19 @@ def estimate_limit(exp: Experiment) -> LimitCost:
         from .ar1 import reference_chain, rule_window
 
         win = window_chain(reference_chain(ar, 9), rule_window(exp.L, ar.dim), max_histories=1 << 16)  # as ar1_limit
-        rule = _quadrature(model, win, exp.kernel_resolution, exp.seed, exp.kernel_tol, 1 << 21, 64)
+        rule = quadrature_rule(model, win, exp.kernel_resolution, exp.seed, exp.kernel_tol, 1 << 21, 64)
         steps = exp.L * (exp.segments * exp.segment_steps + 2048)
         method, rate, spread = "ar1", SECONDS_PER_PATH_STEP, 1
     elif exp.memory == "sampled":
         win = window_chain(exp.chain, exp.basis_L, max_histories=1 << 20)
-        rule = _quadrature(model, win, exp.kernel_resolution, 0, exp.kernel_tol, 1 << 21, 64)
+        rule = quadrature_rule(model, win, exp.kernel_resolution, 0, exp.kernel_tol, 1 << 21, 64)
         L0 = exp.L0 if exp.L0 is not None else exp.basis_L
         burn = L0 + (int(np.ceil(np.log(1e-14) / np.log(model.rho))) if model.rho > 0 else 1)
         steps = exp.segments * (exp.segment_steps + burn) + win.n_histories * win.L
         method, rate, spread = "sampled", SECONDS_PER_PATH_STEP, exp.segments
     else:
         win = window_chain(exp.chain, exp.L, max_histories=max(exp.max_histories, MAX_HISTORIES))
-        rule = _quadrature(model, win, exp.kernel_resolution, 0, exp.kernel_tol, 1 << 21, 64)
+        rule = quadrature_rule(model, win, exp.kernel_resolution, 0, exp.kernel_tol, 1 << 21, 64)
         steps = win.n_histories * win.L
         method, rate, spread = "window", SECONDS_PER_NODE_STEP, 1
     Q = len(rule.pts)

@@ -89,6 +89,7 @@ def run(
     max_pending: int = 1024,
     runtime_env: dict | None = None,
     phase: Callable[[str | None], None] | None = None,
+    check: bool = False,
 ) -> RunReport:
     """Compute every unit of ``spec`` not yet done in ``store`` (default: the spec's store).
 
@@ -97,13 +98,15 @@ def run(
     ``max_pending`` bounds the results buffered in the driver while the store catches up.
     ``runtime_env`` goes to ``ray.init`` when joining the cluster at ``address``.
     ``phase(text)`` is called as each step that can take a while begins (solving the limit, starting
-    Ray), and ``phase(None)`` once the units' own progress begins.
+    Ray), and ``phase(None)`` once the units' own progress begins.  ``check``: also read every done
+    unit's chunks and recompute those that do not match their records (a store damaged since it was
+    written); without it a resume reads the records only.
     """
     return run_many([(spec, store or spec.store)], address=address, actors=actors, progress=progress,
                     storage_options=storage_options,
                     on_unit=None if on_unit is None else (lambda k, u, info: on_unit(u, info)),
                     announce=announce, command=command, max_pending=max_pending, runtime_env=runtime_env,
-                    desc=spec.name, phase=phase)[0]
+                    desc=spec.name, phase=phase, check=check)[0]
 
 
 class _Compute:
@@ -169,6 +172,7 @@ def run_many(
     runtime_env: dict | None = None,
     desc: str = "units",
     phase: Callable[[str | None], None] | None = None,
+    check: bool = False,
 ) -> list[RunReport]:
     """:func:`run` for several ``(spec, store)`` jobs through one actor pool (a sweep's members).
 
@@ -196,7 +200,7 @@ def run_many(
             units = exp.units()
             leases.append(lease)
             stores.append(rs)
-            plans.append((units, rs.pending(units)))
+            plans.append((units, rs.pending(units, check=check)))
         n_todo, n_total = sum(len(t) for _, t in plans), sum(len(u) for u, _ in plans)
         if announce is not None:
             announce(n_todo, n_total)

@@ -125,6 +125,7 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
+from .errors import DistntkError
 from .experiment import Unit, unit_grid
 
 __all__ = [
@@ -137,7 +138,7 @@ __all__ = [
     "variance_components",
 ]
 
-class EstimateError(ValueError):
+class EstimateError(DistntkError, ValueError):
     """A dataset the estimator cannot use; the message says what was expected."""
 
 
@@ -412,11 +413,11 @@ def estimate(ds: xr.Dataset, level: float = 0.95, verdict_level: float = 0.99) -
     ``(width, time)``.  Attributes: ``level``, ``verdict_level``, ``beta``,
     ``n_done``, ``n_replicas``.
     """
-    variables, coords, attrs = _estimate_cells(ds, level, verdict_level)
+    variables, coords, attrs = estimate_cells(ds, level, verdict_level)
     return xr.Dataset(variables, coords=coords, attrs=attrs)
 
 
-def _estimate_cells(ds: xr.Dataset, level: float = 0.95, verdict_level: float = 0.99, risk: bool = True):
+def estimate_cells(ds: xr.Dataset, level: float = 0.95, verdict_level: float = 0.99, risk: bool = True):
     """:func:`estimate` before its Dataset is built: ``(variables {name: (dims, values, attrs)}, coords, attrs)``.
 
     The whole estimator; :func:`estimate` puts the result in a Dataset, and ``distntk query``

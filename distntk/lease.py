@@ -59,7 +59,7 @@ import uuid
 from dataclasses import dataclass
 
 from ._text import one_line, printable
-from .store import StoreError, _protocol, _storage_errors
+from .store import StoreError, protocol, storage_errors
 
 __all__ = ["Lease", "LeaseError", "acquire", "HEARTBEAT_S", "STALE_AFTER_S"]
 
@@ -113,7 +113,7 @@ class _Object:
 
             self.fs, root = fsspec.core.url_to_fs(self.where, **(storage_options or {}))
             self.key = (posixpath.normpath(root) if root.strip("/") else root).rstrip("/") + _SUFFIX
-        self.s3 = _protocol(self.where) in ("s3", "s3a")
+        self.s3 = protocol(self.where) in ("s3", "s3a")
 
     def read(self) -> tuple[dict | None, str | None]:
         """(content, version tag) of the lease, ``(None, None)`` if there is none; unparsable content -> ``{}``."""
@@ -270,7 +270,7 @@ class Lease:
 
 def acquire(path: str, storage_options: dict | None = None, *, heartbeat: bool = True) -> Lease:
     """Take the lease of the store at ``path`` (which need not exist yet); see the module docstring."""
-    with _storage_errors(path, "take the lease of"):
+    with storage_errors(path, "take the lease of"):
         return _acquire(_Object(path, storage_options), heartbeat)
 
 

@@ -102,7 +102,7 @@ from .target import Target
 __all__ = ["Kernel", "FeatureKernel", "Limit", "MAX_HISTORIES", "window_length", "ntk", "ntk_features",
            "solve_limit"]
 
-_E_C2 = 1.0 / 3.0  # E[c^2] for c ~ U[-1, 1]
+E_C2 = 1.0 / 3.0  # E[c^2] for c ~ U[-1, 1]
 MAX_HISTORIES = 1 << 20  # the feature-space solver's reach: windows enumerated and held in memory
 _MAX_GROW = 1 << 16  # window_length never looks past this L (rho^L is then reported as it is)
 
@@ -266,13 +266,13 @@ def _kernel_from_rule(cfg, chain, hist, coords, pts, wts, block=512):
         run(np.ascontiguousarray(full[sl, :d].T), np.ascontiguousarray(full[sl, d]),
             np.ascontiguousarray(full[sl, d + 1]), chain.inputs, hist, lcp, s, J)
         s *= np.sqrt(wts[sl])
-        J *= np.sqrt(_E_C2 * wts[sl])
+        J *= np.sqrt(E_C2 * wts[sl])
         # s.T and J.reshape(H, -1).T are Fortran-ordered views: syrk(trans=1) forms s s^T without copies
         C = _syrk(1.0, s.T, beta=1.0, c=C, trans=1, overwrite_c=1)
         Kmat = _syrk(1.0, J.reshape(H, -1).T, beta=1.0, c=Kmat, trans=1, overwrite_c=1)
     Kmat += C
     Kmat = np.triu(Kmat) + np.triu(Kmat, 1).T
-    C = _E_C2 * (np.triu(C) + np.triu(C, 1).T)
+    C = E_C2 * (np.triu(C) + np.triu(C, 1).T)
     return np.ascontiguousarray(Kmat), np.ascontiguousarray(C)
 
 
@@ -286,7 +286,7 @@ def _integrand_bound(cfg, chain) -> float:
     smax, g = (1.0, 0.25) if cfg.activation == "sigmoid" else (1.0, 1.0)
     x2 = float(np.max(np.sum(chain.inputs**2, axis=1)))
     J2 = (g / (1.0 - cfg.rho)) ** 2 * (x2 + 1.0 + smax**2)
-    return smax**2 + _E_C2 * J2
+    return smax**2 + E_C2 * J2
 
 
 def _rule_sample(window: WindowChain, size: int, seed: int) -> np.ndarray:
@@ -394,7 +394,7 @@ class _Rule:
 _RULES: dict = {}  # the last few rules chosen in this process (the cost estimate chooses the solve's rule)
 
 
-def _quadrature(cfg, window, resolution, seed, tol, max_nodes, sample) -> _Rule:
+def quadrature_rule(cfg, window, resolution, seed, tol, max_nodes, sample) -> _Rule:
     """The rule for ``K`` (module docstring): adaptive, legacy fixed, Sobol or exact.
 
     Deterministic in its inputs, so a rule chosen once in a process (by :func:`distntk.cost.estimate_cost`,
@@ -462,7 +462,7 @@ def ntk(cfg: RNNConfig, window: WindowChain, resolution: int | None = None, seed
     of the point count (error from ``resolution - 1``).
     """
     t0 = time.perf_counter()
-    rule = _quadrature(cfg, window, resolution, seed, tol, max_nodes, sample)
+    rule = quadrature_rule(cfg, window, resolution, seed, tol, max_nodes, sample)
     Kmat, C = _kernel_from_rule(cfg, window.chain, window.histories, rule.coords, rule.pts, rule.wts)
     return Kernel(Kmat, C, rule.error, rule.method, len(rule.pts), time.perf_counter() - t0, rule.tol)
 
@@ -510,7 +510,7 @@ def _threads() -> int:
         return os.cpu_count() or 1
 
 
-def _features(run, chain, hist, lcp, full, wts, sl, sq, out=None, trace=False):
+def feature_pass(run, chain, hist, lcp, full, wts, sl, sq, out=None, trace=False):
     """``Pi^{1/2} Phi`` on the nodes ``sl`` (``(H, (d + 3) q)``) and its ``s`` part (``(H, q)``, a view).
 
     ``run`` is :func:`distntk._fast.memory_features_kernel`; the kernel writes the
@@ -526,7 +526,7 @@ def _features(run, chain, hist, lcp, full, wts, sl, sq, out=None, trace=False):
     X = (np.empty(n) if out is None else out[:n]).reshape(H, (d + 3) * q)
     args = (np.ascontiguousarray(nodes[:, :d].T), np.ascontiguousarray(nodes[:, d]),
             np.ascontiguousarray(nodes[:, d + 1]), chain.inputs)
-    scale = (np.sqrt(wts[sl]), np.sqrt(_E_C2 * wts[sl]))
+    scale = (np.sqrt(wts[sl]), np.sqrt(E_C2 * wts[sl]))
     sq = np.ascontiguousarray(sq, dtype=float)
 
     def task(lo):
@@ -596,7 +596,7 @@ def ntk_features(cfg: RNNConfig, window: WindowChain, resolution: int | None = N
     :func:`_threads` threads (the GEMMs on as many BLAS threads).
     """
     t0 = time.perf_counter()
-    rule = _quadrature(cfg, window, resolution, seed, tol, max_nodes, sample)
+    rule = quadrature_rule(cfg, window, resolution, seed, tol, max_nodes, sample)
     chain, H = window.chain, window.n_histories
     d = chain.dim
     hist = np.ascontiguousarray(window.histories, dtype=np.int64)
@@ -631,7 +631,7 @@ def ntk_features(cfg: RNNConfig, window: WindowChain, resolution: int | None = N
             Y = np.zeros((H, k_new), order="F")
             tr_sum = 0.0
             for sl in blocks:
-                X, _, tr = _features(run, chain, hist, lcp, full, rule.wts, sl, sq, out=buf, trace=True)
+                X, _, tr = feature_pass(run, chain, hist, lcp, full, rule.wts, sl, sq, out=buf, trace=True)
                 tr_sum += tr
                 _gemm_acc(X, X.T @ Omega, Y)
             trace = tr_sum if trace is None else trace
@@ -663,7 +663,7 @@ def ntk_features(cfg: RNNConfig, window: WindowChain, resolution: int | None = N
             Y = np.zeros((H, k_next), order="F")
         rows = np.ascontiguousarray(rows)
         for ib, sl in enumerate(blocks):
-            X, _ = _features(run, chain, hist, lcp, full, rule.wts, sl, sq, out=buf)
+            X, _ = feature_pass(run, chain, hist, lcp, full, rule.wts, sl, sq, out=buf)
             P = rows @ X
             Bs[ib] = np.vstack([Bs[ib], P[: Qn.shape[1]]])
             if ahead:
@@ -686,12 +686,12 @@ def ntk_features(cfg: RNNConfig, window: WindowChain, resolution: int | None = N
     lam, V = np.linalg.eigh(BB)
     lam = np.clip(lam, 0.0, None)
     U = Q @ V
-    C0_eig = _E_C2 * (V.T @ CC @ V)
+    C0_eig = E_C2 * (V.T @ CC @ V)
     return FeatureKernel(U, lam, C0_eig, trace, truncation, rule.error, rule.method, len(rule.pts),
                          time.perf_counter() - t0, rule.tol, full, rule.wts)
 
 
-def _gl_nodes(t: float, rate: float, tol: float = 1e-14, n_max: int = 40):
+def gl_nodes(t: float, rate: float, tol: float = 1e-14, n_max: int = 40):
     """Composite Gauss-Legendre nodes/weights on ``[0, t]`` for exponentials of rate <= ``rate``."""
     if t <= 0:
         return np.zeros(0), np.zeros(0)
@@ -792,7 +792,7 @@ class Limit:
         out_p = np.zeros((len(t_all), P, P))
         out_i = np.zeros((len(t_all), P, P))
         for it, t in enumerate(t_all):
-            nodes, wts = _gl_nodes(t, rate)
+            nodes, wts = gl_nodes(t, rate)
             if len(nodes) == 0:
                 continue
             r = self.residual(nodes)  # (n_u, H)

@@ -37,7 +37,7 @@ Fluctuations.  ``l^T V_t l = int_0^t alpha^2 [AsyVar(z_{t,u}) + sigma_eps^2 v^T 
 with ``v = e^{-alpha (t - u) G} gamma`` (``gamma = c(l)`` the functional's
 coordinates) and ``z_{t,u}(x) = r_u(x) (c(x).v)``, ``r_u = f - c.beta_u``; the
 integral over ``u`` is the composite Gauss-Legendre rule of
-:func:`distntk.limit._gl_nodes`.  The asymptotic (Markov-chain CLT) variance
+:func:`distntk.limit.gl_nodes`.  The asymptotic (Markov-chain CLT) variance
 takes the same control variate: ``AsyVar(z) = AsyVar(z0) + [AsyVar(z) -
 AsyVar(z0)]``, ``z0`` the same expression on ``c0``: the first exactly by the
 window chain's Poisson equation, the second by lag sums ``C_0 + 2 sum_{j=1}^M C_j``
@@ -68,7 +68,7 @@ import numpy as np
 
 from . import _fast
 from .chain import MarkovChain, WindowChain, window_chain
-from .limit import _E_C2, _features, _gl_nodes, ntk_features
+from .limit import E_C2, feature_pass, gl_nodes, ntk_features
 from .rnn import RNNConfig
 from .target import Target
 
@@ -112,8 +112,8 @@ def _sorted_windows(windows: np.ndarray):
 
 def _directions(pb: SampledProblem, run, lcp_b, sl):
     """The basis directions of node block ``sl``: ``V = X_b^T A`` (``((d + 3) q, k)``) and ``V_s`` (``(q, k_s)``)."""
-    X, s_b = _features(run, pb.chain, pb.basis, lcp_b, pb.full, pb.wts, sl, pb.basis_sq)
-    return X.T @ pb.A, (np.sqrt(_E_C2) * s_b).T @ pb.A_s
+    X, s_b = feature_pass(run, pb.chain, pb.basis, lcp_b, pb.full, pb.wts, sl, pb.basis_sq)
+    return X.T @ pb.A, (np.sqrt(E_C2) * s_b).T @ pb.A_s
 
 
 def _coordinates(pb: SampledProblem, window_sets: Sequence[np.ndarray], path: np.ndarray | None = None):
@@ -139,14 +139,14 @@ def _coordinates(pb: SampledProblem, window_sets: Sequence[np.ndarray], path: np
     c = np.zeros((max(n_path, 0), pb.k))
     cs = np.zeros((max(n_path, 0), pb.A_s.shape[1]))
     norms = np.zeros(4)  # sum K(x,x), sum |c|^2 (later), sum C_s(x,x), sum |c_s|^2
-    rs = np.sqrt(_E_C2)
+    rs = np.sqrt(E_C2)
     for ib, lo in enumerate(range(0, len(pb.full), pb.block)):
         sl = slice(lo, lo + pb.block)
         q = len(pb.full[sl])
         V, Vs = pb.directions[ib] if pb.directions is not None else _directions(pb, run, lcp_b, sl)
         for (ws, _order, lcp, C, Cs), ones in zip(sets, sq_ones, strict=True):
             if len(ws):
-                Xw, sw = _features(run, chain, ws, lcp, pb.full, pb.wts, sl, ones)
+                Xw, sw = feature_pass(run, chain, ws, lcp, pb.full, pb.wts, sl, ones)
                 C += Xw @ V
                 Cs += (rs * sw) @ Vs
         if path is not None and n_path > 0:
@@ -173,7 +173,7 @@ def _coordinates(pb: SampledProblem, window_sets: Sequence[np.ndarray], path: np
                 c[p0 : p0 + m] += F @ V
                 cs[p0 : p0 + m] += (rs * S) @ Vs
                 norms[0] += float(np.einsum("ij,ij->", F, F))
-                norms[2] += _E_C2 * float(np.einsum("ij,ij->", S, S))
+                norms[2] += E_C2 * float(np.einsum("ij,ij->", S, S))
     out = []
     for _ws, order, _lcp, C, Cs in sets:
         C_out = np.empty_like(C)
@@ -373,7 +373,7 @@ class SampledLimit:
         if key not in self._cache:
             G, _, _ = self._stats(np.ones(self.n_segments))
             rate = 4.4 * self.problem.cfg.alpha * max(float(np.linalg.eigvalsh(G).max()), 0.0)  # 10 % margin
-            self._cache[key] = [_gl_nodes(t, rate) for t in times]
+            self._cache[key] = [gl_nodes(t, rate) for t in times]
         return self._cache[key]
 
     def _corrections(self, stats, times, gam, evalw):

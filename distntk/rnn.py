@@ -57,7 +57,8 @@ import numpy as np
 
 from . import _fast
 from .chain import MarkovChain
-from .chain import _walk as _chain_walk
+from .chain import walk as _chain_walk
+from .errors import DistntkError
 from .target import Target
 
 __all__ = [
@@ -77,7 +78,7 @@ __all__ = [
 ]
 
 
-class ModelError(ValueError):
+class ModelError(DistntkError, ValueError):
     """Invalid model parameters; the message says what was expected."""
 
 

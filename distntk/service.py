@@ -54,6 +54,7 @@ import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from ._text import one_line
+from .errors import DistntkError
 
 __all__ = ["UnitInfo", "RunSummary", "UnitFailed", "ServiceError", "ConnectError", "ActorPool", "connect",
            "check_address", "run_units", "cluster_cpus"]
@@ -62,12 +63,16 @@ ACTOR_PREFIX = "distntk-worker"
 _log = logging.getLogger("distntk.service")
 
 
-class ServiceError(RuntimeError):
+class ServiceError(DistntkError, RuntimeError):
     """The cluster could not be reached or the run could not finish; one-line message."""
+
+    exit_code = 1
 
 
 class ConnectError(ServiceError):
     """Ray could not be started or the cluster could not be reached."""
+
+    exit_code = 2
 
 
 class UnitFailed(ServiceError):

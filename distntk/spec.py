@@ -106,6 +106,7 @@ import numpy as np
 
 from ._text import one_line
 from .chain import ChainError, markov_chain, window_chain
+from .errors import DistntkError
 from .experiment import Experiment
 from .limit import MAX_HISTORIES, window_length
 from .rnn import ENGINES, ModelError, RNNConfig
@@ -115,7 +116,7 @@ __all__ = ["Spec", "SpecError", "load_spec", "read_spec_text", "parse_spec", "sp
            "canonical_json", "flat_keys", "is_code_target", "DEFAULT_MAX_HISTORIES"]
 
 
-class SpecError(ValueError):
+class SpecError(DistntkError, ValueError):
     """An invalid experiment spec; the message starts with the offending key."""
 
 

@@ -60,7 +60,7 @@ waits when ``max_pending`` units are buffered (backpressure: memory stays
 bounded when the store is slower than the actors).  A batch's records (its
 ``done``) are written after all of the batch's data (schema 3: committed after them, with the
 workers' receipts): a crash at any moment loses at most the units in flight and the
-records not yet committed (one commit interval, :data:`_COMMIT_INTERVAL_S`), and never
+records not yet committed (at most :data:`_COMMIT_MAX_S` seconds of them), and never
 leaves a unit marked done without its data.  A
 failed write (a dropped connection, a 5xx) is retried with backoff, the same
 bytes to the same objects, before the run stops with a one-line error.
@@ -90,6 +90,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
+
+from .errors import DistntkError
 
 if TYPE_CHECKING:
     from .chain import MarkovChain
@@ -132,11 +134,13 @@ __all__ = ["SCHEMA", "StoreError", "ResultStore", "UnitWriter", "ChunkTarget", "
 _ZARR_FORMAT = 3
 SCHEMA = 3  # the layout new stores get (attribute ``store_schema``; absent means 1)
 _RECORDS_PER_CHUNK = 1024  # schema 3: at least this many unit records per ``unit`` chunk (or all of a width)
-_COMMIT_INTERVAL_S = 0.25  # schema 3: the records are committed at most this often while a run goes on
+_COMMIT_INTERVAL_S = 0.25  # schema 3: the records are committed at most this often while a run goes on,
+_COMMIT_UNITS = 256  # once this many units wait for their record,
+_COMMIT_MAX_S = 2.0  # or once the oldest has waited this long (a driver killed loses at most that)
 _log = logging.getLogger("distntk.store")
 
 
-class StoreError(RuntimeError):
+class StoreError(DistntkError, RuntimeError):
     """A store that cannot be opened, created or written; one-line message."""
 
 
@@ -156,7 +160,7 @@ def chunk_digest(key: str, values: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _chunk_keys(names, wi: int, i: int, b: int) -> dict:
+def chunk_keys(names, wi: int, i: int, b: int) -> dict:
     """``{name: key}`` of the chunks of unit ``(wi, i, b)`` in the per-replica arrays ``names`` (``output``,
     ``risk``): the array's name and the chunk's grid coordinates, ``"output/0.1.2.0.0"``, whatever the store's
     chunk key encoding."""
@@ -165,7 +169,7 @@ def _chunk_keys(names, wi: int, i: int, b: int) -> dict:
             for name in ("output", "risk") if name in names}
 
 
-def _digest_problem(digest: dict | None, chunks: dict) -> str | None:
+def digest_problem(digest: dict | None, chunks: dict) -> str | None:
     """Why the chunks ``{name: (key, values)}`` of a done unit do not match its record's ``digest``, or None.
 
     A record without digests (a store made before digests existed) is not checked here.
@@ -209,7 +213,7 @@ def _is_url(path: str) -> bool:
     return "://" in str(path) and not str(path).startswith("file://")
 
 
-def _protocol(path) -> str:
+def protocol(path) -> str:
     return str(path).split("://", 1)[0].lower() if "://" in str(path) else "file"
 
 
@@ -224,7 +228,7 @@ _S3_CONNECTIONS = 128  # default botocore pool size for s3:// stores (a --storag
 
 
 @contextlib.contextmanager
-def _storage_errors(path, action: str, catch: tuple = (OSError, ValueError)):
+def storage_errors(path, action: str, catch: tuple = (OSError, ValueError)):
     """Turn what the filesystem raises while we ``action`` (``"open store"``, ...) into a one-line StoreError.
 
     ``catch``: the built-in exceptions that count as storage errors here (zarr reports a node
@@ -235,7 +239,7 @@ def _storage_errors(path, action: str, catch: tuple = (OSError, ValueError)):
     except StoreError:
         raise
     except ImportError as exc:
-        proto = _protocol(path)
+        proto = protocol(path)
         if proto not in _BACKENDS:
             raise StoreError(f"cannot {action} {path}: {one_line(exc)}") from None
         package, extra = _BACKENDS[proto]
@@ -246,7 +250,7 @@ def _storage_errors(path, action: str, catch: tuple = (OSError, ValueError)):
     except TypeError as exc:  # a --storage-option the backend does not take (s3fs passes them on to its session)
         if "unexpected keyword argument" not in str(exc):
             raise
-        raise StoreError(f"cannot {action} {path}: a storage option is not one the {_protocol(path)}:// backend "
+        raise StoreError(f"cannot {action} {path}: a storage option is not one the {protocol(path)}:// backend "
                          f"takes: {one_line(exc)}") from None
     except Exception as exc:
         if type(exc).__module__.split(".")[0] not in _TRANSPORT_PACKAGES:
@@ -262,7 +266,7 @@ def _zarr_group(path, mode: str, storage_options: dict | None = None) -> zarr.Gr
             raise StoreError(f"storage options apply to fsspec URLs (s3://, gs://, memory://), not to the local "
                              f"path {path}")
         kwargs["storage_options"] = storage_options
-    if _protocol(path) in ("s3", "s3a"):
+    if protocol(path) in ("s3", "s3a"):
         # botocore's pool holds 10 connections by default: that, not the cluster, would cap the writes in flight
         opts = dict(storage_options or {})
         opts["config_kwargs"] = {"max_pool_connections": _S3_CONNECTIONS, **(opts.get("config_kwargs") or {})}
@@ -270,21 +274,21 @@ def _zarr_group(path, mode: str, storage_options: dict | None = None) -> zarr.Gr
     return zarr.open_group(str(path), mode=mode, **kwargs)
 
 
-_NOT_FOUND = (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError)
+NOT_FOUND = (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError)
 
 
 def _exists(path, storage_options=None) -> bool:
-    with _storage_errors(path, "open store"):
+    with storage_errors(path, "open store"):
         try:
             _zarr_group(path, "r", storage_options)
             return True
-        except _NOT_FOUND:
+        except NOT_FOUND:
             return False
 
 
 def _probe_write(path, storage_options=None) -> None:
     """Write and remove a small object where the store goes: fail before the limit is solved, not after."""
-    with _storage_errors(path, "create store at"):
+    with storage_errors(path, "create store at"):
         if "://" not in str(path):
             os.makedirs(path, exist_ok=True)
             probe = os.path.join(path, _PROBE)
@@ -341,11 +345,11 @@ def _required_arrays(canonical: dict, schema: int) -> list[str]:
     return names + (["risk_h", "nvar_risk_poisson", "nvar_risk_iid", "var_risk_init_coef"] if risk else [])
 
 
-def _check_array_meta(path, name: str, meta) -> None:
+def check_array_meta(path, name: str, meta) -> None:
     """Array ``name``'s metadata (zarr's ``ArrayV3Metadata``) must be what distntk writes (dtype, fill, codecs).
 
     ``probe_window`` has two layouts: state windows (int64, finite chains) and value windows (float64, AR(1));
-    which one a store must have is its canonical spec's, checked by :func:`_check_coords`."""
+    which one a store must have is its canonical spec's, checked by :func:`check_coords`."""
     want = _LAYOUT.get(name[:-3] if name.endswith("_se") else name)
     if want is None:
         return
@@ -403,7 +407,7 @@ def check_attributes(path, attrs: dict) -> dict:
     return canonical
 
 
-_SE_NAMES = tuple(f"{n}_se" for n in ("h", "nvar_poisson", "nvar_iid", "var_init_coef", "risk_h",
+SE_NAMES = tuple(f"{n}_se" for n in ("h", "nvar_poisson", "nvar_iid", "var_init_coef", "risk_h",
                                         "nvar_risk_poisson", "nvar_risk_iid", "var_risk_init_coef"))
 
 
@@ -430,7 +434,7 @@ def predictions_digest(values: dict, attrs: dict) -> str:
 
 def prediction_names(names) -> list[str]:
     """The prediction arrays among ``names`` (array names of a store), in a fixed order."""
-    return sorted(n for n in names if n in _PREDICTION_NAMES + _SE_NAMES + ("probe_window",))
+    return sorted(n for n in names if n in _PREDICTION_NAMES + SE_NAMES + ("probe_window",))
 
 
 def _check_spec_text(path, attrs: dict, canonical: dict) -> None:
@@ -477,7 +481,7 @@ def _canonical_windows(canonical: dict):
     return probe_labels(values), values
 
 
-def _check_coords(path, canonical: dict, values: dict) -> None:
+def check_coords(path, canonical: dict, values: dict) -> None:
     """The coordinates (``values``: name -> array, those present) must be the canonical spec's; ``probe_window``
     holds integer state windows, or an AR(1) store's float value windows."""
     rep, tr = canonical.get("replicas", {}), canonical.get("training", {})
@@ -512,22 +516,22 @@ def open_store(path: str | os.PathLike, storage_options: dict | None = None) -> 
     number; arrays distntk does not write are not in the Dataset.
     """
     rs = open_result_store(path, mode="r", storage_options=storage_options)
-    with _storage_errors(path, "read store"):
+    with storage_errors(path, "read store"):
         arrays = dict(rs.group.arrays())
     coords, data = {}, {}
     for name in sorted(arrays):
         if not _in_layout(name) or (name == "unit" and rs.schema >= 2):
             continue
         arr = arrays[name]
-        _check_array_meta(rs.path, name, arr.metadata)
+        check_array_meta(rs.path, name, arr.metadata)
         var = xr.Variable(tuple(arr.metadata.dimension_names), indexing.LazilyIndexedArray(_ZarrField(arr)),
-                          _meta(name))
+                          variable_attrs(name))
         if name in _COORD_NAMES:
-            with _storage_errors(path, "read store"):
+            with storage_errors(path, "read store"):
                 coords[name] = var.load()
         else:
             data[name] = var
-    _check_coords(rs.path, rs.canonical, {k: v.values for k, v in coords.items()} |
+    check_coords(rs.path, rs.canonical, {k: v.values for k, v in coords.items()} |
                   ({"probe_window": data["probe_window"].values} if "probe_window" in data else {}))
     ds = xr.Dataset(data, coords=coords, attrs=rs.attrs)
     if rs.schema < 2:
@@ -535,7 +539,7 @@ def open_store(path: str | os.PathLike, storage_options: dict | None = None) -> 
     records = _Records(rs)  # read when one of the four is first loaded, once for all four
     dims = {"done": ("width", "init", "data")}
     return ds.assign({name: xr.Variable(dims.get(name, ("width", "init", "block")),
-                                        indexing.LazilyIndexedArray(_RecordField(records, name)), _meta(name))
+                                        indexing.LazilyIndexedArray(_RecordField(records, name)), variable_attrs(name))
                       for name in ("done", "unit_wall_time", "unit_node", "unit_writes")})
 
 
@@ -650,7 +654,7 @@ def store_model(ds: xr.Dataset) -> tuple[RNNConfig, MarkovChain, int]:
 
 # Errors a damaged chunk raises when decoded: a crc32c mismatch (ValueError), a broken Zstd frame
 # (RuntimeError, old stores without checksums).  Transport errors are neither and are not caught.
-_DECODE_ERRORS = (ValueError, RuntimeError)
+DECODE_ERRORS = (ValueError, RuntimeError)
 
 
 @dataclass(eq=False)
@@ -665,6 +669,7 @@ class ResultStore:
     _writer_state: "_Regions | None" = field(default=None, repr=False)
     _commits: "_Commits | None" = field(default=None, repr=False)
     _storage_options: dict | None = field(default=None, repr=False)
+    _data_rebuilt: bool = field(default=False, repr=False)  # an empty output/risk recreated: check every unit
 
     @property
     def attrs(self) -> dict:
@@ -677,16 +682,16 @@ class ResultStore:
     def _array(self, name: str) -> zarr.Array:
         if name not in self._arrays:
             arr = self.group[name]
-            _check_array_meta(self.path, name, arr.metadata)
+            check_array_meta(self.path, name, arr.metadata)
             self._arrays[name] = arr
         return self._arrays[name]
 
     @property
     def widths(self) -> list[int]:
         if self._widths is None:  # a coordinate, fixed at creation: read once, not once per unit
-            with _storage_errors(self.path, "read store"):
+            with storage_errors(self.path, "read store"):
                 widths = self._array("width")[:]
-            _check_coords(self.path, self.canonical, {"width": widths})
+            check_coords(self.path, self.canonical, {"width": widths})
             self._widths = [int(w) for w in widths]
         return list(self._widths)
 
@@ -710,16 +715,27 @@ class ResultStore:
         """``done`` as a NumPy array ``(width, init, data)``."""
         if self.schema >= 2:
             return self._unit_fields(self._all_units())[0]["done"]
-        with _storage_errors(self.path, "read store"):
+        with storage_errors(self.path, "read store"):
             return np.asarray(self._array("done")[:], dtype=bool)
 
-    def pending(self, units: Iterable[Unit]) -> list[Unit]:
-        """The units among ``units`` to compute: not all marked done, or done but damaged (:meth:`scan`).
+    def pending(self, units: Iterable[Unit], check: bool = False) -> list[Unit]:
+        """The units among ``units`` to compute: those without a (readable) record; with ``check``, also
+        those whose chunks are damaged (:meth:`scan`: undecodable, not finite, not matching their digests).
 
-        A damaged unit is recomputed from its seeds, so a plain rerun repairs a
-        store bit for bit.
+        Without ``check`` only the records are read (schema 3: one read per 1,024 units), so a resume of a
+        large store starts in seconds; ``check`` reads every done unit's chunks too, and a damaged unit is
+        recomputed from its seeds: ``distntk run --check`` repairs a store bit for bit.
         """
-        arrays, damaged = self.scan(units)
+        units = list(units)
+        if check or self._data_rebuilt:  # a recreated data array holds nothing its records claim
+            arrays, damaged = self.scan(units)
+        else:
+            damaged = {}
+            if self.schema >= 2:
+                fields = self._unit_fields(units)[0]
+                arrays = {"done": fields["done"], "unit_writes": fields["unit_writes"]}
+            else:
+                arrays = {name: self._read(name, units)[0] for name in ("done", "unit_writes")}
         if self._writes is None:  # the write counters as read chunk-safe: a damaged counter chunk restarts at 0
             self._writes = np.asarray(arrays["unit_writes"], dtype=np.int64)
         done = arrays["done"]
@@ -736,20 +752,20 @@ class ResultStore:
         ``only``: read just these units' chunks (all in flight at once), the rest left at the fill value:
         nothing at all for a new store, whose units have no record yet."""
         a = self._array(name)
-        with _storage_errors(self.path, "read store"):
+        with storage_errors(self.path, "read store"):
             if only is not None:
                 out = np.full(a.shape, a.fill_value, dtype=a.dtype)
                 regions = [self._region(u)[:3] for u in only]
                 try:
                     got = _zarr_sync(_gather_reads(a.async_array, regions))
-                except _DECODE_ERRORS:
+                except DECODE_ERRORS:
                     return self._read(name, units)
                 for region, values in zip(regions, got, strict=True):
                     out[region] = values
                 return out, set()
             try:
                 return np.asarray(a[...]), set()
-            except _DECODE_ERRORS:
+            except DECODE_ERRORS:
                 pass
             out = np.full(a.shape, a.fill_value, dtype=a.dtype)
             bad = set()
@@ -758,7 +774,7 @@ class ResultStore:
                 region = (wi, i, b) if name.startswith("unit") else (wi, i, sl)
                 try:
                     out[region] = a[region]
-                except _DECODE_ERRORS:
+                except DECODE_ERRORS:
                     bad.add(u)
             return out, bad
 
@@ -801,8 +817,8 @@ class ResultStore:
                 bad[u] = "marked done but risk has non-finite values (a missing chunk?)"
             elif arrays["unit_writes"][wi, i, b] < 1:
                 bad[u] = f"marked done but unit_writes is {int(arrays['unit_writes'][wi, i, b])}"
-            elif digests is not None and (why := _digest_problem(digests[wi, i, b], {
-                    name: (key, arrays[name][wi, i, sl]) for name, key in _chunk_keys(arrays, wi, i, b).items()})):
+            elif digests is not None and (why := digest_problem(digests[wi, i, b], {
+                    name: (key, arrays[name][wi, i, sl]) for name, key in chunk_keys(arrays, wi, i, b).items()})):
                 bad[u] = why
         return arrays, {u: bad[u] for u in units if u in bad}
 
@@ -845,7 +861,7 @@ class ResultStore:
         if self._writer_state is None:
             self._writer_state = _Regions(self)
         w = self._writer_state
-        with _storage_errors(self.path, "write store", catch=(OSError,)):
+        with storage_errors(self.path, "write store", catch=(OSError,)):
             stored = _zarr_sync(w.write(w.plan([(unit, result, float(wall_time), str(node))])))
         if self.schema >= 3:
             commits = self.commits()
@@ -889,7 +905,7 @@ class ResultStore:
                 values[name] = np.asarray(arr[...])
                 v = values[name].astype(float)
                 ok = np.isnan(v).all() if name in undefined else np.isfinite(v).all()
-            except _DECODE_ERRORS:
+            except DECODE_ERRORS:
                 ok = False
             if not ok and name in _required_arrays(self.canonical, self.schema):
                 lost.append(name)
@@ -908,8 +924,9 @@ class ResultStore:
         missing, lost = self.missing_arrays(), self.lost_predictions()
         if not missing and not lost:
             return []
+        self._data_rebuilt = bool({"output", "risk"} & set(missing))
         pred = predictions()
-        with _storage_errors(self.path, "write store", catch=(OSError,)):
+        with storage_errors(self.path, "write store", catch=(OSError,)):
             _allocate(self.group, spec.experiment, pred, self.schema, only=set(missing))
             for name in lost:
                 self._array(name)[...] = pred[name].values if name != "probe_window" else \
@@ -926,7 +943,7 @@ class ResultStore:
         """Append ``event`` to the CF ``history`` attribute and refresh ``updated``."""
         now = _now()
         history = self.group.attrs.get("history", "")
-        with _storage_errors(self.path, "write store", catch=(OSError,)):
+        with storage_errors(self.path, "write store", catch=(OSError,)):
             self.group.attrs.update({"updated": now, "history": f"{history}\n{now} {event}".lstrip("\n")})
 
 
@@ -937,7 +954,7 @@ class _Regions:
         self.schema = rs.schema
         names = ("output", "unit") if self.schema >= 2 else ("output", "done", "unit_wall_time", "unit_node",
                                                                 "unit_writes")
-        with _storage_errors(rs.path, "open store"):
+        with storage_errors(rs.path, "open store"):
             self.arrays = {k: rs._array(k).async_array for k in names}
             with contextlib.suppress(KeyError):
                 self.arrays["risk"] = rs._array("risk").async_array
@@ -954,7 +971,7 @@ class _Regions:
         """``{name: digest}`` of the chunks a unit ``item = (unit, result, wall, node)`` writes."""
         wi, i, _sl, b = self.rs._region(item[0])
         return {name: chunk_digest(key, np.asarray(item[1][name], dtype=np.float64))  # output, risk: float64
-                for name, key in _chunk_keys(self.arrays, wi, i, b).items() if name in item[1]}
+                for name, key in chunk_keys(self.arrays, wi, i, b).items() if name in item[1]}
 
     def _regions(self, batch: list) -> list:
         """``batch`` -> ``[(wi, i0, i1, b0, b1, items)]``: rectangles of whole chunks, items in row-major order.
@@ -1030,8 +1047,10 @@ class _Commits:
 
     :meth:`add` makes a unit's record (its chunks are stored: by a worker, whose receipt carries their
     digests, or by the driver's :class:`_Regions`) and marks its chunk of ``unit`` dirty; :meth:`flush`
-    rewrites the dirty chunks whole, at most every :data:`_COMMIT_INTERVAL_S` seconds and with one write
-    of a chunk in flight at a time (a chunk that changes meanwhile waits for the next flush).  A unit is
+    rewrites the dirty chunks whole once :data:`_COMMIT_UNITS` units wait (at most every
+    :data:`_COMMIT_INTERVAL_S` seconds) or the oldest has waited :data:`_COMMIT_MAX_S` seconds, with one
+    write of a chunk in flight at a time (a chunk that changes meanwhile waits for the next flush): about
+    one record PUT per 256 units, and at most 2 s of receipts lost with a killed driver.  A unit is
     complete (:meth:`completed`) once the chunk holding its record is stored.  Records of a chunk that
     did not decode at open are rewritten as empty: those units are not done and are computed again.
     """
@@ -1047,7 +1066,8 @@ class _Commits:
             rs._writes = np.asarray(rs._unit_fields(units)[0]["unit_writes"], dtype=np.int64)
         self.dirty: dict = {}  # (wi, chunk row) -> units added since its last write
         self.fut = None  # the flush in flight: (future, {chunk: units})
-        self.last = 0.0
+        self.last = self.since = 0.0
+        self.waiting = 0  # units added since the last flush began
         self._done: list = []
         self.chunk_writes = 0  # record chunks written (one PUT each on object storage)
 
@@ -1058,7 +1078,10 @@ class _Commits:
         self.recs[wi, i, b] = json.dumps({"writes": int(self.rs._writes[wi, i, b]), "wall_time": float(wall_time),
                                           "node": str(node), "digest": digest, "writer": writer},
                                          separators=(",", ":"))
+        if not self.dirty:
+            self.since = time.monotonic()
         self.dirty.setdefault((wi, i // self.ci), []).append(unit)
+        self.waiting += 1
 
     def _reap(self, block: bool) -> None:
         if self.fut is not None and (block or self.fut[0].done()):
@@ -1071,9 +1094,13 @@ class _Commits:
         """Start a flush of the dirty chunks when the last one is stored and the interval has passed
         (``wait``: now, and wait for it)."""
         self._reap(block=wait)
-        if self.fut is not None or not self.dirty or (not wait and time.monotonic() - self.last < _COMMIT_INTERVAL_S):
+        if self.fut is not None or not self.dirty:
             return
-        chunks, self.dirty = self.dirty, {}
+        waited = time.monotonic() - self.since
+        if not wait and waited < _COMMIT_MAX_S and (self.waiting < _COMMIT_UNITS or
+                                                   time.monotonic() - self.last < _COMMIT_INTERVAL_S):
+            return
+        chunks, self.dirty, self.waiting = self.dirty, {}, 0
         writes = []
         for wi, c in chunks:
             sel = (wi, slice(c * self.ci, (c + 1) * self.ci), slice(None))
@@ -1104,7 +1131,7 @@ async def _retrying(path: str, what: str, attempt: Callable):
     (:data:`_RETRY_DELAYS`); then a one-line :class:`StoreError`."""
     for n, delay in enumerate(_RETRY_DELAYS + (None,)):
         try:
-            with _storage_errors(path, "write store", catch=(OSError,)):
+            with storage_errors(path, "write store", catch=(OSError,)):
                 return await attempt()
         except StoreError as exc:
             if delay is None:
@@ -1145,10 +1172,10 @@ def write_chunks(target: ChunkTarget, items: list) -> list:
     arrays = _WORKER_ARRAYS.get(key)
     if arrays is None:
         try:
-            with _storage_errors(target.path, "open store"):
+            with storage_errors(target.path, "open store"):
                 try:
                     g = _zarr_group(target.path, "r+", target.storage_options)  # opens: writes no metadata
-                except _NOT_FOUND:
+                except NOT_FOUND:
                     g = None
                 found = None if g is None else str(g.attrs.get("store_id", ""))
                 arrays = {name: g[name].async_array for name in target.names} if found == target.store_id else (
@@ -1164,7 +1191,7 @@ def write_chunks(target: ChunkTarget, items: list) -> list:
     for unit, result in items:
         wi, i, b = target.widths.index(unit.width), unit.init, unit.data_start // target.block
         digest = {}
-        for name, ckey in _chunk_keys(arrays, wi, i, b).items():
+        for name, ckey in chunk_keys(arrays, wi, i, b).items():
             values = np.asarray(result[name], dtype=np.float64)
             writes.append((arrays[name], (wi, i, slice(unit.data_start, unit.data_stop)), values))
             digest[name] = chunk_digest(ckey, values)
@@ -1175,7 +1202,7 @@ def write_chunks(target: ChunkTarget, items: list) -> list:
 
     for delay in _WORKER_RETRY_DELAYS + (None,):
         try:
-            with _storage_errors(target.path, "write store", catch=(OSError,)):
+            with storage_errors(target.path, "write store", catch=(OSError,)):
                 _zarr_sync(all_at_once())
             return receipts
         except StoreError as exc:
@@ -1321,7 +1348,7 @@ class UnitWriter:
     async def _write(self, regions: list, n: int) -> list:
         for attempt, delay in enumerate(_RETRY_DELAYS + (None,)):
             try:
-                with _storage_errors(self.rs.path, "write store", catch=(OSError,)):
+                with storage_errors(self.rs.path, "write store", catch=(OSError,)):
                     return await self._regions.write(regions)
             except StoreError as exc:
                 if delay is None:
@@ -1343,10 +1370,10 @@ async def _running_loop() -> asyncio.AbstractEventLoop:
 def open_result_store(path: str | os.PathLike, mode: str = "r+", storage_options: dict | None = None) -> ResultStore:
     """Open an existing distntk store (``mode`` ``"r"`` or ``"r+"``)."""
     path = location(path)
-    with _storage_errors(path, "open store"):
+    with storage_errors(path, "open store"):
         try:
             g = _zarr_group(path, mode, storage_options)
-        except _NOT_FOUND:
+        except NOT_FOUND:
             raise StoreError(f"no distntk store at {path}") from None
     if "spec_hash" not in g.attrs or "spec_canonical" not in g.attrs:
         raise StoreError(f"{path} is a Zarr group without distntk attributes (not a distntk store, or its "
@@ -1367,7 +1394,7 @@ def open_or_create(path: str | os.PathLike, spec: Spec, predictions: Callable[[]
     (:func:`_interrupted_creation`) is removed, with one warning line, and created again.
     """
     if redo_interrupted and _interrupted_creation(path, storage_options):
-        with _storage_errors(path, "remove the interrupted creation of"):
+        with storage_errors(path, "remove the interrupted creation of"):
             import fsspec
 
             fs, root = fsspec.core.url_to_fs(str(path), **(storage_options or {}))
@@ -1482,7 +1509,7 @@ def create_store(path: str | os.PathLike, spec: Spec, predictions: xr.Dataset, s
         raise StoreError(f"cannot create store at {path}: a store is already there")
     check_writable(path, storage_options)
     exp = spec.experiment
-    with _storage_errors(path, "create store at"):
+    with storage_errors(path, "create store at"):
         try:
             g = _zarr_group(path, "w-", storage_options)
         except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as exc:
@@ -1571,7 +1598,7 @@ _LONG_NAMES = {
 }
 
 
-def _meta(name: str) -> dict:
+def variable_attrs(name: str) -> dict:
     if name.endswith("_se") and name[:-3] in _LONG_NAMES:
         base, units = _LONG_NAMES[name[:-3]]
         return {"long_name": f"Monte Carlo standard error of the estimated limit's {base}",
@@ -1598,7 +1625,7 @@ def _allocate(g: zarr.Group, exp: Experiment, pred: xr.Dataset, schema: int, onl
         if per_unit and schema >= 2:
             kw = {"compressors": [Crc32cCodec()], "chunk_key_encoding": {"name": "default", "separator": "."}}
         a = g.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
-                           dimension_names=dims, attributes=_meta(name), **kw)
+                           dimension_names=dims, attributes=variable_attrs(name), **kw)
         if data is not None:
             a[...] = data
         return a

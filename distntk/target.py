@@ -23,10 +23,12 @@ from typing import Callable
 
 import numpy as np
 
+from .errors import DistntkError
+
 __all__ = ["Target", "TargetError", "make_target", "BUILTIN_TARGETS"]
 
 
-class TargetError(ValueError):
+class TargetError(DistntkError, ValueError):
     """An unknown or malformed target."""
 
 

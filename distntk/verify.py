@@ -74,23 +74,23 @@ from zarr.storage import LocalStore
 from ._text import one_line
 from .experiment import Unit, unit_grid
 from .store import (
-    _DECODE_ERRORS,
-    _NOT_FOUND,
-    _SE_NAMES,
+    DECODE_ERRORS,
+    NOT_FOUND,
+    SE_NAMES,
     StoreError,
-    _check_array_meta,
-    _check_coords,
-    _chunk_keys,
-    _digest_problem,
-    _meta,
-    _storage_errors,
+    check_array_meta,
     check_attributes,
+    check_coords,
+    chunk_keys,
+    digest_problem,
     location,
     open_result_store,
     open_store,
     prediction_names,
     predictions_digest,
+    storage_errors,
     undefined_predictions,
+    variable_attrs,
 )
 
 __all__ = ["verify", "Verification", "open_checked", "open_checked_many", "store_attrs_many", "outliers",
@@ -220,7 +220,7 @@ def _problems(path, storage_options=None):
         arr = rs._array(name)  # its metadata checked: an edited layout is a StoreError, not a decode error
         try:
             values[name] = np.asarray(arr[...])
-        except _DECODE_ERRORS as exc:
+        except DECODE_ERRORS as exc:
             values[name] = exc
     preds = _prediction_problems({n: values[n] for n in names}, undefined_predictions(rs.canonical)) or \
         _predictions_digest_problem(rs.attrs, values)
@@ -285,8 +285,8 @@ def _named(units) -> str:
 
 def damage_warning(bad: dict) -> str:
     """One line naming the damaged units (the first few, then a count)."""
-    return one_line(f"{len(bad)} damaged unit(s) left out (run `distntk verify` for details, rerun `distntk "
-                    f"run` to recompute them): {_named(bad)}", 600)
+    return one_line(f"{len(bad)} damaged unit(s) left out (run `distntk verify` for details, `distntk run "
+                    f"--check` to recompute them): {_named(bad)}", 600)
 
 
 def flag_note(flags: dict) -> str:
@@ -385,7 +385,7 @@ def _from_records(got: dict, attrs: dict) -> bool:
             except (ValueError, KeyError, TypeError, AttributeError):
                 return False
     done = np.repeat(writes > 0, block, axis=2)[:, :, : out.shape[2]]
-    got["done"] = (SimpleNamespace(dimension_names=("width", "init", "data"), attributes=_meta("done")), done)
+    got["done"] = (SimpleNamespace(dimension_names=("width", "init", "data"), attributes=variable_attrs("done")), done)
     got["unit_writes"] = (meta, writes)
     got["unit_digest"] = (None, digest)
     return True
@@ -418,9 +418,9 @@ def _unit_damage(values: dict, units: list, widths: list, block: int) -> dict:
             bad[u] = "marked done but risk has non-finite values (a missing chunk?)"
         elif writes[wi, u.init, u.data_start // block] < 1:
             bad[u] = f"marked done but unit_writes is {int(writes[wi, u.init, u.data_start // block])}"
-        elif digests is not None and (why := _digest_problem(digests[wi, u.init, u.data_start // block], {
+        elif digests is not None and (why := digest_problem(digests[wi, u.init, u.data_start // block], {
                 name: (key, values[name][wi, u.init, sl])
-                for name, key in _chunk_keys(arrays, wi, u.init, u.data_start // block).items()})):
+                for name, key in chunk_keys(arrays, wi, u.init, u.data_start // block).items()})):
             bad[u] = why
     return bad
 
@@ -478,10 +478,10 @@ async def _open_group(path: str, storage_options: dict | None, local_reads: bool
                          f"{path}")
     kwargs = {"storage_options": storage_options} if storage_options else {}
     store = _LocalReads(path, read_only=True) if local_reads and "://" not in path else path
-    with _storage_errors(path, "open store"):
+    with storage_errors(path, "open store"):
         try:
             g = await zarr_async.open_group(store=store, mode="r", zarr_format=3, use_consolidated=False, **kwargs)
-        except _NOT_FOUND:
+        except NOT_FOUND:
             raise StoreError(f"no distntk store at {path}") from None
     attrs = dict(g.attrs)
     if "spec_hash" not in attrs or "spec_canonical" not in attrs:
@@ -513,10 +513,10 @@ async def _read_array(path: str, g, name: str, parsed: dict):
         except (ValueError, TypeError, KeyError) as exc:
             raise StoreError(f"{path}: the metadata of {name!r} do not parse ({one_line(exc, 80)})") from None
         parsed[raw] = meta
-    _check_array_meta(path, name, meta)
+    check_array_meta(path, name, meta)
     try:
         return meta, np.asarray(await zarr.AsyncArray(meta, store_path=where).getitem(...))
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         return meta, exc
 
 
@@ -530,8 +530,8 @@ async def _read_store(path: str, storage_options: dict | None, parsed: dict | No
     parsed = {} if parsed is None else parsed
     local = "://" not in path
     g, attrs = await _open_group(path, storage_options, local_reads=local)
-    names = _COORDS + _PER_REPLICA + _bookkeeping_names() + PREDICTIONS + _RISK_PREDICTIONS + _SE_NAMES
-    with _storage_errors(path, "read store"):  # a transport error, or metadata that do not parse: this store only
+    names = _COORDS + _PER_REPLICA + _bookkeeping_names() + PREDICTIONS + _RISK_PREDICTIONS + SE_NAMES
+    with storage_errors(path, "read store"):  # a transport error, or metadata that do not parse: this store only
         if local:
             got = [await _read_array(path, g, n, parsed) for n in names]
         else:
@@ -584,7 +584,7 @@ def _checked_from(path: str, attrs: dict, got: dict) -> tuple[xr.Dataset, dict] 
             why = "is missing" if values[name] is None else f"does not decode ({one_line(values[name], 80)})"
             raise StoreError(f"{path}: variable {name!r} {why}")
     canonical = check_attributes(path, attrs)
-    _check_coords(path, canonical, {n: values[n] for n in _COORDS + ("probe_window",)})
+    check_coords(path, canonical, {n: values[n] for n in _COORDS + ("probe_window",)})
     has_risk = _records_risk(canonical)
     _refuse_missing(path, ["risk"] if has_risk and values["risk"] is None else [])
     preds = _prediction_problems({n: values[n] for n in PREDICTIONS + (_RISK_PREDICTIONS if has_risk else ())},
@@ -609,7 +609,7 @@ def _checked_from(path: str, attrs: dict, got: dict) -> tuple[xr.Dataset, dict] 
     for name, (meta, v) in got.items():
         if v is None or name in _bookkeeping_names() or name in ("unit_writes", "unit_digest"):
             continue
-        var = xr.Variable(tuple(meta.dimension_names), replaced.get(name, v), _meta(name))
+        var = xr.Variable(tuple(meta.dimension_names), replaced.get(name, v), variable_attrs(name))
         (coords if name in _COORDS else data)[name] = var
     out_attrs = dict(attrs)
     if bad:

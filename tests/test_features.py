@@ -144,9 +144,9 @@ def test_feature_tasks_and_threads_give_the_same_bits(monkeypatch, threads):
     wts = rng.uniform(0.5, 1.0, 50) / 50
     sq = np.sqrt(win.pi)
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
-    X1, _, tr1 = limit._features(run, chain, hist, lcp, full, wts, slice(0, 50), sq, trace=True)
+    X1, _, tr1 = limit.feature_pass(run, chain, hist, lcp, full, wts, slice(0, 50), sq, trace=True)
     monkeypatch.setattr(limit, "_ROWS_PER_TASK", 100)
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", threads)
-    X2, _, tr2 = limit._features(run, chain, hist, lcp, full, wts, slice(0, 50), sq, trace=True)
+    X2, _, tr2 = limit.feature_pass(run, chain, hist, lcp, full, wts, slice(0, 50), sq, trace=True)
     assert np.array_equal(X1, X2) and np.all(np.isfinite(X1)) and np.ptp(X1) > 0
     assert abs(tr2 - tr1) <= 1e-13 * tr1 and np.isclose(tr1, np.sum(X1**2), rtol=1e-13, atol=0)

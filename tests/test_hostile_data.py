@@ -241,7 +241,8 @@ def _rerun(spec_path, path, tmp_path) -> subprocess.CompletedProcess:
     env = scoped_env(tmp_path / "home", mark, RAY_TMPDIR=temp)
     try:
         return subprocess.run([f"{VENV_BIN}/distntk", "run", str(spec_path), "--store", str(path), "--no-progress",
-                               "--actors", "1"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+                               "--actors", "1", "--check"], env=env, cwd=ROOT, capture_output=True, text=True,
+                              timeout=900)
     finally:
         cleanup(mark, temp)
 
@@ -252,8 +253,9 @@ def _same_as_clean(path, clean_path) -> None:
         np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
 
 
-def test_a_plain_rerun_repairs_a_foreign_chunk_and_rebuilds_lost_predictions(clean, tmp_path):
-    """One rerun: the unit holding another unit's chunk is recomputed (only it), the predictions solved again."""
+def test_run_check_repairs_a_foreign_chunk_and_rebuilds_lost_predictions(clean, tmp_path):
+    """One `distntk run --check`: the unit holding another unit's chunk is recomputed (only it), the predictions
+    solved again (a rerun without --check rebuilds lost predictions and arrays too; it reads no unit's chunks)."""
     path = _copy(clean, tmp_path)
     shutil.copy(path / "output" / "c.1.1.1.0.0", path / "output" / "c.1.0.1.0.0")
     shutil.rmtree(path / "h")

@@ -1,5 +1,6 @@
 """The package's layering, checked on its source: no import cycle, every module imports alone,
-the science modules import no Ray, and the Ray layer imports no science module."""
+the science modules import no Ray, the Ray layer imports no science module, no module imports another's
+private names, and the I/O modules import no user-interface module."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "distntk"
 MODULES = sorted(p.stem for p in PKG.glob("*.py") if p.stem not in {"__init__", "__main__"})
 SCIENCE = {"chain", "target", "rnn", "_fast", "limit", "longmem", "memory", "experiment", "estimate"}
+UI = {"cli", "query", "report"}  # what renders for a user: commands, tables, reports
+IO = {"store", "catalog", "verify", "lease", "driver", "service", "rows"}  # stores, runs and their rows
 
 
 def _imports(module: str) -> set[str]:
@@ -93,3 +96,49 @@ def test_each_module_imports_alone():
         if p.returncode:
             failed[m] = (err.strip().splitlines() or [str(p.returncode)])[-1]
     assert not failed, f"modules that do not import alone: {failed}"
+
+
+def test_every_error_for_users_has_the_one_base():
+    """Every ``*Error`` class defined in distntk derives from ``DistntkError`` (one line, an exit code), so
+    ``cli.main`` catches one type; ``ServiceError`` (the run failed) exits 1, the others 2."""
+    import importlib
+    import inspect
+
+    from distntk.errors import DistntkError
+
+    found = {}
+    for m in MODULES:
+        mod = importlib.import_module(f"distntk.{m}")
+        for name, cls in inspect.getmembers(mod, inspect.isclass):
+            if cls.__module__ == mod.__name__ and issubclass(cls, Exception):
+                found[f"{m}.{name}"] = cls
+    assert len(found) >= 12
+    assert [n for n, c in found.items() if not issubclass(c, DistntkError)] == []
+    assert {n for n, c in found.items() if c.exit_code == 1} == {"service.ServiceError", "service.UnitFailed"}
+
+
+def _private_names_imported(pkg: Path, module: str) -> list[str]:
+    """``"store._meta"`` for each private name (``_x``, not ``__x__``) ``module`` imports from a sibling."""
+    tree = ast.parse((pkg / f"{module}.py").read_text())
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            out += [f"{node.module}.{a.name}" for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")]
+    return out
+
+
+def test_no_module_imports_another_modules_private_names(tmp_path):
+    """A private name is its module's business: shared helpers get a public name (private *modules*,
+    ``_fast``, ``_text``, ``_location``, are the package's own and may be imported)."""
+    found = {m: got for m in MODULES if (got := _private_names_imported(PKG, m))}
+    assert found == {}
+    (tmp_path / "a.py").write_text("from .b import _helper, public\n")  # the check is not vacuous
+    assert _private_names_imported(tmp_path, "a") == ["b._helper"]
+
+
+def test_io_modules_import_no_user_interface():
+    """Stores, runs and rows do not depend on how they are shown (the catalog builds its rows with
+    :mod:`distntk.rows`, not with the query command's renderer)."""
+    for m in sorted(IO & set(MODULES)):
+        assert not (_imports(m) & UI), f"distntk.{m} imports {sorted(_imports(m) & UI)}"

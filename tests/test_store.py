@@ -229,3 +229,30 @@ def test_a_worker_writes_only_into_the_store_it_was_sent_to(spec, tmp_path):
     [why] = write_chunks(gone, [(u, res)])
     assert isinstance(why, str) and "no store at" in why and not (tmp_path / "nowhere.zarr").exists()
     assert create_store(tmp_path / "old.zarr", spec, spec.experiment.predictions(), schema=2).chunk_target() is None
+
+
+def test_records_are_committed_in_few_chunk_writes(tmp_path):
+    """600 receipts committed one by one (the driver's flush after each drained batch): the records reach the
+    store in at most 600 / 100 chunk writes (one per 256 units waiting, or per 2 s), every unit done after
+    close, and no unit reported complete before its record chunk is stored."""
+    from distntk.store import write_chunks
+
+    sp = load_spec(tiny_spec(tmp_path / "many.toml", widths=(16,), n_init=600, n_data=4, block=4, T=0.25,
+                             times=(0.25,)))
+    e = sp.experiment
+    rs = create_store(tmp_path / "s.zarr", sp, e.predictions())
+    units = e.units()
+    result = e.compute(units[0])
+    receipts = write_chunks(rs.chunk_target(), [(u, result) for u in units])
+    w = rs.writer()
+    done = []
+    for u, digest in zip(units, receipts, strict=True):
+        w.commit(u, 0.001, "n", digest)
+        w.flush()
+        done += w.completed()
+    assert len(done) < len(units)  # some still wait for their record chunk
+    w.close()
+    done += w.completed()
+    assert sorted(done, key=units.index) == units and len(set(done)) == len(units)
+    assert 2 <= w.record_writes <= len(units) // 100
+    assert rs.pending(units) == [] and open_store(tmp_path / "s.zarr").done.values.all()

@@ -1,4 +1,4 @@
-"""Damaged stores: found by `distntk verify`, left out by query and report, repaired by a plain rerun.
+"""Damaged stores: found by `distntk verify`, left out by query and report, repaired by `distntk run --check`.
 
 Each test damages a real store written by store.py's writer (conftest.write_store, the driver's code
 path without Ray) in one way the issue measured: a deleted chunk, ``done`` over NaN data, a chunk
@@ -131,7 +131,10 @@ def test_damage_is_found_named_and_left_out(tiny, tmp_path, capsys, schema, how)
     assert len(lines) == 1 and lines[0].startswith(_unit_text(hit[0]) + ": "), out
     # the driver's plan: exactly that unit is computed again, and it can be written back
     rs = open_result_store(path)
-    assert rs.pending(units) == hit
+    assert rs.pending(units, check=True) == hit
+    # a plain resume reads the records only: it recomputes a unit whose record is damaged, not one whose data are
+    records = how in ("random bytes in unit record", "unit record not JSON", "random bytes in done")
+    assert open_result_store(path).pending(units) == (hit if records else [])
     if how == "random bytes in unit_writes":
         rs.write_unit(hit[0], spec.experiment.compute(hit[0]), 0.1, "repair")
         assert verify(path) == Verification((), ()) and open_store(path).unit_writes.values[1, 0, 1] == 1
@@ -156,8 +159,8 @@ def test_damage_is_found_named_and_left_out(tiny, tmp_path, capsys, schema, how)
 
 
 @pytest.mark.parametrize("schema", [3, 2, 1])
-def test_a_plain_rerun_repairs_a_damaged_store_bit_for_bit(tiny, tmp_path, schema):
-    """`distntk run` (embedded Ray) recomputes exactly the damaged units and writes the very same bits.
+def test_run_check_repairs_a_damaged_store_bit_for_bit(tiny, tmp_path, schema):
+    """`distntk run --check` (embedded Ray) recomputes exactly the damaged units and writes the very same bits.
 
     Schemas 1 and 2: old stores (made by distntk 0.2 and earlier; 0.3 to 0.5) resume in their own layout,
     written by the driver.
@@ -170,7 +173,8 @@ def test_a_plain_rerun_repairs_a_damaged_store_bit_for_bit(tiny, tmp_path, schem
     env = scoped_env(tmp_path / "home", mark, RAY_TMPDIR=temp)
     try:
         p = subprocess.run([f"{VENV_BIN}/distntk", "run", str(spec_path), "--store", str(path), "--no-progress",
-                            "--actors", "1"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+                            "--actors", "1", "--check"], env=env, cwd=ROOT, capture_output=True, text=True,
+                           timeout=900)
     finally:
         cleanup(mark, temp)
     assert p.returncode == 0, p.stderr[-3000:]
