@@ -22,7 +22,8 @@ __all__ = ["COLUMNS", "QueryError", "progress", "summary", "format_records"]
 
 _NAMES = [name for name, _ in COLUMNS]
 # the table's number formats; every other column is a float with 4 decimals
-_FORMATS = {"width": "d", "time": ".2f", "probe": "s", "n": "d", "var_init": ".2e", "var_init_pred": ".2e"}
+_FORMATS = {"width": "d", "time": ".2f", "probe": "s", "n": "d", "var_init": ".2e", "var_init_pred": ".2e",
+            "r_inf": ".3f", "r_inf_lo": ".3f", "r_inf_hi": ".3f", "gamma": ".2f", "limit": "s"}
 
 
 def _clean(v):

@@ -61,6 +61,12 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("nvar_iid", "the naive i.i.d. prediction of nvar"),
     ("var_init", "the variance of g across initialisations (between-init component, not truncated at 0)"),
     ("var_init_pred", "its prediction N^(1-2 beta) E_t C_0 E_t^T"),
+    ("r_inf", "nvar / nvar_poisson extrapolated to N -> infinity across the store's widths: r_inf in "
+              "r_inf (1 + c N^-gamma), the same in every row of the cell"),
+    ("r_inf_lo", "the lower end of r_inf's 95 % interval (the estimator's own uncertainty included)"),
+    ("r_inf_hi", "the upper end of r_inf's 95 % interval"),
+    ("gamma", "the exponent gamma of the fit (profiled over 0.02 to 1.5; needs 3 widths or more)"),
+    ("limit", "consistent (the interval holds 1), inconsistent, or n/a"),
 )
 """The columns of ``distntk query`` (table, CSV, JSON) and of docs/guides/laptop.md's table: ``(name, meaning)``."""
 
@@ -133,7 +139,7 @@ def summary(ds: xr.Dataset, width: int | None = None, time: float | None = None,
     """One record per selected (width, time, probe); see the module docstring for the columns."""
     wsel, tsel, psel = _select(ds, width, time, probe)
     # the estimator's arrays, without its Dataset; the rows are the output's: its risk is not estimated
-    est, _, _ = estimate_cells(ds, risk=False)
+    est, coords, attrs = estimate_cells(ds, risk=False)
     beta = float(ds.attrs["beta"])
     v = ds.variables
     widths = [int(w) for w in v["width"].values]
@@ -145,6 +151,7 @@ def summary(ds: xr.Dataset, width: int | None = None, time: float | None = None,
         own, values, _ = est[k]
         a[k] = values if tuple(own) == dims else np.transpose(values, [list(own).index(d) for d in dims])
     nvp, nvi, vic = (_on(v[n], ("time", "probe")) for n in ("nvar_poisson", "nvar_iid", "var_init_coef"))
+    lim = _limit(est, coords, attrs, len(widths), len(times), len(labels))
     rows = []
     for N in wsel:
         wi = widths.index(N)
@@ -163,8 +170,24 @@ def summary(ds: xr.Dataset, width: int | None = None, time: float | None = None,
                     "nvar_iid": float(nvi[ti, pi]),
                     "var_init": float(a["between_raw"][wi, ti, pi]),
                     "var_init_pred": float(N ** (1 - 2 * beta) * vic[ti, pi]),
+                    **{k: (x[ti, pi] if k == "limit" else float(x[ti, pi])) for k, x in lim.items()},
                 })
     return rows
+
+
+def _limit(est: dict, coords: dict, attrs: dict, W: int, T: int, P: int) -> dict:
+    """The Poisson ratio's extrapolation to ``N -> infinity`` per (time, probe)
+    (:func:`distntk.estimate.extrapolate`, gamma fitted), as ``{column: (T, P) array}``."""
+    from .estimate import extrapolate
+
+    if W < 3:  # a fitted exponent needs three widths: the columns say n/a
+        nan = np.full((T, P), np.nan)
+        return {"r_inf": nan, "r_inf_lo": nan, "r_inf_hi": nan, "gamma": nan, "limit": np.full((T, P), "n/a")}
+    ext = extrapolate(xr.Dataset(est, coords=coords, attrs=attrs))
+    x = ext.sel(quantity="poisson").transpose("time", "probe")
+    verdict = np.vectorize(lambda s: s.replace(" in the limit", ""), otypes=[object])(x["verdict_limit"].values)
+    return {"r_inf": x["r_inf"].values, "r_inf_lo": x["r_inf_lo"].values, "r_inf_hi": x["r_inf_hi"].values,
+            "gamma": x["gamma"].values, "limit": verdict}
 
 
 def _on(var: xr.Variable, dims: tuple) -> np.ndarray:

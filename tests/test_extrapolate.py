@@ -98,3 +98,63 @@ def test_on_a_store_estimate(sticky):
     assert np.isfinite(ex.r_inf.sel(quantity="poisson").values[live]).all()
     assert set(np.unique(ex.verdict_limit.values)) <= {"consistent in the limit", "inconsistent in the limit", "n/a"}
     assert (ex.n_widths.values <= 3).all() and ex.attrs["gamma_mode"] == "drift"
+
+
+def test_query_rows_carry_the_extrapolation_of_the_one_estimator(tmp_path, capsys):
+    """`distntk query --format json` rows hold r_inf, its interval, gamma and the limit verdict of the
+    Poisson ratio: the numbers of extrapolate(estimate(store)), the same in every row of a cell; a store of
+    two widths says n/a (a fitted exponent needs three)."""
+    import json
+
+    from conftest import write_store
+    from raytools import tiny_spec
+
+    from distntk.cli import main
+    from distntk.spec import load_spec
+    from distntk.store import open_store
+
+    sp = load_spec(tiny_spec(tmp_path / "t.toml", widths=(16, 32, 64), n_init=4, n_data=8))
+    e = sp.experiment
+    write_store(tmp_path / "s.zarr", sp, {u: e.compute(u) for u in e.units()})
+    assert main(["query", str(tmp_path / "s.zarr"), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    ext = extrapolate(estimate(open_store(tmp_path / "s.zarr"))).sel(quantity="poisson")
+    assert len(rows) == 3 * len(e.times) * len(e.probes)
+    for r in rows:
+        x = ext.sel(time=r["time"], probe=r["probe"])
+        for k in ("r_inf", "r_inf_lo", "r_inf_hi", "gamma"):
+            assert r[k] == pytest.approx(float(x[k]), rel=1e-12, abs=0), k
+        assert r["limit"] == str(x["verdict_limit"].values).replace(" in the limit", "")
+        assert r["r_inf_lo"] <= r["r_inf"] <= r["r_inf_hi"]
+    two = load_spec(tiny_spec(tmp_path / "two.toml", widths=(16, 32), n_init=2, n_data=4))
+    write_store(tmp_path / "two.zarr", two, {u: two.experiment.compute(u) for u in two.experiment.units()})
+    assert main(["query", str(tmp_path / "two.zarr"), "--format", "json"]) == 0
+    assert {(r["r_inf"], r["gamma"], r["limit"]) for r in json.loads(capsys.readouterr().out)["rows"]} == \
+        {(None, None, "n/a")}
+
+
+def test_the_store_report_shows_the_extrapolation(tmp_path):
+    """The store report's extrapolation: a figure and one table row per (t, probe, quantity) with the numbers
+    of extrapolate(estimate(store)); with two widths it says that three are needed."""
+    from conftest import write_store
+    from raytools import tiny_spec
+
+    from distntk.report import write_report
+    from distntk.spec import load_spec
+    from distntk.store import open_store
+
+    sp = load_spec(tiny_spec(tmp_path / "t.toml", widths=(16, 32, 64), n_init=4, n_data=8))
+    e = sp.experiment
+    write_store(tmp_path / "s.zarr", sp, {u: e.compute(u) for u in e.units()})
+    md = write_report(tmp_path / "s.zarr", tmp_path / "rep", memory=None).read_text()
+    assert (tmp_path / "rep" / "extrapolation.png").stat().st_size > 10_000
+    section = md[md.index("### Extrapolation to infinite width"):md.index("## 6.")]
+    rows = [ln for ln in section.splitlines() if ln.startswith("| ") and not ln.startswith("| t ")]
+    assert len(rows) == len(e.times) * len(e.probes) * 3
+    ext = extrapolate(estimate(open_store(tmp_path / "s.zarr")))
+    x = ext.sel(quantity="poisson", time=e.times[-1], probe=e.probe_labels()[0])
+    assert f"| {e.times[-1]:g} | {e.probe_labels()[0]} | N·Var / V_t (Poisson) | {float(x['r_inf']):.3g} [" in section
+    two = load_spec(tiny_spec(tmp_path / "two.toml", widths=(16, 32), n_init=2, n_data=4))
+    write_store(tmp_path / "two.zarr", two, {u: two.experiment.compute(u) for u in two.experiment.units()})
+    md = write_report(tmp_path / "two.zarr", tmp_path / "rep2", memory=None).read_text()
+    assert "Needs at least three widths with data." in md and not (tmp_path / "rep2" / "extrapolation.png").exists()
