@@ -86,7 +86,7 @@ def _fixed_width(rows: list[dict], names: list[str], formats: dict) -> list[str]
     """``rows`` as right-aligned text columns headed by ``names`` (a non-finite float prints ``-``)."""
     def text(r, k):
         v = r[k]
-        if isinstance(v, float) and not math.isfinite(v):
+        if v is None or (isinstance(v, float) and not math.isfinite(v)):
             return "-"
         return f"{v:{formats.get(k, '.4f')}}"
 

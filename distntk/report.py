@@ -85,7 +85,8 @@ _QUANTITY_LABELS = {
 }
 
 MODEL_ANCHORS = ("data", "network", "probe", "memory", "kernel", "limit-ode", "poisson", "iid", "init", "risk",
-                 "features", "sampled", "estimator", "verdict", "mls", "init-robust", "rates", "outliers")
+                 "features", "sampled", "estimator", "verdict", "mls", "init-robust", "rates", "outliers",
+                 "extrapolation")
 """The anchors of ``docs/model.md`` (``<a id="NAME"></a>``) that the reports' glossary links to."""
 
 _MODEL_DOC = "docs/model.md"
@@ -133,6 +134,9 @@ _GLOSSARY = (
      "theory implies: N^(-1/2) for sqrt(within), N^(1/2-β) for sqrt(between)"),
     ("outlier flag", "outliers", "a unit whose mean lies far outside the other units of its width, flagged by "
      "`distntk verify`"),
+    ("r_inf, γ, consistent in the limit", "extrapolation", "a ratio fitted across widths as r_inf (1 + c N^-γ) and "
+     "read at N → ∞; consistent in the limit: r_inf's interval (the estimator's errors and the unknown γ "
+     "included) holds 1"),
 )
 
 
@@ -913,7 +917,7 @@ def write_report(dataset_or_path: xr.Dataset | str | os.PathLike, out_dir: str |
             md += _rate_table(rates, "risk_") + [""]
     else:
         md += ["Needs at least two widths with data.", ""]
-    md += ["### Extrapolation to infinite width (docs/model.md#extrapolation)", ""]
+    md += ["## 5b. Extrapolation to infinite width (docs/model.md#extrapolation)", ""]
     if ext is not None:
         md += ["![extrapolation](extrapolation.png)", "",
                "Each comparison fitted across the widths as r_inf (1 + c N^-gamma) (the mean: d_inf + c N^-gamma), "
@@ -921,7 +925,7 @@ def write_report(dataset_or_path: xr.Dataset | str | os.PathLike, out_dir: str |
                f"profile does not reject, at {level:.0%}, with the estimator's own errors. \"consistent in the "
                "limit\": the interval holds the theory's limit (1 for the ratios, 0 for the mean). A wide "
                "interval says the widths do not pin the limit down, not that the theory fails.", ""]
-        md += _extrapolation_table(ext) + [""]
+        md += ["### Each comparison's limit N -> infinity, per (t, probe)", ""] + _extrapolation_table(ext) + [""]
     else:
         md += ["Needs at least three widths with data.", ""]
     md += ["## 6. Memory fixed point (docs/model.md#memory)", ""]
@@ -980,8 +984,54 @@ def sweep_headlines(catalog: Catalog, level: float = 0.95, verdict_level: float 
             row.update({q: float(e[q]), f"{q}_lo": float(e[f"{q}_lo"]), f"{q}_hi": float(e[f"{q}_hi"]),
                         f"verdict_{q.removeprefix('ratio_')}": str(e[f"verdict_{q.removeprefix('ratio_')}"].values)})
         row.update(between=float(e["between"]), pred_between=float(e["pred_between"]))
+        if len(with_data) >= 3:  # the extrapolation of the Poisson ratio at the headline (time, probe)
+            x = extrapolate(est, level=level).sel(quantity="poisson", time=cell["time"], probe=cell["probe"])
+            row.update({k: float(x[k]) for k in ("r_inf", "r_inf_lo", "r_inf_hi", "c", "gamma")},
+                       verdict_limit=str(x["verdict_limit"].values),
+                       per_width={int(N): (float(est["ratio_poisson"].sel(width=N, time=cell["time"],
+                                                                          probe=cell["probe"])),
+                                           float(est["ratio_poisson_lo"].sel(width=N, time=cell["time"],
+                                                                             probe=cell["probe"])),
+                                           float(est["ratio_poisson_hi"].sel(width=N, time=cell["time"],
+                                                                             probe=cell["probe"])))
+                                  for N in with_data})
         rows.append(row)
     return rows
+
+
+def plot_sweep_extrapolation(rows: list[dict], keys: list[str]) -> Figure:
+    """One panel per member with three widths or more: the headline ratio ``N Var / V_t`` against
+    ``N^-gamma`` (the member's fitted gamma), the fitted line and ``r_inf`` with its interval at 0."""
+    from matplotlib.figure import Figure
+
+    members = [r for r in rows if "r_inf" in r]
+    ncol = min(3, len(members))
+    nrow = -(-len(members) // ncol)
+    fig = Figure(figsize=(4.0 * ncol, 3.2 * nrow))
+    axes = np.atleast_1d(fig.subplots(nrow, ncol, squeeze=False)).ravel()
+    for ax, r in zip(axes, members, strict=False):
+        g = r["gamma"]
+        N = np.array(sorted(r["per_width"]), dtype=float)
+        v = np.array([r["per_width"][int(n)] for n in N])
+        ok = np.isfinite(v[:, 0])
+        if np.isfinite(g) and ok.any():
+            xs = N[ok] ** -g
+            ax.errorbar(xs, v[ok, 0], yerr=[v[ok, 0] - v[ok, 1], v[ok, 2] - v[ok, 0]], fmt="o", color="C0",
+                        capsize=3)
+            grid = np.linspace(0, xs.max() * 1.05, 50)
+            ax.plot(grid, r["r_inf"] * (1 + r["c"] * grid), color="C1")
+            ax.errorbar([0.0], [r["r_inf"]], yerr=[[r["r_inf"] - r["r_inf_lo"]], [r["r_inf_hi"] - r["r_inf"]]],
+                        fmt="s", color="C1", capsize=4)
+        ax.axhline(1.0, color="0.4", lw=0.8, ls="--")
+        ax.set_title(", ".join(f"{k.split('.')[-1]}={_key_text(r[k])}" for k in keys) or r["store"], fontsize=9)
+        ax.set_xlabel(f"N^-gamma (gamma = {g:.2f})", fontsize=8)
+        ax.set_ylabel("N·Var / V_t", fontsize=8)
+    for ax in axes[len(members):]:
+        ax.set_visible(False)
+    fig.suptitle("Headline ratio against N^-gamma: points per width, fit r_inf (1 + c N^-gamma), square r_inf",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def _key_text(v) -> str:
@@ -1171,6 +1221,8 @@ def write_sweep_report(catalog: Catalog, out_dir: str | os.PathLike, level: floa
     if any(r.get("width") is not None for r in rows):
         figs = {"ratios.png": plot_sweep_ratios(rows, keys, verdict_level),
                 "init.png": plot_sweep_init(rows, verdict_level, keys)}
+    if any("r_inf" in r for r in rows):
+        figs["extrapolation.png"] = plot_sweep_extrapolation(rows, keys)
     for name, fig in figs.items():
         fig.savefig(out / name, dpi=110)
         plt.close(fig)
@@ -1205,6 +1257,16 @@ def write_sweep_report(catalog: Catalog, out_dir: str | os.PathLike, level: floa
                "member's other swept values; a bar that runs off the axis goes further (to 0 at the bottom), a "
                "triangle on the bottom edge is a ratio of 0.",
                ""]
+    if "extrapolation.png" in figs:
+        ext_rows = [[r["store"], f"{r['time']:g}", r["probe"], _ci(r["r_inf"], r["r_inf_lo"], r["r_inf_hi"]),
+                     f"{r['gamma']:.2f}", r["verdict_limit"]] for r in rows if "r_inf" in r]
+        md += ["## Extrapolation to infinite width (docs/model.md#extrapolation)", "",
+               "![extrapolation](extrapolation.png)", "",
+               "The headline N·Var / V_t fitted across each member's widths as r_inf (1 + c N^-gamma), gamma "
+               f"profiled; {level:.0%} intervals with the estimator's own errors. \"consistent in the limit\": the "
+               "interval holds 1.", ""]
+        md += ["### The headline ratio's limit per member", ""]
+        md += _table(["member", "t", "probe", "r_inf [interval]", "gamma", "verdict"], ext_rows) + [""]
     md += ["## Verdicts per member", "",
            f"### The headline cell of every member: ratios with {verdict_level:.0%} intervals and verdicts", ""]
     header = ["member", *keys, "N", "done", "N·Var/Poisson", "verdict", "N·Var/iid", "verdict", "between/pred",

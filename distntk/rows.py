@@ -170,9 +170,15 @@ def summary(ds: xr.Dataset, width: int | None = None, time: float | None = None,
                     "nvar_iid": float(nvi[ti, pi]),
                     "var_init": float(a["between_raw"][wi, ti, pi]),
                     "var_init_pred": float(N ** (1 - 2 * beta) * vic[ti, pi]),
-                    **{k: (x[ti, pi] if k == "limit" else float(x[ti, pi])) for k, x in lim.items()},
+                    **{k: (str(x[ti, pi]) if k == "limit" else _number(x[ti, pi])) for k, x in lim.items()},
                 })
     return rows
+
+
+def _number(v) -> float | None:
+    """A float, or None where there is none (no extrapolation: equal across processes, unlike NaN)."""
+    v = float(v)
+    return v if math.isfinite(v) else None
 
 
 def _limit(est: dict, coords: dict, attrs: dict, W: int, T: int, P: int) -> dict:

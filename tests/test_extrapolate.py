@@ -148,7 +148,7 @@ def test_the_store_report_shows_the_extrapolation(tmp_path):
     write_store(tmp_path / "s.zarr", sp, {u: e.compute(u) for u in e.units()})
     md = write_report(tmp_path / "s.zarr", tmp_path / "rep", memory=None).read_text()
     assert (tmp_path / "rep" / "extrapolation.png").stat().st_size > 10_000
-    section = md[md.index("### Extrapolation to infinite width"):md.index("## 6.")]
+    section = md[md.index("## 5b. Extrapolation to infinite width"):md.index("## 6.")]
     rows = [ln for ln in section.splitlines() if ln.startswith("| ") and not ln.startswith("| t ")]
     assert len(rows) == len(e.times) * len(e.probes) * 3
     ext = extrapolate(estimate(open_store(tmp_path / "s.zarr")))

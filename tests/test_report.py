@@ -48,7 +48,7 @@ def test_report_on_complete_store(sticky_store, tmp_path):
     assert "Width 512, init 0: fitted rate" in md
     # every referenced figure exists and is a PNG
     imgs = _images(md)
-    assert set(imgs) == {"nvar_vs_t.png", "mean_vs_h.png", "convergence.png", "memory.png"}
+    assert set(imgs) == {"nvar_vs_t.png", "mean_vs_h.png", "convergence.png", "extrapolation.png", "memory.png"}
     for name in imgs:
         assert (tmp_path / "rep" / name).read_bytes()[:8] == PNG
     assert "None: every unit is done." in md
