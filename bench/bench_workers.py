@@ -164,7 +164,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-workers-"))
     if args.open:
         print(json.dumps(_open_phase(args.open, tmp)), flush=True)
-    if not args.where:
+    if not args.where and not args.logical:
         return
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     try:
