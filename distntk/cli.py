@@ -208,6 +208,12 @@ def _run_phased(args, address: str | None, where: str, phases: _Phases) -> int:
     if str(store).lower().startswith("memory://"):
         raise _UsageError(f"--store {store}: a memory:// store lives in this process only; the results of the run "
                           "would vanish when it ends (use a path or an s3:// or gs:// URL)")
+    if address:  # a wrong address is one line (within its 10 s deadline): before the cost, a lease, a store
+        from .service import check_address
+
+        phases(None)
+        check_address(address)
+    phases("estimating the cost (choosing the limit's quadrature rule)", quiet=True)
     costs = []
     for prefix, spec in members:
         for w in spec.warnings:
@@ -224,11 +230,6 @@ def _run_phased(args, address: str | None, where: str, phases: _Phases) -> int:
     cost = total_cost(costs)  # refused before any store or Ray
     check_cost(cost, args.max_core_hours, machine_memory() / (1 if address else args.actors or os.cpu_count() or 1))
     options = _storage_options(args.storage_option)
-    if address:  # a wrong address is one line (within its 10 s deadline), with no progress line before it
-        from .service import check_address
-
-        phases(None)
-        check_address(address)
 
     def announce(todo: int, total: int) -> None:
         phases(None)

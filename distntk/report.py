@@ -50,8 +50,6 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from .catalog import Catalog
 
 import json
@@ -59,13 +57,10 @@ import os
 import tomllib
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: no display is ever needed
-import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402  (no pyplot: a figure needs no backend, a notebook's is left alone)
 from scipy import stats  # noqa: E402
 
 from .estimate import convergence_rates, estimate, extrapolate, missing_units  # noqa: E402
@@ -263,8 +258,8 @@ def plot_nvar(est: xr.Dataset) -> Figure:
 
 def _plot_nvar(est: xr.Dataset):
     rows, widths = _panels(est), est["width"].values
-    fig, axes = plt.subplots(len(rows), len(widths), figsize=(3.2 * len(widths) + 0.6, 2.5 * len(rows) + 0.9),
-                             squeeze=False, sharex=True)
+    fig = Figure(figsize=(3.2 * len(widths) + 0.6, 2.5 * len(rows) + 0.9))
+    axes = fig.subplots(len(rows), len(widths), squeeze=False, sharex=True)
     t = est["time"].values
     vl = est.attrs["verdict_level"]
     for r, (label, pre, probe) in enumerate(rows):
@@ -305,7 +300,8 @@ def _figure_legend(fig: Figure, ncol: int, handles: list | None = None) -> None:
 def plot_mean(est: xr.Dataset) -> Figure:
     """Simulated mean (99% t intervals) against ``h_t``, one panel per probe/risk."""
     rows, widths = _panels(est), est["width"].values
-    fig, axes = plt.subplots(1, len(rows), figsize=(3.3 * len(rows) + 0.5, 3.5), squeeze=False)
+    fig = Figure(figsize=(3.3 * len(rows) + 0.5, 3.5))
+    axes = fig.subplots(1, len(rows), squeeze=False)
     t = est["time"].values
     dt = 0.015 * (t.max() - t.min() if len(t) > 1 else 1.0)
     vl = est.attrs["verdict_level"]
@@ -350,7 +346,8 @@ def plot_convergence(rates: xr.Dataset, cell: dict) -> Figure:
 def _plot_convergence(rates: xr.Dataset, cell: dict) -> Figure:
     sets = [("", cell)] + ([("risk_", {"time": cell["time"]})] if "risk_slope" in rates else [])
     qs = list(rates["quantity"].values)
-    fig, axes = plt.subplots(len(sets), len(qs), figsize=(3.0 * len(qs), 2.8 * len(sets) + 0.8), squeeze=False)
+    fig = Figure(figsize=(3.0 * len(qs), 2.8 * len(sets) + 0.8))
+    axes = fig.subplots(len(sets), len(qs), squeeze=False)
     N = rates["width"].values.astype(float)
     k = rates.attrs["min_sigma"]
     for r, (pre, sel) in enumerate(sets):
@@ -399,7 +396,8 @@ def _plot_convergence(rates: xr.Dataset, cell: dict) -> Figure:
 
 def plot_memory(mem: xr.Dataset) -> Figure:
     """Distance between two memory trajectories vs step, with the bound ``rho^(k+1) d_{-1}``."""
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    fig = Figure(figsize=(4.5, 3.2))
+    ax = fig.subplots()
     k = mem["step"].values
     ax.semilogy(k, mem["distance"].values, "o-", ms=3, label="max_i |S_k - S'_k|")
     ax.semilogy(k, mem["distance_rms"].values, "s-", ms=2, label="rms over units")
@@ -655,8 +653,6 @@ _QUANTITY_TEXT = {"poisson": "N·Var / V_t (Poisson)", "init": "between-init var
 def plot_extrapolation(est: xr.Dataset, ext: xr.Dataset, cell: dict) -> Figure:
     """The Poisson ratio ``N Var / V_t`` against ``N^-gamma`` at ``cell``, with the fitted line
     ``r_inf (1 + c N^-gamma)`` and ``r_inf``'s interval at ``N^-gamma = 0`` (docs/model.md#extrapolation)."""
-    from matplotlib.figure import Figure
-
     x = ext.sel(quantity="poisson", **cell)
     g = float(x["gamma"])
     N = est["width"].values.astype(float)
@@ -855,7 +851,6 @@ def write_report(dataset_or_path: xr.Dataset | str | os.PathLike, out_dir: str |
         figs["memory.png"] = plot_memory(memory)
     for name, fig in figs.items():
         fig.savefig(out / name, dpi=110)
-        plt.close(fig)
 
     a = ds.attrs
     title = a.get("title") or "distntk result store"
@@ -1002,8 +997,6 @@ def sweep_headlines(catalog: Catalog, level: float = 0.95, verdict_level: float 
 def plot_sweep_extrapolation(rows: list[dict], keys: list[str]) -> Figure:
     """One panel per member with three widths or more: the headline ratio ``N Var / V_t`` against
     ``N^-gamma`` (the member's fitted gamma), the fitted line and ``r_inf`` with its interval at 0."""
-    from matplotlib.figure import Figure
-
     members = [r for r in rows if "r_inf" in r]
     ncol = min(3, len(members))
     nrow = -(-len(members) // ncol)
@@ -1078,7 +1071,8 @@ def plot_sweep_ratios(rows: list[dict], keys: list[str], verdict_level: float) -
     keys = keys or ["store"]
     rows = [r for r in rows if r.get("width") is not None]
     axes_keys = _sweep_axes(rows, keys)
-    fig, axes = plt.subplots(1, len(axes_keys), figsize=(5.2 * len(axes_keys), 4.4), squeeze=False)
+    fig = Figure(figsize=(5.2 * len(axes_keys), 4.4))
+    axes = fig.subplots(1, len(axes_keys), squeeze=False)
     colours = {"ratio_poisson": "C0", "ratio_iid": "C3"}
     handles = [Line2D([], [], color=colours["ratio_poisson"], marker="o", ls="none", label="N Var / Poisson V_t"),
                Line2D([], [], color=colours["ratio_iid"], marker="o", ls="none", label="N Var / i.i.d. prediction")]
@@ -1132,7 +1126,8 @@ def plot_sweep_init(rows: list[dict], verdict_level: float, keys: list[str] | No
     exclude no between-init variance, always does), and a ratio of 0 (between truncated at 0) is a downward
     triangle on the bottom edge.
     """
-    fig, ax = plt.subplots(figsize=(5.6, 4.4))
+    fig = Figure(figsize=(5.6, 4.4))
+    ax = fig.subplots()
     rows = [r for r in rows if r.get("width") is not None]
     groups = [g for g in _sweep_axes(rows, list(keys or [])) if not any(k.split(".")[-1] == "beta" for k in g)]
     other = lambda r: ", ".join(_axis_label(r, g) for g in groups)  # noqa: E731
@@ -1225,7 +1220,6 @@ def write_sweep_report(catalog: Catalog, out_dir: str | os.PathLike, level: floa
         figs["extrapolation.png"] = plot_sweep_extrapolation(rows, keys)
     for name, fig in figs.items():
         fig.savefig(out / name, dpi=110)
-        plt.close(fig)
     manifest = catalog.manifest or {}
     md = [f"# Sweep {manifest.get('name', '')}".rstrip(), "",
           f"root `{catalog.root}` · {len(catalog.stores)} stores read"

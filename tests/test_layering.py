@@ -142,3 +142,13 @@ def test_io_modules_import_no_user_interface():
     :mod:`distntk.rows`, not with the query command's renderer)."""
     for m in sorted(IO & set(MODULES)):
         assert not (_imports(m) & UI), f"distntk.{m} imports {sorted(_imports(m) & UI)}"
+
+
+def test_importing_the_report_leaves_matplotlibs_backend_alone():
+    """A notebook keeps its backend: the report draws on Figure objects, never through pyplot's backend."""
+    code = ("import matplotlib; import distntk.report as r, distntk.estimate; "
+            "assert matplotlib.get_backend().lower() == 'svg', matplotlib.get_backend(); "
+            "assert 'matplotlib.pyplot' not in __import__('sys').modules")
+    env = {**__import__("os").environ, "MPLBACKEND": "svg"}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
