@@ -43,21 +43,9 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 
 from _common import machine_info  # noqa: E402
+from bench_store import _loadavg, _spec  # noqa: E402  (the same near-zero-compute units as the store benchmark)
 from latency_proxy import latency_proxy  # noqa: E402
-from raytools import section6_toml  # noqa: E402
 from s3_server import running_s3_server  # noqa: E402
-
-from distntk.spec import parse_spec  # noqa: E402
-
-
-def _spec(n_units: int, name: str):
-    return parse_spec(section6_toml(name=name, seed=3, widths=(16,), n_init=n_units, n_data=4, block=4, T=0.25,
-                                    times=(0.25,), L=3, most_likely=2))
-
-
-def _loadavg() -> str:
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
 
 
 def _cpu() -> float:

@@ -6,7 +6,9 @@ for old OpenBLAS builds) both are removed for the benchmark processes only, so
 that the current OpenBLAS picks its own kernel (printed under ``blas:``).
 The machine is shared: every figure is a median of repeats, and ratios are
 taken within one process.  Takes a few minutes on 2 cores, plus about 7 for
-bench_store.py (the result path: stores, S3 behind a latency proxy, 64 actors).
+bench_store.py (the result path: stores, S3 behind a latency proxy, 64 actors) and about 6 for
+bench_workers.py (workers write, the driver commits: ``distntk run`` end to end on a local store and
+S3 behind the proxy); bench_limit_cost.py runs its window cases only (the sampled ones take minutes).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = [["bench_kernel.py"], ["bench_memory.py"], ["bench_limit.py"], ["bench_ray.py"], ["bench_store.py"]]
+SCRIPTS = [["bench_kernel.py"], ["bench_memory.py"], ["bench_limit.py"], ["bench_ray.py"], ["bench_store.py"],
+           ["bench_workers.py"], ["bench_limit_cost.py", "--only", "window"]]
 
 
 def main():
