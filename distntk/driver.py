@@ -316,9 +316,14 @@ def _predictions(exp, ray_once: _RayOnce, actors, progress, phase) -> Callable:
     """``exp.predictions`` (called only when a store is created or its predictions rebuilt), announced through
     ``phase``; a sampled limit's path segments run on Ray actors, in the run's own cluster or an embedded Ray
     started for them."""
-    what = (f"solving the limit over the infinite past (a basis window of L = {exp.basis_L}, then "
-            f"{exp.segments} path segments of {exp.segment_steps} steps on Ray actors)" if exp.memory == "sampled"
-            else f"solving the limit (window L = {exp.L}, kernel by quadrature)")
+    if exp.memory == "sampled":
+        what = (f"solving the limit over the infinite past (a basis window of L = {exp.basis_L}, then "
+                f"{exp.segments} path segments of {exp.segment_steps} steps on Ray actors)")
+    elif getattr(exp, "ar", None) is not None:
+        what = (f"solving the AR(1) limit (windows of L = {exp.L} values, {exp.segments} path segments of "
+                f"{exp.segment_steps} steps, in this process)")
+    else:
+        what = f"solving the limit (window L = {exp.L}, kernel by quadrature)"
     if exp.memory != "sampled":
         def solve():
             phase(what)
