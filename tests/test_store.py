@@ -11,7 +11,7 @@ from raytools import tiny_spec
 
 from distntk import open_store
 from distntk.spec import load_spec
-from distntk.store import StoreError, create_store, open_or_create, open_result_store, store_spec
+from distntk.store import StoreError, chunk_digest, create_store, open_or_create, open_result_store, store_spec
 
 
 @pytest.fixture
@@ -256,3 +256,33 @@ def test_records_are_committed_in_few_chunk_writes(tmp_path):
     assert sorted(done, key=units.index) == units and len(set(done)) == len(units)
     assert 2 <= w.record_writes <= len(units) // 100
     assert rs.pending(units) == [] and open_store(tmp_path / "s.zarr").done.values.all()
+
+
+def test_a_worker_whose_writes_keep_failing_hands_the_result_to_the_driver(spec, tmp_path, monkeypatch):
+    """Storage errors on a worker are retried (here with short delays), then the unit's receipt carries its
+    result and one line saying why, and the driver's writer stores it: the unit is not lost."""
+    import shutil
+
+    from distntk import store as store_mod
+    from distntk.driver import _Compute
+
+    monkeypatch.setattr(store_mod, "_WORKER_RETRY_DELAYS", (0.01, 0.01))
+    path = tmp_path / "s.zarr"
+    rs = create_store(path, spec, spec.experiment.predictions())
+    e = spec.experiment
+    u, u2 = e.units()[:2]
+    work = _Compute([e], [rs.chunk_target()])
+    [(unit, receipt, wall)] = work((0, (u,)))  # opens the arrays in this "worker" and writes: fine
+    assert unit == u and set(receipt) == {"digest"} and wall > 0
+    shutil.copytree(path / "risk", tmp_path / "risk-kept")
+    shutil.rmtree(path / "risk")
+    (path / "risk").write_text("not a directory")  # every write of a risk chunk now fails (root included)
+    [(unit, receipt, wall)] = work((0, (u2,)))
+    assert unit == u2 and set(receipt) == {"result", "why"} and "after 2 retries" in receipt["why"]
+    (path / "risk").unlink()
+    shutil.copytree(tmp_path / "risk-kept", path / "risk")
+    with rs.writer() as w:  # the driver's path, as driver.run takes it for such a receipt
+        w.commit(u, 0.1, "n", {"output": chunk_digest("output/0.0.0.0.0", e.compute(u)["output"]),
+                               "risk": chunk_digest("risk/0.0.0.0", e.compute(u)["risk"])})
+        w.submit(u2, receipt["result"], wall, "n")
+    assert rs.pending(e.units(), check=True) == e.units()[2:]
