@@ -240,14 +240,12 @@ def test_run_refuses_above_max_core_hours_naming_the_estimate(tmp_path, capsys):
 
 
 def test_run_refuses_a_unit_that_cannot_fit_in_an_actor(tmp_path, capsys):
-    """N = 2**24, 512 replicas per unit: about 0.5 TiB of parameters and memory state per unit.
-
-    (``--address`` names a port nothing listens on: were the spec not refused, the run would end at once.)
-    """
+    """N = 2**24, 512 replicas per unit: about 0.5 TiB of parameters and memory state per unit, more than the
+    whole machine (``--actors 1``: one actor may use all of it); refused before any store or Ray."""
     spec = _spec_with(tmp_path, "widths = [16, 32]", "widths = [16777216]")
     spec.write_text(spec.read_text().replace("T = 1.0", "T = 1e-06").replace("times = [0.5, 1.0]", "times = [1e-06]")
                     .replace("n_data = 8", "n_data = 512").replace("block = 4", "block = 512"))
-    _one_error(capsys, main(["run", str(spec), "--store", str(tmp_path / "s.zarr"), "--address", "127.0.0.1:9"]),
+    _one_error(capsys, main(["run", str(spec), "--store", str(tmp_path / "s.zarr"), "--actors", "1"]),
                "one work unit needs about")
     assert not (tmp_path / "s.zarr").exists()
 
