@@ -144,7 +144,6 @@ def _hours(h: float) -> str:
 
 def estimate_limit(exp: Experiment) -> LimitCost:
     """The limit's :class:`LimitCost` (module docstring): chooses the quadrature rule the solve will reuse."""
-    import numpy as np
 
     from .chain import window_chain
     from .limit import MAX_HISTORIES, quadrature_rule
@@ -161,8 +160,9 @@ def estimate_limit(exp: Experiment) -> LimitCost:
     elif exp.memory == "sampled":
         win = window_chain(exp.chain, exp.basis_L, max_histories=1 << 20)
         rule = quadrature_rule(model, win, exp.kernel_resolution, 0, exp.kernel_tol, 1 << 21, 64)
-        L0 = exp.L0 if exp.L0 is not None else exp.basis_L
-        burn = L0 + (int(np.ceil(np.log(1e-14) / np.log(model.rho))) if model.rho > 0 else 1)
+        from .longmem import burn_in
+
+        burn = burn_in(model.rho, exp.L0 if exp.L0 is not None else exp.basis_L)
         steps = exp.segments * (exp.segment_steps + burn) + win.n_histories * win.L
         method, rate, spread = "sampled", SECONDS_PER_PATH_STEP, exp.segments
     else:

@@ -65,6 +65,22 @@ def unit_grid(widths: Iterable[int], n_init: int, n_data: int, block: int) -> li
             for N in widths for i in range(n_init) for lo in range(0, n_data, block)]
 
 
+_ERROR_DIMS = {**dict.fromkeys(("h", "nvar_poisson", "nvar_iid", "var_init_coef"), ("time", "probe")),
+               **dict.fromkeys(("risk_h", "nvar_risk_poisson", "nvar_risk_iid", "var_risk_init_coef"), ("time",))}
+
+
+def _with_errors(out: dict, pi_probe: np.ndarray) -> dict:
+    """The Dataset variables of a limit estimated by Monte Carlo (sampled or AR(1)): every prediction with its
+    standard error ``<name>_se``, the target ``f`` and ``pi_probe``."""
+    data = {}
+    for name, d in _ERROR_DIMS.items():
+        data[name] = (d, out[name])
+        data[name + "_se"] = (d, out[name + "_se"])
+    data["f"] = (("probe",), out["f"])
+    data["pi_probe"] = (("probe",), pi_probe)
+    return data
+
+
 @dataclass(frozen=True, eq=False)
 class Experiment:
     chain: MarkovChain
@@ -201,15 +217,7 @@ class Experiment:
                            resolution=self.kernel_resolution, map_segments=map_segments)
         t = np.asarray(self.times, dtype=float)
         out = sl.predict(t, self.probes, self.L)
-        dims = ("time", "probe")
-        names = {"h": dims, "nvar_poisson": dims, "nvar_iid": dims, "var_init_coef": dims, "risk_h": ("time",),
-                 "nvar_risk_poisson": ("time",), "nvar_risk_iid": ("time",), "var_risk_init_coef": ("time",)}
-        data = {}
-        for name, d in names.items():
-            data[name] = (d, out[name])
-            data[name + "_se"] = (d, out[name + "_se"])
-        data["f"] = (("probe",), out["f"])
-        data["pi_probe"] = (("probe",), out["pi_probe"])
+        data = _with_errors(out, out["pi_probe"])
         corr_h = float(np.max(np.abs(out["h_corr"])))
         corr_v = float(np.max(np.abs(out["nvar_poisson_corr"]) / np.abs(out["nvar_poisson"]).clip(1e-300)))
         pb = sl.problem
@@ -274,15 +282,7 @@ class AR1Experiment(Experiment):
                         resolution=self.kernel_resolution)
         t = np.asarray(self.times, dtype=float)
         out = lim.predict(t, self.probes)
-        dims = ("time", "probe")
-        names = {"h": dims, "nvar_poisson": dims, "nvar_iid": dims, "var_init_coef": dims, "risk_h": ("time",),
-                 "nvar_risk_poisson": ("time",), "nvar_risk_iid": ("time",), "var_risk_init_coef": ("time",)}
-        data = {}
-        for name, d in names.items():
-            data[name] = (d, out[name])
-            data[name + "_se"] = (d, out[name + "_se"])
-        data["f"] = (("probe",), out["f"])
-        data["pi_probe"] = (("probe",), np.full(len(self.probes), np.nan))  # a density point: no probability
+        data = _with_errors(out, np.full(len(self.probes), np.nan))  # a density point: no probability
         return xr.Dataset(
             data,
             coords={"time": t, "probe": self.probe_labels()},

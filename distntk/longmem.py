@@ -72,7 +72,8 @@ from .limit import E_C2, feature_pass, gl_nodes, ntk_features
 from .rnn import RNNConfig
 from .target import Target
 
-__all__ = ["SampledProblem", "SampledLimit", "sampled_problem", "sample_limit", "segment_stats", "solve_sampled"]
+__all__ = ["SampledProblem", "SampledLimit", "burn_in", "sampled_problem", "sample_limit", "segment_stats",
+           "solve_sampled"]
 
 _RANK_RTOL = 1e-12  # basis directions kept: lambda > _RANK_RTOL * lambda_max
 _KEEP_DIRECTIONS = 1 << 23  # doubles (64 MiB): up to this the basis directions travel with the problem
@@ -203,6 +204,11 @@ def _second_eigenvalue(chain: MarkovChain) -> float:
     return float(ev[1]) if len(ev) > 1 else 0.0
 
 
+def burn_in(rho: float, L0: int) -> int:
+    """Steps a segment starts early from zero memory: ``L0`` plus enough for ``rho^burn <= 1e-14``."""
+    return L0 + (int(np.ceil(np.log(1e-14) / np.log(rho))) if rho > 0 else 1)
+
+
 def sampled_problem(cfg: RNNConfig, chain: MarkovChain, L_b: int, L0: int, *, steps: int = 4096,
                     seed: int = 0, quad_tol: float = 1e-6, resolution: int | None = None) -> SampledProblem:
     """Solve the basis window ``L_b`` in feature form and fix the segments' parameters."""
@@ -216,8 +222,7 @@ def sampled_problem(cfg: RNNConfig, chain: MarkovChain, L_b: int, L0: int, *, st
     ls, W = np.linalg.eigh(fk.C0_eig)
     keep_s = ls > _RANK_RTOL * max(ls.max(), 1e-300)
     A_s = (U @ W[:, keep_s]) / np.sqrt(ls[keep_s])
-    rho = cfg.rho
-    burn = L0 + (int(np.ceil(np.log(1e-14) / np.log(rho))) if rho > 0 else 1)
+    burn = burn_in(cfg.rho, L0)
     pb = SampledProblem(cfg=cfg, chain=chain, full=fk.nodes, wts=fk.weights, basis=win.histories,
                         basis_sq=np.sqrt(win.pi), A=A, A_s=A_s, L0=int(L0), steps=int(steps), burn=burn,
                         seed=int(seed), kernel_error=fk.error, kernel_method=fk.method,

@@ -650,28 +650,39 @@ _QUANTITY_TEXT = {"poisson": "N·Var / V_t (Poisson)", "init": "between-init var
                   "mean": "mean - h_t"}
 
 
-def plot_extrapolation(est: xr.Dataset, ext: xr.Dataset, cell: dict) -> Figure:
-    """The Poisson ratio ``N Var / V_t`` against ``N^-gamma`` at ``cell``, with the fitted line
-    ``r_inf (1 + c N^-gamma)`` and ``r_inf``'s interval at ``N^-gamma = 0`` (docs/model.md#extrapolation)."""
-    x = ext.sel(quantity="poisson", **cell)
-    g = float(x["gamma"])
-    N = est["width"].values.astype(float)
-    e = est.sel(**cell)
-    r = e["ratio_poisson"].values
-    lo, hi = e["ratio_poisson_lo"].values, e["ratio_poisson_hi"].values
-    fig = Figure(figsize=(6.0, 4.0))
-    ax = fig.subplots()
+_RATIO_BAND = ("ratio_poisson", "ratio_poisson_lo", "ratio_poisson_hi")
+
+
+def _draw_extrapolation(ax, widths, band: np.ndarray, fit: dict, labels: bool = False) -> float:
+    """Draw the ratio and its verdict interval per width (``band``: ``(W, 3)`` value, lo, hi) against
+    ``N^-gamma``, the fitted line ``r_inf (1 + c N^-gamma)``, ``r_inf`` with its interval at 0 and the theory's
+    limit 1; returns the fit's gamma."""
+    g = fit["gamma"]
+    N = np.asarray(widths, dtype=float)
+    r, lo, hi = band[:, 0], band[:, 1], band[:, 2]
     ok = np.isfinite(r)
     if np.isfinite(g) and ok.any():
         xs = N[ok] ** -g
         ax.errorbar(xs, r[ok], yerr=[r[ok] - lo[ok], hi[ok] - r[ok]], fmt="o", color="C0", capsize=3,
-                    label="simulation (verdict interval)")
+                    label="simulation (verdict interval)" if labels else None)
         grid = np.linspace(0, xs.max() * 1.05, 50)
-        ax.plot(grid, float(x["r_inf"]) * (1 + float(x["c"]) * grid), color="C1", label=f"fit, gamma = {g:.2f}")
-        ax.errorbar([0.0], [float(x["r_inf"])], yerr=[[float(x["r_inf"] - x["r_inf_lo"])],
-                                                        [float(x["r_inf_hi"] - x["r_inf"])]],
-                    fmt="s", color="C1", capsize=4, label="r_inf (interval)")
-    ax.axhline(1.0, color="0.4", lw=0.8, ls="--", label="the theory's limit, 1")
+        ax.plot(grid, fit["r_inf"] * (1 + fit["c"] * grid), color="C1",
+                label=f"fit, gamma = {g:.2f}" if labels else None)
+        ax.errorbar([0.0], [fit["r_inf"]], yerr=[[fit["r_inf"] - fit["r_inf_lo"]], [fit["r_inf_hi"] - fit["r_inf"]]],
+                    fmt="s", color="C1", capsize=4, label="r_inf (interval)" if labels else None)
+    ax.axhline(1.0, color="0.4", lw=0.8, ls="--", label="the theory's limit, 1" if labels else None)
+    return g
+
+
+def plot_extrapolation(est: xr.Dataset, ext: xr.Dataset, cell: dict) -> Figure:
+    """The Poisson ratio ``N Var / V_t`` against ``N^-gamma`` at ``cell``, with the fitted line
+    ``r_inf (1 + c N^-gamma)`` and ``r_inf``'s interval at ``N^-gamma = 0`` (docs/model.md#extrapolation)."""
+    x = ext.sel(quantity="poisson", **cell)
+    e = est.sel(**cell)
+    fig = Figure(figsize=(6.0, 4.0))
+    ax = fig.subplots()
+    _draw_extrapolation(ax, est["width"].values, np.stack([e[k].values for k in _RATIO_BAND], axis=1),
+                        {k: float(x[k]) for k in ("r_inf", "r_inf_lo", "r_inf_hi", "c", "gamma")}, labels=True)
     ax.set_xlabel("N^-gamma  (N = width)")
     ax.set_ylabel("N·Var / V_t")
     ax.set_title(f"Extrapolation to infinite width, t = {cell['time']:g}, probe {cell['probe']}")
@@ -983,13 +994,8 @@ def sweep_headlines(catalog: Catalog, level: float = 0.95, verdict_level: float 
             x = extrapolate(est, level=level).sel(quantity="poisson", time=cell["time"], probe=cell["probe"])
             row.update({k: float(x[k]) for k in ("r_inf", "r_inf_lo", "r_inf_hi", "c", "gamma")},
                        verdict_limit=str(x["verdict_limit"].values),
-                       per_width={int(N): (float(est["ratio_poisson"].sel(width=N, time=cell["time"],
-                                                                          probe=cell["probe"])),
-                                           float(est["ratio_poisson_lo"].sel(width=N, time=cell["time"],
-                                                                             probe=cell["probe"])),
-                                           float(est["ratio_poisson_hi"].sel(width=N, time=cell["time"],
-                                                                             probe=cell["probe"])))
-                                  for N in with_data})
+                       per_width={int(N): tuple(float(est[k].sel(width=N, time=cell["time"], probe=cell["probe"]))
+                                                for k in _RATIO_BAND) for N in with_data})
         rows.append(row)
     return rows
 
@@ -1003,19 +1009,8 @@ def plot_sweep_extrapolation(rows: list[dict], keys: list[str]) -> Figure:
     fig = Figure(figsize=(4.0 * ncol, 3.2 * nrow))
     axes = np.atleast_1d(fig.subplots(nrow, ncol, squeeze=False)).ravel()
     for ax, r in zip(axes, members, strict=False):
-        g = r["gamma"]
-        N = np.array(sorted(r["per_width"]), dtype=float)
-        v = np.array([r["per_width"][int(n)] for n in N])
-        ok = np.isfinite(v[:, 0])
-        if np.isfinite(g) and ok.any():
-            xs = N[ok] ** -g
-            ax.errorbar(xs, v[ok, 0], yerr=[v[ok, 0] - v[ok, 1], v[ok, 2] - v[ok, 0]], fmt="o", color="C0",
-                        capsize=3)
-            grid = np.linspace(0, xs.max() * 1.05, 50)
-            ax.plot(grid, r["r_inf"] * (1 + r["c"] * grid), color="C1")
-            ax.errorbar([0.0], [r["r_inf"]], yerr=[[r["r_inf"] - r["r_inf_lo"]], [r["r_inf_hi"] - r["r_inf"]]],
-                        fmt="s", color="C1", capsize=4)
-        ax.axhline(1.0, color="0.4", lw=0.8, ls="--")
+        N = sorted(r["per_width"])
+        g = _draw_extrapolation(ax, N, np.array([r["per_width"][n] for n in N]), r)
         ax.set_title(", ".join(f"{k.split('.')[-1]}={_key_text(r[k])}" for k in keys) or r["store"], fontsize=9)
         ax.set_xlabel(f"N^-gamma (gamma = {g:.2f})", fontsize=8)
         ax.set_ylabel("N·Var / V_t", fontsize=8)
