@@ -3,16 +3,13 @@
 See ``docs/model.md`` for the mathematics; each module's
 docstring names the section it implements.
 
-``distntk.estimate`` is the estimator *function* (the module's other entry
-points are exported beside it; ``from distntk.estimate import ...`` reaches the
-module).  The report (plots, Markdown) is ``distntk.report.write_report``; it
+``distntk.estimate`` is the estimator function; it and the estimator's other
+entry points live in :mod:`distntk.estimator`.  The report (plots, Markdown) is ``distntk.report.write_report``; it
 is not imported here, so that ``import distntk`` on a Ray worker does not load
 matplotlib.
 """
 
 import importlib as _importlib
-import sys as _sys
-import types as _types
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
@@ -27,8 +24,8 @@ _LAZY = {
     "Catalog": "catalog", "open_catalog": "catalog",
     "DistntkError": "errors",
     "ChainError": "chain", "MarkovChain": "chain", "markov_chain": "chain", "window_chain": "chain",
-    "EstimateError": "estimate", "convergence_rates": "estimate", "estimate": "estimate",
-    "extrapolate": "estimate", "missing_units": "estimate", "variance_components": "estimate",
+    "EstimateError": "estimator", "convergence_rates": "estimator", "estimate": "estimator",
+    "extrapolate": "estimator", "missing_units": "estimator", "variance_components": "estimator",
     "Experiment": "experiment", "Unit": "experiment",
     "Limit": "limit", "solve_limit": "limit",
     "memory_contraction": "memory",
@@ -39,29 +36,13 @@ _LAZY = {
 }
 
 
-class _Package(_types.ModuleType):
-    """The package module: public names resolved lazily, and ``distntk.estimate`` always the function.
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'distntk' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
 
-    Importing the submodule ``distntk.estimate`` would bind the package attribute ``estimate`` to the
-    module; that binding is not kept, so the attribute stays the estimator function (the module is
-    reached with ``from distntk.estimate import ...``).
-    """
-
-    def __getattr__(self, name):
-        if name not in _LAZY:
-            raise AttributeError(f"module 'distntk' has no attribute {name!r}")
-        value = getattr(_importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        if name != "estimate":
-            super().__setattr__(name, value)
-        return value
-
-    def __setattr__(self, name, value):
-        if name == "estimate" and isinstance(value, _types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-_sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "Catalog",

@@ -38,7 +38,7 @@ deterministic; a window ``L`` shortened by ``limit.max_histories`` below what
 
 Paths and URLs are opened by :func:`distntk.store.open_store`, so the report
 reads exactly the stores ``distntk run`` writes.  The numbers come from
-:mod:`distntk.estimate`; this module only draws and writes.  It works on a
+:mod:`distntk.estimator`; this module only draws and writes.  It works on a
 partially finished store: everything uses the done replicas, and the report
 names the missing units by (width, init, data range).  ``distntk report STORE
 [--out DIR]`` (``distntk/cli.py``) calls :func:`write_report`.
@@ -63,7 +63,7 @@ import xarray as xr  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402  (no pyplot: a figure needs no backend, a notebook's is left alone)
 from scipy import stats  # noqa: E402
 
-from .estimate import convergence_rates, estimate, extrapolate, missing_units  # noqa: E402
+from .estimator import convergence_rates, estimate, extrapolate, missing_units  # noqa: E402
 from .memory import memory_contraction  # noqa: E402
 from .store import StoreError, store_model  # noqa: E402
 from .verify import open_checked  # noqa: E402
@@ -830,7 +830,7 @@ def write_report(dataset_or_path: xr.Dataset | str | os.PathLike, out_dir: str |
 
     ``dataset_or_path`` is a store Dataset (:func:`distntk.open_store`) or a
     path/URL, opened through :func:`open_dataset`.  ``memory``: ``"auto"``
-    computes :func:`distntk.estimate.memory_contraction` from the spec stored in
+    computes :func:`distntk.memory.memory_contraction` from the spec stored in
     the store (section 6 says why when it cannot); a
     ``memory_contraction`` result is used as is; ``None`` leaves it out.
     ``source`` names the store in the header (default: the path, if one was given).
@@ -953,7 +953,7 @@ def write_report(dataset_or_path: xr.Dataset | str | os.PathLike, out_dir: str |
            "sequences (chi-square interval); between-init variance = (S_1^2 - MSW)/n~ from the unweighted init "
            "means, truncated at 0, with the modified large-sample interval; mean = mean of the init means with a "
            "t interval. Comparisons with V_t/N use an init-robust standard error. Formulas and the choice of "
-           "intervals: the docstring of `distntk/estimate.py`.", ""]
+           "intervals: the docstring of `distntk/estimator.py`.", ""]
     md += _glossary(out) + [""]
     path = out / "report.md"
     path.write_text("\n".join(md))

@@ -2,7 +2,7 @@
 the simulation beside the limit and the predictions.
 
 For width ``N``, time ``t`` and probe window ``z``, over the replicas marked done, the numbers of
-:func:`distntk.estimate.estimate` (one estimator: ``query``, ``report`` and the catalog agree on every
+:func:`distntk.estimator.estimate` (one estimator: ``query``, ``report`` and the catalog agree on every
 store, complete, partial or unbalanced).  The columns, each with its one-line meaning, are
 :data:`COLUMNS`: one list, one spelling per concept, for the query table's header, the CSV header, the
 JSON keys, the catalog's rows and the column table of docs/guides/laptop.md (``tests/test_cli.py``
@@ -38,7 +38,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import DistntkError
-from .estimate import estimate_cells
+from .estimator import estimate_cells
 from .experiment import unit_grid
 
 __all__ = ["COLUMNS", "QueryError", "progress", "summary"]
@@ -183,8 +183,8 @@ def _number(v) -> float | None:
 
 def _limit(est: dict, coords: dict, attrs: dict, W: int, T: int, P: int) -> dict:
     """The Poisson ratio's extrapolation to ``N -> infinity`` per (time, probe)
-    (:func:`distntk.estimate.extrapolate`, gamma fitted), as ``{column: (T, P) array}``."""
-    from .estimate import extrapolate
+    (:func:`distntk.estimator.extrapolate`, gamma fitted), as ``{column: (T, P) array}``."""
+    from .estimator import extrapolate
 
     if W < 3:  # a fitted exponent needs three widths: the columns say n/a
         nan = np.full((T, P), np.nan)

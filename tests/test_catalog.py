@@ -344,7 +344,7 @@ def test_kept_quantiles_are_scipys():
     import numpy as np
     from scipy import stats
 
-    from distntk.estimate import _quantile
+    from distntk.estimator import _quantile
 
     df = np.array([[1.0, 3.0, np.nan], [0.0, 7.5, 3.0]])
     for dist, method, args in ((stats.t, "isf", (df,)), (stats.chi2, "ppf", (df,)), (stats.f, "isf", (df, df[0])),
@@ -363,7 +363,7 @@ def test_query_rows_are_the_estimates_numbers(sweep_root):
     """summary reads the estimator's arrays without its Dataset: the same numbers as estimate()."""
     import numpy as np
 
-    from distntk.estimate import estimate
+    from distntk.estimator import estimate
 
     cat = open_catalog(str(sweep_root))
     for m in SWEEP.members[:2]:

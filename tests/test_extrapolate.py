@@ -1,4 +1,4 @@
-"""Finite-width extrapolation (distntk.estimate.extrapolate): coverage at known r_inf, c and gamma.
+"""Finite-width extrapolation (distntk.estimator.extrapolate): coverage at known r_inf, c and gamma.
 
 The simulations draw per-width ratios the way the estimator produces them: a log-normal ratio around
 ``r_inf (1 + c N^-gamma)`` whose log-scale standard error is itself estimated with 31 degrees of freedom
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from distntk.estimate import EstimateError, estimate, extrapolate
+from distntk.estimator import EstimateError, estimate, extrapolate
 
 WIDTHS = [128, 256, 512, 1024, 2048, 4096]
 

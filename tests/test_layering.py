@@ -13,7 +13,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "distntk"
 MODULES = sorted(p.stem for p in PKG.glob("*.py") if p.stem not in {"__init__", "__main__"})
-SCIENCE = {"chain", "target", "rnn", "_fast", "limit", "longmem", "memory", "experiment", "estimate"}
+SCIENCE = {"chain", "target", "rnn", "_fast", "limit", "longmem", "memory", "experiment", "estimator"}
 UI = {"cli", "query", "report"}  # what renders for a user: commands, tables, reports
 IO = {"store", "catalog", "verify", "lease", "driver", "service", "rows"}  # stores, runs and their rows
 
@@ -146,7 +146,7 @@ def test_io_modules_import_no_user_interface():
 
 def test_importing_the_report_leaves_matplotlibs_backend_alone():
     """A notebook keeps its backend: the report draws on Figure objects, never through pyplot's backend."""
-    code = ("import matplotlib; import distntk.report as r, distntk.estimate; "
+    code = ("import matplotlib; import distntk.report as r, distntk.estimator; "
             "assert matplotlib.get_backend().lower() == 'svg', matplotlib.get_backend(); "
             "assert 'matplotlib.pyplot' not in __import__('sys').modules")
     env = {**__import__("os").environ, "MPLBACKEND": "svg"}

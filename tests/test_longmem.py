@@ -184,7 +184,7 @@ def test_bad_memory_keys_are_one_line_errors(limit, message):
 def test_prediction_errors_widen_the_verdict_intervals(sticky_store):
     """A sampled limit's standard errors enter the verdicts: the ratio interval's log half-width becomes
     q sqrt((within_se / within)^2 + (pred_se / pred)^2), the mean's half-width q sqrt(mean_se^2 + h_se^2)."""
-    from distntk.estimate import estimate
+    from distntk.estimator import estimate
 
     ds = sticky_store.copy()
     plain = estimate(ds)

@@ -17,7 +17,7 @@ import zarr
 from conftest import sticky_spec, write_store
 
 from distntk.cli import main
-from distntk.estimate import estimate, missing_units
+from distntk.estimator import estimate, missing_units
 from distntk.report import summary, write_report
 from distntk.store import open_store
 
@@ -299,7 +299,7 @@ def _model_refs(md: str) -> list[str]:
 
 
 def test_report_reads_at_a_glance(sticky_store, tmp_path):
-    from distntk.estimate import convergence_rates
+    from distntk.estimator import convergence_rates
     from distntk.report import MODEL_ANCHORS
 
     md = write_report(sticky_store, tmp_path / "rep").read_text()
@@ -372,7 +372,7 @@ def _check_figure(fig):
 def test_every_figure_has_labelled_axes_and_one_legend(sticky_store):
     import matplotlib.pyplot as plt
 
-    from distntk.estimate import convergence_rates
+    from distntk.estimator import convergence_rates
     from distntk.memory import memory_contraction
     from distntk.report import plot_convergence, plot_mean, plot_memory, plot_nvar
     from distntk.store import store_model

@@ -13,7 +13,7 @@ from raytools import cleanup, done_units, marked_pids, new_mark, scoped_env, sho
 
 from distntk import open_store
 from distntk.cli import main
-from distntk.estimate import missing_units
+from distntk.estimator import missing_units
 from distntk.spec import Spec, load_spec
 from distntk.store import open_result_store
 

@@ -37,8 +37,8 @@ def test_help_loads_no_heavy_module(argv):
 
 def test_import_distntk_is_lazy_and_estimate_is_the_function():
     code = ("import sys, json, distntk\nheavy = sorted(m for m in %r if m in sys.modules)\n"
-            "from distntk.estimate import variance_components\n"  # the submodule imported by name ...
-            "import distntk.estimate\n"
+            "from distntk.estimator import variance_components\n"  # the submodule imported by name ...
+            "import distntk.estimator\n"
             "print(json.dumps([heavy, callable(distntk.estimate), type(distntk.estimate).__name__, "
             "distntk.open_store.__module__]))") % (HEAVY,)
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
