@@ -78,9 +78,9 @@ most_likely = 3
 
 def outputs(e) -> np.ndarray:
     """``(width, init, data, time, probe)`` of every unit of ``e``, computed from its seeds."""
-    out = np.full((len(e.widths), e.n_init, e.n_data, len(e.times), len(e.probes)), np.nan)
+    out = np.full((len(e.replicas.widths), e.replicas.n_init, e.replicas.n_data, len(e.times), len(e.probes)), np.nan)
     for u in e.units():
-        out[e.widths.index(u.width), u.init, u.data_start:u.data_stop] = e.compute(u)["output"]
+        out[e.replicas.widths.index(u.width), u.init, u.data_start:u.data_stop] = e.compute(u)["output"]
     return out
 
 
@@ -91,7 +91,7 @@ def cell(beta: float, chain: str, design: str, seeds: int, scale: float) -> dict
     spec = parse_spec(spec_text(beta, chain, design))
     e0 = spec.experiment
     pred = e0.predictions()
-    widths = list(e0.widths)
+    widths = list(e0.replicas.widths)
     init_var = init_variance({"spec_canonical": canonical_json(spec.canonical)}, pred.var_init_coef.values, widths)
     units = flagged = mad_only = hits = 0
     zmax = 0.0
@@ -100,13 +100,13 @@ def cell(beta: float, chain: str, design: str, seeds: int, scale: float) -> dict
         out = outputs(e)
         done = np.isfinite(out).all(axis=(3, 4))
         units += len(e.units())
-        flagged += len(outliers(out, done, widths, e.block, init_var))
-        mad_only += _mad_only(out, done, widths, e.block)
-        zmax = max(zmax, _largest_z(out, widths, e.block, init_var))
+        flagged += len(outliers(out, done, widths, e.replicas.block, init_var))
+        mad_only += _mad_only(out, done, widths, e.replicas.block)
+        zmax = max(zmax, _largest_z(out, widths, e.replicas.block, init_var))
         u = e.units()[np.random.default_rng(s).integers(len(e.units()))]
         sl = (widths.index(u.width), u.init, slice(u.data_start, u.data_stop))
         out[sl] *= scale
-        hits += u in outliers(out, done, widths, e.block, init_var)
+        hits += u in outliers(out, done, widths, e.replicas.block, init_var)
     return {"beta": beta, "chain": chain, "design": design, "stores": seeds, "units": units, "new": flagged,
             "mad_only": mad_only, "largest_z_new": round(zmax, 2), f"x{scale:g}_found": hits}
 

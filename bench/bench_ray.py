@@ -55,7 +55,7 @@ def _spec(width: int, n_init: int, n_data: int, block: int, T: float = 2.0):
     text = text.replace("block = 32", f"block = {block}").replace("T = 2.0", f"T = {T}")
     text = text.replace("times = [0.5, 1.0, 1.5, 2.0]", f"times = [{T}]")
     spec = parse_spec(text, default_name=f"bench-{width}")
-    assert spec.experiment.widths == (width,) and base.experiment.model == spec.experiment.model
+    assert spec.experiment.replicas.widths == (width,) and base.experiment.model == spec.experiment.model
     return spec
 
 
@@ -94,7 +94,7 @@ def main(argv=None):
     try:
         spec = _spec(args.width, args.units, args.block, args.block)
         exp = spec.experiment
-        exp.limit()
+        exp.solve()
         unit = exp.units()[0]
         exp.compute(unit)  # compile / warm up
         t = time.perf_counter()
@@ -119,7 +119,7 @@ def main(argv=None):
         print(f"speed-up 2 actors / 1 actor (steady throughput): {best[2] / best[1]:.2f}x")
 
         tiny = _spec(4, args.tiny_units, 1, 1, T=0.25)
-        tiny.experiment.limit()
+        tiny.experiment.solve()
         _timed_run(tiny, 1, tmp, "tiny-warm")
         _, _, walls, stamps = _timed_run(tiny, 1, tmp, "tiny")
         import numpy as np

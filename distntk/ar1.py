@@ -87,7 +87,7 @@ import scipy.signal
 
 from . import _fast
 from .chain import ChainError, MarkovChain, markov_chain, rouwenhorst, window_chain
-from .limit import E_C2, feature_pass, gl_nodes, quadrature_rule
+from .limit import E_C2, LimitConfig, feature_pass, gl_nodes, quadrature_rule
 from .rnn import RNNConfig
 from .target import Target
 
@@ -370,13 +370,16 @@ def rule_window(L: int, d: int, states: int = 9) -> int:
     return n
 
 
-def ar1_limit(cfg: RNNConfig, ar: AR1, target: Target, L: int, *, segments: int = 16, steps: int = 4096,
-              n_basis: int = 2048, seed: int = 0, quad_tol: float = 1e-6, resolution: int | None = None,
-              rule_states: int = 9) -> AR1Limit:
-    """The AR(1) limit (module docstring).  The quadrature rule is chosen (and its error measured) on the
+def ar1_limit(cfg: RNNConfig, ar: AR1, target: Target, L: int, limit: LimitConfig | None = None, *,
+              n_basis: int = 2048, seed: int = 0, rule_states: int = 9) -> AR1Limit:
+    """The AR(1) limit (module docstring), with the spec's ``[limit]`` table: ``limit.segments`` path
+    segments of ``limit.segment_steps`` steps, the kernel to ``limit.tol`` (or ``limit.resolution``).
+    The quadrature rule is chosen (and its error measured) on the
     windows of :func:`reference_chain` with ``rule_states`` states per coordinate (they span
     ``+-sqrt(rule_states - 1)`` stationary sd), of length :func:`rule_window` (``L``, or the longest with
     at most 2^16 windows: the older values weigh like ``rho^k``); ``resolution`` fixes a tensor Gauss rule instead."""
+    limit = LimitConfig() if limit is None else limit
+    segments, steps = limit.segments, limit.segment_steps
     if L < target.m:
         raise ValueError(f"window length L = {L} is shorter than the target memory m = {target.m}")
     if segments < 2:
@@ -385,7 +388,7 @@ def ar1_limit(cfg: RNNConfig, ar: AR1, target: Target, L: int, *, segments: int 
     d = ar.dim
     rule = quadrature_rule(cfg, window_chain(reference_chain(ar, rule_states), rule_window(L, d, rule_states),
                                          max_histories=1 << 16),
-                       resolution, seed, quad_tol, 1 << 21, 64)
+                       limit.resolution, seed, limit.tol, 1 << 21, 64)
     full = np.zeros((len(rule.pts), d + 2))
     full[:, rule.coords] = rule.pts
     wts = np.asarray(rule.wts, dtype=float)

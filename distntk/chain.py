@@ -168,36 +168,39 @@ def markov_chain(P: ArrayLike, inputs: ArrayLike | None = None) -> MarkovChain:
     """
     P = np.array(P, dtype=float)
     if P.ndim != 2 or P.shape[0] != P.shape[1] or P.shape[0] == 0:
-        raise ChainError(f"transition matrix has shape {P.shape}; expected a non-empty square (S, S) matrix")
+        raise ChainError(f"transition matrix has shape {P.shape}; expected a non-empty square (S, S) matrix",
+                         key="transition")
     if not np.all(np.isfinite(P)):
-        raise ChainError("transition matrix has non-finite entries; expected probabilities in [0, 1]")
+        raise ChainError("transition matrix has non-finite entries; expected probabilities in [0, 1]", key="transition")
     if np.any(P < 0):
         i, j = np.argwhere(P < 0)[0]
-        raise ChainError(f"transition matrix entry ({i}, {j}) is {P[i, j]:g}; entries must be >= 0")
+        raise ChainError(f"transition matrix entry ({i}, {j}) is {P[i, j]:g}; entries must be >= 0", key="transition")
     sums = P.sum(axis=1)
     bad = np.flatnonzero(np.abs(sums - 1.0) > _ROW_TOL)
     if bad.size:
         r = int(bad[0])
-        raise ChainError(f"transition matrix row {r} sums to {sums[r]:.6g}; rows must sum to 1")
+        raise ChainError(f"transition matrix row {r} sums to {sums[r]:.6g}; rows must sum to 1", key="transition")
     P = P / sums[:, None]
     S = P.shape[0]
     n_comp, _ = connected_components(scipy.sparse.csr_matrix(P > 0), directed=True, connection="strong")
     if n_comp > 1:
         raise ChainError(
-            f"transition matrix is reducible ({n_comp} communicating classes); expected an irreducible chain"
+            f"transition matrix is reducible ({n_comp} communicating classes); expected an irreducible chain",
+            key="transition",
         )
     d = _period(P)
     if d != 1:
-        raise ChainError(f"chain is periodic with period {d}; expected an aperiodic chain")
+        raise ChainError(f"chain is periodic with period {d}; expected an aperiodic chain", key="transition")
     if inputs is None:
         inputs = np.arange(S, dtype=float)[:, None]
     X = np.array(inputs, dtype=float)
     if X.ndim == 1:
         X = X[:, None]
     if X.ndim != 2 or X.shape[0] != S:
-        raise ChainError(f"state inputs have shape {np.shape(inputs)}; expected ({S}, d), one input vector per state")
+        raise ChainError(f"state inputs have shape {np.shape(inputs)}; expected ({S}, d), one input vector per state",
+                         key="inputs")
     if not np.all(np.isfinite(X)):
-        raise ChainError("state inputs have non-finite entries; expected finite numbers")
+        raise ChainError("state inputs have non-finite entries; expected finite numbers", key="inputs")
     pi = _stationary(P)
     for arr in (P, X, pi):
         arr.setflags(write=False)

@@ -221,9 +221,10 @@ def _run_phased(args, address: str | None, where: str, phases: _Phases) -> int:
         e = spec.experiment
         costs.append(estimate_cost(e))  # the limit's rule is chosen here (and reused by the solve)
         lim = costs[-1].limits[0]
-        if e.memory == "sampled":
+        if e.limit.memory == "sampled":
             print(f"distntk run: {prefix}limit over the infinite past (limit.memory, rho = {e.model.rho:g}): a basis "
-                  f"window of L = {e.basis_L}, then {e.segments} path segments of {e.segment_steps} steps on the "
+                  f"window of L = {e.limit.basis_L}, then {e.limit.segments} path segments of "
+                  f"{e.limit.segment_steps} steps on the "
                   f"actors, when the store is created: {lim.describe()}", file=sys.stderr)
         elif lim.core_seconds >= _LIMIT_NOTE_S:
             print(f"distntk run: {prefix}{lim.describe()}, when the store is created", file=sys.stderr)

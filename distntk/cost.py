@@ -154,20 +154,20 @@ def estimate_limit(exp: Experiment) -> LimitCost:
         from .ar1 import reference_chain, rule_window
 
         win = window_chain(reference_chain(ar, 9), rule_window(exp.L, ar.dim), max_histories=1 << 16)  # as ar1_limit
-        rule = quadrature_rule(model, win, exp.kernel_resolution, exp.seed, exp.kernel_tol, 1 << 21, 64)
-        steps = exp.L * (exp.segments * exp.segment_steps + 2048)
+        rule = quadrature_rule(model, win, exp.limit.resolution, exp.seed, exp.limit.tol, 1 << 21, 64)
+        steps = exp.L * (exp.limit.segments * exp.limit.segment_steps + 2048)
         method, rate, spread = "ar1", SECONDS_PER_PATH_STEP, 1
-    elif exp.memory == "sampled":
-        win = window_chain(exp.chain, exp.basis_L, max_histories=1 << 20)
-        rule = quadrature_rule(model, win, exp.kernel_resolution, 0, exp.kernel_tol, 1 << 21, 64)
+    elif exp.limit.memory == "sampled":
+        win = window_chain(exp.chain, exp.limit.basis_L, max_histories=1 << 20)
+        rule = quadrature_rule(model, win, exp.limit.resolution, 0, exp.limit.tol, 1 << 21, 64)
         from .longmem import burn_in
 
-        burn = burn_in(model.rho, exp.L0 if exp.L0 is not None else exp.basis_L)
-        steps = exp.segments * (exp.segment_steps + burn) + win.n_histories * win.L
-        method, rate, spread = "sampled", SECONDS_PER_PATH_STEP, exp.segments
+        burn = burn_in(model.rho, exp.limit.l0 if exp.limit.l0 is not None else exp.limit.basis_L)
+        steps = exp.limit.segments * (exp.limit.segment_steps + burn) + win.n_histories * win.L
+        method, rate, spread = "sampled", SECONDS_PER_PATH_STEP, exp.limit.segments
     else:
-        win = window_chain(exp.chain, exp.L, max_histories=max(exp.max_histories, MAX_HISTORIES))
-        rule = quadrature_rule(model, win, exp.kernel_resolution, 0, exp.kernel_tol, 1 << 21, 64)
+        win = window_chain(exp.chain, exp.L, max_histories=max(exp.limit.max_histories, MAX_HISTORIES))
+        rule = quadrature_rule(model, win, exp.limit.resolution, 0, exp.limit.tol, 1 << 21, 64)
         steps = win.n_histories * win.L
         method, rate, spread = "window", SECONDS_PER_NODE_STEP, 1
     Q = len(rule.pts)
@@ -188,20 +188,20 @@ def estimate_cost(exp: Experiment, limit: bool = True) -> Cost:
 
         H = RISK_WINDOWS
     else:
-        H = window_chain(exp.chain, L, max_histories=max(exp.max_histories, 1)).n_histories
+        H = window_chain(exp.chain, L, max_histories=max(exp.limit.max_histories, 1)).n_histories
     B = L if exp.model.burn_in is None else int(exp.model.burn_in)
-    per_width = exp.n_init * exp.n_data
+    per_width = exp.replicas.n_init * exp.replicas.n_data
     steps = 0.0
-    for N in exp.widths:
+    for N in exp.replicas.widths:
         N = float(N)
         steps += per_width * (N * (B + int(exp.T * N)) + n_t * N * L * (P + H))
-    R = min(exp.block, exp.n_data)
-    Nmax = float(max(exp.widths))
+    R = min(exp.replicas.block, exp.replicas.n_data)
+    Nmax = float(max(exp.replicas.widths))
     chunk = max(256.0, Nmax // 8)
     unit = 8.0 * R * (2 * Nmax * (d + 3) + chunk * (d + 1) + H + n_t * (P + 1)) + ACTOR_BASE_BYTES
-    n_rep = len(exp.widths) * per_width
+    n_rep = len(exp.replicas.widths) * per_width
     store = 8.0 * n_rep * n_t * (P + (1 if exp.record_risk else 0))
-    units = len(exp.widths) * exp.n_init * -(-exp.n_data // exp.block)
+    units = len(exp.replicas.widths) * exp.replicas.n_init * -(-exp.replicas.n_data // exp.replicas.block)
     lim = (estimate_limit(exp),) if limit else ()
     hours = steps * SECONDS_PER_UNIT_STEP / 3600.0 + sum(c.core_seconds for c in lim) / 3600.0
     return Cost(steps, hours, store, unit, n_rep, units, lim)

@@ -7,7 +7,7 @@
    store, which keeps them beside the (empty) data.  An existing store made from
    a different spec is refused (keys named).
 3. Plan: the experiment's units that are not marked ``done`` (resume).
-4. Hand them to :func:`distntk.service.run_units` in calls of up to
+4. Run: hand them to :func:`distntk.service.run_units` in calls of up to
    :data:`UNITS_PER_CALL` units (fewer when there are few units per actor).
    On a schema-3 store the workers write: each actor computes a unit
    (``Experiment.compute``), stores its chunks itself
@@ -22,6 +22,9 @@
    results go to the store's :class:`~distntk.store.UnitWriter`, which writes
    them concurrently with the computation (data, then the record), with at most
    ``max_pending`` units buffered in the driver.
+5. For each batch of completions (``run_units`` yields one about once a second,
+   empty when none completed): record the receipts, check the leases, commit.
+6. Close: the last commit, and one history line per store.
 
 A wrong ``address`` is refused first, in one line, before any lease, store or
 limit (:func:`distntk.service.check_address`).
@@ -75,38 +78,16 @@ class RunReport:
     record_writes: int = 0  # record objects written: unit chunks (schema 3: about one per 1,024 units per flush)
 
 
-def run(
-    spec: Spec,
-    store: str | None = None,
-    *,
-    address: str | None = None,
-    actors: int | None = None,
-    progress: bool = True,
-    storage_options: dict | None = None,
-    on_unit: Callable | None = None,
-    announce: Callable[[int, int], None] | None = None,
-    command: str = "",
-    max_pending: int = 1024,
-    runtime_env: dict | None = None,
-    phase: Callable[[str | None], None] | None = None,
-    check: bool = False,
-) -> RunReport:
+def run(spec: Spec, store: str | None = None, *, on_unit: Callable | None = None, **options) -> RunReport:
     """Compute every unit of ``spec`` not yet done in ``store`` (default: the spec's store).
 
-    ``announce(n_todo, n_total)`` is called once the store is open (before Ray starts);
-    ``on_unit(unit, UnitInfo)`` after each unit's data and ``done`` are stored.
-    ``max_pending`` bounds the results buffered in the driver while the store catches up.
-    ``runtime_env`` goes to ``ray.init`` when joining the cluster at ``address``.
-    ``phase(text)`` is called as each step that can take a while begins (solving the limit, starting
-    Ray), and ``phase(None)`` once the units' own progress begins.  ``check``: also read every done
-    unit's chunks and recompute those that do not match their records (a store damaged since it was
-    written); without it a resume reads the records only.
+    :func:`run_many` for one job: ``options`` are its keywords (``address``, ``actors``, ``progress``,
+    ``storage_options``, ``announce``, ``command``, ``max_pending``, ``runtime_env``, ``phase``,
+    ``check``), described there; ``on_unit(unit, UnitInfo)`` is called after each unit is stored.
     """
-    return run_many([(spec, store or spec.store)], address=address, actors=actors, progress=progress,
-                    storage_options=storage_options,
-                    on_unit=None if on_unit is None else (lambda k, u, info: on_unit(u, info)),
-                    announce=announce, command=command, max_pending=max_pending, runtime_env=runtime_env,
-                    desc=spec.name, phase=phase, check=check)[0]
+    options.setdefault("desc", spec.name)
+    return run_many([(spec, store or spec.store)],
+                    on_unit=None if on_unit is None else (lambda k, u, info: on_unit(u, info)), **options)[0]
 
 
 class _Compute:
@@ -174,12 +155,20 @@ def run_many(
     phase: Callable[[str | None], None] | None = None,
     check: bool = False,
 ) -> list[RunReport]:
-    """:func:`run` for several ``(spec, store)`` jobs through one actor pool (a sweep's members).
+    """Compute every unit not yet done of several ``(spec, store)`` jobs through one actor pool (a sweep's
+    members; :func:`run` is the one-job case).
 
     Every store gets its own lease, its own writer and its own resume plan; the
     units of all stores are interleaved in one queue, so a cluster stays full across
-    stores.  ``announce(n_todo, n_total)`` counts units over all stores;
-    ``on_unit(k, unit, UnitInfo)`` names the job ``k``.  Returns one report per job.
+    stores.  ``address``: the Ray cluster to join (default: an embedded local Ray); ``actors``: how many
+    (default one per CPU); ``announce(n_todo, n_total)`` is called once the stores are open (before Ray
+    starts), counting units over all stores; ``on_unit(k, unit, UnitInfo)`` after each unit of job ``k`` is
+    stored.  ``max_pending`` bounds the results buffered in the driver while a store catches up (stores
+    the driver writes).  ``runtime_env`` goes to ``ray.init`` when joining the cluster at ``address``.
+    ``phase(text)`` is called as each step that can take a while begins (solving the limit, starting
+    Ray), and ``phase(None)`` once the units' own progress begins.  ``check``: also read every done
+    unit's chunks and recompute those that do not match their records (a store damaged since it was
+    written); without it a resume reads the records only.  Returns one report per job.
     """
     check_address(address)  # a wrong address: one line now, before a lease, a store or a limit
     phase = phase or _quiet
@@ -224,7 +213,7 @@ def run_many(
             calls = _interleave(_calls(todo, actors or max(1, int(cluster_cpus()))))
             said: set = set()
 
-            def on_result(item, outs, info: UnitInfo) -> None:
+            def record(item, outs, info: UnitInfo) -> None:
                 k = item[0]
                 for unit, receipt, wall in outs:
                     if "digest" in receipt:
@@ -244,19 +233,21 @@ def run_many(
                     if on_unit is not None:
                         on_unit(k, u, info)
 
-            def on_batch() -> None:
-                for lease in leases:
-                    lease.check()
-                for k, w in enumerate(ws):
-                    if w is not None:
-                        w.flush()
-                        report(k, w.completed())
-
+            compute = _Compute((spec.experiment for spec, _ in jobs), targets)
             try:
-                summary = run_units(_Compute((spec.experiment for spec, _ in jobs), targets), calls, on_result,
-                                    actors=actors, progress=progress, desc=desc,
-                                    size=lambda item: sum(u.data_stop - u.data_start for u in item[1]),
-                                    count=lambda item: len(item[1]), item_name="replicas", on_batch=on_batch)
+                with run_units(compute, calls, actors=actors, progress=progress, desc=desc,
+                               size=lambda item: sum(u.data_stop - u.data_start for u in item[1]),
+                               count=lambda item: len(item[1]), item_name="replicas") as run:
+                    for batch in run:  # about once a second: record the receipts, check the leases, commit
+                        for item, outs, info in batch:
+                            record(item, outs, info)
+                        for lease in leases:
+                            lease.check()
+                        for k, w in enumerate(ws):
+                            if w is not None:
+                                w.flush()
+                                report(k, w.completed())
+                summary = run.summary
             except UnitFailed as exc:
                 raise UnitFailed(getattr(exc.cause, "distntk_unit", exc.unit), exc.cause) from None
             peaks, puts = [], []
@@ -316,15 +307,15 @@ def _predictions(exp, ray_once: _RayOnce, actors, progress, phase) -> Callable:
     """``exp.predictions`` (called only when a store is created or its predictions rebuilt), announced through
     ``phase``; a sampled limit's path segments run on Ray actors, in the run's own cluster or an embedded Ray
     started for them."""
-    if exp.memory == "sampled":
-        what = (f"solving the limit over the infinite past (a basis window of L = {exp.basis_L}, then "
-                f"{exp.segments} path segments of {exp.segment_steps} steps on Ray actors)")
+    if exp.limit.memory == "sampled":
+        what = (f"solving the limit over the infinite past (a basis window of L = {exp.limit.basis_L}, then "
+                f"{exp.limit.segments} path segments of {exp.limit.segment_steps} steps on Ray actors)")
     elif getattr(exp, "ar", None) is not None:
-        what = (f"solving the AR(1) limit (windows of L = {exp.L} values, {exp.segments} path segments of "
-                f"{exp.segment_steps} steps, in this process)")
+        what = (f"solving the AR(1) limit (windows of L = {exp.L} values, {exp.limit.segments} path segments of "
+                f"{exp.limit.segment_steps} steps, in this process)")
     else:
         what = f"solving the limit (window L = {exp.L}, kernel by quadrature)"
-    if exp.memory != "sampled":
+    if exp.limit.memory != "sampled":
         def solve():
             phase(what)
             return exp.predictions()
@@ -334,8 +325,10 @@ def _predictions(exp, ray_once: _RayOnce, actors, progress, phase) -> Callable:
     def ray_map(fn, problem, indices):
         got = {}
         ray_once.start("starting Ray for the limit's path segments")
-        run_units(_Segment(fn, problem), indices, lambda i, res, info: got.__setitem__(i, res), actors=actors,
-                  progress=progress, desc="limit segments", item_name="segments")
+        with run_units(_Segment(fn, problem), indices, actors=actors, progress=progress, desc="limit segments",
+                       item_name="segments") as run:
+            for batch in run:
+                got.update((i, res) for i, res, _ in batch)
         return [got[i] for i in indices]
 
     def solve_sampled():

@@ -16,3 +16,8 @@ class DistntkError(Exception):
     """An error with a one-line message for the user; ``exit_code`` 2 (bad input) unless a subclass says 1."""
 
     exit_code: int = 2
+
+    def __init__(self, *args, key: str | None = None):
+        super().__init__(*args)
+        self.key = key  # the input this error is about, when it is one ("b_max", "transition"): a spec
+        # error names it (model.b_max) from here, never from the message's text

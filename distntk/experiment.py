@@ -1,8 +1,12 @@
 """An experiment: what to simulate and what to compare it with.
 
-An :class:`Experiment` fixes a chain, a target, a model, the horizon ``T`` and
-recording grid ``times``, the window length ``L`` (docs/model.md#memory), the probe
-windows, the widths and the replica counts.  It splits the replicas into work
+An :class:`Experiment` fixes a chain, a target, a model (:class:`~distntk.rnn.RNNConfig`), the
+horizon ``T`` and recording grid ``times``, the window length ``L`` (docs/model.md#memory), the probe
+windows, the design (:class:`Replicas`: widths and replica counts) and the limit's settings
+(:class:`~distntk.limit.LimitConfig`).  Each spec table with more than a few keys is one frozen value
+object under the name of its table, with the table's key names: ``[model] b_max`` is
+``exp.model.b_max``, ``[replicas] n_init`` is ``exp.replicas.n_init``, ``[limit] tol`` is
+``exp.limit.tol``, from the TOML file to the solver and the store's attributes.  It splits the replicas into work
 units ``(width, init, data block)`` — one unit trains ``len(block)`` data
 sequences that share one initialisation (arrays ``R x N``, docs/model.md#network) — and
 computes a unit in-process with :meth:`Experiment.compute`, returning
@@ -34,11 +38,11 @@ import numpy as np
 import xarray as xr
 
 from .chain import MarkovChain, window_chain
-from .limit import MAX_HISTORIES, Limit, solve_limit
+from .limit import MAX_HISTORIES, Limit, LimitConfig, solve_limit
 from .rnn import ModelError, RNNConfig, run_replicas
 from .target import Target
 
-__all__ = ["AR1Experiment", "Unit", "Experiment", "unit_grid"]
+__all__ = ["AR1Experiment", "Experiment", "Replicas", "Unit", "unit_grid"]
 
 
 @dataclass(frozen=True, order=True)
@@ -63,6 +67,24 @@ def unit_grid(widths: Iterable[int], n_init: int, n_data: int, block: int) -> li
     """
     return [Unit(int(N), int(i), lo, min(lo + block, n_data))
             for N in widths for i in range(n_init) for lo in range(0, n_data, block)]
+
+
+@dataclass(frozen=True)
+class Replicas:
+    """The spec's ``[replicas]`` table: ``widths``, ``n_init`` initialisations per width, ``n_data``
+    data sequences per initialisation, ``block`` data sequences per work unit."""
+
+    widths: tuple[int, ...]
+    n_init: int
+    n_data: int
+    block: int = 16
+
+    def __post_init__(self):
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+
+    def units(self) -> list[Unit]:
+        """All units, in the one fixed order (width, init, data block): :func:`unit_grid`."""
+        return unit_grid(self.widths, self.n_init, self.n_data, self.block)
 
 
 _ERROR_DIMS = {**dict.fromkeys(("h", "nvar_poisson", "nvar_iid", "var_init_coef"), ("time", "probe")),
@@ -90,26 +112,16 @@ class Experiment:
     times: tuple[float, ...]
     L: int
     probes: np.ndarray  # (P, L) state windows
-    widths: tuple[int, ...]
-    n_init: int
-    n_data: int
-    block: int = 16
+    replicas: Replicas
+    limit: LimitConfig = LimitConfig()
     seed: int = 0
     engine: str = "fast"  # the training engine, distntk.rnn.ENGINES
-    kernel_resolution: int | None = None  # legacy fixed quadrature (limit.resolution)
-    kernel_tol: float = 1e-6  # quadrature tolerance on the kernel entries (limit.tol)
     name: str = "experiment"
     record_risk: bool = True
-    max_histories: int = 4096  # the spec's limit.max_histories
-    memory: str = "window"  # limit.memory resolved: "window" (L-window limit) or "sampled" (infinite past)
-    basis_L: int | None = None  # sampled: the basis window (limit.basis_L)
-    L0: int | None = None  # sampled: the control-variate window (limit.l0)
-    segments: int = 16  # sampled: independent path segments (limit.segments)
-    segment_steps: int = 4096  # sampled: steps per segment (limit.segment_steps)
 
     def units(self) -> list[Unit]:
         """All units, in a fixed order (width, init, block)."""
-        return unit_grid(self.widths, self.n_init, self.n_data, self.block)
+        return self.replicas.units()
 
     def compute(self, unit: Unit) -> dict[str, np.ndarray]:
         """``{"output": (data, time, probe), "risk": (data, time)}`` for one unit.
@@ -144,14 +156,13 @@ class Experiment:
         """Compute, once, what every unit needs before the experiment is shipped to the actors."""
         self._replica_data()
 
-    def limit(self) -> Limit:
+    def solve(self) -> Limit:
         """The solved window limit (computed once per experiment object)."""
         return self._solved
 
     @cached_property
     def _solved(self) -> Limit:
-        return solve_limit(self.model, self.chain, self.target, L=self.L, resolution=self.kernel_resolution,
-                           quad_tol=self.kernel_tol, max_histories=self.max_histories)
+        return solve_limit(self.model, self.chain, self.target, L=self.L, limit=self.limit)
 
     def probe_labels(self) -> list[str]:
         return ["".join(str(int(s)) for s in z) for z in self.probes]
@@ -163,9 +174,9 @@ class Experiment:
         ``map_segments`` computes the path segments (the driver passes Ray actors), and every
         prediction comes with its Monte Carlo standard error ``<name>_se``.
         """
-        if self.memory == "sampled":
+        if self.limit.memory == "sampled":
             return self._sampled_predictions(map_segments)
-        lim = self.limit()
+        lim = self.solve()
         idx = lim.window.index(self.probes)
         E = np.zeros((len(idx), lim.window.n_histories))
         E[np.arange(len(idx)), idx] = 1.0
@@ -212,9 +223,8 @@ class Experiment:
     def _sampled_predictions(self, map_segments: Callable | None) -> xr.Dataset:
         from .longmem import solve_sampled
 
-        sl = solve_sampled(self.model, self.chain, self.target, self.basis_L, self.L0, segments=self.segments,
-                           steps=self.segment_steps, seed=self.seed, quad_tol=self.kernel_tol,
-                           resolution=self.kernel_resolution, map_segments=map_segments)
+        sl = solve_sampled(self.model, self.chain, self.target, self.limit, seed=self.seed,
+                           map_segments=map_segments)
         t = np.asarray(self.times, dtype=float)
         out = sl.predict(t, self.probes, self.L)
         data = _with_errors(out, out["pi_probe"])
@@ -243,7 +253,7 @@ class Experiment:
                 "kernel_method": pb.kernel_method,
                 "kernel_nodes": len(pb.wts),
                 "kernel_seconds": float("nan"),
-                "kernel_tol": self.kernel_tol if self.kernel_resolution is None else float("nan"),
+                "kernel_tol": self.limit.tol if self.limit.resolution is None else float("nan"),
                 "n_histories": int(pb.basis.shape[0]),
                 "beta": self.model.beta,
             },
@@ -277,9 +287,7 @@ class AR1Experiment(Experiment):
     def predictions(self, map_segments: Callable | None = None) -> xr.Dataset:
         from .ar1 import ar1_limit
 
-        lim = ar1_limit(self.model, self.ar, self.target, self.L, segments=self.segments,
-                        steps=self.segment_steps, seed=self.seed, quad_tol=self.kernel_tol,
-                        resolution=self.kernel_resolution)
+        lim = ar1_limit(self.model, self.ar, self.target, self.L, self.limit, seed=self.seed)
         t = np.asarray(self.times, dtype=float)
         out = lim.predict(t, self.probes)
         data = _with_errors(out, np.full(len(self.probes), np.nan))  # a density point: no probability
@@ -300,7 +308,7 @@ class AR1Experiment(Experiment):
                 "kernel_method": lim.kernel_method,
                 "kernel_nodes": len(lim.wts),
                 "kernel_seconds": float("nan"),
-                "kernel_tol": self.kernel_tol if self.kernel_resolution is None else float("nan"),
+                "kernel_tol": self.limit.tol if self.limit.resolution is None else float("nan"),
                 "n_histories": 0,
                 "beta": self.model.beta,
             },

@@ -99,7 +99,7 @@ from .chain import ChainError, MarkovChain, WindowChain, window_chain
 from .rnn import RNNConfig
 from .target import Target
 
-__all__ = ["Kernel", "FeatureKernel", "Limit", "MAX_HISTORIES", "window_length", "ntk", "ntk_features",
+__all__ = ["Kernel", "FeatureKernel", "Limit", "LimitConfig", "MAX_HISTORIES", "window_length", "ntk", "ntk_features",
            "solve_limit"]
 
 E_C2 = 1.0 / 3.0  # E[c^2] for c ~ U[-1, 1]
@@ -113,6 +113,30 @@ def _count_histories(chain: MarkovChain, L: int) -> int:
     for _ in range(L - 1):
         v = v @ A
     return int(round(v.sum()))
+
+
+@dataclass(frozen=True)
+class LimitConfig:
+    """The spec's ``[limit]`` table, one name per key from the TOML file to the solver (docs/model.md#kernel).
+
+    ``tol``: tolerance on the kernel entries (the quadrature is refined until it is met);
+    ``resolution``: legacy fixed Gauss points per coordinate instead (``None``: adaptive);
+    ``max_histories``: the most length-``L`` histories a window chain may have;
+    ``memory``: ``"window"`` (the limit trains on length-``L`` windows) or ``"sampled"`` (on the
+    infinite past, :mod:`distntk.longmem`), resolved from the spec's ``"auto"``;
+    ``basis_L``, ``l0``: the sampled limit's basis and control-variate windows;
+    ``segments``, ``segment_steps``: the simulated path segments of a Monte Carlo limit (sampled, AR(1)).
+    Ranges are checked where the spec is read (:mod:`distntk.spec`), each error naming its key.
+    """
+
+    tol: float = 1e-6
+    resolution: int | None = None
+    max_histories: int = 4096
+    memory: str = "window"
+    basis_L: int | None = None
+    l0: int | None = None
+    segments: int = 16
+    segment_steps: int = 4096
 
 
 def window_length(cfg: RNNConfig, chain: MarkovChain, m: int = 1, tol: float = 1e-6,
@@ -827,31 +851,33 @@ class Limit:
         return np.einsum("tph,hk,tqk->tpq", B, Ct, B)
 
 
-def solve_limit(cfg: RNNConfig, chain: MarkovChain, target: Target, L: int | None = None,
-                tol: float = 1e-6, max_histories: int = 4096, resolution: int | None = None,
-                quad_tol: float = 1e-6, method: str = "features") -> Limit:
+def solve_limit(cfg: RNNConfig, chain: MarkovChain, target: Target, L: int | None = None, *,
+                limit: LimitConfig | None = None, memory_tol: float = 1e-6, method: str = "features") -> Limit:
     """Window chain, kernel and target values for the limit problem.
 
-    ``tol`` is the memory tolerance (picks ``L`` when not given, with at most
-    ``max_histories`` histories), ``quad_tol`` the tolerance on the kernel
-    entries; ``resolution`` (legacy) fixes the quadrature instead.  ``method``:
+    ``limit`` is the spec's ``[limit]`` table (default :class:`LimitConfig`): ``limit.tol`` the
+    tolerance on the kernel entries, ``limit.resolution`` (legacy) a fixed quadrature instead,
+    ``limit.max_histories`` the most histories of the window.  ``memory_tol`` (the spec's
+    ``training.memory_tol``) picks ``L`` when it is not given.  ``method``:
     ``"features"`` (default, docs/model.md#features: no ``H x H`` array, exact up to the
     checked rank truncation) or ``"dense"`` (``K``, ``Z`` and an ``H^3``
     eigendecomposition: the oracle for small ``H``).  An explicit ``L`` may
-    exceed ``max_histories``' window only up to :data:`MAX_HISTORIES`.
+    exceed ``limit.max_histories``' window only up to :data:`MAX_HISTORIES`.
     """
+    limit = LimitConfig() if limit is None else limit
+    max_histories = limit.max_histories
     if method not in ("features", "dense"):
         raise ValueError(f"limit method is {method!r}; expected 'features' or 'dense'")
     if L is None:
-        L, bound = window_length(cfg, chain, target.m, tol, max_histories)
+        L, bound = window_length(cfg, chain, target.m, memory_tol, max_histories)
     else:
         if L < target.m:
             raise ChainError(f"window length L = {L} is shorter than the target memory m = {target.m}")
         bound = cfg.rho**L
     win = window_chain(chain, L, max_histories=max(max_histories, MAX_HISTORIES))
     if method == "dense":
-        kern = ntk(cfg, win, resolution, tol=quad_tol)
+        kern = ntk(cfg, win, limit.resolution, tol=limit.tol)
     else:
-        kern = ntk_features(cfg, win, resolution, tol=quad_tol)
+        kern = ntk_features(cfg, win, limit.resolution, tol=limit.tol)
     f = target.on_windows(chain.inputs, win.histories)
     return Limit(cfg=cfg, window=win, kernel=kern, f=f, memory_bound=bound)

@@ -68,7 +68,7 @@ import numpy as np
 
 from . import _fast
 from .chain import MarkovChain, WindowChain, window_chain
-from .limit import E_C2, feature_pass, gl_nodes, ntk_features
+from .limit import E_C2, LimitConfig, feature_pass, gl_nodes, ntk_features
 from .rnn import RNNConfig
 from .target import Target
 
@@ -210,12 +210,12 @@ def burn_in(rho: float, L0: int) -> int:
 
 
 def sampled_problem(cfg: RNNConfig, chain: MarkovChain, L_b: int, L0: int, *, steps: int = 4096,
-                    seed: int = 0, quad_tol: float = 1e-6, resolution: int | None = None) -> SampledProblem:
+                    seed: int = 0, tol: float = 1e-6, resolution: int | None = None) -> SampledProblem:
     """Solve the basis window ``L_b`` in feature form and fix the segments' parameters."""
     if not 1 <= L0 <= L_b:
         raise ValueError(f"control-variate window L0 = {L0}; expected 1 <= L0 <= L_b = {L_b}")
     win = window_chain(chain, L_b, max_histories=1 << 20)
-    fk = ntk_features(cfg, win, resolution, tol=quad_tol)
+    fk = ntk_features(cfg, win, resolution, tol=tol)
     lam, U = fk.lam, fk.U
     keep = lam > _RANK_RTOL * lam.max()
     A = U[:, keep] / np.sqrt(lam[keep])
@@ -455,19 +455,24 @@ class SampledLimit:
         return out
 
 
-def solve_sampled(cfg: RNNConfig, chain: MarkovChain, target: Target, L_b: int, L0: int, *,
-                  segments: int = 16, steps: int = 4096, seed: int = 0, quad_tol: float = 1e-6,
-                  resolution: int | None = None,
+def solve_sampled(cfg: RNNConfig, chain: MarkovChain, target: Target, limit: LimitConfig, *, seed: int = 0,
                   map_segments: Callable[[Callable, SampledProblem, list[int]], list[dict]] | None = None,
                   ) -> SampledLimit:
-    """The infinite-past limit: basis window ``L_b``, control variate at ``L0``, ``segments`` independent
-    paths of ``steps`` steps.  ``map_segments(fn, problem, indices)`` computes ``fn(problem, i)`` for
-    each index (in any order, anywhere: the driver passes Ray actors); default: in this process."""
+    """The infinite-past limit of the spec's ``[limit]`` table: basis window ``limit.basis_L``, control
+    variate at ``limit.l0`` (default: the basis window), ``limit.segments`` independent paths of
+    ``limit.segment_steps`` steps, the kernel to ``limit.tol`` (or ``limit.resolution``).
+    ``map_segments(fn, problem, indices)`` computes ``fn(problem, i)`` for each index (in any order,
+    anywhere: the driver passes Ray actors); default: in this process."""
+    L_b = limit.basis_L
+    if L_b is None:
+        raise ValueError("limit.basis_L is not set; expected the sampled limit's basis window")
+    L0 = L_b if limit.l0 is None else limit.l0
     if L0 < target.m:
         raise ValueError(f"control-variate window L0 = {L0} is shorter than the target memory m = {target.m}")
     t0 = time.perf_counter()
-    pb = sampled_problem(cfg, chain, L_b, L0, steps=steps, seed=seed, quad_tol=quad_tol, resolution=resolution)
-    return sample_limit(pb, target, segments, map_segments=map_segments, t0=t0)
+    pb = sampled_problem(cfg, chain, L_b, L0, steps=limit.segment_steps, seed=seed, tol=limit.tol,
+                         resolution=limit.resolution)
+    return sample_limit(pb, target, limit.segments, map_segments=map_segments, t0=t0)
 
 
 def sample_limit(pb: SampledProblem, target: Target, segments: int,

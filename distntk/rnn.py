@@ -115,24 +115,25 @@ class RNNConfig:
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
-            raise ModelError(f"activation is {self.activation!r}; expected one of {sorted(ACTIVATIONS)}")
+            raise ModelError(f"activation is {self.activation!r}; expected one of {sorted(ACTIVATIONS)}",
+                             key="activation")
         if not 0.5 < self.beta < 1.0:
-            raise ModelError(f"beta is {self.beta}; expected 1/2 < beta < 1")
+            raise ModelError(f"beta is {self.beta}; expected 1/2 < beta < 1", key="beta")
         if not self.alpha > 0:
-            raise ModelError(f"alpha is {self.alpha}; expected alpha > 0")
+            raise ModelError(f"alpha is {self.alpha}; expected alpha > 0", key="alpha")
         for name in ("sigma_w", "sigma_a", "b_max", "noise_std"):
             v = getattr(self, name)
             if not (np.isfinite(v) and v >= 0):
-                raise ModelError(f"{name} is {v}; expected a finite number >= 0")
+                raise ModelError(f"{name} is {v}; expected a finite number >= 0", key=name)
         if self.gradient not in ("rtrl", "truncated"):
-            raise ModelError(f"gradient is {self.gradient!r}; expected 'rtrl' or 'truncated'")
+            raise ModelError(f"gradient is {self.gradient!r}; expected 'rtrl' or 'truncated'", key="gradient")
         if self.rho >= 1.0:
             raise ModelError(
                 f"contraction factor rho = b_max * sup|sigma'| = {self.rho:g}; expected rho < 1 "
-                f"(b_max < {1.0 / ACTIVATIONS[self.activation][1]:g} for {self.activation})"
+                f"(b_max < {1.0 / ACTIVATIONS[self.activation][1]:g} for {self.activation})", key="b_max"
             )
         if self.burn_in is not None and (int(self.burn_in) != self.burn_in or self.burn_in < 0):
-            raise ModelError(f"burn_in is {self.burn_in}; expected an integer >= L")
+            raise ModelError(f"burn_in is {self.burn_in}; expected an integer >= L", key="burn_in")
 
     @property
     def rho(self) -> float:

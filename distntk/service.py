@@ -57,7 +57,7 @@ from ._text import one_line
 from .errors import DistntkError
 
 __all__ = ["UnitInfo", "RunSummary", "UnitFailed", "ServiceError", "ConnectError", "ActorPool", "connect",
-           "check_address", "run_units", "cluster_cpus"]
+           "check_address", "run_units", "UnitRun", "cluster_cpus"]
 
 ACTOR_PREFIX = "distntk-worker"
 _log = logging.getLogger("distntk.service")
@@ -347,10 +347,102 @@ class ActorPool:
                 ray.kill(a, no_restart=True)
 
 
+class UnitRun:
+    """Units computed on Ray actors, delivered as they complete: iterate for batches.
+
+    Each step of the iteration is one drained batch, a list of ``(unit, result, UnitInfo)``, each unit
+    exactly once over the run; an empty batch comes about once a second while none complete, so the caller
+    can commit, check its lease, or stop the run by raising or leaving the loop.  :attr:`summary` is set
+    once the iteration ends.  Use it as a context manager (or iterate it to the end) so that its actors are
+    released however the caller's loop ends.
+    """
+
+    def __init__(self, fn, units, *, actors, num_cpus, in_flight, max_restarts, max_task_retries,
+                 max_attempts, size, count, item_name, progress, desc):
+        if not ray.is_initialized():
+            raise ServiceError("run_units needs Ray; call it inside distntk.service.connect()")
+        self.units = list(units)
+        self.n_actors = max(1, min(actors or max(1, int(cluster_cpus() // num_cpus)), max(len(self.units), 1)))
+        self._pool_args = dict(num_cpus=num_cpus, in_flight=in_flight, max_restarts=max_restarts,
+                               max_task_retries=max_task_retries)
+        self.fn, self.max_attempts, self.size, self.count = fn, max_attempts, size, count
+        self.item_name, self.progress, self.desc = item_name, progress, desc
+        self.summary: RunSummary | None = None
+        self._batches = self._run()
+
+    def __iter__(self):
+        return self._batches
+
+    def __enter__(self) -> "UnitRun":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._batches.close()
+
+    def _run(self):
+        units, count, size = self.units, self.count, self.size
+        t0 = time.perf_counter()
+        summary = dict(units=0, items=0, nodes={}, retried=0)
+        if not units:
+            self.summary = RunSummary(seconds=0.0, actors=0, **summary)
+            return
+        pool = ActorPool(self.fn, self.n_actors, **self._pool_args)
+        queue = deque(range(len(units)))  # indices into `units`
+        attempts = [0] * len(units)
+        delivered: set[int] = set()
+        bar = _progress(sum(count(u) for u in units), self.desc, self.progress)
+        try:
+            while queue or pool.busy():
+                while queue and pool.has_room():
+                    j = queue.popleft()
+                    if j in delivered:
+                        continue
+                    attempts[j] += 1
+                    pool.submit(j, units[j])
+                batch = pool.completed(timeout=1.0)
+                out = []
+                for j, k, gen, value in batch:
+                    u = units[j]
+                    if isinstance(value, RayTaskError):
+                        if out:  # what completed before it is delivered first
+                            yield out
+                        raise UnitFailed(u, value.cause if value.cause is not None else value) from None
+                    if isinstance(value, RayActorError):
+                        if j in delivered:
+                            continue
+                        if attempts[j] >= self.max_attempts:
+                            raise ServiceError(f"unit {u} failed {attempts[j]} times: actor lost "
+                                               f"({type(value).__name__})") from None
+                        summary["retried"] += 1
+                        queue.appendleft(j)
+                        _log.warning("unit %s: actor %d lost (%s); resubmitted, attempt %d", u, k,
+                                     type(value).__name__, attempts[j] + 1)
+                        if not isinstance(value, ActorUnavailableError) and pool.replace(k, gen):  # gone for good
+                            _log.warning("actor slot %d replaced by a new actor", k)
+                        continue
+                    if isinstance(value, BaseException):
+                        raise ServiceError(f"unit {u}: {type(value).__name__}: {one_line(value)}") from None
+                    if j in delivered:
+                        continue
+                    result, wall, node = value
+                    delivered.add(j)
+                    out.append((u, result, UnitInfo(wall, node, k, attempts[j])))
+                    summary["units"] += count(u)
+                    summary["items"] += size(u)
+                    summary["nodes"][node] = summary["nodes"].get(node, 0) + count(u)
+                    bar.update(count(u))
+                yield out
+                rate = summary["items"] / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix_str(f"{rate:.1f} {self.item_name}/s", refresh=not batch)
+            self.summary = RunSummary(seconds=time.perf_counter() - t0, actors=self.n_actors, **summary)
+        finally:
+            bar.close()
+            pool.shutdown()
+
+
 def run_units(
     fn: Callable[[Any], Any],
     units: Iterable,
-    on_result: Callable[[Any, Any, UnitInfo], None],
     *,
     actors: int | None = None,
     num_cpus: float = 1,
@@ -363,77 +455,19 @@ def run_units(
     item_name: str = "items",
     progress: bool = True,
     desc: str = "units",
-    on_batch: Callable[[], None] | None = None,
-) -> RunSummary:
-    """Compute ``fn(unit)`` for every unit on Ray actors; deliver each result once, in the driver.
+) -> UnitRun:
+    """Compute ``fn(unit)`` for every unit on Ray actors; iterate the result for batches of completions.
 
-    ``size(unit)`` counts the items a unit contributes (for the rate shown as
-    ``item_name``/s), ``count(unit)`` the work units it holds (a call of several: the progress bar and
-    :attr:`RunSummary.units` count those).  ``on_batch()`` runs after each drained batch of results
-    has been delivered (and about once a second while none arrive): the place
-    to hand a batch to a writer, or to stop the run by raising.  Must be called
-    with Ray initialised (see :func:`connect`).
+    ``for batch in run_units(fn, units): for unit, result, info in batch: ...`` delivers each result once,
+    in the driver (:class:`UnitRun`).  ``size(unit)`` counts the items a unit contributes (for the rate
+    shown as ``item_name``/s), ``count(unit)`` the work units it holds (a call of several: the progress bar
+    and :attr:`RunSummary.units` count those).  A unit whose ``fn`` raises stops the run with
+    :class:`UnitFailed` once the units completed before it are delivered; a lost actor's units are
+    resubmitted, up to ``max_attempts``.  Must be called with Ray initialised (see :func:`connect`).
     """
-    units = list(units)
-    if not ray.is_initialized():
-        raise ServiceError("run_units needs Ray; call it inside distntk.service.connect()")
-    n_actors = max(1, min(actors or max(1, int(cluster_cpus() // num_cpus)), max(len(units), 1)))
-    t0 = time.perf_counter()
-    summary = dict(units=0, items=0, nodes={}, retried=0)
-    if not units:
-        return RunSummary(seconds=0.0, actors=0, **summary)
-
-    pool = ActorPool(fn, n_actors, num_cpus=num_cpus, in_flight=in_flight, max_restarts=max_restarts,
-                     max_task_retries=max_task_retries)
-    queue = deque(range(len(units)))  # indices into `units`
-    attempts = [0] * len(units)
-    delivered: set[int] = set()
-    bar = _progress(sum(count(u) for u in units), desc, progress)
-    try:
-        while queue or pool.busy():
-            while queue and pool.has_room():
-                j = queue.popleft()
-                if j in delivered:
-                    continue
-                attempts[j] += 1
-                pool.submit(j, units[j])
-            batch = pool.completed(timeout=1.0)
-            for j, k, gen, value in batch:
-                u = units[j]
-                if isinstance(value, RayTaskError):
-                    raise UnitFailed(u, value.cause if value.cause is not None else value) from None
-                if isinstance(value, RayActorError):
-                    if j in delivered:
-                        continue
-                    if attempts[j] >= max_attempts:
-                        raise ServiceError(f"unit {u} failed {attempts[j]} times: actor lost "
-                                           f"({type(value).__name__})") from None
-                    summary["retried"] += 1
-                    queue.appendleft(j)
-                    _log.warning("unit %s: actor %d lost (%s); resubmitted, attempt %d", u, k,
-                                 type(value).__name__, attempts[j] + 1)
-                    if not isinstance(value, ActorUnavailableError) and pool.replace(k, gen):  # gone for good
-                        _log.warning("actor slot %d replaced by a new actor", k)
-                    continue
-                if isinstance(value, BaseException):
-                    raise ServiceError(f"unit {u}: {type(value).__name__}: {one_line(value)}") from None
-                if j in delivered:
-                    continue
-                out, wall, node = value
-                delivered.add(j)
-                on_result(u, out, UnitInfo(wall, node, k, attempts[j]))
-                summary["units"] += count(u)
-                summary["items"] += size(u)
-                summary["nodes"][node] = summary["nodes"].get(node, 0) + count(u)
-                bar.update(count(u))
-            if on_batch is not None:
-                on_batch()
-            rate = summary["items"] / max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix_str(f"{rate:.1f} {item_name}/s", refresh=not batch)
-    finally:
-        bar.close()
-        pool.shutdown()
-    return RunSummary(seconds=time.perf_counter() - t0, actors=n_actors, **summary)
+    return UnitRun(fn, units, actors=actors, num_cpus=num_cpus, in_flight=in_flight, max_restarts=max_restarts,
+                   max_task_retries=max_task_retries, max_attempts=max_attempts, size=size, count=count,
+                   item_name=item_name, progress=progress, desc=desc)
 
 
 def _progress(total: int, desc: str, enabled: bool):

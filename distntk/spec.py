@@ -107,8 +107,8 @@ import numpy as np
 from ._text import one_line
 from .chain import ChainError, markov_chain, window_chain
 from .errors import DistntkError
-from .experiment import Experiment
-from .limit import MAX_HISTORIES, window_length
+from .experiment import Experiment, Replicas
+from .limit import MAX_HISTORIES, LimitConfig, window_length
 from .rnn import ENGINES, ModelError, RNNConfig
 from .target import BUILTIN_TARGETS, TargetError, make_target
 
@@ -294,12 +294,12 @@ def _parse(text: str, default_name: str, source: str, allow_code: bool) -> Spec:
     resolution = limit_t.get("resolution", "integer", None)
     if resolution is not None and not 2 <= resolution <= _MAX_RESOLUTION:
         raise SpecError(f"limit.resolution: expected an integer in [2, {_MAX_RESOLUTION}], got {_show(resolution)}")
-    quad_tol = limit_t.get("tol", "number", None)
-    if quad_tol is not None and resolution is not None:
+    tol = limit_t.get("tol", "number", None)
+    if tol is not None and resolution is not None:
         raise SpecError("limit.tol: give either limit.tol or limit.resolution, not both")
-    quad_tol = _DEFAULT_QUAD_TOL if quad_tol is None else float(quad_tol)
-    if not 1e-12 <= quad_tol < 1:
-        raise SpecError(f"limit.tol: expected a number in [1e-12, 1), got {_show(quad_tol)}")
+    tol = _DEFAULT_QUAD_TOL if tol is None else float(tol)
+    if not 1e-12 <= tol < 1:
+        raise SpecError(f"limit.tol: expected a number in [1e-12, 1), got {_show(tol)}")
     max_h = limit_t.get("max_histories", "integer", DEFAULT_MAX_HISTORIES)
     if not 1 <= max_h <= _MAX_HISTORIES:
         raise SpecError(f"limit.max_histories: expected an integer in [1, {_MAX_HISTORIES}], got {_show(max_h)}")
@@ -362,16 +362,15 @@ def _parse(text: str, default_name: str, source: str, allow_code: bool) -> Spec:
                         "expected finite values (check chain.inputs and the target's parameters)")
 
     make_exp = Experiment if ar is None else _ar1_experiment(ar)
-    exp = make_exp(chain=chain, target=target, model=cfg, T=T, times=times, L=L, probes=probes,
-                     widths=replicas["widths"], n_init=replicas["n_init"], n_data=replicas["n_data"],
-                     block=replicas["block"], seed=seed, engine=engine, kernel_resolution=resolution,
-                     kernel_tol=quad_tol, name=name, record_risk=record_risk, max_histories=max_h,
-                     memory="sampled" if sampled else "window", basis_L=basis_L, L0=L0, segments=segments,
-                     segment_steps=seg_steps)
+    limit = LimitConfig(tol=tol, resolution=resolution, max_histories=max_h,
+                        memory="sampled" if sampled else "window", basis_L=basis_L, l0=L0, segments=segments,
+                        segment_steps=seg_steps)
+    exp = make_exp(chain=chain, target=target, model=cfg, T=T, times=times, L=L, probes=probes, replicas=replicas,
+                   limit=limit, seed=seed, engine=engine, name=name, record_risk=record_risk)
     # absent at their defaults, so the hashes of earlier specs stay valid
     limit_c = {"resolution": resolution}
-    if resolution is None and quad_tol != _DEFAULT_QUAD_TOL:
-        limit_c["tol"] = quad_tol
+    if resolution is None and tol != _DEFAULT_QUAD_TOL:
+        limit_c["tol"] = tol
     if max_h != DEFAULT_MAX_HISTORIES:
         limit_c["max_histories"] = max_h
     if sampled:
@@ -430,8 +429,7 @@ def _chain(t: "_Table"):
     try:
         chain = markov_chain(P, X)
     except ChainError as exc:
-        key = "chain.inputs" if str(exc).startswith("state inputs") else "chain.transition"
-        raise SpecError(f"{key}: {one_line(exc)}") from None
+        raise SpecError(f"chain.{exc.key or 'transition'}: {one_line(exc)}") from None
     return chain, {"transition": [[float(x) for x in row] for row in P], "inputs": X}
 
 
@@ -488,9 +486,7 @@ def _model(t: "_Table"):
     try:
         cfg = RNNConfig(**values)
     except ModelError as exc:
-        msg = one_line(exc)
-        key = "b_max" if msg.startswith("contraction") else msg.split()[0]
-        raise SpecError(f"model.{key if key in defaults else 'b_max'}: {msg}") from None
+        raise SpecError(f"model.{exc.key or 'b_max'}: {one_line(exc)}") from None
     return cfg, values
 
 
@@ -524,8 +520,7 @@ def _target(t: "_Table", allow_code: bool):
     try:
         target = make_target(name, **params)
     except TargetError as exc:
-        key = "target.m" if "memory depth" in str(exc) else "target.name" if ":" in name else "target"
-        raise SpecError(f"{key}: {one_line(exc)}") from None
+        raise SpecError(f"{'target.' + exc.key if exc.key else 'target'}: {one_line(exc)}") from None
     except (Exception, SystemExit) as exc:  # importing user code, or a built-in rejecting a parameter's shape
         raise SpecError(f"target: {_show(name)} rejected its parameters: {type(exc).__name__}: {one_line(exc)}") \
             from None
@@ -614,8 +609,8 @@ def _replicas(t: "_Table"):
     if units > _MAX_UNITS:
         raise SpecError(f"replicas: {len(widths)} widths x {n_init} inits x {-(-n_data // block)} data blocks = "
                         f"{units} work units; expected at most {_MAX_UNITS} (fewer replicas or a larger block)")
-    out = {"widths": tuple(int(w) for w in widths), "n_init": n_init, "n_data": n_data, "block": block}
-    return out, {**out, "widths": list(out["widths"])}
+    out = Replicas(widths=tuple(int(w) for w in widths), n_init=n_init, n_data=n_data, block=block)
+    return out, {"widths": list(out.widths), "n_init": n_init, "n_data": n_data, "block": block}
 
 
 def _probes(t: "_Table", chain, L: int, max_h: int):

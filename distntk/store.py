@@ -1550,7 +1550,7 @@ def _attrs(spec: Spec, exp: Experiment, pred: xr.Dataset, command: str) -> dict:
         "alpha": float(exp.model.alpha),
         "T": float(exp.T),
         "L": int(exp.L),
-        "block": int(exp.block),
+        "block": int(exp.replicas.block),
         "engine": exp.engine,
         "memory_bound": num(pa["memory_bound"]),
         "kernel_error": num(pa["kernel_error"]),
@@ -1609,8 +1609,8 @@ def variable_attrs(name: str) -> dict:
 
 def _allocate(g: zarr.Group, exp: Experiment, pred: xr.Dataset, schema: int, only: set | None = None) -> None:
     """Create the store's arrays in ``g`` (``only``: just these names, the others left as they are)."""
-    W, I, R = len(exp.widths), exp.n_init, exp.n_data
-    nt, P, B = len(exp.times), len(exp.probes), exp.block
+    W, I, R = len(exp.replicas.widths), exp.replicas.n_init, exp.replicas.n_data
+    nt, P, B = len(exp.times), len(exp.probes), exp.replicas.block
     nb = -(-R // B)
 
     def arr(name, dims, shape, chunks, dtype, fill, data=None, per_unit=False):
@@ -1630,7 +1630,7 @@ def _allocate(g: zarr.Group, exp: Experiment, pred: xr.Dataset, schema: int, onl
             a[...] = data
         return a
 
-    arr("width", ("width",), (W,), (W,), "int64", 0, np.asarray(exp.widths, dtype=np.int64))
+    arr("width", ("width",), (W,), (W,), "int64", 0, np.asarray(exp.replicas.widths, dtype=np.int64))
     arr("init", ("init",), (I,), (I,), "int64", 0, np.arange(I, dtype=np.int64))
     arr("data", ("data",), (R,), (R,), "int64", 0, np.arange(R, dtype=np.int64))
     arr("block", ("block",), (nb,), (nb,), "int64", 0, np.arange(nb, dtype=np.int64))

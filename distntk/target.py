@@ -91,9 +91,10 @@ def make_target(name: str, m: int | None = None, **params: object) -> Target:
         try:
             fn = getattr(importlib.import_module(mod_name), fn_name)
         except (ImportError, AttributeError) as exc:
-            raise TargetError(f"cannot import target {name!r} ({exc}); expected 'module:function'") from None
+            raise TargetError(f"cannot import target {name!r} ({exc}); expected 'module:function'",
+                              key="name") from None
         if m is None or int(m) < 1:
-            raise TargetError(f"user target {name!r} needs its memory depth m >= 1")
+            raise TargetError(f"user target {name!r} needs its memory depth m >= 1", key="m")
         return Target(name, int(m), fn, tuple(sorted(params.items())))
     if name not in BUILTIN_TARGETS:
         raise TargetError(
@@ -106,5 +107,5 @@ def make_target(name: str, m: int | None = None, **params: object) -> Target:
     except TypeError as exc:
         raise TargetError(f"target {name!r}: {exc}") from None
     if t.m < 1:
-        raise TargetError(f"target {name!r} has memory depth {t.m}; expected m >= 1")
+        raise TargetError(f"target {name!r} has memory depth {t.m}; expected m >= 1", key="m")
     return t

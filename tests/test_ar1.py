@@ -7,7 +7,7 @@ import pytest
 
 from distntk.ar1 import ar1, ar1_limit, default_probes, probe_label, reference_chain
 from distntk.chain import ChainError, rouwenhorst, window_chain
-from distntk.limit import solve_limit
+from distntk.limit import LimitConfig, solve_limit
 from distntk.rnn import RNNConfig
 from distntk.target import make_target
 
@@ -69,14 +69,15 @@ def test_rouwenhorst_limit_approaches_ar1_limit():
     cfg = RNNConfig(noise_std=0.1)
     phi, sigma, L, R, times = 0.5, 0.6, 2, 6, [0.5, 2.0]
     tg = make_target("product", m=2)
-    al = ar1_limit(cfg, ar1(phi, sigma), tg, L, segments=16, steps=2048, n_basis=512, resolution=R)
+    al = ar1_limit(cfg, ar1(phi, sigma), tg, L, LimitConfig(resolution=R, segments=16, segment_steps=2048),
+                   n_basis=512)
     cont = al.predict(times, np.zeros((1, L)))
     assert al.basis_residual < 1e-4
     names = ["h", "nvar_poisson", "nvar_iid", "var_init_coef", "risk_h", "nvar_risk_poisson", "nvar_risk_iid",
              "var_risk_init_coef"]
     chi2 = {}
     for n in (3, 5, 9, 17):
-        lim = solve_limit(cfg, rouwenhorst(n, phi, sigma), tg, L=L, resolution=R)
+        lim = solve_limit(cfg, rouwenhorst(n, phi, sigma), tg, L=L, limit=LimitConfig(resolution=R))
         win = lim.window
         E = np.zeros((1, win.n_histories))
         E[0, win.index([[(n - 1) // 2] * L])] = 1.0

@@ -155,10 +155,10 @@ def test_demo_runs_the_quickstart_through_ray_and_writes_the_report(quickstart_d
     assert p.returncode == 0, p.stderr[-3000:]  # its time is measured in bench/, not asserted (loaded machines)
     q = load_spec(ROOT / "jobs" / "quickstart.toml")
     assert "units to compute on an embedded local Ray" in p.stderr and "computed" in p.stderr
-    n_rows = len(q.experiment.widths) * len(q.experiment.times) * len(q.experiment.probes)
+    n_rows = len(q.experiment.replicas.widths) * len(q.experiment.times) * len(q.experiment.probes)
     rows = [ln for ln in p.stdout.splitlines() if ln.split() and ln.split()[0] in {"64", "128", "256"}]
     assert len(rows) == n_rows
-    per_width = q.experiment.n_init * q.experiment.n_data
+    per_width = q.experiment.replicas.n_init * q.experiment.replicas.n_data
     assert f"{per_width}/{per_width} replicas" in p.stdout
     # the within-initialisation variance follows the Poisson prediction, not the i.i.d. one
     for ln in rows:

@@ -33,7 +33,7 @@ def _three_state(tmp_path, extra=""):
 
 def test_the_window_estimate_chooses_the_rule_the_solve_then_reuses(tmp_path, monkeypatch):
     exp = load_spec(tiny_spec(tmp_path / "tiny.toml")).experiment
-    assert exp.memory == "window"
+    assert exp.limit.memory == "window"
     limit_mod._RULES.clear()
     lc = estimate_limit(exp)
     H = window_chain(exp.chain, exp.L).n_histories
@@ -62,13 +62,13 @@ def test_the_cost_of_a_run_adds_the_limit_to_the_replicas(tmp_path):
 def test_a_sampled_limit_is_costed_and_announced_before_anything_is_solved(tmp_path, capsys):
     spec = _three_state(tmp_path, "\n[limit]\nsegments = 4\nsegment_steps = 512\n")
     exp = load_spec(spec).experiment
-    assert exp.memory == "sampled"
+    assert exp.limit.memory == "sampled"
     lc = estimate_limit(exp)
-    basis = window_chain(exp.chain, exp.basis_L, max_histories=1 << 20)
+    basis = window_chain(exp.chain, exp.limit.basis_L, max_histories=1 << 20)
     assert lc.method == "sampled" and lc.segments == 4
     # 4 segments of 512 steps, each started burn steps early, plus every history of the basis window
     burn = (lc.node_steps / lc.nodes - basis.n_histories * basis.L) / 4 - 512
-    assert burn == int(burn) and burn >= exp.L0
+    assert burn == int(burn) and burn >= exp.limit.l0
     assert lc.core_seconds == pytest.approx(LIMIT_BASE_SECONDS + SECONDS_PER_PATH_STEP * lc.node_steps)
     store = tmp_path / "s.zarr"
     assert main(["run", str(spec), "--store", str(store), "--max-core-hours", "1e-12"]) == 2

@@ -5,7 +5,7 @@ import pytest
 from scipy.stats import chi2
 
 from distntk.chain import markov_chain, window_chain
-from distntk.experiment import Experiment
+from distntk.experiment import Experiment, Replicas
 from distntk.rnn import RNNConfig
 from distntk.target import make_target
 
@@ -20,7 +20,7 @@ def section6():
     win = window_chain(chain, L)
     probe = win.histories[win.most_likely(1)]  # all -1: the most likely window
     exp = Experiment(chain=chain, target=target, model=RNNConfig(), T=T, times=(1.0, T), L=L, probes=probe,
-                     widths=(N,), n_init=N_INIT, n_data=N_DATA, block=N_DATA, seed=20261125, record_risk=False)
+                     replicas=Replicas((N,), N_INIT, N_DATA, N_DATA), seed=20261125, record_risk=False)
     out = np.stack([exp.compute(u)["output"] for u in exp.units()])  # (init, data, time, probe)
     return exp, exp.predictions(), out
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from distntk.chain import markov_chain
-from distntk.limit import FeatureKernel, Kernel, solve_limit
+from distntk.limit import FeatureKernel, Kernel, LimitConfig, solve_limit
 from distntk.rnn import RNNConfig
 from distntk.target import make_target
 
@@ -44,8 +44,8 @@ def test_feature_solver_equals_dense_solver(S, seed, zeros, L, cfg):
     """
     chain = _random_chain(S, seed, zeros)
     target = make_target("tanh_linear", inner=[1.0, -0.5], outer=[0.2, 0.0])
-    dense = solve_limit(cfg, chain, target, L=L, quad_tol=1e-4, method="dense")
-    feat = solve_limit(cfg, chain, target, L=L, quad_tol=1e-4, method="features")
+    dense = solve_limit(cfg, chain, target, L=L, limit=LimitConfig(tol=1e-4), method="dense")
+    feat = solve_limit(cfg, chain, target, L=L, limit=LimitConfig(tol=1e-4), method="features")
     assert isinstance(dense.kernel, Kernel) and isinstance(feat.kernel, FeatureKernel)
     H = dense.window.n_histories
     assert feat.kernel.n_nodes == dense.kernel.n_nodes and feat.kernel.error == dense.kernel.error

@@ -111,7 +111,7 @@ def _check(text: str, allow_code: bool = False):
 
 
 def test_the_base_spec_is_valid():
-    assert _check(BASE) is None and parse_spec(BASE).experiment.widths == (16, 32)
+    assert _check(BASE) is None and parse_spec(BASE).experiment.replicas.widths == (16, 32)
 
 
 def test_mutated_specs_are_accepted_or_refused_on_one_line():

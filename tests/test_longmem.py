@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 
 from distntk.chain import markov_chain
-from distntk.limit import solve_limit
+from distntk.limit import LimitConfig, solve_limit
 from distntk.longmem import sample_limit, sampled_problem, solve_sampled
 from distntk.rnn import RNNConfig
 from distntk.spec import SpecError, parse_spec
@@ -32,7 +32,7 @@ QUAD = 1e-6
 @pytest.fixture(scope="module")
 def exact():
     """The window solver at L = 12 on the probes: h, N*Var (Poisson, i.i.d.) and the init coefficient."""
-    lim = solve_limit(CFG, CHAIN, TARGET, L=L, quad_tol=QUAD)
+    lim = solve_limit(CFG, CHAIN, TARGET, L=L, limit=LimitConfig(tol=QUAD))
     idx = lim.window.index(PROBES)
     E = np.zeros((len(idx), lim.window.n_histories))
     E[np.arange(len(idx)), idx] = 1.0
@@ -45,7 +45,7 @@ def exact():
 @pytest.fixture(scope="module")
 def problem():
     """Basis window L_b = 8 (256 histories), control variate at L0 = 3 (the target's depth)."""
-    return sampled_problem(CFG, CHAIN, 8, 3, steps=1024, seed=0, quad_tol=QUAD)
+    return sampled_problem(CFG, CHAIN, 8, 3, steps=1024, seed=0, tol=QUAD)
 
 
 @pytest.fixture(scope="module")
@@ -112,10 +112,11 @@ def test_no_memory_makes_the_sampled_limit_the_window_limit():
     """b_max = 0: the memory state is the last input's, so the infinite past equals any window; the paths'
     correction vanishes identically and the result equals the dense window solver to round-off."""
     cfg = RNNConfig(b_max=0.0)
-    sl = solve_sampled(cfg, CHAIN, TARGET, 4, 3, segments=4, steps=512, seed=3, quad_tol=QUAD)
+    sl = solve_sampled(cfg, CHAIN, TARGET, LimitConfig(tol=QUAD, memory="sampled", basis_L=4, l0=3, segments=4,
+                                                      segment_steps=512), seed=3)
     probes = np.array([[0, 0, 0, 0], [1, 0, 1, 1]])
     out = sl.predict(TIMES, probes, 4)
-    lim = solve_limit(cfg, CHAIN, TARGET, L=4, quad_tol=QUAD, method="dense")
+    lim = solve_limit(cfg, CHAIN, TARGET, L=4, limit=LimitConfig(tol=QUAD), method="dense")
     idx = lim.window.index(probes)
     E = np.zeros((2, lim.window.n_histories))
     E[np.arange(2), idx] = 1.0
@@ -158,14 +159,15 @@ def test_spec_memory_mode_auto_window_and_sampled():
     # auto: a window of 4096 histories meets 1e-6 at rho = 0.3 (L = 12), not at rho = 0.9
     low = parse_spec(SPEC.format(b_max=0.3, limit=""))
     high = parse_spec(SPEC.format(b_max=0.9, limit=""))
-    assert low.experiment.memory == "window" and "memory" not in low.canonical["limit"]
-    assert high.experiment.memory == "sampled"
+    assert low.experiment.limit.memory == "window" and "memory" not in low.canonical["limit"]
+    assert high.experiment.limit.memory == "sampled"
     assert high.canonical["limit"]["memory"] == "sampled" and high.canonical["limit"]["l0"] == 10
     forced = parse_spec(SPEC.format(b_max=0.3, limit='memory = "sampled"\nl0 = 4\nsegments = 4'))
-    assert (forced.experiment.memory, forced.experiment.L0, forced.experiment.segments) == ("sampled", 4, 4)
+    lim = forced.experiment.limit
+    assert (lim.memory, lim.l0, lim.segments) == ("sampled", 4, 4)
     assert forced.hash != low.hash
     window = parse_spec(SPEC.format(b_max=0.9, limit='memory = "window"'))
-    assert window.experiment.memory == "window" and window.canonical["limit"]["memory"] == "window"
+    assert window.experiment.limit.memory == "window" and window.canonical["limit"]["memory"] == "window"
 
 
 @pytest.mark.parametrize("limit, message", [

@@ -136,7 +136,7 @@ def test_two_nodes_token_auth_job_submit(tmp_path):
     # the store equals the single-node (in-process) result, bit for bit
     e = spec.experiment
     for u in e.units():
-        wi = list(e.widths).index(u.width)
+        wi = list(e.replicas.widths).index(u.width)
         ref = e.compute(u)
         np.testing.assert_array_equal(ds.output.values[wi, u.init, u.data_start:u.data_stop], ref["output"])
         np.testing.assert_array_equal(ds.risk.values[wi, u.init, u.data_start:u.data_stop], ref["risk"])

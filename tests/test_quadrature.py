@@ -95,15 +95,15 @@ def test_spec_limit_tol_reaches_the_kernel_and_the_store(tmp_path):
     from distntk.store import create_store
 
     s = parse_spec(_spec_text("[limit]\ntol = 1e-4\n"))
-    assert s.experiment.kernel_tol == 1e-4 and s.canonical["limit"] == {"resolution": None, "tol": 1e-4}
+    assert s.experiment.limit.tol == 1e-4 and s.canonical["limit"] == {"resolution": None, "tol": 1e-4}
     default = parse_spec(_spec_text(""))
     # the default tolerance is left out of the canonical form: specs written before limit.tol keep their hash
-    assert default.experiment.kernel_tol == 1e-6 and default.canonical["limit"] == {"resolution": None}
+    assert default.experiment.limit.tol == 1e-6 and default.canonical["limit"] == {"resolution": None}
     assert parse_spec(_spec_text("[limit]\ntol = 1e-6\n")).hash == default.hash
     assert default.hash != s.hash  # a different tolerance is a different prediction
     create_store(tmp_path / "s.zarr", s, s.experiment.predictions(), command="pytest")
     attrs = open_store(tmp_path / "s.zarr").attrs
-    kern = s.experiment.limit().kernel
+    kern = s.experiment.solve().kernel
     assert attrs["kernel_tol"] == 1e-4 and attrs["kernel_method"] == "trapezoid"
     assert attrs["kernel_nodes"] == kern.n_nodes > 0 and attrs["kernel_seconds"] == kern.seconds > 0
     assert 0 < attrs["kernel_error"] <= 1e-4
@@ -113,8 +113,8 @@ def test_spec_legacy_resolution_still_works():
     from distntk.spec import parse_spec
 
     s = parse_spec(_spec_text("[limit]\nresolution = 12\n"))
-    assert s.experiment.kernel_resolution == 12 and s.canonical["limit"] == {"resolution": 12}
-    kern = s.experiment.limit().kernel
+    assert s.experiment.limit.resolution == 12 and s.canonical["limit"] == {"resolution": 12}
+    kern = s.experiment.solve().kernel
     assert kern.method == "gauss" and kern.n_nodes == 12**3
 
 

@@ -67,9 +67,10 @@ def test_run_sigkill_resume_and_query_on_s3(s3_bucket, tmp_path, capsys):
         with latency_proxy(port, 0.05) as proxy:
             proc = subprocess.Popen(cmd, env={**env, "AWS_ENDPOINT_URL": proxy.endpoint_url}, cwd=tmp_path,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            sigkill_when(proc, lambda: done_units(url, e.block, opts) >= 6, "fewer than 6 units done", timeout=240)
+            sigkill_when(proc, lambda: done_units(url, e.replicas.block, opts) >= 6, "fewer than 6 units done",
+                         timeout=240)
         before = open_store(url).load()
-        done_before = before.done.values[:, :, :: e.block]  # (width, init, block)
+        done_before = before.done.values[:, :, :: e.replicas.block]  # (width, init, block)
         n_before = int(done_before.sum())
         assert 6 <= n_before < n_units, f"{n_before} of {n_units} units done at the kill; units too fast?"
         assert (before.unit_writes.values[done_before] == 1).all()
@@ -94,7 +95,7 @@ def test_run_sigkill_resume_and_query_on_s3(s3_bucket, tmp_path, capsys):
     # the others: once by the rerun, or twice if the kill fell between a unit's data and its flag
     assert set(np.unique(writes[~done_before])) <= {1, 2}
     for u in e.units():  # values identical to an uninterrupted computation, bit for bit
-        wi = list(e.widths).index(u.width)
+        wi = list(e.replicas.widths).index(u.width)
         ref = e.compute(u)
         np.testing.assert_array_equal(after.output.values[wi, u.init, u.data_start:u.data_stop], ref["output"])
         np.testing.assert_array_equal(after.risk.values[wi, u.init, u.data_start:u.data_stop], ref["risk"])
@@ -108,7 +109,7 @@ def test_run_sigkill_resume_and_query_on_s3(s3_bucket, tmp_path, capsys):
     assert main(["query", url, "--format", "json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert [p["units_done"] for p in got["progress"]] == [n_units // 2] * 2
-    assert {r["n"] for r in got["rows"]} == {e.n_init * e.n_data}
+    assert {r["n"] for r in got["rows"]} == {e.replicas.n_init * e.replicas.n_data}
     assert all(r["mean"] is not None and r["nvar"] is not None for r in got["rows"])
     assert main(["query", url, "--width", "768", "--format", "csv"] + _flags(server)) == 0
     assert len(capsys.readouterr().out.splitlines()) == 1 + len(e.times) * len(e.probes)

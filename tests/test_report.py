@@ -238,7 +238,7 @@ def test_memory_window_shortened_is_said(sticky, tmp_path):
     text = sticky.spec.text.replace("L = 8", "memory_tol = 1e-12").replace("n_init = 16", "n_init = 2")
     text = text.replace("widths = [128, 256, 512]", "widths = [16]").replace("n_data = 32", "n_data = 2")
     # limit.memory = "auto" would take the infinite past here (no window of 16 histories meets 1e-6)
-    assert parse_spec(text + "[limit]\nmax_histories = 16\n").experiment.memory == "sampled"
+    assert parse_spec(text + "[limit]\nmax_histories = 16\n").experiment.limit.memory == "sampled"
     spec = parse_spec(text + '[limit]\nmax_histories = 16\nmemory = "window"\n')
     assert spec.experiment.L == 4 and spec.warnings
     md = write_report(write_store(tmp_path / "w.zarr", spec, {}), tmp_path / "rep", memory=None).read_text()

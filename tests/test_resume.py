@@ -64,8 +64,8 @@ def killed(tmp_path_factory):
            "--no-progress"]
     try:
         proc = subprocess.Popen(cmd, env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        sigkill_when(proc, lambda: done_units(store, e.block) >= len(e.units()) // 2, "not half of the units done",
-                     timeout=240)
+        sigkill_when(proc, lambda: done_units(store, e.replicas.block) >= len(e.units()) // 2,
+                     "not half of the units done", timeout=240)
         snapshot = tmp / "killed.zarr"
         shutil.copytree(store, snapshot)
         t_end = time.time() + 20
@@ -82,7 +82,7 @@ def test_sigkill_then_rerun(killed):
     e = killed.spec.experiment
     n_units = len(e.units())
     before = open_store(killed.snapshot).load()
-    done_before = before.done.values[:, :, :: e.block]  # (width, init, block)
+    done_before = before.done.values[:, :, :: e.replicas.block]  # (width, init, block)
     n_before = int(done_before.sum())
     assert n_units // 2 <= n_before < n_units, f"{n_before} of {n_units} units done at the kill; units too fast?"
     assert (before.unit_writes.values[done_before] == 1).all()
@@ -107,7 +107,7 @@ def test_sigkill_then_rerun(killed):
     assert set(np.unique(writes[~done_before])) <= {1, 2}
     # values identical to an uninterrupted computation (Experiment.compute, bit for bit)
     for u in e.units():
-        wi = list(e.widths).index(u.width)
+        wi = list(e.replicas.widths).index(u.width)
         ref = e.compute(u)
         np.testing.assert_array_equal(after.output.values[wi, u.init, u.data_start:u.data_stop], ref["output"])
         np.testing.assert_array_equal(after.risk.values[wi, u.init, u.data_start:u.data_stop], ref["risk"])

@@ -49,7 +49,7 @@ def _assert_store_equals_in_process(path, spec):
     assert (ds.unit_writes.values == 1).all()
     for u in e.units():
         ref = e.compute(u)
-        wi = list(e.widths).index(u.width)
+        wi = list(e.replicas.widths).index(u.width)
         sl = slice(u.data_start, u.data_stop)
         np.testing.assert_array_equal(ds.output.values[wi, u.init, sl], ref["output"], strict=True)
         np.testing.assert_array_equal(ds.risk.values[wi, u.init, sl], ref["risk"], strict=True)
@@ -95,7 +95,7 @@ def test_sampled_limit_segments_run_on_actors_bit_for_bit(local_ray, tmp_path):
     text = text.replace("[replicas]", limit + "[replicas]")
     (tmp_path / "lm.toml").write_text(text)
     spec = load_spec(tmp_path / "lm.toml")
-    assert spec.experiment.memory == "sampled"
+    assert spec.experiment.limit.memory == "sampled"
     ref = spec.experiment.predictions()
     for actors in (1, 2):
         path = str(tmp_path / f"lm{actors}.zarr")
@@ -176,7 +176,8 @@ def _boom(unit):
 def test_a_failing_unit_stops_the_run_after_delivering_the_others(local_ray):
     got = {}
     with pytest.raises(UnitFailed, match="unit 3 failed: ValueError: unit three is broken"):
-        run_units(_boom, range(6), lambda u, r, info: got.update({u: r}), actors=1, in_flight=1, progress=False)
+        for batch in run_units(_boom, range(6), actors=1, in_flight=1, progress=False):
+            got.update((u, r) for u, r, _ in batch)
     assert got == {0: 0, 1: 2, 2: 4}
 
 
@@ -194,11 +195,12 @@ def test_in_flight_is_bounded_per_actor(local_ray):
 
     starts, delivered = {}, []
 
-    def on_result(u, t, info):
-        starts[u] = t
-        delivered.append(time.time())
-
-    summary = run_units(_stamp, list(range(24)), on_result, actors=2, in_flight=2, progress=False)
+    run = run_units(_stamp, list(range(24)), actors=2, in_flight=2, progress=False)
+    for batch in run:
+        for u, t, _ in batch:
+            starts[u] = t
+            delivered.append(time.time())
+    summary = run.summary
     assert sorted(starts) == list(range(24)) and summary.units == 24 and summary.actors == 2
     slots = 2 * 2
     for j in range(slots, 24):

@@ -31,7 +31,7 @@ def test_base_spec_builds_the_experiment():
     s = parse_spec(BASE, default_name="base")
     e = s.experiment
     assert s.name == "base" and s.store == "stores/base.zarr"
-    assert e.L == 4 and e.model.burn_in == 4 and e.block == 16
+    assert e.L == 4 and e.model.burn_in == 4 and e.replicas.block == 16
     assert e.probes.tolist() == [[0, 0, 0, 0], [1, 1, 1, 1]]
     assert s.canonical["model"]["beta"] == 0.75  # RNNConfig default filled in
     assert len(s.hash) == 64
@@ -125,8 +125,8 @@ def test_shipped_specs_validate():
         e = spec.experiment
         assert e.model.b_max == 0.3 and e.model.beta == 0.75 and e.T == 2.0 and e.L == 8
         np.testing.assert_array_equal(e.chain.P, [[0.8, 0.2], [0.3, 0.7]])
-    assert max(q.experiment.widths) <= 256
-    assert s.experiment.widths[0] == 256 and s.experiment.widths[-1] == 8192
+    assert max(q.experiment.replicas.widths) <= 256
+    assert s.experiment.replicas.widths[0] == 256 and s.experiment.replicas.widths[-1] == 8192
 
 
 def test_missing_file():
@@ -237,11 +237,11 @@ def test_one_history_limit_named_by_its_key():
     text = _with("L = 4", "L = 13")
     assert "limit.max_histories" in _error(text)
     s = parse_spec(text.replace("most_likely = 2", "most_likely = 2\n[limit]\nmax_histories = 8192"))
-    assert s.experiment.L == 13 and s.experiment.max_histories == 8192
+    assert s.experiment.L == 13 and s.experiment.limit.max_histories == 8192
     assert s.canonical["limit"] == {"resolution": None, "max_histories": 8192}
     # the run solves the limit with the same limit (a smaller spec keeps this fast)
     small = parse_spec(_with("most_likely = 2", "most_likely = 2\n[limit]\nmax_histories = 16"))
-    assert small.experiment.limit().window.n_histories == 16
+    assert small.experiment.solve().window.n_histories == 16
     # a memory_tol that the limit cannot reach: L is shortened, with a warning naming both keys
     w = parse_spec(_with("L = 4", "memory_tol = 1e-12"))
     assert w.experiment.L == 12  # 2**12 = 4096 histories on the two-state chain; rho^12 = 0.3^12 = 5.3e-7
@@ -290,3 +290,47 @@ def test_a_store_written_before_the_engine_rename_still_opens_and_resumes(tmp_pa
     other = parse_spec(BASE.replace("seed = ", 'engine = "reference"\nseed = ', 1))
     with pytest.raises(Exception, match=r"spec differs from the store's in keys: engine \("):
         open_or_create(path, other, other.experiment.predictions)
+
+
+def test_each_table_is_one_value_object_with_the_specs_key_names():
+    """``[model]``, ``[replicas]`` and ``[limit]`` reach the experiment as frozen value objects whose fields
+    are the tables' keys: every key of the canonical (hashed) table is a field of the same name holding the
+    same value, so a parameter has one name from the TOML file to the solver."""
+    import dataclasses
+
+    text = _with("most_likely = 2", "most_likely = 2\n[limit]\ntol = 1e-5\nmax_histories = 8192\n"
+                 'memory = "sampled"\nl0 = 3\nsegments = 4\nsegment_steps = 512')
+    s = parse_spec(text)
+    e = s.experiment
+    for table, obj in (("model", e.model), ("replicas", e.replicas), ("limit", e.limit)):
+        assert dataclasses.is_dataclass(obj) and obj.__dataclass_params__.frozen
+        names = {f.name for f in dataclasses.fields(obj)}
+        canon = s.canonical[table]
+        assert set(canon) <= names, (table, set(canon) - names)
+        for key, value in canon.items():
+            got = getattr(obj, key)
+            assert (list(got) if isinstance(got, tuple) else got) == value, (table, key)
+    assert set(s.canonical["limit"]) >= {"tol", "max_histories", "memory", "l0", "segments", "segment_steps"}
+    assert not {"widths", "n_init", "kernel_tol", "quad_tol", "L0"} & {f.name for f in dataclasses.fields(e)}
+
+
+@pytest.mark.parametrize(("make", "key"), [
+    (lambda: __import__("distntk").RNNConfig(sigma_a=-1.0), "sigma_a"),
+    (lambda: __import__("distntk").RNNConfig(b_max=2.0), "b_max"),  # the message starts "contraction factor"
+    (lambda: __import__("distntk").markov_chain([[0.5, 0.5], [0.5, 0.5]], [1.0, 2.0, 3.0]), "inputs"),
+    (lambda: __import__("distntk").markov_chain([[0.0, 1.0], [1.0, 0.0]]), "transition"),  # periodic
+    (lambda: __import__("distntk").make_target("no_such_module_here:f", m=1), "name"),
+])
+def test_errors_carry_the_key_they_belong_to(make, key):
+    """The science modules' errors name their input in ``key``; the spec prefixes its table from there,
+    never from the message's words."""
+    from distntk import DistntkError
+
+    with pytest.raises(DistntkError) as info:
+        make()
+    assert info.value.key == key
+
+
+def test_a_model_error_is_named_by_its_key_not_its_wording():
+    assert _error(_with("b_max = 0.3", "b_max = 2.0")).startswith("model.b_max: contraction")
+    assert _error(_with("b_max = 0.3", "b_max = 0.3\nsigma_w = -1.0")).startswith("model.sigma_w: ")

@@ -28,7 +28,7 @@ def test_schema(spec, tmp_path, schema):
     assert rs.schema == schema and rs.attrs.get("store_schema", 1) == schema
     ds = open_store(path)
     e = spec.experiment
-    W, I, R, nt, P, nb = len(e.widths), e.n_init, e.n_data, len(e.times), len(e.probes), 2
+    W, I, R, nt, P, nb = len(e.replicas.widths), e.replicas.n_init, e.replicas.n_data, len(e.times), len(e.probes), 2
     assert dict(ds.sizes) == {"width": W, "init": I, "data": R, "time": nt, "probe": P, "lag": e.L, "block": nb}
     assert ds.output.dims == ("width", "init", "data", "time", "probe") and ds.output.dtype == np.float64
     assert ds.risk.dims == ("width", "init", "data", "time")
@@ -44,7 +44,7 @@ def test_schema(spec, tmp_path, schema):
         assert ds[v].dims == ("time",)
     assert ds.f.dims == ds.pi_probe.dims == ("probe",)
     assert ds.probe_window.dims == ("probe", "lag") and ds.probe_window.values.tolist() == e.probes.tolist()
-    assert ds.width.values.tolist() == list(e.widths) and ds.data.values.tolist() == list(range(R))
+    assert ds.width.values.tolist() == list(e.replicas.widths) and ds.data.values.tolist() == list(range(R))
     assert ds.probe.values.tolist() == e.probe_labels() and ds.block.values.tolist() == [0, 1]
     pred = e.predictions()
     np.testing.assert_array_equal(ds.h.values, pred.h.values)
@@ -57,13 +57,13 @@ def test_schema(spec, tmp_path, schema):
     assert ds.attrs["created"].endswith("Z") and "pytest" in ds.attrs["history"]
     # one unit = one chunk region of every per-replica array, one element of every per-unit array
     g = zarr.open_group(str(path), mode="r")
-    assert g["output"].chunks == (1, 1, e.block, nt, P)
-    assert g["risk"].chunks == (1, 1, e.block, nt)
+    assert g["output"].chunks == (1, 1, e.replicas.block, nt, P)
+    assert g["risk"].chunks == (1, 1, e.replicas.block, nt)
     per_unit = {3: ["unit"], 2: ["unit"], 1: ["unit_node", "unit_wall_time", "unit_writes"]}[schema]
     assert sorted(k for k in g.array_keys() if k.startswith("unit")) == per_unit
     # schema 3: one chunk holds every record of a width (at least 1,024 records where a width has more)
     assert all(g[k].chunks == ((1, I, nb) if schema == 3 else (1, 1, 1)) for k in per_unit)
-    assert ("done" in g) == (schema == 1) and (schema >= 2 or g["done"].chunks == (1, 1, e.block))
+    assert ("done" in g) == (schema == 1) and (schema >= 2 or g["done"].chunks == (1, 1, e.replicas.block))
 
 
 @pytest.mark.parametrize("schema", [3, 2, 1])

@@ -35,7 +35,7 @@ def test_grid_is_the_cartesian_product_last_key_fastest():
         # (limit.memory = "auto" takes the infinite past from b_max = 0.4 on: rho^12 > 1e-6; limit.* follows)
         assert [k for k in spec_diff(base.canonical, m.spec.canonical) if not k.startswith("limit.")] == sorted(
             k for k, v in {"model.beta": 0.75, "model.b_max": 0.3}.items() if m.values[k] != v)
-        assert m.spec.experiment.memory == ("window" if m.values["model.b_max"] < 0.4 else "sampled")
+        assert m.spec.experiment.limit.memory == ("window" if m.values["model.b_max"] < 0.4 else "sampled")
         assert m.spec.canonical["model"]["beta"] == m.values["model.beta"]
         assert m.spec.canonical["model"]["b_max"] == m.values["model.b_max"]
         assert m.spec.experiment.model.beta == m.values["model.beta"]

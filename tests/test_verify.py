@@ -290,7 +290,7 @@ def test_correct_units_near_beta_one_half_are_neither_flagged_nor_left_out(tmp_p
     e = spec.experiment
     ds = write_store(tmp_path / "s.zarr", spec, {u: e.compute(u) for u in e.units()})
     out = ds.output.values
-    assert _mad_z(out[0], e.block).max() > OUTLIER_Z  # the case the MAD-only scale got wrong
+    assert _mad_z(out[0], e.replicas.block).max() > OUTLIER_Z  # the case the MAD-only scale got wrong
     assert main(["verify", str(tmp_path / "s.zarr")]) == 0
     out_, err = capsys.readouterr()
     assert out_ == "" and "every done unit intact" in err and "flag" not in err
