@@ -43,7 +43,22 @@ __all__ = ["AR1Experiment", "Unit", "Experiment", "unit_grid"]
 
 @dataclass(frozen=True, order=True)
 class Unit:
-    """One work unit: ``width`` x one ``init`` x data seeds ``[data_start, data_stop)``."""
+    """One work unit: ``width`` x one ``init`` x data seeds ``[data_start, data_stop)``.
+
+    The replicas of a unit share one initialisation and are trained together
+    (``Experiment.compute``); units order as tuples ``(width, init, data_start, data_stop)``.
+
+    Parameters
+    ----------
+    width : int
+        The width ``N``.
+    init : int
+        The initialisation index.
+    data_start : int
+        The first data seed.
+    data_stop : int
+        One past the last data seed.
+    """
 
     width: int
     init: int
@@ -52,6 +67,7 @@ class Unit:
 
     @property
     def data(self) -> range:
+        """The unit's data seeds, ``range(data_start, data_stop)``."""
         return range(self.data_start, self.data_stop)
 
 
@@ -83,6 +99,65 @@ def _with_errors(out: dict, pi_probe: np.ndarray) -> dict:
 
 @dataclass(frozen=True, eq=False)
 class Experiment:
+    """What to simulate and what to compare it with: a chain, a target, a model, a design and its limit.
+
+    Normally built by ``load_spec`` (``Spec.experiment``), which validates every field; see the
+    module docstring for the work units and the predictions.  The fields below are its
+    constructor's parameters and its attributes.
+
+    Parameters
+    ----------
+    chain : MarkovChain
+        The data chain (docs/model.md#data).
+    target : Target
+        The target ``f`` of the last ``m`` inputs.
+    model : RNNConfig
+        Model and training hyper-parameters.
+    T : float
+        The horizon in training time ``t = k / N``.
+    times : tuple of float
+        The recording grid, sorted, within ``[0, T]``.
+    L : int
+        The window length (docs/model.md#memory): the length of the probe windows, and of the
+        histories of the window limit and of the stationary risk.
+    probes : numpy.ndarray
+        The probe windows, ``(P, L)`` states, oldest first.
+    widths : tuple of int
+        The widths ``N``.
+    n_init : int
+        Initialisations per width.
+    n_data : int
+        Data sequences per initialisation.
+    block : int, optional
+        Data sequences per work unit.
+    seed : int, optional
+        The root seed of every replica's ``SeedSequence``.
+    engine : str, optional
+        The training engine, a key of ``distntk.rnn.ENGINES`` (``"fast"`` or ``"reference"``).
+    kernel_resolution : int or None, optional
+        Legacy fixed quadrature, Gauss-Hermite points per coordinate (``limit.resolution``);
+        ``None``: the kernel to ``kernel_tol``.
+    kernel_tol : float, optional
+        The quadrature tolerance on the kernel entries (``limit.tol``).
+    name : str, optional
+        The experiment's name (the spec's).
+    record_risk : bool, optional
+        Also record every replica's stationary risk.
+    max_histories : int, optional
+        The most histories the window chain may have (``limit.max_histories``).
+    memory : {"window", "sampled"}, optional
+        The limit's training side: length-``L`` windows, or the infinite past estimated along
+        simulated paths (``distntk.longmem``); the spec's ``limit.memory`` resolved.
+    basis_L : int or None, optional
+        The sampled limit's basis window.
+    L0 : int or None, optional
+        The sampled limit's control-variate window (``limit.l0``).
+    segments : int, optional
+        Independent path segments of a sampled (or AR(1)) limit.
+    segment_steps : int, optional
+        Steps per path segment.
+    """
+
     chain: MarkovChain
     target: Target
     model: RNNConfig
@@ -108,13 +183,36 @@ class Experiment:
     segment_steps: int = 4096  # sampled: steps per segment (limit.segment_steps)
 
     def units(self) -> list[Unit]:
-        """All units, in a fixed order (width, init, block)."""
+        """All units, in the one fixed order (width, init, data block).
+
+        Returns
+        -------
+        list of Unit
+            ``len(widths) * n_init * ceil(n_data / block)`` units; block ``k`` holds the data
+            seeds ``[k block, min((k + 1) block, n_data))``.
+        """
         return unit_grid(self.widths, self.n_init, self.n_data, self.block)
 
     def compute(self, unit: Unit) -> dict[str, np.ndarray]:
-        """``{"output": (data, time, probe), "risk": (data, time)}`` for one unit.
+        """Train one unit's replicas, in this process.
 
         Deterministic in the seeds: the same unit gives the same bits anywhere.
+
+        Parameters
+        ----------
+        unit : Unit
+            The unit to compute.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``"output"``: ``(data, time, probe)``, the network's outputs on the probe windows;
+            ``"risk"`` (when ``record_risk``): ``(data, time)``, the stationary risk.
+
+        Raises
+        ------
+        ModelError
+            If the training diverged (a non-finite output or risk).
         """
         source, probes, risk = self._replica_data()
         res = run_replicas(
@@ -141,11 +239,22 @@ class Experiment:
         return self.chain, self.probes, (self._risk_windows if self.record_risk else None)
 
     def prepare(self) -> None:
-        """Compute, once, what every unit needs before the experiment is shipped to the actors."""
+        """Compute, once, what every unit needs before the experiment is shipped to the actors.
+
+        The risk's windows (the window chain's histories, ``pi_L`` and ``f``) when
+        ``record_risk``; ``compute`` would otherwise build them in every actor.
+        """
         self._replica_data()
 
     def limit(self) -> Limit:
-        """The solved window limit (computed once per experiment object)."""
+        """The solved window limit (computed once per experiment object).
+
+        Returns
+        -------
+        Limit
+            ``solve_limit`` for the experiment's model, chain, target and ``L``, with its
+            quadrature settings and ``max_histories``.
+        """
         return self._solved
 
     @cached_property
@@ -154,14 +263,37 @@ class Experiment:
                            quad_tol=self.kernel_tol, max_histories=self.max_histories)
 
     def probe_labels(self) -> list[str]:
+        """The probes' labels: each window's states as digits, oldest first (``"00110"``).
+
+        Returns
+        -------
+        list of str
+            One label per probe window, the store's ``probe`` coordinate.
+        """
         return ["".join(str(int(s)) for s in z) for z in self.probes]
 
     def predictions(self, map_segments: Callable | None = None) -> xr.Dataset:
         """Limit and variance predictions on ``(time, probe)``; see the module docstring.
 
-        With ``memory = "sampled"`` the training side is the infinite past (:mod:`distntk.longmem`):
-        ``map_segments`` computes the path segments (the driver passes Ray actors), and every
-        prediction comes with its Monte Carlo standard error ``<name>_se``.
+        With ``memory = "sampled"`` the training side is the infinite past (``distntk.longmem``):
+        ``map_segments`` computes the path segments, and every prediction comes with its Monte
+        Carlo standard error ``<name>_se``.
+
+        Parameters
+        ----------
+        map_segments : callable or None, optional
+            Sampled limit only: ``map_segments(fn, problem, indices)`` returns
+            ``[fn(problem, i) for i in indices]``, computed in any order and anywhere (the driver
+            passes Ray actors); ``None`` computes them in this process.
+
+        Returns
+        -------
+        xarray.Dataset
+            On ``(time, probe)``: ``h``, ``nvar_poisson``, ``nvar_iid``, ``var_init_coef``,
+            ``f`` and ``pi_probe``; on ``(time,)``: ``risk_h``, ``nvar_risk_poisson``,
+            ``nvar_risk_iid``, ``var_risk_init_coef``.  Attributes: ``L``, ``memory_bound``,
+            ``beta``, ``n_histories`` and the kernel's ``kernel_*`` (the sampled limit adds
+            ``memory_*``).
         """
         if self.memory == "sampled":
             return self._sampled_predictions(map_segments)
