@@ -204,7 +204,7 @@ class _LazyStores(Mapping):
 
 @dataclass(frozen=True)
 class Catalog:
-    """The stores under one root; see the module docstring.
+    """The stores under one root; see the ``distntk.catalog`` module docstring.
 
     Build it with ``open_catalog``.  Reading is lazy: a store is opened on first access, and read
     and checked whole only by ``rows``, ``frame`` or ``checked`` (once; the results are kept).
@@ -659,7 +659,7 @@ def open_catalog(root: str, storage_options: dict | None = None) -> Catalog:
 
     Lists the root once and reads every ``<member>.zarr`` child's attributes (all at once, spec
     hash checked); in a sweep root (one with ``sweep.json``) only the members its manifest
-    records are listed.  See the module docstring.
+    records are listed.  See the ``distntk.catalog`` module docstring.
 
     Parameters
     ----------

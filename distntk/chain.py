@@ -340,7 +340,7 @@ def window_chain(chain: MarkovChain, L: int, max_histories: int = 1 << 14) -> Wi
     """Enumerate ``H_L`` and build ``P_L`` and ``pi_L`` (docs/model.md (1.4)-(1.5)).
 
     The histories are the length-``L`` state windows of positive stationary probability, in
-    lexicographic order; see the module docstring.
+    lexicographic order; see the ``distntk.chain`` module docstring.
 
     Parameters
     ----------

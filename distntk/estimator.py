@@ -294,7 +294,7 @@ def variance_components(y: xr.DataArray, done: xr.DataArray | None = None, level
     """One-way random-effects decomposition of ``y`` over dims ``init`` and ``data``.
 
     Every cell of the other dims is decomposed on its own, unbalanced designs included; the
-    formulas are in the module docstring.
+    formulas are in the ``distntk.estimator`` module docstring.
 
     Parameters
     ----------
@@ -421,7 +421,7 @@ def estimate(ds: xr.Dataset, level: float = 0.95, verdict_level: float = 0.99) -
     """Components, predictions and comparisons for every (width, time, probe) and the risk.
 
     The one estimator: ``distntk query``, the report and a catalog's rows all read its numbers.
-    The formulas and the intervals are in the module docstring.
+    The formulas and the intervals are in the ``distntk.estimator`` module docstring.
 
     Parameters
     ----------
@@ -579,7 +579,7 @@ def convergence_rates(est: xr.Dataset, level: float = 0.95, min_sigma: float = 2
     fluctuation sizes ``sd_within = sqrt(within)`` and ``sd_between =
     sqrt(between)``, whose predicted orders are ``N^{-1/2}`` and ``N^{1/2-beta}``
     (``expected_slope``; NaN for the deviations, for which docs/model.md#rates states no
-    order).  See the module docstring for the weighting and the ``min_sigma`` rule.
+    order).  See the ``distntk.estimator`` module docstring for the weighting and the ``min_sigma`` rule.
 
     Parameters
     ----------

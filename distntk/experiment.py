@@ -102,7 +102,7 @@ class Experiment:
     """What to simulate and what to compare it with: a chain, a target, a model, a design and its limit.
 
     Normally built by ``load_spec`` (``Spec.experiment``), which validates every field; see the
-    module docstring for the work units and the predictions.  The fields below are its
+    ``distntk.experiment`` module docstring for the units and the predictions.  The fields below are its
     constructor's parameters and its attributes.
 
     Parameters
@@ -273,7 +273,7 @@ class Experiment:
         return ["".join(str(int(s)) for s in z) for z in self.probes]
 
     def predictions(self, map_segments: Callable | None = None) -> xr.Dataset:
-        """Limit and variance predictions on ``(time, probe)``; see the module docstring.
+        """Limit and variance predictions on ``(time, probe)``; see the ``distntk.experiment`` module docstring.
 
         With ``memory = "sampled"`` the training side is the infinite past (``distntk.longmem``):
         ``map_segments`` computes the path segments, and every prediction comes with its Monte

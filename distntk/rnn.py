@@ -455,7 +455,7 @@ def run_replicas(
     """Train ``len(data)`` replicas sharing initialisation ``init``.
 
     The ``R = len(data)`` replicas are trained together, vectorised; each draws its data from
-    its own seed, so a replica's results do not depend on the others (module docstring, "Seeds").
+    its own seed, so a replica's results do not depend on the others (the ``distntk.rnn`` module docstring, "Seeds").
 
     Parameters
     ----------

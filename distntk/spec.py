@@ -154,7 +154,7 @@ class Spec:
     text : str
         The TOML source text, as read.
     canonical : dict
-        The resolved spec as plain JSON data (the module docstring's "Canonical form"):
+        The resolved spec as plain JSON data (``distntk.spec``'s module docstring, "Canonical form"):
         defaults filled in, ``L``, ``burn_in`` and the probes resolved; without ``name``,
         ``description`` and ``store``, which change no number.
     experiment : Experiment
@@ -177,12 +177,9 @@ class Spec:
 
     @cached_property
     def hash(self) -> str:
-        """SHA-256 of the canonical form's sorted JSON (``spec_hash``): what a store records and a resume checks.
+        """SHA-256 of the canonical form's sorted JSON (``spec_hash``), 64 hexadecimal digits.
 
-        Returns
-        -------
-        str
-            64 hexadecimal digits.
+        What a store records, and what a resume checks.
         """
         return spec_hash(self.canonical)
 

@@ -125,7 +125,7 @@ def make_target(name: str, m: int | None = None, **params: object) -> Target:
     """A built-in target by name, or ``"module:function"`` with depth ``m``.
 
     The built-ins (``linear``, ``tanh_linear``, ``product``) are listed with their formulas in
-    the module docstring.
+    the ``distntk.target`` module docstring.
 
     Parameters
     ----------
