@@ -204,7 +204,29 @@ class _LazyStores(Mapping):
 
 @dataclass(frozen=True)
 class Catalog:
-    """The stores under one root; see the module docstring."""
+    """The stores under one root; see the ``distntk.catalog`` module docstring.
+
+    Build it with ``open_catalog``.  Reading is lazy: a store is opened on first access, and read
+    and checked whole only by ``rows``, ``frame`` or ``checked`` (once; the results are kept).
+
+    Parameters
+    ----------
+    root : str
+        The root: a local directory or an fsspec prefix.
+    stores : Mapping
+        Member name -> ``xarray.Dataset``, each store opened lazily on first access.
+    specs : dict
+        Member name -> its canonical spec as ``{dotted key: value}``.
+    problems : dict
+        Member name -> why it is missing or left out: a manifest's member not started, a child
+        that is not a readable distntk store, or not the member the manifest records.
+    manifest : dict or None, optional
+        The sweep manifest (``sweep.json``) of a sweep root; ``None`` for any other folder.
+    storage_options : dict or None, optional
+        Options of the fsspec backend of a URL root.
+    attrs : dict, optional
+        Member name -> the store's attributes.
+    """
 
     root: str
     stores: Mapping  # member name -> lazily opened xr.Dataset
@@ -216,15 +238,43 @@ class Catalog:
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def location(self, name: str) -> str:
+        """Where member ``name``'s store lives.
+
+        Parameters
+        ----------
+        name : str
+            A member's name.
+
+        Returns
+        -------
+        str
+            ``<root>/<name>.zarr``.
+        """
         return _join(self.root, f"{name}.zarr")
 
     def checked(self, name: str) -> tuple[xr.Dataset, dict]:
-        """Member ``name`` read and checked, damaged units left out (:func:`distntk.verify.open_checked_many`).
+        """Member ``name`` read and checked, damaged units left out (``distntk.verify.open_checked_many``).
 
-        Returns ``(dataset, {unit: reason})``, what :meth:`rows` and the sweep report read; the
-        dataset holds the coordinates, ``output``, ``risk``, ``done`` and the predictions.  A store
-        that cannot be read whole (lost predictions, a spec that does not match its hash) raises
-        its :class:`~distntk.store.StoreError`.
+        What ``rows`` and the sweep report read; read once, then kept.
+
+        Parameters
+        ----------
+        name : str
+            A member's name.
+
+        Returns
+        -------
+        dataset : xarray.Dataset
+            The coordinates, ``output``, ``risk``, ``done`` and the predictions, the damaged
+            units marked not done.
+        damaged : dict
+            Unit -> why it was left out.
+
+        Raises
+        ------
+        distntk.store.StoreError
+            If the store cannot be read whole (lost predictions, a spec that does not match its
+            hash).
         """
         self._read([name])
         got = self._cache[name]
@@ -267,11 +317,25 @@ class Catalog:
 
     @property
     def swept(self) -> list[str]:
-        """The keys a sweep varies (its manifest's), else :attr:`keys`: the axes of the sweep report."""
+        """The keys a sweep varies (its manifest's), else ``keys``: the axes of the sweep report."""
         return list(self.manifest["keys"]) if self.manifest else self.keys
 
     def spec_value(self, name: str, key: str):
-        """Member ``name``'s value of dotted spec ``key`` (a table, such as a swept ``"target"``, as a dict)."""
+        """Member ``name``'s value of a dotted spec key.
+
+        Parameters
+        ----------
+        name : str
+            A member's name.
+        key : str
+            A dotted spec key (``"model.beta"``), or a table's (``"target"``).
+
+        Returns
+        -------
+        object
+            The value; a table, such as a swept ``"target"``, as the dict of its keys; ``None``
+            when the spec has no such key.
+        """
         return _value(self.specs[name], key)
 
     def _canonical(self, name):
@@ -291,12 +355,33 @@ class Catalog:
         return tree
 
     def where(self, **conditions: object) -> Catalog:
-        """The catalog restricted to members whose spec keys equal the given values (dotted keys as ``**{}``).
+        """The catalog restricted to members whose spec keys equal the given values.
 
-        A key that no store's spec has is a :class:`CatalogError` naming the keys that differ across
-        the stores (a typo selects nothing, it does not print an empty table).  Values compare as
-        numbers when the spec's value is a number and the given one is a number or a string that
-        parses as one (``0.75``, ``.75``, ``"0.75"`` and ``7.5e-1`` all select ``model.beta = 0.75``).
+        Values compare as numbers when the spec's value is a number and the given one is a number
+        or a string that parses as one.  The stores already read are shared with the new catalog.
+
+        Parameters
+        ----------
+        **conditions : object
+            Dotted spec key -> value, the keys given as ``**{"model.beta": 0.75}``.
+
+        Returns
+        -------
+        Catalog
+            The members whose specs match every condition.
+
+        Raises
+        ------
+        CatalogError
+            If no store's spec has one of the keys: the message names the keys that differ across
+            the stores (a typo selects nothing, it does not print an empty table).
+
+        Examples
+        --------
+        ``0.75``, ``.75``, ``"0.75"`` and ``7.5e-1`` all select ``model.beta = 0.75``:
+
+        >>> catalog = open_catalog("stores/beta-sweep")
+        >>> rows = catalog.where(**{"model.beta": "0.75"}).rows(time=2.0)
         """
         unknown = [k for k in conditions if self.specs
                    and all(_value(f, k, _MISSING) is _MISSING for f in self.specs.values())]
@@ -312,7 +397,32 @@ class Catalog:
 
     def rows(self, width: int | None = None, time: float | None = None,
              probe: int | str | None = None) -> list[dict]:
-        """The tidy table: the ``distntk query`` row fields per (store, width, time, probe), plus the keys."""
+        """The tidy table: the ``distntk query`` row fields per (store, width, time, probe), plus the keys.
+
+        Each store is read and checked as ``distntk query`` reads it, damaged units left out; a
+        store that cannot be read whole is left out and named in ``damaged``.
+
+        Parameters
+        ----------
+        width : int or None, optional
+            Only this width; ``None``: every width.
+        time : float or None, optional
+            Only this time of the grid; ``None``: every time.
+        probe : int or str or None, optional
+            Only this probe, by label (its window, ``"000000"``) or index; ``None``: every probe.
+
+        Returns
+        -------
+        list of dict
+            One row per (store, width, time, probe): ``store``, every key of ``keys`` by its
+            dotted name, the ``distntk query`` fields (``distntk.rows.COLUMNS``), ``units_done``
+            and ``units``.
+
+        Raises
+        ------
+        distntk.rows.QueryError
+            If a selection is not in a store (a width, time or probe it does not have).
+        """
         keys = self.keys
         select = (width, time, probe)
         todo = [n for n in self.stores if n not in self._cache]
@@ -343,7 +453,22 @@ class Catalog:
 
     def frame(self, width: int | None = None, time: float | None = None,
               probe: int | str | None = None) -> pd.DataFrame:
-        """:meth:`rows` as a ``pandas.DataFrame``."""
+        """``rows`` as a ``pandas.DataFrame`` (pandas is imported only here).
+
+        Parameters
+        ----------
+        width : int or None, optional
+            Only this width; ``None``: every width.
+        time : float or None, optional
+            Only this time of the grid; ``None``: every time.
+        probe : int or str or None, optional
+            Only this probe, by label or index; ``None``: every probe.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per (store, width, time, probe), the columns of ``rows``.
+        """
         import pandas as pd
 
         return pd.DataFrame(self.rows(width, time, probe))
@@ -530,7 +655,31 @@ def _attr(v):
 
 
 def open_catalog(root: str, storage_options: dict | None = None) -> Catalog:
-    """The stores under ``root`` (a directory or an fsspec prefix), opened lazily."""
+    """The stores under ``root`` (a directory or an fsspec prefix), opened lazily.
+
+    Lists the root once and reads every ``<member>.zarr`` child's attributes (all at once, spec
+    hash checked); in a sweep root (one with ``sweep.json``) only the members its manifest
+    records are listed.  See the ``distntk.catalog`` module docstring.
+
+    Parameters
+    ----------
+    root : str
+        A local directory or an fsspec prefix (``s3://bucket/campaign``).
+    storage_options : dict or None, optional
+        Options of the fsspec backend of a URL root (``endpoint_url``, ``key``, ...); not for
+        a local path.
+
+    Returns
+    -------
+    Catalog
+        The members that could be listed; the others are named in ``Catalog.problems``.
+
+    Raises
+    ------
+    CatalogError
+        If the root cannot be listed or holds no distntk store, or storage options are given
+        with a local path.
+    """
     if storage_options and "://" not in str(root):
         raise CatalogError(f"storage options apply to fsspec URLs (s3://, gs://, memory://), not to the local "
                            f"path {root}")

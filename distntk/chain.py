@@ -69,7 +69,20 @@ class ChainError(DistntkError, ValueError):
 
 @dataclass(frozen=True, eq=False)
 class MarkovChain:
-    """A validated ergodic chain. Build it with :func:`markov_chain`."""
+    """A validated ergodic chain.
+
+    Build it with ``markov_chain``, which checks ``P`` and computes ``pi``; the arrays are
+    read-only.
+
+    Parameters
+    ----------
+    P : numpy.ndarray
+        The transition matrix, ``(S, S)``, row-stochastic, irreducible and aperiodic.
+    inputs : numpy.ndarray
+        The input ``x_s`` of each state, ``(S, d)``.
+    pi : numpy.ndarray
+        The stationary law, ``(S,)``: ``pi P = pi``, ``sum(pi) = 1``.
+    """
 
     P: np.ndarray  # (S, S) row-stochastic
     inputs: np.ndarray  # (S, d)
@@ -77,10 +90,12 @@ class MarkovChain:
 
     @property
     def n_states(self) -> int:
+        """The number of states ``S``."""
         return self.P.shape[0]
 
     @property
     def dim(self) -> int:
+        """The input dimension ``d``."""
         return self.inputs.shape[1]
 
     @cached_property
@@ -90,10 +105,24 @@ class MarkovChain:
         return cum
 
     def simulate(self, n: int, rng: np.random.Generator, start: int | None = None) -> np.ndarray:
-        """Path ``s_0..s_{n-1}`` (int64), ``s_0 ~ pi`` unless ``start`` is given.
+        """A path ``s_0..s_{n-1}`` of the chain.
 
         Draws exactly ``n`` uniforms from ``rng`` (the first picks ``s_0``, also
         when ``start`` is given) so that a path depends only on its generator.
+
+        Parameters
+        ----------
+        n : int
+            The path's length.
+        rng : numpy.random.Generator
+            The generator the path is drawn from.
+        start : int or None, optional
+            The first state; ``None``: ``s_0 ~ pi``.
+
+        Returns
+        -------
+        numpy.ndarray
+            The states, ``(n,)`` int64.
         """
         u = rng.random(n)
         out = np.empty(n, dtype=np.int64)
@@ -161,10 +190,29 @@ def _stationary(P: np.ndarray) -> np.ndarray:
 
 
 def markov_chain(P: ArrayLike, inputs: ArrayLike | None = None) -> MarkovChain:
-    """Validate ``P`` (and the state inputs) and return a :class:`MarkovChain`.
+    """Validate ``P`` (and the state inputs) and return a ``MarkovChain``.
 
-    ``inputs`` defaults to the state index as a 1-d input.  Raises
-    :class:`ChainError` with a one-line message on any violation.
+    Rows that sum to 1 within ``1e-10`` are renormalised exactly; the stationary law ``pi`` is
+    solved for.
+
+    Parameters
+    ----------
+    P : array_like
+        The transition matrix, ``(S, S)``: entries ``>= 0``, rows summing to 1, irreducible and
+        aperiodic.
+    inputs : array_like or None, optional
+        The input of each state: ``S`` numbers (``d = 1``) or ``(S, d)``; ``None``: the state
+        index as a 1-d input.
+
+    Returns
+    -------
+    MarkovChain
+        The validated chain, with read-only arrays.
+
+    Raises
+    ------
+    ChainError
+        On any violation, with a one-line message saying what was expected.
     """
     P = np.array(P, dtype=float)
     if P.ndim != 2 or P.shape[0] != P.shape[1] or P.shape[0] == 0:
@@ -292,7 +340,31 @@ def _encode(w: np.ndarray, S: int) -> np.ndarray:
 
 
 def window_chain(chain: MarkovChain, L: int, max_histories: int = 1 << 14) -> WindowChain:
-    """Enumerate ``H_L`` and build ``P_L`` and ``pi_L`` (docs/model.md (1.4)-(1.5))."""
+    """Enumerate ``H_L`` and build ``P_L`` and ``pi_L`` (docs/model.md (1.4)-(1.5)).
+
+    The histories are the length-``L`` state windows of positive stationary probability, in
+    lexicographic order; see the ``distntk.chain`` module docstring.
+
+    Parameters
+    ----------
+    chain : MarkovChain
+        The base chain.
+    L : int
+        The window length, an integer ``>= 1``.
+    max_histories : int, optional
+        The most histories allowed while enumerating.
+
+    Returns
+    -------
+    WindowChain
+        ``histories`` ``(H, L)`` (oldest state first), ``pi`` ``(H,)`` and the sparse ``P``
+        ``(H, H)``.
+
+    Raises
+    ------
+    ChainError
+        If ``L`` is not an integer ``>= 1``, or the windows outnumber ``max_histories``.
+    """
     if int(L) != L or L < 1:
         raise ChainError(f"window length is {L}; expected an integer >= 1")
     L = int(L)

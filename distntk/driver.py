@@ -68,6 +68,28 @@ _COMPUTING = threading.Lock()  # in an actor process: the calls in flight (threa
 
 @dataclass(frozen=True)
 class RunReport:
+    """What one ``run`` did to one store.
+
+    Parameters
+    ----------
+    store : str
+        The store's location.
+    total : int
+        Units in the experiment.
+    skipped : int
+        Units already done before this run.
+    computed : int
+        Units computed by this run.
+    summary : distntk.service.RunSummary or None
+        The actor pool's account (seconds, nodes, retries); ``None`` when nothing was computed.
+    lease_taken_over : str or None, optional
+        The stale holder whose lease this run took over.
+    peak_pending : int, optional
+        The most results the driver held unwritten (bounded by ``max_pending`` plus one batch).
+    record_writes : int, optional
+        Record objects written (schema 3: about one per 1,024 units per flush).
+    """
+
     store: str
     total: int  # units in the experiment
     skipped: int  # already done before this run
@@ -78,16 +100,85 @@ class RunReport:
     record_writes: int = 0  # record objects written: unit chunks (schema 3: about one per 1,024 units per flush)
 
 
-def run(spec: Spec, store: str | None = None, *, on_unit: Callable | None = None, **options) -> RunReport:
-    """Compute every unit of ``spec`` not yet done in ``store`` (default: the spec's store).
+def run(
+    spec: Spec,
+    store: str | None = None,
+    *,
+    address: str | None = None,
+    actors: int | None = None,
+    progress: bool = True,
+    storage_options: dict | None = None,
+    on_unit: Callable | None = None,
+    announce: Callable[[int, int], None] | None = None,
+    command: str = "",
+    max_pending: int = 1024,
+    runtime_env: dict | None = None,
+    phase: Callable[[str | None], None] | None = None,
+    check: bool = False,
+) -> RunReport:
+    """Compute every unit of ``spec`` not yet done in ``store``: what ``distntk run`` does.
 
-    :func:`run_many` for one job: ``options`` are its keywords (``address``, ``actors``, ``progress``,
-    ``storage_options``, ``announce``, ``command``, ``max_pending``, ``runtime_env``, ``phase``,
-    ``check``), described there; ``on_unit(unit, UnitInfo)`` is called after each unit is stored.
+    Takes the store's lease, opens the store or creates it (solving the limit once for its
+    predictions), and computes the units not marked done on Ray actors; see the module
+    docstring for the steps.  A run interrupted at any point resumes where it stopped.
+
+    Parameters
+    ----------
+    spec : Spec
+        The spec to run (``load_spec``).
+    store : str or None, optional
+        The store's location, a local path or an fsspec URL; ``None``: the spec's ``store``.
+    address : str or None, optional
+        The Ray cluster to join (``HOST:PORT``, ``ray://HOST:PORT`` or ``auto``); ``None`` starts
+        an embedded local Ray.  A wrong address is refused first, before the lease, the store
+        or the limit.
+    actors : int or None, optional
+        The number of actors (and the embedded Ray's CPUs); ``None``: one per CPU of the cluster.
+    progress : bool, optional
+        Show a progress bar.
+    storage_options : dict or None, optional
+        Options of the fsspec backend of a URL store (``endpoint_url``, ``key``, ...).
+    on_unit : callable or None, optional
+        ``on_unit(unit, info)`` after each unit's data and ``done`` are stored, with its
+        ``distntk.service.UnitInfo`` (wall time, node, actor).
+    announce : callable or None, optional
+        ``announce(n_todo, n_total)``, called once the store is open (before Ray starts).
+    command : str, optional
+        The command line recorded in the store's log.
+    max_pending : int, optional
+        The most results buffered in the driver while the store catches up.
+    runtime_env : dict or None, optional
+        Given to ``ray.init`` when joining the cluster at ``address`` (e.g. ``{"py_modules": [...]}``:
+        code the workers need that the cluster lacks).
+    phase : callable or None, optional
+        ``phase(text)`` as each step that can take a while begins (solving the limit, starting
+        Ray), and ``phase(None)`` once the units' own progress begins.
+    check : bool, optional
+        Also read every done unit's chunks and recompute those that do not match their records
+        (a store damaged since it was written); without it a resume reads the records only.
+
+    Returns
+    -------
+    RunReport
+        The counts of units done before and by this run, and the actors' summary.
+
+    Raises
+    ------
+    distntk.service.ConnectError
+        If no Ray cluster answers at ``address``, or Ray cannot be started.
+    distntk.store.StoreError
+        If the store cannot be opened, created or written, holds another spec's results, or its
+        lease is held by a live driver.
+    distntk.service.UnitFailed
+        If a unit's computation raises (a diverging training, say): which unit, and why.
+    distntk.service.ServiceError
+        If a unit's actor is lost on every attempt.
     """
-    options.setdefault("desc", spec.name)
-    return run_many([(spec, store or spec.store)],
-                    on_unit=None if on_unit is None else (lambda k, u, info: on_unit(u, info)), **options)[0]
+    return run_many([(spec, store or spec.store)], address=address, actors=actors, progress=progress,
+                    storage_options=storage_options,
+                    on_unit=None if on_unit is None else (lambda k, u, info: on_unit(u, info)),
+                    announce=announce, command=command, max_pending=max_pending, runtime_env=runtime_env,
+                    desc=spec.name, phase=phase, check=check)[0]
 
 
 class _Compute:

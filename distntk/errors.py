@@ -16,6 +16,8 @@ class DistntkError(Exception):
     """An error with a one-line message for the user; ``exit_code`` 2 (bad input) unless a subclass says 1."""
 
     exit_code: int = 2
+    """What the command line exits with: 2, the input or the environment is wrong (fix it and run again);
+    1, the run itself failed."""
 
     def __init__(self, *args, key: str | None = None):
         super().__init__(*args)

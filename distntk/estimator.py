@@ -293,13 +293,32 @@ def _component_arrays(y: xr.DataArray | xr.Variable, done: xr.DataArray | xr.Var
 def variance_components(y: xr.DataArray, done: xr.DataArray | None = None, level: float = 0.95) -> xr.Dataset:
     """One-way random-effects decomposition of ``y`` over dims ``init`` and ``data``.
 
-    ``y`` has dims ``init``, ``data`` and any others (``width``, ``time``,
-    ``probe``, or a repetition axis); ``done`` is a boolean mask broadcastable
-    to ``y`` (default: ``y`` finite).  Returns a Dataset on the other dims with
-    ``n_init, n_init_within (inits with >= 2 replicas), n_obs, df_within, n_tilde, mean, mean_se, within, within_lo,
-    within_hi, within_se, within_dispersion, between, between_raw, between_lo,
-    between_hi, between_se, ms_between``; intervals at ``level``.  Formulas in
-    the module docstring.
+    Every cell of the other dims is decomposed on its own, unbalanced designs included; the
+    formulas are in the ``distntk.estimator`` module docstring.
+
+    Parameters
+    ----------
+    y : xarray.DataArray
+        Values with dims ``init``, ``data`` and any others (``width``, ``time``, ``probe``, or a
+        repetition axis).
+    done : xarray.DataArray or None, optional
+        A boolean mask broadcastable to ``y``: the replicas to use.  Non-finite values of ``y``
+        are never used; ``None``: every finite value.
+    level : float, optional
+        The confidence level of the intervals, in ``(0, 1)``.
+
+    Returns
+    -------
+    xarray.Dataset
+        On the other dims: ``n_init``, ``n_init_within`` (inits with >= 2 replicas), ``n_obs``,
+        ``df_within``, ``n_tilde``, ``mean``, ``mean_se``, ``within``, ``within_lo``,
+        ``within_hi``, ``within_se``, ``within_dispersion``, ``between``, ``between_raw``,
+        ``between_lo``, ``between_hi``, ``between_se``, ``ms_between``; attribute ``level``.
+
+    Raises
+    ------
+    EstimateError
+        If ``y`` lacks the ``init`` or ``data`` dim, or ``level`` is outside ``(0, 1)``.
     """
     rest, _, coords, res = _component_arrays(y, done, level)
     return xr.Dataset({k: (rest, v) for k, v in res.items()}, coords=coords, attrs={"level": level})
@@ -401,17 +420,40 @@ def _check_store(ds: xr.Dataset) -> None:
 def estimate(ds: xr.Dataset, level: float = 0.95, verdict_level: float = 0.99) -> xr.Dataset:
     """Components, predictions and comparisons for every (width, time, probe) and the risk.
 
-    Returns a Dataset on ``(width, time, probe)`` with the variables of
-    :func:`variance_components` (intervals at ``level``), the predictions
-    ``h, pred_within_poisson, pred_within_iid, pred_between`` and the
-    comparisons ``ratio_poisson, ratio_iid, ratio_init, mean_error`` each with
-    ``_lo``/``_hi`` at ``verdict_level`` and a ``verdict_*`` string, and
-    ``deterministic``: cells where both variance predictions are 0 (``t = 0``:
-    ``g`` depends on the initialisation only), whose data-variance ratios are
-    NaN and verdicts ``"n/a"``.  When the
-    store has ``risk``, the same variables prefixed ``risk_`` on
-    ``(width, time)``.  Attributes: ``level``, ``verdict_level``, ``beta``,
-    ``n_done``, ``n_replicas``.
+    The one estimator: ``distntk query``, the report and a catalog's rows all read its numbers.
+    The formulas and the intervals are in the ``distntk.estimator`` module docstring.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A result store (``open_store``; the schema of docs/reference/store.md): ``output`` on
+        ``(width, init, data, time, probe)``, the predictions ``h``, ``nvar_poisson``,
+        ``nvar_iid``, ``var_init_coef`` on ``(time, probe)`` and the attribute ``beta``.  Only
+        the replicas marked ``done`` are used (without ``done``: those with no missing output).
+    level : float, optional
+        The confidence level of the components' intervals, in ``(0, 1)``.
+    verdict_level : float, optional
+        The level of the comparisons' intervals and verdicts, in ``(0, 1)``.
+
+    Returns
+    -------
+    xarray.Dataset
+        On ``(width, time, probe)``: the variables of ``variance_components`` (intervals at
+        ``level``), the predictions ``h, pred_within_poisson, pred_within_iid, pred_between``
+        and the comparisons ``ratio_poisson, ratio_iid, ratio_init, mean_error``, each with
+        ``_lo``/``_hi`` at ``verdict_level`` and a ``verdict_*`` string, and ``deterministic``:
+        cells where both variance predictions are 0 (``t = 0``: ``g`` depends on the
+        initialisation only), whose data-variance ratios are NaN and verdicts ``"n/a"``.  When
+        the store has ``risk`` and its predictions, the same variables prefixed ``risk_`` on
+        ``(width, time)``.  The store's ``f``, ``pi_probe`` and a sampled limit's ``*_se`` are
+        carried over.  Attributes: ``level``, ``verdict_level``, ``beta``, ``n_done``,
+        ``n_replicas``.
+
+    Raises
+    ------
+    EstimateError
+        If ``ds`` lacks a variable or attribute of the store schema, or a level is outside
+        ``(0, 1)``.
     """
     variables, coords, attrs = estimate_cells(ds, level, verdict_level)
     return xr.Dataset(variables, coords=coords, attrs=attrs)
@@ -537,13 +579,26 @@ def convergence_rates(est: xr.Dataset, level: float = 0.95, min_sigma: float = 2
     fluctuation sizes ``sd_within = sqrt(within)`` and ``sd_between =
     sqrt(between)``, whose predicted orders are ``N^{-1/2}`` and ``N^{1/2-beta}``
     (``expected_slope``; NaN for the deviations, for which docs/model.md#rates states no
-    order).  ``est`` is the output of :func:`estimate`.  Returns a Dataset on
-    ``(quantity, time, probe)`` with ``slope, slope_lo, slope_hi, slope_se,
-    intercept, n_used, chi2_dof, slope_verdict`` (slope vs ``expected_slope``
-    at 99%) and the fitted inputs ``value, value_se`` on
-    ``(quantity, width, time, probe)``; ``risk_`` variables likewise without
-    ``probe``.  Attributes ``order_init = 1/2 - beta``, ``order_data = -1/2``.
-    See the module docstring for the weighting and the ``min_sigma`` rule.
+    order).  See the ``distntk.estimator`` module docstring for the weighting and the ``min_sigma`` rule.
+
+    Parameters
+    ----------
+    est : xarray.Dataset
+        The output of ``estimate``.
+    level : float, optional
+        The confidence level of the slopes' intervals.
+    min_sigma : float, optional
+        A width whose quantity is below ``min_sigma`` standard errors is noise, not a magnitude,
+        and is left out of the fit (``n_used`` counts the widths kept).
+
+    Returns
+    -------
+    xarray.Dataset
+        On ``(quantity, time, probe)``: ``slope, slope_lo, slope_hi, slope_se, intercept,
+        n_used, chi2_dof, slope_verdict`` (slope vs ``expected_slope`` at 99%), and the fitted
+        inputs ``value, value_se`` on ``(quantity, width, time, probe)``; ``risk_`` variables
+        likewise without ``probe``.  Attributes ``level``, ``min_sigma``, ``beta``,
+        ``order_init = 1/2 - beta``, ``order_data = -1/2``.
     """
     beta = float(est.attrs["beta"])
     x = est["width"].values.astype(float)
@@ -632,24 +687,43 @@ def _extrapolated(N: np.ndarray, y, se, df, gamma, beta: float, level: float) ->
 def extrapolate(est: xr.Dataset, gamma: str | float = "fitted", level: float = 0.95) -> xr.Dataset:
     """The limit ``N -> infinity`` of each comparison, fitted across widths (docs/model.md#extrapolation).
 
-    For the ratios ``ratio_poisson`` and ``ratio_init`` of :func:`estimate`, per (time, probe) cell,
+    For the ratios ``ratio_poisson`` and ``ratio_init`` of ``estimate``, per (time, probe) cell,
     ``R(N) = r_inf (1 + c N^{-gamma})``, i.e. ``R = a + b x`` with ``x = N^{-gamma}``, ``a = r_inf``,
     ``b = r_inf c``, fitted by weighted least squares with the per-width standard errors
     (``ratio * within_se / within`` in quadrature with a sampled limit's relative error, and the
     large-sample ``between_se / pred_between``); for the mean, the difference ``mean - h`` the same
-    way (its limit ``d_inf`` is 0 when the mean converges to ``h_t``).  ``gamma``: ``"drift"``
-    (``1 - beta``, the parameters' movement over training), ``"init"`` (``beta - 1/2``, the
-    initialisation's offset), ``"mc"`` (``1/2``), a number, or ``"fitted"`` (a profile over
-    ``0.02 .. 1.5``: the limit's interval is the union of the fixed-exponent intervals over the
-    exponents the chi-square profile does not reject at ``level``; needs >= 3 widths).
-
-    Returns a Dataset on ``(quantity, time, probe)`` (quantities ``poisson``, ``init``, ``mean``)
-    with ``r_inf, r_inf_lo, r_inf_hi`` (for ``mean``: ``d_inf`` in the same variables), ``c``,
-    ``gamma, gamma_lo, gamma_hi``, ``chi2_dof``, ``n_widths`` and ``verdict_limit``
-    (``"consistent in the limit"`` when the interval holds the prediction, 1 for the ratios and
-    0 for the mean; ``"inconsistent in the limit"``; ``"n/a"``).  The interval uses ``t``
-    quantiles with the smallest per-width degrees of freedom (``n_init_within - 1``, resp.
+    way (its limit ``d_inf`` is 0 when the mean converges to ``h_t``).  The limit's interval uses
+    ``t`` quantiles with the smallest per-width degrees of freedom (``n_init_within - 1``, resp.
     ``n_init - 1``) and is inflated by ``sqrt(chi2 / dof)`` when the fit is worse than its errors.
+
+    Parameters
+    ----------
+    est : xarray.Dataset
+        The output of ``estimate``.
+    gamma : str or float, optional
+        The exponent: ``"drift"`` (``1 - beta``, the parameters' movement over training),
+        ``"init"`` (``beta - 1/2``, the initialisation's offset), ``"mc"`` (``1/2``), a number,
+        or ``"fitted"`` (a profile over ``0.02 .. 1.5``: the limit's interval is the union of
+        the fixed-exponent intervals over the exponents the chi-square profile does not reject
+        at ``level``; needs >= 3 widths).
+    level : float, optional
+        The confidence level of the limit's interval and of the exponent's profile, in
+        ``(0, 1)``.
+
+    Returns
+    -------
+    xarray.Dataset
+        On ``(quantity, time, probe)`` (quantities ``poisson``, ``init``, ``mean``):
+        ``r_inf, r_inf_lo, r_inf_hi`` (for ``mean``: ``d_inf`` in the same variables), ``c``,
+        ``gamma, gamma_lo, gamma_hi``, ``chi2_dof``, ``n_widths`` and ``verdict_limit``
+        (``"consistent in the limit"`` when the interval holds the prediction, 1 for the ratios
+        and 0 for the mean; ``"inconsistent in the limit"``; ``"n/a"``).  Attributes ``level``,
+        ``gamma_mode``, ``beta`` and ``model`` (the fitted form, in words).
+
+    Raises
+    ------
+    EstimateError
+        If ``gamma`` is none of the above, or ``level`` is outside ``(0, 1)``.
     """
     if not 0 < level < 1:
         raise EstimateError(f"level is {level}; expected 0 < level < 1")
@@ -704,6 +778,17 @@ def missing_units(ds: xr.Dataset) -> list[Unit]:
 
     Blocks follow the store's ``block`` attribute (else the ``block`` dim's
     length, else one block per init), as in ``Experiment.units()``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A result store, with ``done`` on ``(width, init, data)`` (without it: the replicas with
+        a missing output are not done).
+
+    Returns
+    -------
+    list of Unit
+        The units with at least one replica not done, labelled by the store's coordinates.
     """
     done = _done_mask(ds).transpose("width", "init", "data").values
     R = done.shape[2]

@@ -47,7 +47,22 @@ __all__ = ["AR1Experiment", "Experiment", "Replicas", "Unit", "unit_grid"]
 
 @dataclass(frozen=True, order=True)
 class Unit:
-    """One work unit: ``width`` x one ``init`` x data seeds ``[data_start, data_stop)``."""
+    """One work unit: ``width`` x one ``init`` x data seeds ``[data_start, data_stop)``.
+
+    The replicas of a unit share one initialisation and are trained together
+    (``Experiment.compute``); units order as tuples ``(width, init, data_start, data_stop)``.
+
+    Parameters
+    ----------
+    width : int
+        The width ``N``.
+    init : int
+        The initialisation index.
+    data_start : int
+        The first data seed.
+    data_stop : int
+        One past the last data seed.
+    """
 
     width: int
     init: int
@@ -56,6 +71,7 @@ class Unit:
 
     @property
     def data(self) -> range:
+        """The unit's data seeds, ``range(data_start, data_stop)``."""
         return range(self.data_start, self.data_stop)
 
 
@@ -71,8 +87,19 @@ def unit_grid(widths: Iterable[int], n_init: int, n_data: int, block: int) -> li
 
 @dataclass(frozen=True)
 class Replicas:
-    """The spec's ``[replicas]`` table: ``widths``, ``n_init`` initialisations per width, ``n_data``
-    data sequences per initialisation, ``block`` data sequences per work unit."""
+    """The spec's ``[replicas]`` table, the design: one name per key, from the TOML file to the store.
+
+    Parameters
+    ----------
+    widths : tuple of int
+        The widths ``N``.
+    n_init : int
+        Initialisations per width.
+    n_data : int
+        Data sequences per initialisation.
+    block : int, optional
+        Data sequences per work unit.
+    """
 
     widths: tuple[int, ...]
     n_init: int
@@ -83,7 +110,14 @@ class Replicas:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
 
     def units(self) -> list[Unit]:
-        """All units, in the one fixed order (width, init, data block): :func:`unit_grid`."""
+        """All units, in the one fixed order (width, init, data block).
+
+        Returns
+        -------
+        list of Unit
+            ``len(widths) * n_init * ceil(n_data / block)`` units; block ``k`` holds the data
+            seeds ``[k block, min((k + 1) block, n_data))``.
+        """
         return unit_grid(self.widths, self.n_init, self.n_data, self.block)
 
 
@@ -105,6 +139,45 @@ def _with_errors(out: dict, pi_probe: np.ndarray) -> dict:
 
 @dataclass(frozen=True, eq=False)
 class Experiment:
+    """What to simulate and what to compare it with: a chain, a target, a model, a design and its limit.
+
+    Normally built by ``load_spec`` (``Spec.experiment``), which validates every field; see the
+    ``distntk.experiment`` module docstring for the units and the predictions.  The fields below are its
+    constructor's parameters and its attributes.
+
+    Parameters
+    ----------
+    chain : MarkovChain
+        The data chain (docs/model.md#data).
+    target : Target
+        The target ``f`` of the last ``m`` inputs.
+    model : RNNConfig
+        Model and training hyper-parameters.
+    T : float
+        The horizon in training time ``t = k / N``.
+    times : tuple of float
+        The recording grid, sorted, within ``[0, T]``.
+    L : int
+        The window length (docs/model.md#memory): the length of the probe windows, and of the
+        histories of the window limit and of the stationary risk.
+    probes : numpy.ndarray
+        The probe windows, ``(P, L)`` states, oldest first.
+    replicas : Replicas
+        The design, the spec's ``[replicas]``: widths, initialisations per width, data sequences
+        per initialisation, data sequences per work unit.
+    limit : LimitConfig, optional
+        The limit's settings, the spec's ``[limit]`` (``limit.memory`` resolved to ``"window"`` or
+        ``"sampled"``).
+    seed : int, optional
+        The root seed of every replica's ``SeedSequence``.
+    engine : str, optional
+        The training engine, a key of ``distntk.rnn.ENGINES`` (``"fast"`` or ``"reference"``).
+    name : str, optional
+        The experiment's name (the spec's).
+    record_risk : bool, optional
+        Also record every replica's stationary risk.
+    """
+
     chain: MarkovChain
     target: Target
     model: RNNConfig
@@ -120,13 +193,36 @@ class Experiment:
     record_risk: bool = True
 
     def units(self) -> list[Unit]:
-        """All units, in a fixed order (width, init, block)."""
+        """All units, in the one fixed order (width, init, data block).
+
+        Returns
+        -------
+        list of Unit
+            ``len(widths) * n_init * ceil(n_data / block)`` units; block ``k`` holds the data
+            seeds ``[k block, min((k + 1) block, n_data))``.
+        """
         return self.replicas.units()
 
     def compute(self, unit: Unit) -> dict[str, np.ndarray]:
-        """``{"output": (data, time, probe), "risk": (data, time)}`` for one unit.
+        """Train one unit's replicas, in this process.
 
         Deterministic in the seeds: the same unit gives the same bits anywhere.
+
+        Parameters
+        ----------
+        unit : Unit
+            The unit to compute.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``"output"``: ``(data, time, probe)``, the network's outputs on the probe windows;
+            ``"risk"`` (when ``record_risk``): ``(data, time)``, the stationary risk.
+
+        Raises
+        ------
+        ModelError
+            If the training diverged (a non-finite output or risk).
         """
         source, probes, risk = self._replica_data()
         res = run_replicas(
@@ -153,11 +249,22 @@ class Experiment:
         return self.chain, self.probes, (self._risk_windows if self.record_risk else None)
 
     def prepare(self) -> None:
-        """Compute, once, what every unit needs before the experiment is shipped to the actors."""
+        """Compute, once, what every unit needs before the experiment is shipped to the actors.
+
+        The risk's windows (the window chain's histories, ``pi_L`` and ``f``) when
+        ``record_risk``; ``compute`` would otherwise build them in every actor.
+        """
         self._replica_data()
 
     def solve(self) -> Limit:
-        """The solved window limit (computed once per experiment object)."""
+        """The solved window limit (computed once per experiment object).
+
+        Returns
+        -------
+        Limit
+            ``solve_limit`` for the experiment's model, chain, target and ``L``, with its
+            ``[limit]`` settings (``self.limit``).
+        """
         return self._solved
 
     @cached_property
@@ -165,14 +272,37 @@ class Experiment:
         return solve_limit(self.model, self.chain, self.target, L=self.L, limit=self.limit)
 
     def probe_labels(self) -> list[str]:
+        """The probes' labels: each window's states as digits, oldest first (``"00110"``).
+
+        Returns
+        -------
+        list of str
+            One label per probe window, the store's ``probe`` coordinate.
+        """
         return ["".join(str(int(s)) for s in z) for z in self.probes]
 
     def predictions(self, map_segments: Callable | None = None) -> xr.Dataset:
-        """Limit and variance predictions on ``(time, probe)``; see the module docstring.
+        """Limit and variance predictions on ``(time, probe)``; see the ``distntk.experiment`` module docstring.
 
-        With ``memory = "sampled"`` the training side is the infinite past (:mod:`distntk.longmem`):
-        ``map_segments`` computes the path segments (the driver passes Ray actors), and every
-        prediction comes with its Monte Carlo standard error ``<name>_se``.
+        With ``memory = "sampled"`` the training side is the infinite past (``distntk.longmem``):
+        ``map_segments`` computes the path segments, and every prediction comes with its Monte
+        Carlo standard error ``<name>_se``.
+
+        Parameters
+        ----------
+        map_segments : callable or None, optional
+            Sampled limit only: ``map_segments(fn, problem, indices)`` returns
+            ``[fn(problem, i) for i in indices]``, computed in any order and anywhere (the driver
+            passes Ray actors); ``None`` computes them in this process.
+
+        Returns
+        -------
+        xarray.Dataset
+            On ``(time, probe)``: ``h``, ``nvar_poisson``, ``nvar_iid``, ``var_init_coef``,
+            ``f`` and ``pi_probe``; on ``(time,)``: ``risk_h``, ``nvar_risk_poisson``,
+            ``nvar_risk_iid``, ``var_risk_init_coef``.  Attributes: ``L``, ``memory_bound``,
+            ``beta``, ``n_histories`` and the kernel's ``kernel_*`` (the sampled limit adds
+            ``memory_*``).
         """
         if self.limit.memory == "sampled":
             return self._sampled_predictions(map_segments)

@@ -117,16 +117,32 @@ def _count_histories(chain: MarkovChain, L: int) -> int:
 
 @dataclass(frozen=True)
 class LimitConfig:
-    """The spec's ``[limit]`` table, one name per key from the TOML file to the solver (docs/model.md#kernel).
+    """The spec's ``[limit]`` table: one name per key, from the TOML file to the solver.
 
-    ``tol``: tolerance on the kernel entries (the quadrature is refined until it is met);
-    ``resolution``: legacy fixed Gauss points per coordinate instead (``None``: adaptive);
-    ``max_histories``: the most length-``L`` histories a window chain may have;
-    ``memory``: ``"window"`` (the limit trains on length-``L`` windows) or ``"sampled"`` (on the
-    infinite past, :mod:`distntk.longmem`), resolved from the spec's ``"auto"``;
-    ``basis_L``, ``l0``: the sampled limit's basis and control-variate windows;
-    ``segments``, ``segment_steps``: the simulated path segments of a Monte Carlo limit (sampled, AR(1)).
-    Ranges are checked where the spec is read (:mod:`distntk.spec`), each error naming its key.
+    Frozen, like ``RNNConfig``; ``Experiment.limit`` holds it and ``solve_limit``,
+    ``distntk.longmem.solve_sampled`` and ``distntk.ar1.ar1_limit`` take it.  Ranges are checked
+    where the spec is read (``distntk.spec``), each error naming its key.
+
+    Parameters
+    ----------
+    tol : float, optional
+        The tolerance on the kernel entries: the quadrature is refined until it is met
+        (docs/model.md#kernel).
+    resolution : int or None, optional
+        Legacy: fixed Gauss points per coordinate instead of ``tol``; ``None``: adaptive.
+    max_histories : int, optional
+        The most length-``L`` histories a window chain may have.
+    memory : {"window", "sampled"}, optional
+        The limit's training side: length-``L`` windows, or the infinite past estimated along
+        simulated paths (``distntk.longmem``); the spec's ``"auto"`` resolved.
+    basis_L : int or None, optional
+        The sampled limit's basis window.
+    l0 : int or None, optional
+        The sampled limit's control-variate window (``None``: the basis window).
+    segments : int, optional
+        Independent path segments of a Monte Carlo limit (sampled or AR(1)).
+    segment_steps : int, optional
+        Steps per path segment.
     """
 
     tol: float = 1e-6
@@ -733,7 +749,26 @@ def gl_nodes(t: float, rate: float, tol: float = 1e-14, n_max: int = 40):
 
 @dataclass(frozen=True, eq=False)
 class Limit:
-    """The solved limit for one (chain, target, model, L). Build with :func:`solve_limit`."""
+    """The solved limit for one (chain, target, model, L).
+
+    Build it with ``solve_limit``.  Its methods evaluate the limit ``h_t`` (docs/model.md (4.5))
+    and the predicted fluctuations (docs/model.md section 5) on the window chain's histories,
+    from one eigendecomposition computed on first use.
+
+    Parameters
+    ----------
+    cfg : RNNConfig
+        Model and training hyper-parameters.
+    window : distntk.chain.WindowChain
+        The chain of length-``L`` windows: the ``H`` histories, ``pi_L`` and ``P_L``.
+    kernel : distntk.limit.Kernel or distntk.limit.FeatureKernel
+        The NTK ``K`` and the initial covariance ``C_0`` on the histories: dense ``(H, H)``
+        arrays (small ``H``, the oracle) or in feature form (docs/model.md#features).
+    f : numpy.ndarray
+        The target on the histories, ``(H,)``.
+    memory_bound : float
+        ``rho^L``, the bound on what the window forgets.
+    """
 
     cfg: RNNConfig
     window: WindowChain
@@ -744,6 +779,7 @@ class Limit:
     # --- factorisations, each computed once --------------------------------
     @property
     def dense(self) -> bool:
+        """Whether the kernel is the dense ``Kernel`` (``method="dense"``), not the feature form."""
         return isinstance(self.kernel, Kernel)
 
     @cached_property
@@ -778,12 +814,23 @@ class Limit:
 
     @property
     def eigenvalues(self) -> np.ndarray:
-        """Spectrum of ``Pi^{1/2} K Pi^{1/2}`` (the limit's relaxation rates / alpha)."""
+        """Spectrum of ``Pi^{1/2} K Pi^{1/2}`` (the limit's relaxation rates / alpha), ascending, ``(k,)``."""
         return self._eig[0]
 
     # --- docs/model.md (4.5) -------------------------------------------------
     def residual(self, times: ArrayLike) -> np.ndarray:
-        """``r_t = f - h_t`` on all histories, ``(n_t, H)``."""
+        """The residual ``r_t = f - h_t`` on all histories.
+
+        Parameters
+        ----------
+        times : array_like
+            Training times ``t``, a number or a 1-d sequence.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n_t, H)``: one row per time, one column per history.
+        """
         lam, Q, sq = self._eig
         t = np.atleast_1d(np.asarray(times, dtype=float))
         grow = -np.expm1(-self.cfg.alpha * np.outer(t, lam))  # (n_t, k): 1 - e^{-alpha t lambda}
@@ -792,15 +839,40 @@ class Limit:
         return self.f - ((grow * self._coef_f) @ Q.T) / sq
 
     def h(self, times: ArrayLike) -> np.ndarray:
-        """``h_t`` on all histories, ``(n_t, H)``."""
+        """The limit ``h_t`` on all histories (docs/model.md (4.5)).
+
+        Parameters
+        ----------
+        times : array_like
+            Training times ``t``, a number or a 1-d sequence.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n_t, H)``: one row per time, one column per history.
+        """
         return self.f - self.residual(times)
 
     # --- docs/model.md section 5 --------------------------------------------------
     def fluctuation_variances(self, times: ArrayLike, functionals: ArrayLike) -> dict[str, np.ndarray]:
-        """``l^T V_t l'`` for the Poisson and i.i.d. data terms.
+        """``l^T V_t l'`` for the Poisson and i.i.d. data terms (docs/model.md (5.8)).
 
-        ``functionals`` is ``(P, H)``; returns ``{"poisson": (n_t, P, P), "iid": (n_t, P, P)}``
-        (divide by ``N`` for the finite-N prediction).
+        The time integral is by Gauss-Legendre quadrature; with ``noise_std > 0`` both terms
+        include the label noise.
+
+        Parameters
+        ----------
+        times : array_like
+            Training times ``t``, a number or a 1-d sequence.
+        functionals : array_like
+            The linear functionals ``l`` of ``g``, ``(P, H)`` (or ``(H,)`` for one): the unit
+            vector of history ``z`` gives ``g(z)``.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``{"poisson": (n_t, P, P), "iid": (n_t, P, P)}``; divide by ``N`` for the finite-N
+            prediction of the variance across data sequences.
         """
         Lmat = np.atleast_2d(np.asarray(functionals, dtype=float))
         lam, Q, sq = self._eig
@@ -841,7 +913,21 @@ class Limit:
         return {"poisson": out_p, "iid": out_i}
 
     def init_variance(self, times: ArrayLike, functionals: ArrayLike) -> np.ndarray:
-        """``l^T E_t C_0 E_t^T l'`` (multiply by ``N^{1-2beta}``), ``(n_t, P, P)``."""
+        """``l^T E_t C_0 E_t^T l'``, the initialisation's term (docs/model.md (5.12)).
+
+        Parameters
+        ----------
+        times : array_like
+            Training times ``t``, a number or a 1-d sequence.
+        functionals : array_like
+            The linear functionals ``l`` of ``g``, ``(P, H)`` (or ``(H,)`` for one).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n_t, P, P)``; multiply by ``N^{1-2beta}`` for the finite-N prediction of the
+            variance across initialisations.
+        """
         Lmat = np.atleast_2d(np.asarray(functionals, dtype=float))
         lam, Q, sq = self._eig
         Acoef = (Lmat / sq) @ Q
@@ -855,14 +941,43 @@ def solve_limit(cfg: RNNConfig, chain: MarkovChain, target: Target, L: int | Non
                 limit: LimitConfig | None = None, memory_tol: float = 1e-6, method: str = "features") -> Limit:
     """Window chain, kernel and target values for the limit problem.
 
-    ``limit`` is the spec's ``[limit]`` table (default :class:`LimitConfig`): ``limit.tol`` the
-    tolerance on the kernel entries, ``limit.resolution`` (legacy) a fixed quadrature instead,
-    ``limit.max_histories`` the most histories of the window.  ``memory_tol`` (the spec's
-    ``training.memory_tol``) picks ``L`` when it is not given.  ``method``:
-    ``"features"`` (default, docs/model.md#features: no ``H x H`` array, exact up to the
-    checked rank truncation) or ``"dense"`` (``K``, ``Z`` and an ``H^3``
-    eigendecomposition: the oracle for small ``H``).  An explicit ``L`` may
-    exceed ``limit.max_histories``' window only up to :data:`MAX_HISTORIES`.
+    Parameters
+    ----------
+    cfg : RNNConfig
+        Model and training hyper-parameters.
+    chain : MarkovChain
+        The data chain.
+    target : Target
+        The target ``f``.
+    L : int or None, optional
+        The window length, at least the target's memory ``m``.  ``None``: picked from
+        ``memory_tol`` (the shortest ``L`` with ``rho^L <= memory_tol``, or the longest window with
+        at most ``limit.max_histories`` histories if that is shorter).  An explicit ``L`` may exceed
+        ``limit.max_histories``' window only up to ``MAX_HISTORIES`` (``2**20``) histories.
+    limit : LimitConfig or None, optional
+        The spec's ``[limit]`` table: ``limit.tol`` the tolerance on the kernel entries
+        (docs/model.md#kernel), ``limit.resolution`` (legacy) a fixed quadrature instead,
+        ``limit.max_histories`` the most histories of a window picked from ``memory_tol``.
+        ``None``: ``LimitConfig()``.
+    memory_tol : float, optional
+        The memory tolerance on ``rho^L`` (the spec's ``training.memory_tol``), in ``(0, 1)``; used
+        only when ``L`` is not given.
+    method : {"features", "dense"}, optional
+        ``"features"``: docs/model.md#features, no ``H x H`` array, exact up to the checked rank
+        truncation; ``"dense"``: ``K``, ``Z`` and an ``H^3`` eigendecomposition, the oracle for
+        small ``H``.
+
+    Returns
+    -------
+    Limit
+        The solved limit; ``memory_bound`` is ``rho^L``.
+
+    Raises
+    ------
+    distntk.chain.ChainError
+        If ``L`` is shorter than the target's memory, or the window has too many histories.
+    ValueError
+        If ``method`` or ``memory_tol`` is out of range.
     """
     limit = LimitConfig() if limit is None else limit
     max_histories = limit.max_histories

@@ -35,13 +35,34 @@ def memory_contraction(cfg: RNNConfig, chain: MarkovChain, width: int, n_steps: 
     ``(width, init, 0)``'s path (same ``data_seed`` generator);
     trajectory A starts from ``S_{-1} = 0``, B from ``S_{-1}`` uniform on the
     activation's range.  Parameters stay frozen (docs/model.md#memory is about fixed
-    ``theta``).  ``n_steps`` defaults to the steps needed for ``rho^k`` to reach
-    ``tol``.  Returns a Dataset on ``step`` (``-1`` the start, then ``0..``)
-    with ``distance`` (max over units), ``distance_rms`` and ``bound``
-    (``rho^{k+1} distance[-1]``); attributes ``rate`` (fitted slope of
-    ``log distance`` per step over the steps above round-off, with
-    ``rate_se``), ``log_rho``, ``log_max_b`` (``log max_i |b^i|``, the sharper
-    bound of this draw), ``bound_holds``.
+    ``theta``).
+
+    Parameters
+    ----------
+    cfg : RNNConfig
+        Model hyper-parameters (``rho``, the activation, the initial law).
+    chain : MarkovChain
+        The data chain.
+    width : int
+        The width ``N``.
+    n_steps : int or None, optional
+        The steps to run; ``None``: the steps needed for ``rho^k`` to reach ``tol``.
+    seed : int, optional
+        The root seed (a store's ``seed``).
+    init : int, optional
+        The initialisation index.
+    tol : float, optional
+        Sets the default ``n_steps``; distances below ``max(tol, 1e3 eps)`` are round-off and
+        left out of the fitted rate.
+
+    Returns
+    -------
+    xarray.Dataset
+        On ``step`` (``-1`` the start, then ``0..``): ``distance`` (max over units),
+        ``distance_rms`` and ``bound`` (``rho^{k+1} distance[-1]``).  Attributes ``rate``
+        (fitted slope of ``log distance`` per step over the steps above round-off, with
+        ``rate_se``), ``log_rho``, ``log_max_b`` (``log(max_i |b^i| sup|sigma'|)``, the sharper
+        bound of this draw), ``bound_holds``, and ``width``, ``init``, ``seed``, ``rho``.
     """
     rho = cfg.rho
     if n_steps is None:

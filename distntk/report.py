@@ -828,15 +828,45 @@ def write_report(dataset_or_path: xr.Dataset | str | os.PathLike, out_dir: str |
                  verdict_level: float = 0.99, source: str | None = None, summary_out: list | None = None) -> Path:
     """Write ``report.md`` and its PNGs into ``out_dir`` (created); return the report's path.
 
-    ``dataset_or_path`` is a store Dataset (:func:`distntk.open_store`) or a
-    path/URL, opened through :func:`open_dataset`.  ``memory``: ``"auto"``
-    computes :func:`distntk.memory.memory_contraction` from the spec stored in
-    the store (section 6 says why when it cannot); a
-    ``memory_contraction`` result is used as is; ``None`` leaves it out.
-    ``source`` names the store in the header (default: the path, if one was given).
-    The summary's bullet lines are appended to ``summary_out`` when given
-    (``distntk demo`` prints them).  Rate brackets are at ``verdict_level``,
-    like the verdicts; the components' own intervals at ``level``.
+    The report is what ``distntk report`` writes: a summary, the variance, mean, risk, rate,
+    extrapolation and memory sections with their plots, the missing units and a glossary
+    (docs/report-format.md).  The numbers are ``estimate``'s, ``convergence_rates``' and
+    ``extrapolate``'s.
+
+    Parameters
+    ----------
+    dataset_or_path : xarray.Dataset or str or os.PathLike
+        A store Dataset (``distntk.open_store``), used as it is, or a store's path or URL,
+        opened through ``open_dataset``: damaged units are left out (not done) and outliers
+        flagged, and the summary names both.
+    out_dir : str or os.PathLike
+        The folder to write into; created if missing.
+    memory : xarray.Dataset or str or None, optional
+        ``"auto"`` computes ``distntk.memory.memory_contraction`` from the spec stored in the
+        store (section 6 says why when it cannot); a ``memory_contraction`` result is used as
+        is; ``None`` leaves it out.
+    level : float, optional
+        The confidence level of the components' own intervals and of the extrapolation.
+    verdict_level : float, optional
+        The level of the verdicts and of the rates' brackets.
+    source : str or None, optional
+        The store's name in the header; ``None``: the path, if one was given.
+    summary_out : list or None, optional
+        When given, the summary's bullet lines are appended to it (``distntk demo`` prints them).
+
+    Returns
+    -------
+    pathlib.Path
+        The path of ``report.md``.
+
+    Raises
+    ------
+    ValueError
+        If ``memory`` is a string other than ``"auto"``.
+    distntk.store.StoreError
+        If the store at ``dataset_or_path`` cannot be read.
+    distntk.estimator.EstimateError
+        If the dataset is not a result store.
     """
     ds = open_dataset(dataset_or_path)
     why_no_memory = "Not computed for this report (pass `memory=distntk.memory_contraction(...)`)."

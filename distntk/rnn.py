@@ -101,7 +101,38 @@ ACTIVATIONS: dict[str, tuple[Callable, float]] = {
 
 @dataclass(frozen=True)
 class RNNConfig:
-    """Model and training hyper-parameters (docs/model.md#network)."""
+    """Model and training hyper-parameters (docs/model.md#network).
+
+    Every field is checked on construction; the spec's ``[model]`` table gives them by name.
+
+    Parameters
+    ----------
+    activation : {"tanh", "sigmoid"}, optional
+        The activation ``sigma``.
+    beta : float, optional
+        The output scaling ``Yhat = N^{-beta} sum_i c^i S^i``, with ``1/2 < beta < 1``.
+    alpha : float, optional
+        The learning-rate constant of ``eta_N = alpha N^{2 beta - 2}``, ``> 0``.
+    sigma_w : float, optional
+        The standard deviation of the input weights ``w^i`` at initialisation.
+    sigma_a : float, optional
+        The standard deviation of the biases ``a^i`` at initialisation.
+    b_max : float, optional
+        The recurrent weights start uniform on ``[-b_max, b_max]``; the contraction factor
+        ``rho = b_max sup|sigma'|`` must be below 1.
+    gradient : {"rtrl", "truncated"}, optional
+        Real-time recurrent learning, or its truncation that drops ``b^i J^i_{k-1}``.
+    noise_std : float, optional
+        The standard deviation of the label noise ``eps_k``.
+    burn_in : int or None, optional
+        Steps the recurrence runs before training, without updates (at least ``L``); ``None``:
+        the window length ``L``.
+
+    Raises
+    ------
+    ModelError
+        If a field is out of range (``rho >= 1`` included); the message says what was expected.
+    """
 
     activation: str = "tanh"
     beta: float = 0.75
@@ -137,12 +168,37 @@ class RNNConfig:
 
     @property
     def rho(self) -> float:
+        """The contraction factor ``rho = b_max sup|sigma'|`` of the memory (docs/model.md#memory)."""
         return self.b_max * ACTIVATIONS[self.activation][1]
 
     def eta(self, N: int) -> float:
+        """The learning rate at width ``N``.
+
+        Parameters
+        ----------
+        N : int
+            The width.
+
+        Returns
+        -------
+        float
+            ``eta_N = alpha N^{2 beta - 2}``.
+        """
         return self.alpha * float(N) ** (2 * self.beta - 2)
 
     def scale(self, N: int) -> float:
+        """The output scale at width ``N``.
+
+        Parameters
+        ----------
+        N : int
+            The width.
+
+        Returns
+        -------
+        float
+            ``N^{-beta}``.
+        """
         return float(N) ** (-self.beta)
 
 
@@ -399,14 +455,58 @@ def run_replicas(
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Train ``len(data)`` replicas sharing initialisation ``init``.
 
-    Returns ``output (R, n_times, P)`` on the probe windows ``(P, L)`` at the
-    sorted grid ``times`` in ``[0, T]``; with ``risk = (histories, pi, f)`` also
-    the stationary risk ``1/2 sum_z pi(z) (f(z) - g(z))^2`` as ``(R, n_times)``,
-    returned as a second array.  ``width_key`` is the width used in the seed
-    keys (normally ``N``).  ``engine`` names an entry of :data:`ENGINES`;
-    ``"fast"`` also evaluates the records with the compiled window kernel.
-    The data are drawn ``chunk`` steps at a time (default ``max(256, N // 8)``);
-    the results do not depend on it.
+    The ``R = len(data)`` replicas are trained together, vectorised; each draws its data from
+    its own seed, so a replica's results do not depend on the others (the ``distntk.rnn`` module docstring, "Seeds").
+
+    Parameters
+    ----------
+    cfg : RNNConfig
+        Model and training hyper-parameters.
+    chain : MarkovChain
+        The data chain.
+    target : Target
+        The target ``f``.
+    N : int
+        The width, ``>= 1``.
+    T : float
+        The horizon in training time: ``floor(T N)`` updates.
+    times : sequence of float
+        The recording grid, sorted, within ``[0, T]``.
+    probes : numpy.ndarray
+        The probe windows, ``(P, L)`` states, oldest first.
+    root : int
+        The root seed.
+    width_key : int
+        The width used in the seed keys (normally ``N``).
+    init : int
+        The initialisation index.
+    data : list of int or numpy.ndarray
+        The data seeds, one replica each.
+    L : int
+        The window length: the default burn-in (``cfg.burn_in`` may not be shorter).
+    engine : str, optional
+        A key of ``ENGINES``: ``"reference"`` (plain NumPy) or ``"fast"``, which also evaluates
+        the records with the compiled window kernel.
+    risk : tuple of numpy.ndarray or None, optional
+        ``(histories, pi, f)``: also record the stationary risk
+        ``1/2 sum_z pi(z) (f(z) - g(z))^2`` over these histories.
+    chunk : int or None, optional
+        The data are drawn ``chunk`` steps at a time (``None``: ``max(256, N // 8)``); the
+        results do not depend on it.
+
+    Returns
+    -------
+    output : numpy.ndarray
+        ``(R, n_times, P)``: ``g^N_t`` on the probe windows at each recording time.
+    risk : numpy.ndarray
+        ``(R, n_times)``, the stationary risk; returned, as a second array, only when ``risk``
+        is given.
+
+    Raises
+    ------
+    ModelError
+        If the engine is unknown, the time grid is not sorted within ``[0, T]``, ``N < 1``, or
+        the burn-in is shorter than ``L``.
     """
     if engine not in ENGINES:
         raise ModelError(f"engine is {engine!r}; expected one of {sorted(ENGINES)}")

@@ -142,7 +142,30 @@ _MAX_NAME = 200
 
 @dataclass(frozen=True, eq=False)
 class Spec:
-    """A validated spec: its source text, canonical form and the experiment it defines."""
+    """A validated spec: its source text, canonical form and the experiment it defines.
+
+    Built by ``load_spec`` (a file) or ``parse_spec`` (TOML text), which validate every key; the
+    fields below are its constructor's parameters and its attributes.
+
+    Parameters
+    ----------
+    name : str
+        The spec's ``name``, else the file's stem.
+    text : str
+        The TOML source text, as read.
+    canonical : dict
+        The resolved spec as plain JSON data (``distntk.spec``'s module docstring, "Canonical form"):
+        defaults filled in, ``L``, ``burn_in`` and the probes resolved; without ``name``,
+        ``description`` and ``store``, which change no number.
+    experiment : Experiment
+        The experiment the spec defines.
+    store : str
+        The default store location: the spec's ``store``, else ``stores/<name>.zarr``.
+    description : str, optional
+        The spec's free-text ``description``.
+    warnings : tuple of str, optional
+        What a user should see before running (an old key name, ...), one line each.
+    """
 
     name: str
     text: str
@@ -154,6 +177,10 @@ class Spec:
 
     @cached_property
     def hash(self) -> str:
+        """SHA-256 of the canonical form's sorted JSON (``spec_hash``), 64 hexadecimal digits.
+
+        What a store records, and what a resume checks.
+        """
         return spec_hash(self.canonical)
 
 
@@ -240,7 +267,32 @@ def read_spec_text(path: str | os.PathLike) -> str:
 
 
 def load_spec(path: str | os.PathLike, allow_code: bool = False) -> Spec:
-    """Read and validate a TOML spec file (``allow_code``: see :func:`parse_spec`)."""
+    """Read and validate a TOML spec file.
+
+    Only a regular file of at most ``MAX_SPEC_BYTES`` (1 MiB) is read: a FIFO, a device or a
+    directory is refused before it is read.  The spec's keys are listed in the spec reference
+    (docs/reference/spec.md); any input is either accepted or refused in one line.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The spec file; its stem is the spec's name unless the spec sets ``name``.
+    allow_code : bool, optional
+        Accept a ``"module:function"`` target.  Importing it runs that module's code, so it is
+        refused unless this is true (``distntk run --allow-code``); the SHA-256 of the module's
+        source then enters the canonical form (``target.source_sha256``).
+
+    Returns
+    -------
+    Spec
+        The validated spec and the ``Experiment`` it defines.
+
+    Raises
+    ------
+    SpecError
+        If the file cannot be read or the spec is invalid; the message says, in one line, which
+        key and what was expected.
+    """
     return parse_spec(read_spec_text(path), default_name=Path(path).stem, source=str(path), allow_code=allow_code)
 
 

@@ -34,6 +34,25 @@ class TargetError(DistntkError, ValueError):
 
 @dataclass(frozen=True)
 class Target:
+    """A target ``f`` of the last ``m`` inputs, wrapping a vectorised function.
+
+    Build one with ``make_target``.  Calling it, ``target(x)``, evaluates ``fn`` on inputs
+    ``x`` of shape ``(n, m, d)`` and checks that the result has shape ``(n,)``.  Targets compare
+    by ``name``, ``m`` and ``params`` (not by ``fn``).
+
+    Parameters
+    ----------
+    name : str
+        The built-in target's name, or ``"module:function"``.
+    m : int
+        The memory depth: ``f`` reads the last ``m`` inputs.
+    fn : callable
+        ``fn(x) -> y``, ``x`` of shape ``(n, m, d)`` (oldest input first, so ``x[:, -1]`` is
+        ``X_k``) and ``y`` of shape ``(n,)``.
+    params : tuple, optional
+        The target's parameters as ``(name, value)`` pairs.
+    """
+
     name: str
     m: int
     fn: Callable[[np.ndarray], np.ndarray] = field(repr=False, compare=False)
@@ -47,7 +66,25 @@ class Target:
         return y
 
     def on_windows(self, inputs: np.ndarray, windows: np.ndarray) -> np.ndarray:
-        """``f`` on state windows ``(n, L)`` with ``L >= m`` given state ``inputs (S, d)``."""
+        """``f`` on state windows: each window's last ``m`` states, through their inputs.
+
+        Parameters
+        ----------
+        inputs : numpy.ndarray
+            The input of each state, ``(S, d)`` (``MarkovChain.inputs``).
+        windows : numpy.ndarray
+            State windows, ``(n, L)`` with ``L >= m``, oldest state first.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``f`` on each window, ``(n,)``.
+
+        Raises
+        ------
+        TargetError
+            If the windows are shorter than ``m``, or ``fn`` returns another shape than ``(n,)``.
+        """
         windows = np.asarray(windows)
         if windows.shape[1] < self.m:
             raise TargetError(f"window length {windows.shape[1]} is shorter than the target memory m = {self.m}")
@@ -85,7 +122,35 @@ BUILTIN_TARGETS = {"linear": _linear, "tanh_linear": _tanh_linear, "product": _p
 
 
 def make_target(name: str, m: int | None = None, **params: object) -> Target:
-    """A built-in target by name, or ``"module:function"`` with depth ``m``."""
+    """A built-in target by name, or ``"module:function"`` with depth ``m``.
+
+    The built-ins (``linear``, ``tanh_linear``, ``product``) are listed with their formulas in
+    the ``distntk.target`` module docstring.
+
+    Parameters
+    ----------
+    name : str
+        A built-in target's name, or ``"module:function"``: that module is imported (its code
+        runs) and ``function`` is ``fn`` (see ``Target``).
+    m : int or None, optional
+        The memory depth: required by a ``"module:function"``; ``product``'s parameter ``m``.
+        The other built-ins take their depth from their weights.
+    **params : object
+        The built-in's parameters (``linear``: ``weights``; ``tanh_linear``: ``inner``,
+        ``outer``; ``product``: ``m``), weights indexed by lag, lag 0 being ``X_k``.  With a
+        ``"module:function"`` they are recorded in ``Target.params``, not passed to it.
+
+    Returns
+    -------
+    Target
+        The target, with its depth ``m >= 1``.
+
+    Raises
+    ------
+    TargetError
+        If the name is unknown, the module or function cannot be imported, a user target has no
+        depth ``m >= 1``, or the parameters do not fit the built-in.
+    """
     if ":" in name:
         mod_name, _, fn_name = name.partition(":")
         try:
