@@ -1041,7 +1041,10 @@ def plot_sweep_extrapolation(rows: list[dict], keys: list[str]) -> Figure:
     for ax, r in zip(axes, members, strict=False):
         N = sorted(r["per_width"])
         g = _draw_extrapolation(ax, N, np.array([r["per_width"][n] for n in N]), r)
-        ax.set_title(", ".join(f"{k.split('.')[-1]}={_key_text(r[k])}" for k in keys) or r["store"], fontsize=9)
+        title = ", ".join(f"{k.split('.')[-1]}={_key_text(r[k])}" for k in keys)
+        if not title or len(title) > 45:  # a zip's matrices and tables: the member's name says it shorter
+            title = str(r["store"]).removesuffix(".zarr")
+        ax.set_title(title if len(title) <= 45 else title[:42] + "...", fontsize=9)
         ax.set_xlabel(f"N^-gamma (gamma = {g:.2f})", fontsize=8)
         ax.set_ylabel("N·Var / V_t", fontsize=8)
     for ax in axes[len(members):]:
