@@ -245,6 +245,9 @@ def storage_errors(path, action: str, catch: tuple = (OSError, ValueError)):
         package, extra = _BACKENDS[proto]
         raise StoreError(f"{proto}:// stores need {package}, which is not installed: "
                          f"pip install 'distntk[{extra}]'") from None
+    except PermissionError as exc:  # S3's AccessDenied/Forbidden, a read-only mount: whose rights to change
+        raise StoreError(f"cannot {action} {path}: access denied ({one_line(exc)}): the credentials this "
+                         "process uses may not do that") from None
     except catch as exc:
         raise StoreError(f"cannot {action} {path}: {one_line(exc)}") from None
     except TypeError as exc:  # a --storage-option the backend does not take (s3fs passes them on to its session)

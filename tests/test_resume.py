@@ -44,6 +44,7 @@ class Killed:
     env: dict
     leftovers: dict  # pid -> name of our processes still alive 20 s after the kill
     unkillable: list  # pids of the killed run that survived cleanup (must be none)
+    killed_at: float  # time.time() when the SIGKILL was sent
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,7 @@ def killed(tmp_path_factory):
         proc = subprocess.Popen(cmd, env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         sigkill_when(proc, lambda: done_units(store, e.replicas.block) >= len(e.units()) // 2,
                      "not half of the units done", timeout=240)
+        killed_at = time.time()
         snapshot = tmp / "killed.zarr"
         shutil.copytree(store, snapshot)
         t_end = time.time() + 20
@@ -73,7 +75,7 @@ def killed(tmp_path_factory):
             time.sleep(0.5)
         leftovers = {p: _name(p) for p in marked_pids(mark)}
         unkillable = cleanup(mark)  # end the killed run's Ray agents before anything reruns
-        yield Killed(spec, store, snapshot, cmd, env, leftovers, unkillable)
+        yield Killed(spec, store, snapshot, cmd, env, leftovers, unkillable, killed_at)
     finally:
         cleanup(mark, temp)
 
@@ -111,6 +113,32 @@ def test_sigkill_then_rerun(killed):
         ref = e.compute(u)
         np.testing.assert_array_equal(after.output.values[wi, u.init, u.data_start:u.data_stop], ref["output"])
         np.testing.assert_array_equal(after.risk.values[wi, u.init, u.data_start:u.data_stop], ref["risk"])
+
+
+def test_a_killed_driver_loses_at_most_one_commit_interval(killed):
+    """Schema 3: a worker stores its unit's chunks, the driver commits the unit's record at the latest
+    ``_COMMIT_MAX_S`` (2 s) after the receipt arrives.  So the units whose chunks the SIGKILL left without a
+    record (their receipts lost with the driver, recomputed by the rerun) all completed in the last interval
+    before the kill: every orphan chunk is younger than 2 s plus one commit's write (slack 3 s on a loaded
+    machine), and a driver that never committed until the end would fail this by the whole run's length."""
+    from distntk.store import _COMMIT_MAX_S  # noqa: PLC2701  (the constant under test)
+
+    e = killed.spec.experiment
+    before = open_store(killed.snapshot).load()
+    assert before.attrs.get("store_schema") == 3
+    done = before.done.values[:, :, :: e.replicas.block]  # (width, init, block)
+    root = killed.snapshot / "output" / "c"
+    chunks = {tuple(int(x) for x in f.relative_to(root).parts[:3]): f.stat().st_mtime
+              for f in root.rglob("*") if f.is_file()}
+    assert chunks, "the workers wrote no chunk"
+    orphans = {k: t for k, t in chunks.items() if not done[k]}
+    assert all(tuple(map(int, k)) in chunks for k in zip(*np.nonzero(done), strict=True))  # a record has chunks
+    oldest = min(chunks.values())
+    for key, mtime in orphans.items():
+        age = killed.killed_at - mtime
+        assert age <= _COMMIT_MAX_S + 3.0, (f"unit {key}: its chunks were written {age:.1f} s before the kill and "
+                                            f"never committed (the run had been writing for "
+                                            f"{killed.killed_at - oldest:.1f} s)")
 
 
 def test_report_on_the_killed_store_names_the_missing_units(killed, tmp_path, capsys):
