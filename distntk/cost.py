@@ -148,15 +148,16 @@ def estimate_limit(exp: Experiment) -> LimitCost:
     from .chain import window_chain
     from .limit import MAX_HISTORIES, quadrature_rule
 
-    ar = getattr(exp, "ar", None)
+    source = getattr(exp, "source", None)
     model = exp.model
-    if ar is not None:
-        from .ar1 import reference_chain, rule_window
+    if source is not None:  # a continuous source
+        from .continuous import rule_window
 
-        win = window_chain(reference_chain(ar, 9), rule_window(exp.L, ar.dim), max_histories=1 << 16)  # as ar1_limit
+        # the rule's chain and windows as continuous_limit chooses them
+        win = window_chain(source.rule_chain(9), rule_window(exp.L, source.dim), max_histories=1 << 16)
         rule = quadrature_rule(model, win, exp.limit.resolution, exp.seed, exp.limit.tol, 1 << 21, 64)
         steps = exp.L * (exp.limit.segments * exp.limit.segment_steps + 2048)
-        method, rate, spread = "ar1", SECONDS_PER_PATH_STEP, 1
+        method, rate, spread = source.kind, SECONDS_PER_PATH_STEP, 1
     elif exp.limit.memory == "sampled":
         win = window_chain(exp.chain, exp.limit.basis_L, max_histories=1 << 20)
         rule = quadrature_rule(model, win, exp.limit.resolution, 0, exp.limit.tol, 1 << 21, 64)
@@ -183,8 +184,8 @@ def estimate_cost(exp: Experiment, limit: bool = True) -> Cost:
 
     if not exp.record_risk:
         H = 0
-    elif getattr(exp, "ar", None) is not None:  # AR(1): the risk averages stationary windows drawn once
-        from .ar1 import RISK_WINDOWS
+    elif getattr(exp, "source", None) is not None:  # continuous: the risk averages stationary windows drawn once
+        from .continuous import RISK_WINDOWS
 
         H = RISK_WINDOWS
     else:

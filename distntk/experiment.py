@@ -42,7 +42,7 @@ from .limit import MAX_HISTORIES, Limit, LimitConfig, solve_limit
 from .rnn import ModelError, RNNConfig, run_replicas
 from .target import Target
 
-__all__ = ["AR1Experiment", "Experiment", "Replicas", "Unit", "unit_grid"]
+__all__ = ["ContinuousExperiment", "Experiment", "Replicas", "Unit", "unit_grid"]
 
 
 @dataclass(frozen=True, order=True)
@@ -391,48 +391,60 @@ class Experiment:
 
 
 @dataclass(frozen=True, eq=False)
-class AR1Experiment(Experiment):
-    """An experiment on the continuous AR(1) input (docs/model.md#ar1): ``probes`` are value windows
-    ``(P, L, d)``, ``chain`` is the 2-state Rouwenhorst chain used only to choose ``L`` and check the
-    target; the replicas train on the AR(1) stream, the risk is the average over 1024 stationary windows
-    drawn once from the experiment's seed, and the predictions come from :func:`distntk.ar1.ar1_limit`."""
+class ContinuousExperiment(Experiment):
+    """An experiment on a continuous-state source (docs/model.md#ar1): the Gaussian AR(1)
+    (``[chain] kind = "ar1"``) or a user's sampler (``kind = "sampler"``).
+    ``probes`` are value windows ``(P, L, d)``; ``chain`` is a finite stand-in used only to choose ``L`` and
+    check the target (the AR(1)'s 2-state Rouwenhorst chain, the sampler's 2-quantile chain); the replicas
+    train on the source's stream, the risk is the average over 1024 stationary windows drawn once from the
+    experiment's seed, and the predictions come from :func:`distntk.continuous.continuous_limit`."""
 
-    ar: object = None
+    source: object = None  # a distntk.continuous.Source
+
+    @property
+    def ar(self):
+        """The AR(1) of an AR(1) experiment (``None`` for a sampler)."""
+        return self.source if getattr(self.source, "kind", None) == "ar1" else None
 
     @cached_property
     def _inputs(self):
-        from .ar1 import ar1_inputs
+        from .continuous import continuous_inputs
 
-        return ar1_inputs(self.ar, self.target, self.probes, self.L, seed=self.seed)
+        return continuous_inputs(self.source, self.target, self.probes, self.L, seed=self.seed)
 
     def _replica_data(self):
         inp = self._inputs
         return inp, inp.probes, (inp.risk if self.record_risk else None)
 
     def probe_labels(self) -> list[str]:
-        from .ar1 import probe_labels
+        from .continuous import probe_labels
 
         return probe_labels(self.probes)
 
     def predictions(self, map_segments: Callable | None = None) -> xr.Dataset:
-        from .ar1 import ar1_limit
+        from .continuous import continuous_limit
 
-        lim = ar1_limit(self.model, self.ar, self.target, self.L, self.limit, seed=self.seed)
+        lim = continuous_limit(self.model, self.source, self.target, self.L, self.limit, seed=self.seed)
         t = np.asarray(self.times, dtype=float)
         out = lim.predict(t, self.probes)
         data = _with_errors(out, np.full(len(self.probes), np.nan))  # a density point: no probability
+        extra = {}
+        if self.source.kind != "ar1":  # the AR(1)'s rate is max |phi|; its stores keep the attributes they had
+            extra = {"memory_mixing": lim.mixing,
+                     "memory_mixing_from": "chain.mixing" if self.source.mixing is not None else "autocorrelation"}
         return xr.Dataset(
             data,
             coords={"time": t, "probe": self.probe_labels()},
             attrs={
                 "L": self.L,
-                "memory_method": "ar1",
+                "memory_method": self.source.kind,
                 "memory_bound": self.model.rho**self.L,
                 "memory_basis_rank": int(lim.V.shape[1]),
                 "memory_basis_residual": lim.basis_residual,
                 "memory_segments": lim.n_segments,
                 "memory_path_steps": int(lim.c.shape[1]),
                 "memory_lag_window": lim.lag_window,
+                **extra,
                 "memory_seconds": lim.seconds,
                 "kernel_error": lim.kernel_error,
                 "kernel_method": lim.kernel_method,

@@ -524,7 +524,7 @@ def run_replicas(
     d = chain.dim
     p0 = init_params(cfg, N, d, np.random.default_rng(init_seed(root, width_key, init)))
     p = Params(*(np.repeat(arr, R, axis=0) for arr in (p0.c, p0.w, p0.a, p0.b)))
-    # a chain with its own ``stream`` (the continuous AR(1), distntk.ar1.AR1Inputs) draws its data itself
+    # a chain with its own ``stream`` (a continuous source, distntk.continuous.ContinuousInputs) draws its data itself
     make = getattr(chain, "stream", None) or (lambda *a: _DataStream(chain, *a))
     streams = [make(target, cfg, B, K, data_seed(root, width_key, init, j)) for j in data]
     chunk = max(256, N // 8) if chunk is None else max(1, int(chunk))

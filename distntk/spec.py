@@ -338,7 +338,7 @@ def _parse(text: str, default_name: str, source: str, allow_code: bool) -> Spec:
     if engine not in ENGINES:
         raise SpecError(f"{key}: unknown engine {_show(engine)}; expected one of {sorted(ENGINES)}")
 
-    chain, chain_c = _chain(top.table("chain"))
+    chain, chain_c, source = _chain(top.table("chain"))
     model_t = top.table("model", required=False)
     training = top.table("training")
     cfg, model_c = _model(model_t)
@@ -368,13 +368,10 @@ def _parse(text: str, default_name: str, source: str, allow_code: bool) -> Spec:
     limit_t.finish()
     target, target_c = _target(top.table("target"), allow_code)
     T, times, L, record_risk, training_c, warnings = _training(training, cfg, chain, target, max_h)
-    ar = None
-    if chain_c.get("kind") == "ar1":
-        from .ar1 import ar1
-
-        ar = ar1(chain_c["phi"], chain_c["sigma"])
+    if source is not None:  # a continuous source: the limit along its paths (docs/model.md#ar1)
         if memory == "sampled" or l0 is not None:
-            raise SpecError("limit.memory: chain.kind = 'ar1' takes the window limit of docs/model.md#ar1 only")
+            raise SpecError(f"limit.memory: chain.kind = {source.kind!r} takes the window limit of "
+                            "docs/model.md#ar1 only")
         memory = "window"
     sampled = _memory_mode(memory, cfg, chain, target, max_h)
     basis_L = L0 = None
@@ -390,10 +387,10 @@ def _parse(text: str, default_name: str, source: str, allow_code: bool) -> Spec:
         warnings = [*warnings, f"kernel = {legacy!r}: 'kernel' is the old name of the spec key 'engine'; "
                                "write engine = ... (the hash is the same)"]
     replicas, replicas_c = _replicas(top.table("replicas"))
-    if ar is None:
+    if source is None:
         probes, probes_c = _probes(top.table("probes"), chain, L, max_h)
     else:
-        probes, probes_c = _ar1_probes(top.table("probes", required=False), ar, L)
+        probes, probes_c = _value_probes(top.table("probes", required=False), source, L)
     top.finish()
 
     if cfg.burn_in is None:
@@ -413,7 +410,7 @@ def _parse(text: str, default_name: str, source: str, allow_code: bool) -> Spec:
         raise SpecError(f"target: {_show(target.name)} is not finite (or above 1e12) on the chain's windows; "
                         "expected finite values (check chain.inputs and the target's parameters)")
 
-    make_exp = Experiment if ar is None else _ar1_experiment(ar)
+    make_exp = Experiment if source is None else _continuous_experiment(source)
     limit = LimitConfig(tol=tol, resolution=resolution, max_histories=max_h,
                         memory="sampled" if sampled else "window", basis_L=basis_L, l0=L0, segments=segments,
                         segment_steps=seg_steps)
@@ -427,7 +424,7 @@ def _parse(text: str, default_name: str, source: str, allow_code: bool) -> Spec:
         limit_c["max_histories"] = max_h
     if sampled:
         limit_c.update(memory="sampled", basis_L=basis_L, l0=L0, segments=segments, segment_steps=seg_steps)
-    elif ar is not None:  # the AR(1) limit's path segments (docs/model.md#ar1)
+    elif source is not None:  # the continuous limit's path segments (docs/model.md#ar1)
         limit_c.update(segments=segments, segment_steps=seg_steps)
     elif memory == "window" and _memory_mode("auto", cfg, chain, target, max_h):
         limit_c["memory"] = "window"
@@ -449,13 +446,15 @@ def _parse(text: str, default_name: str, source: str, allow_code: bool) -> Spec:
 # -- sections ---------------------------------------------------------------------------------------
 
 
-def _ar1_experiment(ar):
-    from .experiment import AR1Experiment
+def _continuous_experiment(source):
+    from .experiment import ContinuousExperiment
 
-    return lambda **kw: AR1Experiment(ar=ar, **kw)
+    return lambda **kw: ContinuousExperiment(source=source, **kw)
 
 
 def _chain(t: "_Table"):
+    """``(chain, canonical, source)``: a finite chain (``source`` None), or a continuous source with the finite
+    stand-in chain that chooses ``L`` and checks the target."""
     kind = t.get("kind", "name", None)
     if kind == "ar1":
         return _ar1_chain(t)
@@ -482,7 +481,7 @@ def _chain(t: "_Table"):
         chain = markov_chain(P, X)
     except ChainError as exc:
         raise SpecError(f"chain.{exc.key or 'transition'}: {one_line(exc)}") from None
-    return chain, {"transition": [[float(x) for x in row] for row in P], "inputs": X}
+    return chain, {"transition": [[float(x) for x in row] for row in P], "inputs": X}, None
 
 
 def _ar1_chain(t: "_Table"):
@@ -501,18 +500,17 @@ def _ar1_chain(t: "_Table"):
         ar = ar1(phi_l, sigma_l)
     except ChainError as exc:
         raise SpecError(f"chain: {one_line(exc)}") from None
-    return reference_chain(ar, 2), {"kind": "ar1", "phi": phi_l, "sigma": sigma_l}
+    return reference_chain(ar, 2), {"kind": "ar1", "phi": phi_l, "sigma": sigma_l}, ar
 
 
-def _ar1_probes(t: "_Table", ar, L: int):
-    from .ar1 import default_probes
-
+def _value_probes(t: "_Table", source, L: int):
+    """Probes of a continuous source: value windows (``probes.windows``, ``d = 1``) or the source's defaults."""
     windows = t.get("windows", "matrix", None)
     t.finish()
     if windows is None:
-        probes = default_probes(ar, L)
+        probes = source.default_probes(L)
     else:
-        if ar.dim != 1:
+        if source.dim != 1:
             raise SpecError("probes.windows: value windows are given for d = 1 only; omit [probes] for the "
                             "defaults")
         for i, w in enumerate(windows):
@@ -522,7 +520,7 @@ def _ar1_probes(t: "_Table", ar, L: int):
             raise SpecError("probes.windows: expected distinct windows")
         probes = np.array(windows, dtype=float)[:, :, None]
     probes.setflags(write=False)
-    return probes, {"windows": probes[:, :, 0].tolist() if ar.dim == 1 else probes.tolist()}
+    return probes, {"windows": probes[:, :, 0].tolist() if source.dim == 1 else probes.tolist()}
 
 
 _MODEL_KINDS = {"activation": "name", "gradient": "name", "burn_in": "integer"}

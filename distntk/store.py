@@ -1676,6 +1676,6 @@ def _allocate(g: zarr.Group, exp: Experiment, pred: xr.Dataset, schema: int, onl
 
 def _probe_windows(exp: Experiment) -> np.ndarray:
     """The stored ``probe_window``: int64 state windows ``(P, L)``, or an AR(1)'s float64 values ``(P, L, d)``."""
-    if getattr(exp, "ar", None) is not None:  # an AR1Experiment
+    if getattr(exp, "source", None) is not None:  # a ContinuousExperiment
         return np.asarray(exp.probes, dtype=np.float64).reshape(len(exp.probes), exp.L, -1)
     return np.asarray(exp.probes, dtype=np.int64)

@@ -13,7 +13,8 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "distntk"
 MODULES = sorted(p.stem for p in PKG.glob("*.py") if p.stem not in {"__init__", "__main__"})
-SCIENCE = {"chain", "target", "rnn", "_fast", "limit", "longmem", "memory", "experiment", "estimator"}
+SCIENCE = {"chain", "target", "rnn", "_fast", "limit", "longmem", "memory", "experiment", "estimator", "ar1",
+           "continuous", "sampler"}
 UI = {"cli", "query", "report"}  # what renders for a user: commands, tables, reports
 IO = {"store", "catalog", "verify", "lease", "driver", "service", "rows"}  # stores, runs and their rows
 
