@@ -20,8 +20,8 @@ Their values are not written to the store's history.
 refuses (exit 2) a ``memory://`` store (its results would vanish with the process),
 a spec above ``--max-core-hours`` (default 100) or whose work
 unit does not fit in an actor's memory (this machine's memory over the number
-of actors); it refuses a ``module:function`` target (code) unless
-``--allow-code``.  ``query`` and ``report`` on a damaged store print one
+of actors); it refuses a ``module:function`` target or a ``kind = "sampler"``
+chain (code) unless ``--allow-code``.  ``query`` and ``report`` on a damaged store print one
 warning line naming the damaged units (:mod:`distntk.verify`) and leave them
 out; units flagged as outliers get one ``distntk: note:`` line and stay in.
 
@@ -295,19 +295,24 @@ def _open_checked(path, storage_options=None):
 
 
 def _shipped_code(spec) -> dict | None:
-    """The Ray ``runtime_env`` that ships a ``module:function`` target's module to the cluster (``--address``).
+    """The Ray ``runtime_env`` that ships the modules of a ``module:function`` target and of a
+    ``kind = "sampler"`` chain to the cluster (``--address``).
 
-    The workers unpickle the target by reference, so its module must import there; a
-    cluster joined from a laptop does not have it (``ray job submit --working-dir`` would).
-    The module's file (or its top-level package's directory) goes in ``py_modules``.
+    The workers unpickle them by reference, so their modules must import there; a
+    cluster joined from a laptop does not have them (``ray job submit --working-dir`` would).
+    Each module's file (or its top-level package's directory) goes in ``py_modules``.
     """
-    name = spec.experiment.target.name
-    if ":" not in name:
-        return None
-    top = name.partition(":")[0].split(".")[0]
-    mod = sys.modules.get(top)
-    path = getattr(mod, "__path__", [None])[0] if hasattr(mod, "__path__") else getattr(mod, "__file__", None)
-    return {"py_modules": [path]} if path else None
+    names = [spec.experiment.target.name, getattr(getattr(spec.experiment, "source", None), "name", "")]
+    paths = []
+    for name in names:
+        if ":" not in str(name):
+            continue
+        top = name.partition(":")[0].split(".")[0]
+        mod = sys.modules.get(top)
+        path = getattr(mod, "__path__", [None])[0] if hasattr(mod, "__path__") else getattr(mod, "__file__", None)
+        if path and path not in paths:
+            paths.append(path)
+    return {"py_modules": paths} if paths else None
 
 
 def _print_query(path, width=None, time_=None, probe=None, fmt="table", storage_options=None) -> int:
@@ -445,7 +450,7 @@ def _parser() -> argparse.ArgumentParser:
                         "(repairs a damaged store bit for bit); without it a resume reads the records only")
     p.add_argument("--print-query", action="store_true", help="print the query table when done")
     p.add_argument("--allow-code", action="store_true",
-                   help="allow a 'module:function' target: importing it runs that module's code (see "
+                   help="allow a 'module:function' target or chain.sampler: importing it runs that module's code (see "
                         "docs/security.md); refused without this flag")
     p.add_argument("--max-core-hours", type=float, default=DEFAULT_MAX_CORE_HOURS, metavar="H",
                    help=f"refuse a spec whose estimated cost exceeds H core-hours (default {DEFAULT_MAX_CORE_HOURS:g})")

@@ -3,7 +3,7 @@
 A *continuous stationary source* (:class:`Source`) is a Markov chain on ``R^d``
 that distntk cannot enumerate: the Gaussian AR(1) of :mod:`distntk.ar1`
 (``[chain] kind = "ar1"``) and a user's sampler of :mod:`distntk.sampler`
-(``kind = "sampler"``) are its two implementations.  A
+(``kind = "sampler"``, docs/model.md#sampler) are its two implementations.  A
 source draws stationary paths and independent stationary windows from a given
 generator; everything else here is the same for both.
 

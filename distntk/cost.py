@@ -25,14 +25,17 @@ Memory.  One work unit holds ``block`` replicas: parameters ``c, a, b`` and
 (``N (d + 3)``), a data chunk of ``max(256, N / 8)`` steps (``d + 1`` numbers
 each) and, with the risk, the outputs on the ``H`` histories; 8 bytes each,
 plus :data:`ACTOR_BASE_BYTES` for the actor process itself (Python, NumPy,
-numba).  The number is an estimate within a small factor, not a bound.
+numba); a sampler's replicas (``[chain] kind = "sampler"``) also hold their whole
+paths, ``B + floor(T N)`` steps of ``d`` numbers each.  The number is an
+estimate within a small factor, not a bound.
 
 The limit (:func:`estimate_limit`).  Its cost is the quadrature rule's node
 count ``Q`` times the memory steps each node is run through: ``H L`` on the
 window chain (window limit); ``S (n + burn) + H_b L_b`` for the sampled
 infinite-past limit (``S`` path segments of ``n`` steps, each started ``burn``
 steps early, and the basis window's ``H_b`` histories of ``L_b`` steps); ``L (S n
-+ n_b)`` for AR(1) data (every window evaluated from zero memory).  ``Q`` is not
++ n_b)`` for continuous data, AR(1) or sampler (every window evaluated from zero memory; a
+sampler's own time is not counted).  ``Q`` is not
 guessed: the rule is chosen here, on at most 64 histories, as the solve chooses
 it (a fraction of a second up to a few seconds at ``rho`` near 1), and the solve
 reuses it.  CPU-seconds use :data:`SECONDS_PER_NODE_STEP` (window) and
@@ -73,7 +76,7 @@ class CostError(DistntkError, ValueError):
 class LimitCost:
     """The limit's share of a run: the method, the rule's node count and the CPU it takes."""
 
-    method: str  # "window", "sampled" or "ar1"
+    method: str  # "window", "sampled", "ar1" or "sampler"
     nodes: int  # quadrature nodes Q
     node_steps: float  # Q times the memory steps each node is run through
     core_seconds: float
@@ -150,7 +153,7 @@ def estimate_limit(exp: Experiment) -> LimitCost:
 
     source = getattr(exp, "source", None)
     model = exp.model
-    if source is not None:  # a continuous source
+    if source is not None:  # a continuous source (AR(1) or sampler)
         from .continuous import rule_window
 
         # the rule's chain and windows as continuous_limit chooses them
@@ -200,6 +203,8 @@ def estimate_cost(exp: Experiment, limit: bool = True) -> Cost:
     Nmax = float(max(exp.replicas.widths))
     chunk = max(256.0, Nmax // 8)
     unit = 8.0 * R * (2 * Nmax * (d + 3) + chunk * (d + 1) + H + n_t * (P + 1)) + ACTOR_BASE_BYTES
+    if getattr(getattr(exp, "source", None), "kind", None) == "sampler":  # each replica's path is drawn whole
+        unit += 8.0 * R * (B + int(exp.T * Nmax)) * d
     n_rep = len(exp.replicas.widths) * per_width
     store = 8.0 * n_rep * n_t * (P + (1 if exp.record_risk else 0))
     units = len(exp.replicas.widths) * exp.replicas.n_init * -(-exp.replicas.n_data // exp.replicas.block)

@@ -393,7 +393,7 @@ class Experiment:
 @dataclass(frozen=True, eq=False)
 class ContinuousExperiment(Experiment):
     """An experiment on a continuous-state source (docs/model.md#ar1): the Gaussian AR(1)
-    (``[chain] kind = "ar1"``) or a user's sampler (``kind = "sampler"``).
+    (``[chain] kind = "ar1"``) or a user's sampler (``kind = "sampler"``, docs/model.md#sampler).
     ``probes`` are value windows ``(P, L, d)``; ``chain`` is a finite stand-in used only to choose ``L`` and
     check the target (the AR(1)'s 2-state Rouwenhorst chain, the sampler's 2-quantile chain); the replicas
     train on the source's stream, the risk is the average over 1024 stationary windows drawn once from the

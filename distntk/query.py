@@ -53,7 +53,7 @@ def format_records(ds: xr.Dataset, rows: list[dict], prog: list[dict], fmt: str 
         pct = 100.0 * p["replicas_done"] / max(p["replicas"], 1)
         lines.append(f"  N = {p['width']:>6}: {p['replicas_done']:>7}/{p['replicas']} replicas "
                      f"({p['units_done']}/{p['units']} units, {pct:5.1f}%)")
-    if ds.attrs.get("memory_method") in ("sampled", "ar1"):
+    if ds.attrs.get("memory_method") in ("sampled", "ar1", "sampler"):
         lines.append(_sampled_note(ds))
     rows = [{**r, "probe": printable(r["probe"])} for r in rows]
     lines += ["", "simulation vs limit vs predictions (columns: docs/guides/laptop.md, \"Query columns\")"]
@@ -70,8 +70,10 @@ def _sampled_note(ds: xr.Dataset) -> str:
         return float(np.nanmax(np.abs(se) / np.maximum(np.abs(v), 1e-300))) if np.size(v) else float("nan")
 
     h_se = float(np.nanmax(ds["h_se"].values)) if "h_se" in ds else float("nan")
-    if a.get("memory_method") == "ar1":
-        return (f"  AR(1) input (docs/model.md#ar1): probes are windows of input values, the limit is estimated "
+    if a.get("memory_method") in ("ar1", "sampler"):
+        what = "AR(1) input (docs/model.md#ar1)" if a["memory_method"] == "ar1" else \
+            "sampler input (chain.sampler, docs/model.md#sampler)"
+        return (f"  {what}: probes are windows of input values, the limit is estimated "
                 f"along {a.get('memory_segments')} segments of {a.get('memory_path_steps')} steps: Monte Carlo "
                 f"standard errors up to {h_se:.1e} on h_t, {rel('nvar_poisson'):.1e} relative on Poisson, "
                 f"{rel('nvar_iid'):.1e} on iid, {rel('var_init_coef'):.1e} on pred")

@@ -195,8 +195,12 @@ def _memory_window_note(ds: xr.Dataset) -> str | None:
             return float("nan")
         return float(np.nanmax(np.abs(ds[name + "_se"].values) / np.maximum(np.abs(ds[name].values), 1e-300)))
 
-    if a.get("memory_method") == "ar1":
-        return (f"- **AR(1) input (continuous state).** The data are the Gaussian AR(1) of docs/model.md#ar1; the "
+    if a.get("memory_method") in ("ar1", "sampler"):
+        what = ("**AR(1) input (continuous state).** The data are the Gaussian AR(1) of docs/model.md#ar1"
+                if a["memory_method"] == "ar1" else "**Sampler input (continuous state).** The data are drawn by "
+                "the spec's chain.sampler (code; docs/model.md#sampler), the lag window set by the mixing rate "
+                f"{float(a.get('memory_mixing', np.nan)):.3g} (from {a.get('memory_mixing_from', '?')})")
+        return (f"- {what}; the "
                 "probes are windows of input values (labels: the values, oldest first), which have a density, not "
                 "a probability (pi_probe is NaN; the headline cell is the first probe). The limit is estimated "
                 f"along {a.get('memory_segments')} stationary segments of {a.get('memory_path_steps')} steps; "

@@ -12,6 +12,10 @@ A spec names everything a run needs (docs/model.md sections 1-3 and 10)::
     [chain]                        # finite ergodic chain, docs/model.md#data
     inputs = [-1.0, 1.0]           # x_s per state: S numbers (d = 1) or S lists of d numbers
     transition = [[0.8, 0.2], [0.3, 0.7]]
+    # or kind = "ar1" with phi, sigma (numbers or lists of d numbers): the Gaussian AR(1), docs/model.md#ar1
+    # or kind = "sampler" with sampler = "module:function" (code, like a code target: docs/model.md#sampler,
+    #    distntk.sampler), dim = 1, params = {...} (its keyword arguments), warmup = 0 (steps dropped at the
+    #    start of every path), mixing (optional, in [0, 1): the rate at which the chain forgets)
 
     [target]                       # f of the last m inputs, docs/model.md#data
     name = "tanh_linear"           # built-in: linear(weights), tanh_linear(inner, outer), product(m)
@@ -55,6 +59,7 @@ A spec names everything a run needs (docs/model.md sections 1-3 and 10)::
     [probes]                       # exactly one of:
     most_likely = 3                # the k most probable windows of the window chain
     # windows = [[0, 0, 0, 0, 0, 0, 0, 0], "11111111"]   # explicit windows, oldest state first
+    # (kind = "ar1" or "sampler": optional, windows = [[0.0, 0.5, ...], ...] of L input values, d = 1)
 
 Validation.  Every problem raises :class:`SpecError` with a one-line message
 that starts with the dotted key and says what was expected, e.g.
@@ -77,7 +82,9 @@ only with ``allow_code=True`` (``distntk run --allow-code``), and then adds the
 SHA-256 of the module's source file to the canonical target
 (``target.source_sha256``), so a resumed run whose target code changed is
 refused.  Built-in targets are data; their canonical form has no such key, so
-their hashes are those of earlier versions.
+their hashes are those of earlier versions.  A ``kind = "sampler"`` chain is
+code in the same way: refused without ``allow_code``, then imported, checked
+on a pilot draw and hashed (``chain.source_sha256``).
 
 Canonical form.  :attr:`Spec.canonical` is the resolved spec as plain JSON
 data: defaults filled in, numbers normalised (floats where floats are meant),
@@ -113,7 +120,7 @@ from .rnn import ENGINES, ModelError, RNNConfig
 from .target import BUILTIN_TARGETS, TargetError, make_target
 
 __all__ = ["Spec", "SpecError", "load_spec", "read_spec_text", "parse_spec", "spec_diff", "spec_hash",
-           "canonical_json", "flat_keys", "is_code_target", "DEFAULT_MAX_HISTORIES"]
+           "canonical_json", "flat_keys", "is_code_target", "names_code", "DEFAULT_MAX_HISTORIES"]
 
 
 class SpecError(DistntkError, ValueError):
@@ -200,21 +207,29 @@ def is_code_target(name: str) -> bool:
     return ":" in str(name)
 
 
-def _source_digest(name: str) -> str:
-    """SHA-256 of the source file of the module of a ``module:function`` target (found, not executed)."""
+def _source_digest(name: str, key: str = "target.name") -> str:
+    """SHA-256 of the source file of the module of a ``module:function`` target or sampler (found, not
+    executed); errors name ``key``."""
     mod = name.partition(":")[0]
     try:
         found = importlib.util.find_spec(mod)
     except (ImportError, ValueError) as exc:
-        raise SpecError(f"target.name: cannot find module {_show(mod)} ({one_line(exc)})") from None
+        raise SpecError(f"{key}: cannot find module {_show(mod)} ({one_line(exc)})") from None
     if found is None or not found.origin or not found.has_location:
-        raise SpecError(f"target.name: cannot find the source of module {_show(mod)}; expected an importable "
+        raise SpecError(f"{key}: cannot find the source of module {_show(mod)}; expected an importable "
                         "Python module file")
     try:
         with open(found.origin, "rb") as f:
             return hashlib.sha256(f.read()).hexdigest()
     except OSError as exc:
-        raise SpecError(f"target.name: cannot read {found.origin}: {one_line(exc)}") from None
+        raise SpecError(f"{key}: cannot read {found.origin}: {one_line(exc)}") from None
+
+
+def names_code(canonical: dict) -> bool:
+    """Whether a canonical spec names code (a ``module:function`` target or a ``kind = "sampler"`` chain), which
+    a store never imports."""
+    chain, target = canonical.get("chain") or {}, canonical.get("target") or {}
+    return is_code_target(str(target.get("name", ""))) or (isinstance(chain, dict) and chain.get("kind") == "sampler")
 
 
 def canonical_json(canonical: dict) -> str:
@@ -338,7 +353,7 @@ def _parse(text: str, default_name: str, source: str, allow_code: bool) -> Spec:
     if engine not in ENGINES:
         raise SpecError(f"{key}: unknown engine {_show(engine)}; expected one of {sorted(ENGINES)}")
 
-    chain, chain_c, source = _chain(top.table("chain"))
+    chain, chain_c, source = _chain(top.table("chain"), allow_code, seed)
     model_t = top.table("model", required=False)
     training = top.table("training")
     cfg, model_c = _model(model_t)
@@ -452,14 +467,16 @@ def _continuous_experiment(source):
     return lambda **kw: ContinuousExperiment(source=source, **kw)
 
 
-def _chain(t: "_Table"):
+def _chain(t: "_Table", allow_code: bool, seed: int):
     """``(chain, canonical, source)``: a finite chain (``source`` None), or a continuous source with the finite
     stand-in chain that chooses ``L`` and checks the target."""
     kind = t.get("kind", "name", None)
     if kind == "ar1":
         return _ar1_chain(t)
+    if kind == "sampler":
+        return _sampler_chain(t, allow_code, seed)
     if kind is not None:
-        raise SpecError(f"chain.kind: expected 'ar1' (or no kind: a finite chain), got {_show(kind)}")
+        raise SpecError(f"chain.kind: expected 'ar1' or 'sampler' (or no kind: a finite chain), got {_show(kind)}")
     P = t.get("transition", "matrix")
     inputs = t.get("inputs", "inputs")
     t.finish()
@@ -501,6 +518,45 @@ def _ar1_chain(t: "_Table"):
     except ChainError as exc:
         raise SpecError(f"chain: {one_line(exc)}") from None
     return reference_chain(ar, 2), {"kind": "ar1", "phi": phi_l, "sigma": sigma_l}, ar
+
+
+def _sampler_chain(t: "_Table", allow_code: bool, seed: int):
+    """``[chain] kind = "sampler"`` (docs/model.md#sampler): a ``module:function`` drawing stationary paths,
+    code like a code target (refused unless ``allow_code``; its module's SHA-256 in the canonical form)."""
+    name = t.get("sampler", "name")
+    dim = t.get("dim", "integer", 1)
+    params = t.get("params", "keyword arguments", {})
+    warmup = t.get("warmup", "integer", 0)
+    mixing = t.get("mixing", "number", None)
+    t.finish()
+    if not is_code_target(name):
+        raise SpecError(f"chain.sampler: expected 'module:function', got {_show(name)}")
+    if not 1 <= dim <= _MAX_DIM:
+        raise SpecError(f"chain.dim: expected an integer in [1, {_MAX_DIM}], got {_show(dim)}")
+    if not 0 <= warmup <= 1 << 20:
+        raise SpecError(f"chain.warmup: expected an integer in [0, 2**20], got {_show(warmup)}")
+    if mixing is not None and not 0 <= mixing < 1:
+        raise SpecError(f"chain.mixing: expected a number in [0, 1) (the rate at which the chain forgets), got "
+                        f"{_show(mixing)}")
+    if not allow_code:
+        raise SpecError(f"chain.sampler: {_show(name)} is code (a 'module:function' sampler runs that module); "
+                        "refused unless allowed explicitly: distntk run --allow-code")
+    digest = _source_digest(name, "chain.sampler")
+    from .sampler import make_sampler
+
+    try:
+        sampler = make_sampler(name, dim=dim, params=params, warmup=warmup, mixing=mixing, seed=seed)
+    except ChainError as exc:  # SamplerError: its message names the key
+        raise SpecError(one_line(exc)) from None
+    canon = {"kind": "sampler", "sampler": name, "source_sha256": digest, "dim": dim, "params": params,
+             "warmup": warmup}
+    if mixing is not None:
+        canon["mixing"] = float(mixing)
+    try:
+        chain = sampler.rule_chain(2)
+    except ChainError as exc:
+        raise SpecError(f"chain.sampler: {_show(name)}: its pilot gives no chain: {one_line(exc)}") from None
+    return chain, canon, sampler
 
 
 def _value_probes(t: "_Table", source, L: int):
@@ -742,6 +798,9 @@ _KINDS = {
     "inputs": (lambda v: isinstance(v, list) and len(v) > 0
                and (all(_is_number(x) for x in v) or all(_number_list(x) and x for x in v)),
                "one input per state: a list of numbers, or a list of lists of numbers"),
+    "keyword arguments": (lambda v: isinstance(v, dict) and all(
+        isinstance(k, str) and (_is_number(x) or isinstance(x, bool) or _is_name(x) or _number_list(x))
+        for k, x in v.items()), "a table of keyword arguments (numbers, lists of numbers, booleans or strings)"),
     "list of windows": (lambda v: isinstance(v, list)
                         and all(isinstance(w, str) or (isinstance(w, list) and all(_is_int(s) for s in w))
                                 for w in v),

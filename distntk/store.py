@@ -123,7 +123,7 @@ from zarr.core.sync import sync as _zarr_sync
 from ._location import location
 from ._text import one_line
 from .experiment import Experiment, Unit, unit_grid
-from .spec import Spec, SpecError, canonical_json, is_code_target, parse_spec, spec_diff, spec_hash
+from .spec import Spec, SpecError, canonical_json, names_code, parse_spec, spec_diff, spec_hash
 
 __all__ = ["SCHEMA", "StoreError", "ResultStore", "UnitWriter", "ChunkTarget", "write_chunks",
            "open_store", "open_result_store", "create_store",
@@ -446,7 +446,7 @@ def _check_spec_text(path, attrs: dict, canonical: dict) -> None:
     A ``module:function`` target is not imported to check it (a store is data): its text is
     then only checked when a report rebuilds the spec (:func:`store_spec`, with ``--allow-code`` absent: refused).
     """
-    if is_code_target(str((canonical.get("target") or {}).get("name", ""))):
+    if names_code(canonical):  # a code target or a sampler: never imported here
         return
     try:
         ok = parse_spec(str(attrs.get("spec", "")), source="the store's spec").hash == attrs["spec_hash"]
@@ -457,8 +457,9 @@ def _check_spec_text(path, attrs: dict, canonical: dict) -> None:
 
 
 def is_ar1(canonical: dict) -> bool:
-    """Whether ``canonical`` is the spec of an AR(1) store (``[chain] kind = "ar1"``, docs/model.md#ar1)."""
-    return isinstance(canonical.get("chain"), dict) and canonical["chain"].get("kind") == "ar1"
+    """Whether ``canonical`` is the spec of a continuous-state store (``[chain] kind = "ar1"`` or ``"sampler"``,
+    docs/model.md#ar1): value-window probes, no ``pi_probe``."""
+    return isinstance(canonical.get("chain"), dict) and canonical["chain"].get("kind") in ("ar1", "sampler")
 
 
 def undefined_predictions(canonical: dict) -> tuple[str, ...]:
@@ -477,7 +478,8 @@ def _canonical_windows(canonical: dict):
     from .ar1 import probe_labels
 
     try:
-        d = len(canonical["chain"]["phi"])
+        c = canonical["chain"]
+        d = c["dim"] if c["kind"] == "sampler" else len(c["phi"])
         values = np.asarray(windows, dtype=float).reshape(len(windows), -1, d)
     except (KeyError, TypeError, ValueError):
         return None, None  # not a spec distntk writes: the hash check has refused it already
@@ -640,6 +642,8 @@ def store_model(ds: xr.Dataset) -> tuple[RNNConfig, MarkovChain, int]:
         if spec_hash(canonical) != want:
             raise StoreError(f"the canonical spec stored in {name!r} does not hash to the store's "
                              f"{str(want)[:12]}")
+        if canonical["chain"].get("kind") == "sampler":  # its stand-in chain comes from running its code
+            raise StoreError(f"the chain of {name!r} is a sampler (code, chain.sampler), which a store never runs")
         if is_ar1(canonical):  # the experiment's chain: the 2-state Rouwenhorst chain of the AR(1)
             from .ar1 import ar1, reference_chain
 
