@@ -41,6 +41,9 @@ def test_spec_reference_lists_sections():
     for section in ("[chain]", "[training]", "[replicas]", "[target]", "[limit]", "[model]", "[probes]"):
         assert f"## {section}" in page
     assert "| `seed` |" in page and "| `widths` |" in page
+    # the [chain] keys of each kind, read in the helpers _chain hands its table to
+    assert '| `phi` | number or list of numbers | required (with `kind = "ar1"`) |' in page
+    assert '| `sampler` | name | required (with `kind = "sampler"`) |' in page
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import ast
 import pathlib
+import re
 
 __all__ = ["cli_markdown", "on_files", "spec_markdown"]
 
@@ -77,6 +78,22 @@ def spec_markdown() -> str:
                     and isinstance(n.args[0], ast.Name) and n.args[0].id in local):
                 section[n.func.id] = local[n.args[0].id]
         f._distntk_local = local  # type: ignore[attr-defined]
+    # a helper handed its caller's table parameter reads the caller's section (``_chain(t)`` -> ``_ar1_chain(t)``);
+    # a helper whose docstring names ``kind = "X"`` reads keys of that kind only
+    when: dict[str, str] = {}
+    for _ in range(len(funcs)):
+        for f in list(funcs.values()):
+            if f.name not in section or not f.args.args:
+                continue
+            param = f.args.args[0].arg
+            for n in ast.walk(f):
+                if (isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in funcs and n.args
+                        and isinstance(n.args[0], ast.Name) and n.args[0].id == param
+                        and n.func.id not in section):
+                    section[n.func.id] = section[f.name]
+                    kind = re.search(r'kind = "(\w+)"', ast.get_docstring(funcs[n.func.id]) or "")
+                    if kind:
+                        when[n.func.id] = f'kind = "{kind.group(1)}"'
     for f in funcs.values():
         for n in ast.walk(f):
             if not (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "get"
@@ -88,6 +105,8 @@ def spec_markdown() -> str:
             if sec is None:
                 continue
             default = "required" if len(n.args) < 3 else f"`{ast.unparse(n.args[2])}`"
+            if f.name in when:
+                default += f" (with `{when[f.name]}`)"
             rows.setdefault(sec, []).append((lit(n.args[0]), lit(n.args[1]), default))
     from dataclasses import MISSING, fields
 
