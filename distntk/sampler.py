@@ -111,23 +111,22 @@ class Sampler:
         try:
             out = self.fn(rng, want[0], want[1], **dict(self.params))
         except (Exception, SystemExit) as exc:
-            raise _error("sampler", f"{self.name!r} failed: {type(exc).__name__}: {_one_line(exc)}") \
-                from None
+            raise _error("sampler", f"{self.name!r} failed: {type(exc).__name__}: {_one_line(exc)}") from None
         try:
             x = np.asarray(out)
         except (ValueError, TypeError):
             x = None
         if x is None or x.dtype.kind not in "fiu":
             what = type(out).__name__ if x is None else f"dtype {x.dtype}"
-            raise _error("sampler", f"{self.name!r} returned {what}; expected an array of real numbers "
-                               f"of shape (n_paths, n_steps, d) = {want}")
+            raise _error("sampler", f"{self.name!r} returned {what}; expected an array of real numbers of shape "
+                                    f"(n_paths, n_steps, d) = {want}")
         if x.shape != want:
-            raise _error("sampler", f"{self.name!r} returned shape {x.shape}; expected (n_paths, n_steps, "
-                               f"d) = {want} (d = chain.dim)")
+            raise _error("sampler", f"{self.name!r} returned shape {x.shape}; expected (n_paths, n_steps, d) = "
+                                    f"{want} (d = chain.dim)")
         x = np.ascontiguousarray(x[:, self.warmup:], dtype=np.float64)
         if not np.all(np.isfinite(x)) or np.max(np.abs(x), initial=0.0) > _MAX_ABS:
-            raise _error("sampler", f"{self.name!r} returned values that are not finite or above "
-                               f"{_MAX_ABS:g} in absolute value; expected finite inputs")
+            raise _error("sampler", f"{self.name!r} returned values that are not finite or above {_MAX_ABS:g} "
+                                    "in absolute value; expected finite inputs")
         return x
 
     def simulate(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -195,7 +194,7 @@ def _import(name: str) -> Callable:
         fn = getattr(importlib.import_module(mod_name), fn_name)
     except (Exception, SystemExit) as exc:  # importing user code may fail in any way
         raise _error("sampler", f"cannot import {name!r} ({type(exc).__name__}: {_one_line(exc)}); "
-                           "expected 'module:function'") from None
+                                "expected 'module:function'") from None
     if not callable(fn):
         raise _error("sampler", f"{name!r} is not a function; expected 'module:function'")
     return fn
@@ -212,12 +211,12 @@ def make_sampler(name: str, dim: int = 1, params: dict | None = None, warmup: in
     bad = [k for k in params if k in RESERVED or not k.isidentifier()]
     if bad:
         raise _error("params", f"{bad[0]!r} is not a keyword argument a sampler can take (not "
-                           f"{', '.join(RESERVED)}, an identifier)")
+                               f"{', '.join(RESERVED)}, an identifier)")
     try:
         inspect.signature(fn).bind(None, 1, 1, **params)
     except TypeError as exc:
         raise _error("params", f"{name!r} does not take these arguments: {_one_line(exc)}; expected "
-                           "function(rng, n_paths, n_steps, **params)") from None
+                               "function(rng, n_paths, n_steps, **params)") from None
     except ValueError:  # no signature (a builtin): the call will tell
         pass
     s = Sampler(name=name, fn=fn, dim=int(dim), params=tuple(sorted(params.items())), warmup=int(warmup),
@@ -225,7 +224,7 @@ def make_sampler(name: str, dim: int = 1, params: dict | None = None, warmup: in
     twice = [s.draw(np.random.default_rng(np.random.SeedSequence([seed, 0xA121, 1 << 28])), 2, 16) for _ in range(2)]
     if not np.array_equal(twice[0], twice[1]):
         raise _error("sampler", f"{name!r} is not deterministic given its generator (two calls on the "
-                           "same seed differ); expected every random number drawn from the rng argument")
+                                "same seed differ); expected every random number drawn from the rng argument")
     pilot = s.draw(np.random.default_rng(np.random.SeedSequence([seed, 0xA121, 1 << 29])), PILOT_PATHS, PILOT_STEPS)
     q = np.quantile(pilot.reshape(-1, s.dim), (np.arange(_QUANTILES) + 0.5) / _QUANTILES, axis=0)
     q.setflags(write=False)
