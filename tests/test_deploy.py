@@ -169,7 +169,7 @@ DOCKERFILE_BREAKAGES = {
     "Ray below pyproject's floor": ("rayproject/ray:2.60.0-py311-cpu", "rayproject/ray:2.30.0-py311-cpu"),
     "Python below requires-python": ("rayproject/ray:2.60.0-py311-cpu", "rayproject/ray:2.60.0-py310-cpu"),
     "not Ray's base image": ("rayproject/ray:2.60.0-py311-cpu", "python:3.11-slim"),
-    "version label off": ('org.opencontainers.image.version="0.3.0"', 'org.opencontainers.image.version="0.0.9"'),
+    "version label off": ('org.opencontainers.image.version="0.4.0"', 'org.opencontainers.image.version="0.0.9"'),
 }
 
 
