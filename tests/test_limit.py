@@ -6,7 +6,7 @@ import scipy.linalg
 from scipy.integrate import solve_ivp
 
 from distntk.chain import asymptotic_covariance, markov_chain, window_chain
-from distntk.limit import ntk, solve_limit, window_length
+from distntk.limit import LimitConfig, ntk, solve_limit, window_length
 from distntk.rnn import RNNConfig, memory_and_jacobian
 from distntk.target import make_target
 
@@ -54,7 +54,7 @@ def _small_limit(noise=0.0, L=3, alpha=1.3):
     chain = markov_chain([[0.8, 0.2], [0.3, 0.7]], [-1.0, 1.0])
     target = make_target("tanh_linear", inner=[1.0, 0.8], outer=[0.0, 0.0, 0.3])
     cfg = RNNConfig(alpha=alpha, noise_std=noise)
-    return solve_limit(cfg, chain, target, L=L, resolution=12, method="dense")
+    return solve_limit(cfg, chain, target, L=L, limit=LimitConfig(resolution=12), method="dense")
 
 
 def test_h_matches_ode_integration():
