@@ -263,10 +263,10 @@ def test_a_worker_whose_writes_keep_failing_hands_the_result_to_the_driver(spec,
     result and one line saying why, and the driver's writer stores it: the unit is not lost."""
     import shutil
 
-    from distntk import store as store_mod
     from distntk.driver import _Compute
+    from distntk.store import writer
 
-    monkeypatch.setattr(store_mod, "_WORKER_RETRY_DELAYS", (0.01, 0.01))
+    monkeypatch.setattr(writer, "_WORKER_RETRY_DELAYS", (0.01, 0.01))
     path = tmp_path / "s.zarr"
     rs = create_store(path, spec, spec.experiment.predictions())
     e = spec.experiment
@@ -286,3 +286,4 @@ def test_a_worker_whose_writes_keep_failing_hands_the_result_to_the_driver(spec,
                                "risk": chunk_digest("risk/0.0.0.0", e.compute(u)["risk"])})
         w.submit(u2, receipt["result"], wall, "n")
     assert rs.pending(e.units(), check=True) == e.units()[2:]
+
