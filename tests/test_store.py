@@ -287,3 +287,28 @@ def test_a_worker_whose_writes_keep_failing_hands_the_result_to_the_driver(spec,
         w.submit(u2, receipt["result"], wall, "n")
     assert rs.pending(e.units(), check=True) == e.units()[2:]
 
+
+def test_done_units_is_the_one_answer(spec, tmp_path):
+    """Which units are done: the records (schemas 2, 3) or ``done`` (schema 1) through ``done_units``, the same
+    for a resume's plan, the store's Dataset, the query's progress and ``missing_units``."""
+    from distntk import missing_units
+    from distntk.rows import progress
+    from distntk.store import done_units
+
+    e = spec.experiment
+    units = e.units()
+    for schema in (3, 2, 1):
+        path = tmp_path / f"s{schema}.zarr"
+        rs = create_store(path, spec, e.predictions(), schema=schema)
+        for u in units[1::3]:
+            rs.write_unit(u, e.compute(u), 0.5, "n")
+        want = [u for k, u in enumerate(units) if k % 3 != 1]
+        assert rs.pending(units) == want and missing_units(open_store(path)) == want
+        finished = done_units(open_store(path))
+        assert finished.shape == (len(e.replicas.widths), e.replicas.n_init, 2)
+        assert int(finished.sum()) == len(units) - len(want)
+        assert (finished == done_units(rs.done_mask(), e.replicas.block)).all()
+        assert [p["units_done"] for p in progress(open_store(path))] == finished.sum(axis=(1, 2)).tolist()
+    edge = np.ones((1, 1, 5), dtype=bool)
+    edge[0, 0, 4] = False  # the short last block (data 4) is not done, the first (0-3) is
+    assert done_units(edge, 4).tolist() == [[[True, False]]]
