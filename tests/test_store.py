@@ -288,6 +288,44 @@ def test_a_worker_whose_writes_keep_failing_hands_the_result_to_the_driver(spec,
     assert rs.pending(e.units(), check=True) == e.units()[2:]
 
 
+def _counted_probes(monkeypatch) -> list:
+    """The locations :func:`distntk.store.locations.probe_write` probes from now on (each a write and a delete:
+    one PUT and one DELETE on object storage), the probes made as before."""
+    from distntk.store import locations
+
+    probes, real = [], locations.probe_write
+
+    def counted(path, storage_options=None):
+        probes.append(str(path))
+        real(path, storage_options)
+
+    monkeypatch.setattr(locations, "probe_write", counted)
+    return probes
+
+
+def test_a_new_store_is_probed_once(spec, tmp_path, monkeypatch):
+    """A new store's location is checked for existence and writability once: ``distntk run``'s early
+    ``check_location``, then ``open_or_create(checked=True)`` under the lease, probes once; ``open_or_create``
+    or ``create_store`` alone probes once too; an existing store is not probed."""
+    from distntk.store import PROBE, check_location
+
+    probes = _counted_probes(monkeypatch)
+    path = tmp_path / "new.zarr"
+    assert check_location(path) is False
+    rs = open_or_create(path, spec, spec.experiment.predictions, checked=True)
+    assert probes == [str(path)] and not (path / PROBE).exists() and rs.pending(spec.experiment.units())
+    assert check_location(path) is True
+    open_or_create(path, spec, spec.experiment.predictions)  # resumed
+    assert probes == [str(path)]
+    probes.clear()
+    open_or_create(tmp_path / "b.zarr", spec, spec.experiment.predictions)
+    create_store(tmp_path / "c.zarr", spec, spec.experiment.predictions())
+    assert probes == [str(tmp_path / "b.zarr"), str(tmp_path / "c.zarr")]
+    with pytest.raises(StoreError, match="a store is already there"):  # refused before any probe
+        create_store(tmp_path / "c.zarr", spec, spec.experiment.predictions())
+    assert len(probes) == 2
+
+
 def test_done_units_is_the_one_answer(spec, tmp_path):
     """Which units are done: the records (schemas 2, 3) or ``done`` (schema 1) through ``done_units``, the same
     for a resume's plan, the store's Dataset, the query's progress and ``missing_units``."""

@@ -15,8 +15,10 @@ botocore's ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...).
 
 Whatever a filesystem raises (``OSError``, a missing backend package, a transport error such as
 botocore's ``EndpointConnectionError``) becomes a one-line :class:`StoreError`.  A new store's location is
-checked: :func:`check_writable` writes and removes a probe object (one PUT and one DELETE on object
-storage), so an unwritable location fails before the limit is solved.
+checked once: :func:`check_writable` writes and removes a probe object (one PUT and one DELETE on object
+storage), so an unwritable location fails before the limit is solved; ``distntk run`` does it before it
+takes the lease, and the store is then created without a second probe
+(:func:`distntk.store.writer.open_or_create`, ``checked``).
 
 Import-light: zarr and fsspec are imported when a location is opened, not when this module is (the
 command line spells its locations with :func:`location` before it loads any storage library).
@@ -306,7 +308,11 @@ def check_writable(path: str | os.PathLike, storage_options: dict | None = None)
 
 
 def check_location(path: str | os.PathLike, storage_options: dict | None = None) -> bool:
-    """True if a store exists at ``path``; else check that one can be created there (one-line errors)."""
+    """True if a store exists at ``path``; else check that one can be created there (one-line errors).
+
+    False means: no store is there and the location took the probe (:func:`check_writable`); the caller
+    that creates the store next need not probe again (``open_or_create(..., checked=True)``).
+    """
     if group_exists(path, storage_options):
         return True
     check_writable(path, storage_options)

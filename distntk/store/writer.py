@@ -35,6 +35,10 @@ writer of metadata and records (workers write only their units' chunks), so the 
 ``zarr.json`` that :meth:`ResultStore.log` rewrites has no concurrent writer either.  Metadata are
 not consolidated (that is not part of Zarr v3): every reader sees the
 ``zarr.json`` files themselves, so nothing goes stale across a resume.
+
+A new store's location is checked once (:func:`~distntk.store.locations.check_writable`: a probe object
+written and removed) before the limit is solved; :func:`open_or_create` with ``checked`` does not probe
+again what the caller's :func:`~distntk.store.locations.check_location` just probed.
 """
 
 from __future__ import annotations
@@ -625,7 +629,7 @@ def open_result_store(path: str | os.PathLike, mode: str = "r+", storage_options
 
 def open_or_create(path: str | os.PathLike, spec: Spec, predictions: Callable[[], xr.Dataset],
                    storage_options: dict | None = None,
-                   command: str = "", redo_interrupted: bool = False) -> ResultStore:
+                   command: str = "", redo_interrupted: bool = False, checked: bool = False) -> ResultStore:
     """Open the store for ``spec`` at ``path``, or create it with ``predictions()`` (called only then).
 
     ``predictions`` is the caller's (the driver solves the limit: ``spec.experiment.predictions``);
@@ -633,6 +637,9 @@ def open_or_create(path: str | os.PathLike, spec: Spec, predictions: Callable[[]
     same canonical spec; otherwise the error names the keys that differ.  ``redo_interrupted``
     (the driver, holding the store's lease): an interrupted creation
     (:func:`_interrupted_creation`) is removed, with one warning line, and created again.
+    ``checked``: the caller's :func:`~distntk.store.locations.check_location` has just found no store
+    at ``path`` and probed the location (``distntk run`` does, for every store, before it takes the
+    lease), so a new store is created without a second probe.
     """
     if redo_interrupted and _interrupted_creation(path, storage_options):
         with storage_errors(path, "remove the interrupted creation of"):
@@ -648,8 +655,9 @@ def open_or_create(path: str | os.PathLike, spec: Spec, predictions: Callable[[]
                               f"(store {path})", _fresh_location(str(path), spec, storage_options))
         store.rebuild(spec, predictions)
         return store
-    check_writable(path, storage_options)
-    return create_store(path, spec, predictions(), storage_options, command=command)
+    if not checked:
+        check_writable(path, storage_options)
+    return _create(path, spec, predictions(), storage_options, command, SCHEMA)
 
 
 def _fresh_location(path: str, spec: Spec, storage_options: dict | None = None) -> str:
@@ -715,6 +723,12 @@ def create_store(path: str | os.PathLike, spec: Spec, predictions: xr.Dataset, s
     if group_exists(path, storage_options):
         raise StoreError(f"cannot create store at {path}: a store is already there")
     check_writable(path, storage_options)
+    return _create(path, spec, predictions, storage_options, command, schema)
+
+
+def _create(path, spec: Spec, predictions: xr.Dataset, storage_options: dict | None, command: str,
+            schema: int) -> ResultStore:
+    """:func:`create_store` at a location just found empty and writable."""
     exp = spec.experiment
     with storage_errors(path, "create store at"):
         g = create_group(path, storage_options)
