@@ -12,12 +12,12 @@ Recommendation (from the figures below, 2026-12-04, the shared 2-core machine at
   0.019 and 0.011 ms per unit (s3fs sends a HEAD before every GET: 18 requests against 9), tens of thousands
   of units/s either way.  The driver's fallback path (it writes the units of a worker that cannot reach the
   store) costs 4.1 against 1.4 ms per unit (2.9x; the earlier 10.7 against 2.45 ms was that path).
-* **How:** in ``store._zarr_group`` (the one place a location becomes a Zarr group, which both sides use): an
+* **How:** in ``store.locations.zarr_group`` (the one place a location becomes a Zarr group, which both sides use): an
   ``s3://``/``gs://`` location opens as ``zarr.storage.ObjectStore`` when obstore is importable and every
   storage option translates (:func:`s3_config`), else through s3fs as now; local paths and ``memory://``
   unchanged.  s3fs stays for what uses fsspec directly (the lease's conditional writes, the creation probe,
   removing an interrupted creation, catalogs' listings), so the driver keeps both clients.
-* **Before switching:** add ``"obstore"`` to ``store._TRANSPORT_PACKAGES`` (its ``GenericError``,
+* **Before switching:** add ``"obstore"`` to ``store.locations._TRANSPORT_PACKAGES`` (its ``GenericError``,
   ``PermissionDeniedError``, ... are not ``OSError`` and escape ``storage_errors``: measured below, a store
   that drops connections makes ``write_chunks`` raise instead of handing the units back); give obstore a
   longer backoff than its default (which gave up after 1.5 s of refused connections, where s3fs rode out a 3 s
@@ -60,7 +60,7 @@ response like ``tests/latency_proxy.py``: ``S3 loopback`` (no delay) and ``S3 + 
 by distntk's own create path (``create_store``, schema 3, the near-zero-compute units of ``bench_store.py``:
 sticky chain, N = 16, four replicas per unit, so one ``output`` and one ``risk`` chunk per unit); the same
 distntk code then runs with either client: in a child process the obstore client replaces
-``distntk.store._zarr_group`` (the one place a location becomes a Zarr group) by :func:`obstore_group`, which
+``distntk.store.locations.zarr_group`` (the one place a location becomes a Zarr group) by :func:`obstore_group`, which
 opens ``s3://`` and ``gs://`` locations through :func:`obstore_zarr_store` (the prototype adapter: it
 translates the ``--storage-option`` keys and the ``AWS_*`` environment to obstore's configuration) and leaves
 local paths and ``memory://`` to zarr as before.  Nothing in distntk/ changes.
@@ -71,7 +71,7 @@ Each case runs in a fresh child process (imports and the first request outside t
 * ``actor_write_chunks``: :func:`distntk.store.write_chunks` as an actor calls it (calls of 16 units, a
   warm-up call first), 256 units: 512 chunk PUTs;
 * ``driver_resume_open``: ``open_result_store`` and ``pending`` of a 4,096-unit store whose units are all
-  done (the records by chunk: 4 ``unit`` chunks of 1,024 records), after a first ``_exists`` (what the driver
+  done (the records by chunk: 4 ``unit`` chunks of 1,024 records), after a first ``group_exists`` (what the driver
   does before it opens);
 * ``driver_commit``: the driver's commits of 4,096 workers' receipts (``UnitWriter.commit``), the record
   chunks flushed every 256 units (16 record-chunk PUTs of 1,024 records each);
@@ -118,7 +118,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 
 CLIENTS = ("s3fs", "obstore")
 PER_CALL = 16  # units per Ray call (the service's most)
-COMMIT_EVERY = 256  # the driver's commit batch (distntk.store._COMMIT_UNITS)
+COMMIT_EVERY = 256  # the driver's commit batch (distntk.store.writer._COMMIT_UNITS)
 REQUESTS_PATH = "/__requests__"  # answered by the counting proxy itself, never forwarded
 
 
@@ -298,15 +298,15 @@ def obstore_zarr_store(path: str, storage_options: dict | None = None, read_only
 
 
 def obstore_group(path, mode: str, storage_options: dict | None = None):
-    """``distntk.store._zarr_group`` with object storage through obstore (the rest unchanged)."""
+    """``distntk.store.locations.zarr_group`` with object storage through obstore (the rest unchanged)."""
     import zarr
 
-    import distntk.store as ds
+    from distntk.store import locations as ds
 
     store = obstore_zarr_store(str(path), storage_options, read_only=mode == "r")
     if store is None:
         return _ORIGINAL_GROUP(path, mode, storage_options)
-    return zarr.open_group(store, mode=mode, zarr_format=ds._ZARR_FORMAT, use_consolidated=False)
+    return zarr.open_group(store, mode=mode, zarr_format=ds.ZARR_FORMAT, use_consolidated=False)
 
 
 _ORIGINAL_GROUP = None
@@ -315,7 +315,7 @@ _ORIGINAL_GROUP = None
 def _use_client(client: str) -> None:
     """Import ``client`` (outside any clock) and, for obstore, route distntk's opens through the adapter."""
     global _ORIGINAL_GROUP
-    import distntk.store as ds
+    from distntk.store import locations as ds
 
     if client == "s3fs":
         import s3fs  # noqa: F401
@@ -325,8 +325,8 @@ def _use_client(client: str) -> None:
     from zarr.storage import ObjectStore  # noqa: F401
 
     if _ORIGINAL_GROUP is None:
-        _ORIGINAL_GROUP = ds._zarr_group
-        ds._zarr_group = obstore_group
+        _ORIGINAL_GROUP = ds.zarr_group
+        ds.zarr_group = obstore_group
 
 
 # --------------------------------------------------------------------------- the counting (and delaying) proxy
@@ -562,14 +562,14 @@ def _receipt(result: dict, wi: int, i: int, b: int) -> dict:
 
 
 def _child_driver(job: dict) -> None:
-    from distntk.store import _exists, open_result_store
+    from distntk.store import group_exists, open_result_store
 
     _use_client(job["client"])
     with open(job["result"], "rb") as f:
         result = pickle.load(f)
     units = _job_units(job)
     url, opts = job["url"], job["opts"]
-    assert _exists(url, opts)  # the driver's first use of the store (open_or_create): not measured
+    assert group_exists(url, opts)  # the driver's first use of the store (open_or_create): not measured
     with _Measure(job, "driver_resume_open", len(units)):
         rs = open_result_store(url, "r+", opts)
         pending = rs.pending(units)
@@ -593,7 +593,8 @@ def _child_driver(job: dict) -> None:
 
 
 def _child_import(job: dict) -> None:
-    import distntk.store as ds  # zarr, xarray, fsspec: every distntk process has them already
+    import distntk.store.writer  # noqa: F401  zarr, xarray, fsspec: every distntk process has them already
+    from distntk.store import locations as ds
 
     rss0 = _rss_mib()
 
@@ -604,7 +605,7 @@ def _child_import(job: dict) -> None:
     with _Measure(job, "import", 0, extra):
         _use_client(job["client"])
     with _Measure(job, "first_use", 0, extra):
-        g = ds._zarr_group(job["url"], "r", None)
+        g = ds.zarr_group(job["url"], "r", None)
         assert "store_id" in dict(g.attrs)
         g["output"]
 
@@ -614,7 +615,7 @@ def _child_errors(job: dict) -> None:
     from distntk.store import StoreError, storage_errors
 
     _use_client(job["client"])
-    import distntk.store as ds
+    from distntk.store import locations as ds
 
     good = job["opts"]
     dead = {**good, "endpoint_url": "http://127.0.0.1:9", "config_kwargs": {"retries": {"max_attempts": 2}}}
@@ -624,7 +625,7 @@ def _child_errors(job: dict) -> None:
         t0 = time.perf_counter()
         try:
             with storage_errors(url, "open store"):
-                ds._zarr_group(url, "r", opts)
+                ds.zarr_group(url, "r", opts)
             raised, text = "nothing", ""
         except StoreError as exc:
             raised, text = "StoreError", str(exc)
@@ -655,9 +656,9 @@ def _dropped_connections(job: dict, retry: str) -> None:
     with open(job["result"], "rb") as f:
         result = pickle.load(f)
     units = _job_units(job)[-PER_CALL:]
-    import distntk.store as ds
+    from distntk.store import writer
 
-    ds._WORKER_ARRAYS.clear()
+    writer._WORKER_ARRAYS.clear()
     with latency_proxy(job["upstream_port"], 0.0, drop_seconds=3.0) as p:
         target = ChunkTarget(job["url"], {**job["opts"], "endpoint_url": p.endpoint_url}, job["store_id"],
                              tuple(job["widths"]), job["block"], tuple(job["names"]))

@@ -52,7 +52,6 @@ from .errors import DistntkError
 if TYPE_CHECKING:
     import pandas as pd
 
-import contextlib
 import csv
 import io
 import json
@@ -70,7 +69,15 @@ import xarray as xr
 from ._text import one_line, printable
 from .rows import QueryError, progress, summary
 from .spec import flat_keys, spec_diff
-from .store import StoreError, open_store
+from .store import (
+    StoreError,
+    check_storage_options,
+    filesystem,
+    is_url,
+    join_location,
+    open_store,
+    storage_errors,
+)
 from .verify import damage_warning, open_checked_many, store_attrs_many
 
 __all__ = ["Catalog", "CatalogError", "open_catalog", "read_manifest", "write_manifest", "is_catalog_root",
@@ -87,28 +94,13 @@ class CatalogError(DistntkError, RuntimeError):
 
 
 def _fs(root: str, storage_options: dict | None):
-    import fsspec
-
     with _errors(root, "list"):
-        fs, path = fsspec.core.url_to_fs(str(root), **(storage_options or {}))
-    return fs, path.rstrip("/")
+        return filesystem(root, storage_options)
 
 
-@contextlib.contextmanager
 def _errors(root, action):
-    try:
-        yield
-    except CatalogError:
-        raise
-    except ImportError as exc:
-        raise CatalogError(f"cannot {action} {root}: {one_line(exc)} (pip install 'distntk[s3]' or "
-                           "'distntk[gcs]' for object storage)") from None
-    except Exception as exc:  # any filesystem or transport error: one line
-        raise CatalogError(f"cannot {action} {root}: {type(exc).__name__}: {one_line(exc)}") from None
-
-
-def _join(root: str, name: str) -> str:
-    return f"{str(root).rstrip('/')}/{name}"
+    """A filesystem or transport error while we ``action`` the root: one line (:func:`distntk.store.storage_errors`)."""
+    return storage_errors(root, action, error=CatalogError)
 
 
 def read_manifest(root: str, storage_options: dict | None = None) -> dict | None:
@@ -124,7 +116,7 @@ def read_manifest(root: str, storage_options: dict | None = None) -> dict | None
         manifest = None
     why = _manifest_problem(manifest)
     if why:
-        raise CatalogError(f"{_join(root, MANIFEST)} is not a distntk sweep manifest: {why}")
+        raise CatalogError(f"{join_location(root, MANIFEST)} is not a distntk sweep manifest: {why}")
     return manifest
 
 
@@ -250,7 +242,7 @@ class Catalog:
         str
             ``<root>/<name>.zarr``.
         """
-        return _join(self.root, f"{name}.zarr")
+        return join_location(self.root, f"{name}.zarr")
 
     def checked(self, name: str) -> tuple[xr.Dataset, dict]:
         """Member ``name`` read and checked, damaged units left out (``distntk.verify.open_checked_many``).
@@ -680,9 +672,7 @@ def open_catalog(root: str, storage_options: dict | None = None) -> Catalog:
         If the root cannot be listed or holds no distntk store, or storage options are given
         with a local path.
     """
-    if storage_options and "://" not in str(root):
-        raise CatalogError(f"storage options apply to fsspec URLs (s3://, gs://, memory://), not to the local "
-                           f"path {root}")
+    check_storage_options(root, storage_options, error=CatalogError)
     fs, path = _fs(root, storage_options)
     with _errors(root, "list"):
         if not fs.isdir(path):
@@ -698,7 +688,7 @@ def open_catalog(root: str, storage_options: dict | None = None) -> Catalog:
 
     locations, specs, attrs = {}, {}, {}
     recorded = {m["name"]: m["spec_hash"] for m in manifest["members"]} if manifest is not None else None
-    for name, got in zip(names, store_attrs_many([_join(root, f"{n}.zarr") for n in names], storage_options),
+    for name, got in zip(names, store_attrs_many([join_location(root, f"{n}.zarr") for n in names], storage_options),
                          strict=True):
         if isinstance(got, StoreError):
             problems[name] = one_line(got)
@@ -711,7 +701,7 @@ def open_catalog(root: str, storage_options: dict | None = None) -> Catalog:
                               f"({str(recorded[name])[:12]}) recorded in {MANIFEST}: another spec's store; left out")
             continue
         specs[name] = flat_keys(json.loads(got["spec_canonical"]))  # it parsed and hashed to spec_hash
-        locations[name], attrs[name] = _join(root, f"{name}.zarr"), got
+        locations[name], attrs[name] = join_location(root, f"{name}.zarr"), got
     stores = _LazyStores(locations, storage_options)
     if not stores and not problems:
         raise CatalogError(f"no distntk stores under {root} (expected children named <member>.zarr)")
@@ -720,7 +710,7 @@ def open_catalog(root: str, storage_options: dict | None = None) -> Catalog:
 
 def is_catalog_root(path: str, storage_options: dict | None = None) -> bool:
     """Whether ``path`` is a root of stores (a sweep manifest, or ``*.zarr`` children) rather than one store."""
-    if "://" not in str(path) and not os.path.isdir(str(path)):
+    if not is_url(path) and not os.path.isdir(str(path)):
         return False
     try:
         fs, p = _fs(path, storage_options)

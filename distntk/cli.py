@@ -497,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         args.argv = argv
         for name in ("store", "out"):  # ~ and file:// in paths: the shell does not expand a quoted "~/x"
             if getattr(args, name, None):
-                from ._location import location
+                from .store.locations import location
 
                 setattr(args, name, location(args.__dict__[name]))
         return {"run": _run, "query": _query, "report": _report, "verify": _verify, "demo": _demo}[args.cmd](args)

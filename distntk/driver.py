@@ -264,8 +264,8 @@ def run_many(
     check_address(address)  # a wrong address: one line now, before a lease, a store or a limit
     phase = phase or _quiet
     jobs = [(spec, location(path)) for spec, path in jobs]
-    for _, path in jobs:  # an unreachable or unwritable location fails here, with its own words
-        check_location(path, storage_options)
+    # an unreachable or unwritable location fails here, with its own words; a new store's is probed here only
+    probed = {path for _, path in jobs if not check_location(path, storage_options)}
     with contextlib.ExitStack() as stack:
         ray_once = _RayOnce(stack, address, actors, runtime_env, phase)  # one Ray start per run, limit included
         leases, stores, plans = [], [], []
@@ -274,7 +274,7 @@ def run_many(
             lease = stack.enter_context(acquire(path, storage_options))
             solve = _predictions(exp, ray_once, actors, progress, phase)
             rs: ResultStore = open_or_create(path, spec, solve, storage_options, command=command,
-                                             redo_interrupted=True)
+                                             redo_interrupted=True, checked=path in probed)
             if lease.taken_over:
                 rs.log(f"lease taken over from {lease.taken_over}")
             units = exp.units()

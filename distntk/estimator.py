@@ -126,7 +126,8 @@ import xarray as xr
 from scipy import stats
 
 from .errors import DistntkError
-from .experiment import Unit, unit_grid
+from .experiment import Unit
+from .store.schema import VAR, done_units, se_name
 
 __all__ = [
     "EstimateError",
@@ -398,14 +399,17 @@ def _prediction_se(ds: xr.Dataset, **names: str) -> dict:
 
 
 def _done_mask(ds: xr.Dataset) -> xr.Variable:
-    if "done" in ds:
-        return ds.variables["done"].astype(bool)
-    return ds["output"].notnull().all([d for d in ds["output"].dims if d not in ("width", "init", "data")]).variable
+    """The store's ``done`` (a dataset without one: the replicas whose outputs are all there)."""
+    if VAR.done in ds:
+        return ds.variables[VAR.done].astype(bool)
+    out = ds[VAR.output]
+    return out.notnull().all([d for d in out.dims if d not in (VAR.width, VAR.init, VAR.data)]).variable
 
 
 def _check_store(ds: xr.Dataset) -> None:
-    need = {"output": ("width", "init", "data", "time", "probe"), "h": ("time", "probe"),
-            "nvar_poisson": ("time", "probe"), "nvar_iid": ("time", "probe"), "var_init_coef": ("time", "probe")}
+    cells = (VAR.time, VAR.probe)
+    need = {VAR.output: (VAR.width, VAR.init, VAR.data, VAR.time, VAR.probe), VAR.h: cells,
+            VAR.nvar_poisson: cells, VAR.nvar_iid: cells, VAR.var_init_coef: cells}
     for name, dims in need.items():
         if name not in ds:
             raise EstimateError(f"dataset has no variable {name!r}; expected the result-store schema "
@@ -472,23 +476,27 @@ def estimate_cells(ds: xr.Dataset, level: float = 0.95, verdict_level: float = 0
     beta = float(ds.attrs["beta"])
     done = _done_mask(ds)
     v = ds.variables  # bare Variables: no DataArray (and its coordinates) built per access
-    width = v["width"]
+    width = v[VAR.width]
     coord_vars = {k: v[k] for k in ds.coords}
-    rest, coords, cells = _assess(v["output"], done, v["h"], v["nvar_poisson"], v["nvar_iid"],
-                                  v["var_init_coef"], width, beta, level, verdict_level,
-                                  _prediction_se(ds, h="h_se", nvar_p="nvar_poisson_se", nvar_i="nvar_iid_se",
-                                                 var0="var_init_coef_se"), coord_vars)
-    variables = {k: (rest, x, v["h"].attrs if k == "h" else {}) for k, x in cells.items()}
-    if risk and "risk" in ds and all(n in ds for n in ("risk_h", "nvar_risk_poisson", "nvar_risk_iid",
-                                                       "var_risk_init_coef")):
-        r_rest, r_coords, r = _assess(v["risk"], done, v["risk_h"], v["nvar_risk_poisson"], v["nvar_risk_iid"],
-                                      v["var_risk_init_coef"], width, beta, level, verdict_level,
-                                      _prediction_se(ds, h="risk_h_se", nvar_p="nvar_risk_poisson_se",
-                                                     nvar_i="nvar_risk_iid_se", var0="var_risk_init_coef_se"),
+    rest, coords, cells = _assess(v[VAR.output], done, v[VAR.h], v[VAR.nvar_poisson], v[VAR.nvar_iid],
+                                  v[VAR.var_init_coef], width, beta, level, verdict_level,
+                                  _prediction_se(ds, h=se_name(VAR.h), nvar_p=se_name(VAR.nvar_poisson),
+                                                 nvar_i=se_name(VAR.nvar_iid), var0=se_name(VAR.var_init_coef)),
+                                  coord_vars)
+    variables = {k: (rest, x, v[VAR.h].attrs if k == "h" else {}) for k, x in cells.items()}
+    if risk and VAR.risk in ds and all(n in ds for n in (VAR.risk_h, VAR.nvar_risk_poisson, VAR.nvar_risk_iid,
+                                                         VAR.var_risk_init_coef)):
+        r_rest, r_coords, r = _assess(v[VAR.risk], done, v[VAR.risk_h], v[VAR.nvar_risk_poisson],
+                                      v[VAR.nvar_risk_iid], v[VAR.var_risk_init_coef], width, beta, level,
+                                      verdict_level,
+                                      _prediction_se(ds, h=se_name(VAR.risk_h), nvar_p=se_name(VAR.nvar_risk_poisson),
+                                                     nvar_i=se_name(VAR.nvar_risk_iid),
+                                                     var0=se_name(VAR.var_risk_init_coef)),
                                       coord_vars)
-        variables.update({f"risk_{k}": (r_rest, x, v["risk_h"].attrs if k == "h" else {}) for k, x in r.items()})
+        variables.update({f"risk_{k}": (r_rest, x, v[VAR.risk_h].attrs if k == "h" else {}) for k, x in r.items()})
         coords = {**r_coords, **coords}
-    for name in ("pi_probe", "f", "h_se", "nvar_poisson_se", "nvar_iid_se", "var_init_coef_se"):
+    for name in (VAR.pi_probe, VAR.f, *(se_name(n) for n in (VAR.h, VAR.nvar_poisson, VAR.nvar_iid,
+                                                             VAR.var_init_coef))):
         if name in ds:
             variables[name] = v[name]
             coords.update({d: coord_vars[d] for d in v[name].dims if d in coord_vars and d not in coords})
@@ -790,15 +798,14 @@ def missing_units(ds: xr.Dataset) -> list[Unit]:
     list of Unit
         The units with at least one replica not done, labelled by the store's coordinates.
     """
-    done = _done_mask(ds).transpose("width", "init", "data").values
+    done = _done_mask(ds).transpose(VAR.width, VAR.init, VAR.data).values
     R = done.shape[2]
     if "block" in ds.attrs:
         b = int(ds.attrs["block"])
-    elif "block" in ds.sizes:
-        b = int(np.ceil(R / ds.sizes["block"]))
+    elif VAR.block in ds.sizes:
+        b = int(np.ceil(R / ds.sizes[VAR.block]))
     else:
         b = R
-    widths, inits, data = (ds[d].values for d in ("width", "init", "data"))
-    return [Unit(int(widths[u.width]), int(inits[u.init]), int(data[u.data_start]), int(data[u.data_stop - 1]) + 1)
-            for u in unit_grid(range(done.shape[0]), done.shape[1], R, b)  # positions, not labels
-            if not done[u.width, u.init, u.data_start:u.data_stop].all()]
+    widths, inits, data = (ds[d].values for d in (VAR.width, VAR.init, VAR.data))
+    return [Unit(int(widths[wi]), int(inits[i]), int(data[k * b]), int(data[min((k + 1) * b, R) - 1]) + 1)
+            for wi, i, k in zip(*np.nonzero(~done_units(done, b)), strict=True)]  # positions, in store order

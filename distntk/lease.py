@@ -59,7 +59,7 @@ import uuid
 from dataclasses import dataclass
 
 from ._text import one_line, printable
-from .store import StoreError, protocol, storage_errors
+from .store import StoreError, filesystem, is_local, local_path, protocol, storage_errors
 
 __all__ = ["Lease", "LeaseError", "acquire", "HEARTBEAT_S", "STALE_AFTER_S"]
 
@@ -104,14 +104,12 @@ class _Object:
 
     def __init__(self, path: str, storage_options: dict | None):
         self.where = str(path)
-        self.local = "://" not in self.where or self.where.startswith("file://")
+        self.local = is_local(self.where)
         if self.local:
-            root = os.path.realpath(os.path.expanduser(self.where.removeprefix("file://"))).rstrip("/")
+            root = os.path.realpath(os.path.expanduser(local_path(self.where))).rstrip("/")
             self.dir, self.key = os.path.dirname(root), root + _SUFFIX
         else:
-            import fsspec
-
-            self.fs, root = fsspec.core.url_to_fs(self.where, **(storage_options or {}))
+            self.fs, root = filesystem(self.where, storage_options)
             self.key = (posixpath.normpath(root) if root.strip("/") else root).rstrip("/") + _SUFFIX
         self.s3 = protocol(self.where) in ("s3", "s3a")
 

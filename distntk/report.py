@@ -65,7 +65,7 @@ from scipy import stats  # noqa: E402
 
 from .estimator import convergence_rates, estimate, extrapolate, missing_units  # noqa: E402
 from .memory import memory_contraction  # noqa: E402
-from .store import StoreError, store_model  # noqa: E402
+from .store import VAR, StoreError, store_model  # noqa: E402
 from .verify import open_checked  # noqa: E402
 
 __all__ = ["MODEL_ANCHORS", "open_dataset", "plot_convergence", "plot_mean", "plot_memory", "plot_nvar", "summary",
@@ -181,7 +181,7 @@ def _store_memory(ds: xr.Dataset):
         cfg, chain, seed = store_model(ds)
     except StoreError as exc:
         return None, f"Not computed: {str(exc).rstrip('.')}."
-    N = int(max(ds["width"].values))
+    N = int(max(ds[VAR.width].values))
     return memory_contraction(cfg, chain, N, seed=seed, init=0), ""
 
 
@@ -328,8 +328,9 @@ def plot_mean(est: xr.Dataset) -> Figure:
 
 def _headline(est: xr.Dataset) -> dict:
     """The headline cell: the most probable probe window (when known) at the last time."""
-    if "pi_probe" in est and np.isfinite(est["pi_probe"].values).any():  # an AR(1) store's is NaN: the first probe
-        probe = est["probe"].values[int(np.nanargmax(est["pi_probe"].values))]
+    # the most probable window; an AR(1) store's pi_probe is NaN: the first probe
+    if VAR.pi_probe in est and np.isfinite(est[VAR.pi_probe].values).any():
+        probe = est["probe"].values[int(np.nanargmax(est[VAR.pi_probe].values))]
     else:
         probe = est["probe"].values[0]
     return {"probe": probe, "time": est["time"].values[-1]}

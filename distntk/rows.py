@@ -39,7 +39,7 @@ import xarray as xr
 
 from .errors import DistntkError
 from .estimator import estimate_cells
-from .experiment import unit_grid
+from .store.schema import VAR, done_units
 
 __all__ = ["COLUMNS", "QueryError", "progress", "summary"]
 
@@ -72,36 +72,35 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 
 def progress(ds: xr.Dataset) -> list[dict]:
     """Per width: replicas and units (data blocks) done, and in total."""
-    done = np.asarray(ds["done"].values, dtype=bool)  # (width, init, data)
-    units = unit_grid(range(done.shape[0]), done.shape[1], done.shape[2], int(ds.attrs["block"]))
+    done = np.asarray(ds[VAR.done].transpose(VAR.width, VAR.init, VAR.data).values, dtype=bool)
+    units = done_units(done, int(ds.attrs["block"]))  # (width, init, block)
     out = []
-    for wi, N in enumerate(ds["width"].values):
-        mine = [u for u in units if u.width == wi]  # positions, not labels
+    for wi, N in enumerate(ds[VAR.width].values):
         out.append({
             "width": int(N),
             "replicas_done": int(done[wi].sum()),
             "replicas": int(done[wi].size),
-            "units_done": sum(int(done[wi, u.init, u.data_start:u.data_stop].all()) for u in mine),
-            "units": len(mine),
+            "units_done": int(units[wi].sum()),
+            "units": int(units[wi].size),
         })
     return out
 
 
 def _select(ds: xr.Dataset, width=None, time=None, probe=None):
-    widths = [int(w) for w in ds["width"].values]
+    widths = [int(w) for w in ds[VAR.width].values]
     wsel = widths
     if width is not None:
         if int(width) not in widths:
             raise QueryError(f"--width {width}: not in the store's widths {widths}")
         wsel = [int(width)]
-    times = [float(t) for t in ds["time"].values]
+    times = [float(t) for t in ds[VAR.time].values]
     tsel = list(range(len(times)))
     if time is not None:
         hit = [i for i, t in enumerate(times) if math.isclose(t, float(time), rel_tol=1e-9, abs_tol=1e-12)]
         if not hit:
             raise QueryError(f"--time {time}: not on the store's time grid {times}")
         tsel = hit
-    labels = [str(p) for p in ds["probe"].values]
+    labels = [str(p) for p in ds[VAR.probe].values]
     psel = list(range(len(labels))) if probe is None else [_probe_index(probe, labels)]
     return wsel, tsel, psel
 
@@ -142,15 +141,15 @@ def summary(ds: xr.Dataset, width: int | None = None, time: float | None = None,
     est, coords, attrs = estimate_cells(ds, risk=False)
     beta = float(ds.attrs["beta"])
     v = ds.variables
-    widths = [int(w) for w in v["width"].values]
-    times = [float(t) for t in v["time"].values]
-    labels = [str(p) for p in v["probe"].values]
+    widths = [int(w) for w in v[VAR.width].values]
+    times = [float(t) for t in v[VAR.time].values]
+    labels = [str(p) for p in v[VAR.probe].values]
     dims = ("width", "time", "probe")
     a = {}
     for k in ("n_obs", "h", "mean", "mean_se", "within", "between_raw"):
         own, values, _ = est[k]
         a[k] = values if tuple(own) == dims else np.transpose(values, [list(own).index(d) for d in dims])
-    nvp, nvi, vic = (_on(v[n], ("time", "probe")) for n in ("nvar_poisson", "nvar_iid", "var_init_coef"))
+    nvp, nvi, vic = (_on(v[n], (VAR.time, VAR.probe)) for n in (VAR.nvar_poisson, VAR.nvar_iid, VAR.var_init_coef))
     lim = _limit(est, coords, attrs, len(widths), len(times), len(labels))
     rows = []
     for N in wsel:

@@ -1,7 +1,7 @@
 """Integrity of a result store: damaged units, outlier flags, predictions; ``distntk verify``.
 
 A unit marked ``done`` is *damaged* when one of its chunks does not decode
-(every chunk carries a crc32c checksum, :func:`distntk.store._allocate`; a
+(every chunk carries a crc32c checksum, :mod:`distntk.store.writer`; a
 store made before that fails Zstd decoding instead), when its outputs or risk
 are not finite (a deleted chunk reads as its NaN fill value), or when its
 ``unit_writes`` is below 1.  :meth:`distntk.store.ResultStore.scan` finds them;
@@ -41,13 +41,14 @@ Many stores at once (:func:`open_checked_many`, what a catalog reads): the same
 checks on the arrays a summary needs, each array read whole in one call through
 zarr's asynchronous API, several stores at once.  Each array's metadata document is
 read from its own store; a document byte-identical to one already parsed reuses zarr's
-parsed metadata.  Local stores are read through :class:`_LocalReads` (files read in the
-coroutine, not in a thread) and small Zstd chunks decoded in the coroutine
+parsed metadata.  Local stores are read through :func:`distntk.store.local_read_store` (files read in
+the coroutine, not in a thread) and small Zstd chunks decoded in the coroutine
 (:class:`_ZstdInline`): for the small files of a catalog the thread hand-offs cost more
 than the reads.  A store with a chunk that does not decode goes through the
 unit-by-unit path of :func:`open_checked`, which names the units.  The per-unit bookkeeping is read
 only for the write counter (schema 1: ``unit_writes``; schema 2: the ``unit`` records, which also give
-``done``), through :func:`_from_records` and :func:`_write_counts`.
+``done``), through :func:`_from_records` (:func:`distntk.store.decode_records`) and :func:`_write_counts`.
+Which units are done is :func:`distntk.store.done_units`'s answer, here as everywhere.
 """
 
 from __future__ import annotations
@@ -63,27 +64,34 @@ from types import SimpleNamespace
 import numpy as np
 import xarray as xr
 import zarr
-import zarr.api.asynchronous as zarr_async
 from zarr.codecs import ZstdCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.metadata.v3 import ArrayV3Metadata
 from zarr.core.sync import sync as _zarr_sync
 from zarr.registry import register_codec
-from zarr.storage import LocalStore
 
 from ._text import one_line
 from .experiment import Unit, unit_grid
 from .store import (
     DECODE_ERRORS,
-    NOT_FOUND,
+    PER_REPLICA,
+    PROBE_PREDICTIONS,
+    RISK_PREDICTIONS,
     SE_NAMES,
+    TARGET_PREDICTIONS,
+    VAR,
     StoreError,
     check_array_meta,
     check_attributes,
     check_coords,
     chunk_keys,
+    decode_records,
     digest_problem,
+    done_replicas,
+    done_units,
+    is_url,
     location,
+    open_group_async,
     open_result_store,
     open_store,
     prediction_names,
@@ -101,8 +109,8 @@ __all__ = ["verify", "Verification", "open_checked", "open_checked_many", "store
 OUTLIER_Z = 10.0
 OUTLIER_MIN_UNITS = 8
 _MAD_SCALE = 1.4826
-PREDICTIONS = ("h", "nvar_poisson", "nvar_iid", "var_init_coef", "f", "pi_probe", "probe_window")
-_RISK_PREDICTIONS = ("risk_h", "nvar_risk_poisson", "nvar_risk_iid", "var_risk_init_coef")
+PREDICTIONS = PROBE_PREDICTIONS + TARGET_PREDICTIONS + (VAR.probe_window,)
+_RISK_PREDICTIONS = RISK_PREDICTIONS
 
 
 def _unit_text(u: Unit) -> str:
@@ -119,10 +127,10 @@ def outliers(output: np.ndarray, done: np.ndarray, widths: list[int], block: int
     ``skip``: units left out of the comparison (the damaged ones).
     """
     W, I, R = done.shape
+    finished = done_units(done, block)
     found = {}
     for wi, N in enumerate(widths):
-        units = [u for u in _grid(N, I, R, block)
-                 if u not in skip and done[wi, u.init, u.data_start:u.data_stop].all()]
+        units = [u for u in _grid(N, I, R, block) if u not in skip and finished[wi, u.init, u.data_start // block]]
         if len(units) < OUTLIER_MIN_UNITS:
             continue
         z, m, med = _unit_z(output[wi], units, init_var[wi])
@@ -205,11 +213,13 @@ def _problems(path, storage_options=None):
     """``(store, arrays, damaged units {Unit: why}, flagged units {Unit: why}, prediction problems [str])``."""
     rs = open_result_store(path, mode="r", storage_options=storage_options)
     missing = [n for n in rs.missing_arrays() if n not in PREDICTIONS + _RISK_PREDICTIONS]
-    _refuse_missing(rs.path, [n for n in missing if n != "risk"])
+    _refuse_missing(rs.path, [n for n in missing if n != VAR.risk])
     arrays, damaged = rs.scan()
     if missing:  # the risk array: every done unit lost its risk
         lost = "array 'risk' is missing (the spec records the risk)"
-        damaged = {u: lost for u in rs._all_units() if arrays["done"][rs._region(u)[:3]].all()} | dict(damaged)
+        finished = done_units(arrays[VAR.done], rs.block)
+        damaged = {u: lost for u in rs.all_units() if finished[rs.region(u)[0], u.init, rs.region(u)[3]]} | \
+            dict(damaged)
     names = PREDICTIONS + (_RISK_PREDICTIONS if _records_risk(rs.canonical) else ())
     present = prediction_names(rs.group.array_keys())
     values = {}
@@ -217,15 +227,15 @@ def _problems(path, storage_options=None):
         if name not in rs.group:
             values[name] = None
             continue
-        arr = rs._array(name)  # its metadata checked: an edited layout is a StoreError, not a decode error
+        arr = rs.array(name)  # its metadata checked: an edited layout is a StoreError, not a decode error
         try:
             values[name] = np.asarray(arr[...])
         except DECODE_ERRORS as exc:
             values[name] = exc
     preds = _prediction_problems({n: values[n] for n in names}, undefined_predictions(rs.canonical)) or \
         _predictions_digest_problem(rs.attrs, values)
-    flags = {} if preds else _flags(arrays["output"], arrays["done"], rs.widths, rs.block, rs.attrs,
-                                    values["var_init_coef"], damaged)
+    flags = {} if preds else _flags(arrays[VAR.output], arrays[VAR.done], rs.widths, rs.block, rs.attrs,
+                                    values[VAR.var_init_coef], damaged)
     return rs, arrays, dict(damaged), flags, preds
 
 
@@ -312,8 +322,8 @@ def open_checked(path: str | os.PathLike, storage_options: dict | None = None) -
                          "cannot be compared with the limit (recreate it with distntk run)")
     ds = open_store(path, storage_options)
     widths = rs.widths
-    replaced = {"done": arrays["done"].astype(bool), "unit_writes": arrays["unit_writes"]}
-    for name in ("output", "risk"):
+    replaced = {VAR.done: arrays[VAR.done].astype(bool), VAR.unit_writes: arrays[VAR.unit_writes]}
+    for name in PER_REPLICA:
         if name in arrays:
             replaced[name] = arrays[name].copy()
     _leave_out(replaced, bad, widths)
@@ -337,14 +347,14 @@ def open_checked(path: str | os.PathLike, storage_options: dict | None = None) -
 
 # --------------------------------------------------------------------------- many stores at once
 
-_COORDS = ("width", "init", "data", "time", "probe")
-_PER_REPLICA = ("output", "risk", "done")
+_COORDS = (VAR.width, VAR.init, VAR.data, VAR.time, VAR.probe)
+_PER_REPLICA = PER_REPLICA + (VAR.done,)
 # stores whose arrays are in flight at once: on local disk more only adds event-loop overhead (measured:
 # CPU per store grows from 1 to 32 stores in flight); on object storage latency, not CPU, is the cost
 _CONCURRENT_STORES = {"local": 4, "url": 32}
 _BATCH = 256  # stores read before they are checked (bounds the memory of a large catalog)
 # the per-unit bookkeeping and its coordinate: checked (the write counter), not part of a summary's Dataset
-_NOT_SUMMARISED = ("block", "unit_wall_time", "unit_node", "unit_writes", "unit")
+_NOT_SUMMARISED = (VAR.block, VAR.unit_wall_time, VAR.unit_node, VAR.unit_writes, VAR.unit)
 _CHUNKS_PER_BATCH = 64  # chunks zarr decodes per batch: fewer tasks per chunk than its default of 1
 
 
@@ -352,8 +362,8 @@ def _leave_out(replaced: dict, bad: dict, widths: list) -> None:
     """Mark the ``bad`` units in ``replaced`` as left out: not done, and NaN like a unit never written."""
     for u in bad:
         where = (widths.index(u.width), u.init, slice(u.data_start, u.data_stop))
-        replaced["done"][where] = False
-        for name in ("output", "risk"):
+        replaced[VAR.done][where] = False
+        for name in PER_REPLICA:
             if name in replaced:
                 replaced[name][where] = np.nan
 
@@ -361,33 +371,27 @@ def _leave_out(replaced: dict, bad: dict, widths: list) -> None:
 def _bookkeeping_names() -> tuple[str, ...]:
     """The per-unit bookkeeping arrays the checks read: the write counter (schema 1) or the ``unit`` records
     (schema 2, which also hold ``done``); a store has one of the two (see :func:`_write_counts`)."""
-    return ("unit_writes", "unit")
+    return (VAR.unit_writes, VAR.unit)
 
 
 def _from_records(got: dict, attrs: dict) -> bool:
     """Schema 2: ``done`` and ``unit_writes`` decoded from the ``unit`` records into ``got`` (as if read);
     ``False`` when a record chunk does not decode or a record does not parse (then the store is read unit by
     unit, which names those units)."""
-    meta, recs = got.get("unit", (None, None))
+    meta, recs = got.get(VAR.unit, (None, None))
     if recs is None:
         return True
-    out = got.get("output", (None, None))[1]
+    out = got.get(VAR.output, (None, None))[1]
     if isinstance(recs, Exception) or out is None or isinstance(out, Exception):
         return False
-    block = int(attrs["block"])
-    writes = np.zeros(recs.shape, dtype=np.int64)
-    digest = np.full(recs.shape, None, dtype=object)
-    for idx, text in np.ndenumerate(recs):
-        if text:
-            try:
-                rec = json.loads(str(text))
-                writes[idx], digest[idx] = int(rec["writes"]), rec.get("digest")
-            except (ValueError, KeyError, TypeError, AttributeError):
-                return False
-    done = np.repeat(writes > 0, block, axis=2)[:, :, : out.shape[2]]
-    got["done"] = (SimpleNamespace(dimension_names=("width", "init", "data"), attributes=variable_attrs("done")), done)
-    got["unit_writes"] = (meta, writes)
-    got["unit_digest"] = (None, digest)
+    fields, unparsable = decode_records(recs)
+    if unparsable:
+        return False
+    done = done_replicas(fields[VAR.done], int(attrs["block"]), out.shape[2])
+    got[VAR.done] = (SimpleNamespace(dimension_names=(VAR.width, VAR.init, VAR.data),
+                                     attributes=variable_attrs(VAR.done)), done)
+    got[VAR.unit_writes] = (meta, fields[VAR.unit_writes])
+    got["unit_digest"] = (None, fields["unit_digest"])
     return True
 
 
@@ -397,20 +401,21 @@ def _write_counts(values: dict) -> np.ndarray:
     The one place the fast path knows where the counters live, so a change of the
     bookkeeping layout touches this function and :func:`_bookkeeping_names` only.
     """
-    return np.asarray(values["unit_writes"], dtype=np.int64)
+    return np.asarray(values[VAR.unit_writes], dtype=np.int64)
 
 
 def _unit_damage(values: dict, units: list, widths: list, block: int) -> dict:
     """Done units whose data are not finite, whose write count is below 1 or whose chunks do not match their
     record's digests (as ``ResultStore.scan`` judges)."""
-    output, done, risk = values["output"], values["done"].astype(bool), values.get("risk")
+    output, risk = values[VAR.output], values.get(VAR.risk)
+    done = done_units(values[VAR.done], block)
     writes = _write_counts(values)
     digests = values.get("unit_digest")
-    arrays = [n for n in ("output", "risk") if values.get(n) is not None]
+    arrays = [n for n in PER_REPLICA if values.get(n) is not None]
     bad = {}
     for u in units:
         wi, sl = widths.index(u.width), slice(u.data_start, u.data_stop)
-        if not done[wi, u.init, sl].all():
+        if not done[wi, u.init, u.data_start // block]:
             continue
         if not np.isfinite(output[wi, u.init, sl]).all():
             bad[u] = "marked done but output has non-finite values (a missing chunk?)"
@@ -423,29 +428,6 @@ def _unit_damage(values: dict, units: list, widths: list, block: int) -> dict:
                 for name, key in chunk_keys(arrays, wi, u.init, u.data_start // block).items()})):
             bad[u] = why
     return bad
-
-
-class _LocalReads(LocalStore):
-    """zarr's ``LocalStore``, read-only, with each file read in the calling coroutine.
-
-    ``LocalStore.get`` hands every read to a thread (``asyncio.to_thread``).  A catalog
-    reads many small files (62 per store of the catalog benchmark, most under a few kB),
-    and for those the hand-off costs more than the read itself: this store reads the
-    file directly.  It is used for local paths only, to read; object stores keep their
-    asynchronous reads, where latency, not CPU, is the cost.
-    """
-
-    async def get(self, key, prototype=None, byte_range=None):
-        if byte_range is not None:  # not used by whole-array reads; zarr's own path
-            return await super().get(key, prototype, byte_range)
-        if not self._is_open:
-            await self._open()
-        try:
-            with open(os.path.join(self.root, key), "rb") as f:  # os.path: a pathlib join costs more than the read
-                data = f.read()
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            return None
-        return (prototype or default_buffer_prototype()).buffer.from_bytes(data)
 
 
 class _ZstdInline(ZstdCodec):
@@ -471,18 +453,11 @@ register_codec("zstd", _ZstdInline, qualname=f"{__name__}._ZstdInline")
 async def _open_group(path: str, storage_options: dict | None, local_reads: bool = False):
     """``(group, attrs)`` of the distntk store at ``path`` (zarr's asynchronous API; errors as open_result_store).
 
-    ``local_reads``: a local path is read through :class:`_LocalReads`.
+    ``local_reads``: a local path is read through :func:`distntk.store.local_read_store`.
     """
-    if storage_options and "://" not in path:
-        raise StoreError(f"storage options apply to fsspec URLs (s3://, gs://, memory://), not to the local path "
-                         f"{path}")
-    kwargs = {"storage_options": storage_options} if storage_options else {}
-    store = _LocalReads(path, read_only=True) if local_reads and "://" not in path else path
-    with storage_errors(path, "open store"):
-        try:
-            g = await zarr_async.open_group(store=store, mode="r", zarr_format=3, use_consolidated=False, **kwargs)
-        except NOT_FOUND:
-            raise StoreError(f"no distntk store at {path}") from None
+    g = await open_group_async(path, storage_options, local_reads=local_reads)
+    if g is None:
+        raise StoreError(f"no distntk store at {path}")
     attrs = dict(g.attrs)
     if "spec_hash" not in attrs or "spec_canonical" not in attrs:
         raise StoreError(f"{path} is a Zarr group without distntk attributes (not a distntk store, or its "
@@ -525,10 +500,10 @@ async def _read_store(path: str, storage_options: dict | None, parsed: dict | No
 
     On object storage all reads of the store are in flight at once (latency is the cost);
     on local disk they run one after another (a local read does not wait, and tasks only
-    add event-loop work), through :class:`_LocalReads`.
+    add event-loop work), through :func:`distntk.store.local_read_store`.
     """
     parsed = {} if parsed is None else parsed
-    local = "://" not in path
+    local = not is_url(path)
     g, attrs = await _open_group(path, storage_options, local_reads=local)
     names = _COORDS + _PER_REPLICA + _bookkeeping_names() + PREDICTIONS + _RISK_PREDICTIONS + SE_NAMES
     with storage_errors(path, "read store"):  # a transport error, or metadata that do not parse: this store only
@@ -541,7 +516,7 @@ async def _read_store(path: str, storage_options: dict | None, parsed: dict | No
 
 async def _each(paths: list, read, storage_options: dict | None) -> list:
     """``read(path, storage_options)`` for every path, a few at once; a StoreError is returned, not raised."""
-    gate = asyncio.Semaphore(_CONCURRENT_STORES["url" if any("://" in p for p in paths) else "local"])
+    gate = asyncio.Semaphore(_CONCURRENT_STORES["url" if any(is_url(p) for p in paths) else "local"])
 
     async def one(path):
         async with gate:
@@ -574,40 +549,40 @@ def _checked_from(path: str, attrs: dict, got: dict) -> tuple[xr.Dataset, dict] 
     if not _from_records(got, attrs):
         return None  # read unit by unit (ResultStore.scan): the units whose records are unreadable are named
     values = {n: v for n, (_, v) in got.items()}
-    for name in ("output", "done", "unit_writes"):
+    for name in (VAR.output, VAR.done, VAR.unit_writes):
         if values.get(name) is None:
             raise StoreError(f"{path}: the store has no array {name!r}; expected a store written by distntk run")
-    if any(isinstance(values[n], Exception) for n in ("output", "risk", "done", "unit_writes")):
+    if any(isinstance(values[n], Exception) for n in PER_REPLICA + (VAR.done, VAR.unit_writes)):
         return None  # read unit by unit (ResultStore.scan): the units of the chunks that do not decode are named
     for name in _COORDS:
         if values[name] is None or isinstance(values[name], Exception):
             why = "is missing" if values[name] is None else f"does not decode ({one_line(values[name], 80)})"
             raise StoreError(f"{path}: variable {name!r} {why}")
     canonical = check_attributes(path, attrs)
-    check_coords(path, canonical, {n: values[n] for n in _COORDS + ("probe_window",)})
+    check_coords(path, canonical, {n: values[n] for n in _COORDS + (VAR.probe_window,)})
     has_risk = _records_risk(canonical)
-    _refuse_missing(path, ["risk"] if has_risk and values["risk"] is None else [])
+    _refuse_missing(path, [VAR.risk] if has_risk and values[VAR.risk] is None else [])
     preds = _prediction_problems({n: values[n] for n in PREDICTIONS + (_RISK_PREDICTIONS if has_risk else ())},
                                  undefined_predictions(canonical)) or \
         _predictions_digest_problem(attrs, {n: values[n] for n in prediction_names(values)})
     if preds:
         raise StoreError(f"{path} lost its predictions: {preds[0].removeprefix('predictions: ')}; the store "
                          "cannot be compared with the limit (recreate it with distntk run)")
-    widths = [int(w) for w in values["width"]]
+    widths = [int(w) for w in values[VAR.width]]
     block = int(attrs["block"])
-    done = values["done"].astype(bool)
+    done = values[VAR.done].astype(bool)
     units = unit_grid(widths, done.shape[1], done.shape[2], block)
     bad = _unit_damage(values, units, widths, block)
     bad = {u: bad[u] for u in units if u in bad}  # store order, as scan gives it
-    flags = _flags(values["output"], done, widths, block, attrs, values["var_init_coef"], bad)
-    replaced = {"done": done.copy()}
-    for name in ("output", "risk"):
-        if has_risk or name == "output":
+    flags = _flags(values[VAR.output], done, widths, block, attrs, values[VAR.var_init_coef], bad)
+    replaced = {VAR.done: done.copy()}
+    for name in PER_REPLICA:
+        if has_risk or name == VAR.output:
             replaced[name] = values[name].copy()
     _leave_out(replaced, bad, widths)
     data, coords = {}, {}
     for name, (meta, v) in got.items():
-        if v is None or name in _bookkeeping_names() or name in ("unit_writes", "unit_digest"):
+        if v is None or name in _bookkeeping_names() or name in (VAR.unit_writes, "unit_digest"):
             continue
         var = xr.Variable(tuple(meta.dimension_names), replaced.get(name, v), variable_attrs(name))
         (coords if name in _COORDS else data)[name] = var

@@ -2,7 +2,7 @@
 
 ``sticky`` computes the sticky-chain experiment in-process (``Experiment.compute``,
 bit for bit what a Ray actor computes for the same unit); :func:`write_store`
-writes any subset of those results into a real store with store.py's writer
+writes any subset of those results into a real store with distntk.store's writer
 (``create_store`` + ``ResultStore.write_unit``, the driver's code path without
 Ray), so the estimator and the report read exactly what ``distntk run`` writes.
 
@@ -75,7 +75,7 @@ def sticky() -> Sticky:
 
 @pytest.fixture(scope="session")
 def sticky_store(sticky, tmp_path_factory) -> xr.Dataset:
-    """The complete sticky-chain store (a real Zarr store written by store.py), opened."""
+    """The complete sticky-chain store (a real Zarr store written by distntk.store), opened."""
     return write_store(tmp_path_factory.mktemp("sticky") / "sticky.zarr", sticky.spec, sticky.results, sticky.seconds)
 
 

@@ -50,14 +50,14 @@ def tiny_spec(path: Path, name="tiny", seed=7, beta=0.75, T=1.0, times=(0.5, 1.0
 
 
 def done_units(store, block: int, storage_options: dict | None = None) -> int:
-    """Units marked done in a store being written (0 before it exists): the first replica of every unit."""
-    from distntk.store import open_result_store
+    """How many units are done in a store being written (0 before it exists): :func:`distntk.store.done_units`."""
+    from distntk.store import done_units, open_result_store
 
     try:
         done = open_result_store(store, "r", storage_options).done_mask()
     except Exception:  # not created yet (or its attributes not written yet)
         return 0
-    return int(done[:, :, ::block].sum())
+    return int(done_units(done, block).sum())
 
 
 def sigkill_when(proc, ready, what: str, timeout: float = 90.0) -> None:

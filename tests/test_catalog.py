@@ -1,6 +1,6 @@
 """A catalog of stores under a root: listing, manifest, tidy rows, filters, DataTree, sweep report.
 
-Stores here are real Zarr stores written by store.py from in-process computations
+Stores here are real Zarr stores written by distntk.store from in-process computations
 (conftest.write_store); the Ray path of a sweep is tested in test_sweep_run.py.
 """
 
@@ -283,13 +283,14 @@ def test_a_swept_table_is_a_column_of_its_keys():
 # --------------------------------------------------------------------------- the catalog's fast paths
 
 def test_local_reads_give_the_bytes_zarrs_local_store_gives(complete_root):
-    """verify._LocalReads (files read in the coroutine, not in a thread) against zarr's own LocalStore."""
+    """distntk.store.local_read_store (files read in the coroutine, not in a thread) against zarr's own
+    LocalStore."""
     import asyncio
 
     from zarr.core.buffer import default_buffer_prototype
     from zarr.storage import LocalStore
 
-    from distntk.verify import _LocalReads
+    from distntk.store import local_read_store
 
     path = complete_root / f"{SWEEP.members[0].name}.zarr"
     keys = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
@@ -297,7 +298,7 @@ def test_local_reads_give_the_bytes_zarrs_local_store_gives(complete_root):
     proto = default_buffer_prototype()
 
     async def both(key, byte_range=None):
-        ours, theirs = _LocalReads(path, read_only=True), LocalStore(path, read_only=True)
+        ours, theirs = local_read_store(path), LocalStore(path, read_only=True)
         a, b = await ours.get(key, proto, byte_range), await theirs.get(key, proto, byte_range)
         return (None if a is None else a.to_bytes()), (None if b is None else b.to_bytes())
 

@@ -1,6 +1,6 @@
 """Tests for distntk.report on real stores: complete, half-finished, empty, damaged; `distntk report`.
 
-The stores are written by store.py's writer from in-process ``Experiment.compute``
+The stores are written by distntk.store's writer from in-process ``Experiment.compute``
 results (conftest.py), by a real ``distntk demo`` through Ray (``quickstart_demo``),
 or by a ``distntk run`` SIGKILLed mid-way (tests/test_resume.py).
 """

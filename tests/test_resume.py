@@ -129,7 +129,7 @@ def test_a_killed_driver_loses_at_most_one_commit_interval(killed):
     record (their receipts lost with the driver, recomputed by the rerun) all completed in the last interval
     before the kill: every orphan chunk is younger than 2 s plus one commit's write (slack 3 s on a loaded
     machine), and a driver that never committed until the end would fail this by the whole run's length."""
-    from distntk.store import _COMMIT_MAX_S  # noqa: PLC2701  (the constant under test)
+    from distntk.store.writer import _COMMIT_MAX_S  # noqa: PLC2701  (the constant under test)
 
     e = killed.spec.experiment
     before = open_store(killed.snapshot).load()

@@ -107,6 +107,20 @@ def test_sampled_limit_segments_run_on_actors_bit_for_bit(local_ray, tmp_path):
         assert (ds.nvar_poisson_se.values > 0).all()
 
 
+def test_a_run_probes_a_new_store_once(local_ray, tmp_path, monkeypatch):
+    """``distntk run`` into a new local store writes and removes its probe object once (a PUT and a DELETE on
+    object storage): the check before the lease; the creation under the lease does not probe again."""
+    from distntk.store import locations
+
+    probes, real = [], locations.probe_write
+    monkeypatch.setattr(locations, "probe_write", lambda path, opts=None: (probes.append(str(path)), real(path, opts)))
+    spec = load_spec(tiny_spec(tmp_path / "tiny.toml", widths=(16,), n_init=1, n_data=4, block=4))
+    path = str(tmp_path / "s.zarr")
+    assert run(spec, path, actors=1, progress=False).computed == 1
+    assert probes == [path]
+    assert run(spec, path, actors=1, progress=False).computed == 0 and probes == [path]  # resumed: no probe
+
+
 def test_resume_in_process_computes_only_missing_units(local_ray, tmp_path):
     spec = load_spec(tiny_spec(tmp_path / "tiny.toml"))
     path = str(tmp_path / "s.zarr")

@@ -44,7 +44,7 @@ def test_import_distntk_is_lazy_and_estimate_is_the_function():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert p.returncode == 0, p.stderr
     heavy, is_callable, kind, where = json.loads(p.stdout.strip().splitlines()[-1])
-    assert heavy == [] and is_callable and kind == "function" and where == "distntk.store"  # ... not rebound
+    assert heavy == [] and is_callable and kind == "function" and where == "distntk.store.reader"  # ... not rebound
 
 
 def test_the_packaged_quickstart_is_the_checkouts():

@@ -263,10 +263,10 @@ def test_a_worker_whose_writes_keep_failing_hands_the_result_to_the_driver(spec,
     result and one line saying why, and the driver's writer stores it: the unit is not lost."""
     import shutil
 
-    from distntk import store as store_mod
     from distntk.driver import _Compute
+    from distntk.store import writer
 
-    monkeypatch.setattr(store_mod, "_WORKER_RETRY_DELAYS", (0.01, 0.01))
+    monkeypatch.setattr(writer, "_WORKER_RETRY_DELAYS", (0.01, 0.01))
     path = tmp_path / "s.zarr"
     rs = create_store(path, spec, spec.experiment.predictions())
     e = spec.experiment
@@ -286,3 +286,67 @@ def test_a_worker_whose_writes_keep_failing_hands_the_result_to_the_driver(spec,
                                "risk": chunk_digest("risk/0.0.0.0", e.compute(u)["risk"])})
         w.submit(u2, receipt["result"], wall, "n")
     assert rs.pending(e.units(), check=True) == e.units()[2:]
+
+
+def _counted_probes(monkeypatch) -> list:
+    """The locations :func:`distntk.store.locations.probe_write` probes from now on (each a write and a delete:
+    one PUT and one DELETE on object storage), the probes made as before."""
+    from distntk.store import locations
+
+    probes, real = [], locations.probe_write
+
+    def counted(path, storage_options=None):
+        probes.append(str(path))
+        real(path, storage_options)
+
+    monkeypatch.setattr(locations, "probe_write", counted)
+    return probes
+
+
+def test_a_new_store_is_probed_once(spec, tmp_path, monkeypatch):
+    """A new store's location is checked for existence and writability once: ``distntk run``'s early
+    ``check_location``, then ``open_or_create(checked=True)`` under the lease, probes once; ``open_or_create``
+    or ``create_store`` alone probes once too; an existing store is not probed."""
+    from distntk.store import PROBE, check_location
+
+    probes = _counted_probes(monkeypatch)
+    path = tmp_path / "new.zarr"
+    assert check_location(path) is False
+    rs = open_or_create(path, spec, spec.experiment.predictions, checked=True)
+    assert probes == [str(path)] and not (path / PROBE).exists() and rs.pending(spec.experiment.units())
+    assert check_location(path) is True
+    open_or_create(path, spec, spec.experiment.predictions)  # resumed
+    assert probes == [str(path)]
+    probes.clear()
+    open_or_create(tmp_path / "b.zarr", spec, spec.experiment.predictions)
+    create_store(tmp_path / "c.zarr", spec, spec.experiment.predictions())
+    assert probes == [str(tmp_path / "b.zarr"), str(tmp_path / "c.zarr")]
+    with pytest.raises(StoreError, match="a store is already there"):  # refused before any probe
+        create_store(tmp_path / "c.zarr", spec, spec.experiment.predictions())
+    assert len(probes) == 2
+
+
+def test_done_units_is_the_one_answer(spec, tmp_path):
+    """Which units are done: the records (schemas 2, 3) or ``done`` (schema 1) through ``done_units``, the same
+    for a resume's plan, the store's Dataset, the query's progress and ``missing_units``."""
+    from distntk import missing_units
+    from distntk.rows import progress
+    from distntk.store import done_units
+
+    e = spec.experiment
+    units = e.units()
+    for schema in (3, 2, 1):
+        path = tmp_path / f"s{schema}.zarr"
+        rs = create_store(path, spec, e.predictions(), schema=schema)
+        for u in units[1::3]:
+            rs.write_unit(u, e.compute(u), 0.5, "n")
+        want = [u for k, u in enumerate(units) if k % 3 != 1]
+        assert rs.pending(units) == want and missing_units(open_store(path)) == want
+        finished = done_units(open_store(path))
+        assert finished.shape == (len(e.replicas.widths), e.replicas.n_init, 2)
+        assert int(finished.sum()) == len(units) - len(want)
+        assert (finished == done_units(rs.done_mask(), e.replicas.block)).all()
+        assert [p["units_done"] for p in progress(open_store(path))] == finished.sum(axis=(1, 2)).tolist()
+    edge = np.ones((1, 1, 5), dtype=bool)
+    edge[0, 0, 4] = False  # the short last block (data 4) is not done, the first (0-3) is
+    assert done_units(edge, 4).tolist() == [[[True, False]]]

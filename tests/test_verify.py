@@ -1,6 +1,6 @@
 """Damaged stores: found by `distntk verify`, left out by query and report, repaired by `distntk run --check`.
 
-Each test damages a real store written by store.py's writer (conftest.write_store, the driver's code
+Each test damages a real store written by distntk.store's writer (conftest.write_store, the driver's code
 path without Ray) in one way the issue measured: a deleted chunk, ``done`` over NaN data, a chunk
 overwritten with random bytes, one unit's values multiplied by 10, an old store without checksums;
 locally and on the S3 server on loopback.  The repair runs the real `distntk run` (embedded Ray).
