@@ -14,14 +14,14 @@ Recommendation (from the figures below, 2026-12-04, the shared 2-core machine at
   store) costs 4.1 against 1.4 ms per unit (2.9x; the earlier 10.7 against 2.45 ms was that path).
 * **How:** in ``store.locations.zarr_group`` (the one place a location becomes a Zarr group, which both sides use): an
   ``s3://``/``gs://`` location opens as ``zarr.storage.ObjectStore`` when obstore is importable and every
-  storage option translates (:func:`s3_config`), else through s3fs as now; local paths and ``memory://``
+  storage option translates (:func:`distntk.store.objstore.s3_config`), else through s3fs as now; local paths and ``memory://``
   unchanged.  s3fs stays for what uses fsspec directly (the lease's conditional writes, the creation probe,
   removing an interrupted creation, catalogs' listings), so the driver keeps both clients.
 * **Before switching:** add ``"obstore"`` to ``store.locations._TRANSPORT_PACKAGES`` (its ``GenericError``,
   ``PermissionDeniedError``, ... are not ``OSError`` and escape ``storage_errors``: measured below, a store
   that drops connections makes ``write_chunks`` raise instead of handing the units back); give obstore a
   longer backoff than its default (which gave up after 1.5 s of refused connections, where s3fs rode out a 3 s
-  outage; :data:`RETRY` did too, in 4.2 s); translate credentials obstore does not read (``AWS_PROFILE`` and
+  outage; ``objstore.RETRY`` did too, in 4.2 s); translate credentials obstore does not read (``AWS_PROFILE`` and
   ``~/.aws`` files, ``AWS_CA_BUNDLE``; it ignores ``AWS_EC2_METADATA_DISABLED``) and set ``allow_http`` for an
   ``http://`` endpoint (else "builder error").  ``gs://`` goes the same way through ``GCSStore`` (not measured
   here: no GCS server).  zarr calls ObjectStore experimental; obstore runs a tokio runtime of cores + 1 threads
@@ -50,7 +50,7 @@ botocore's request machinery and signing); obstore 0.15-0.19 s there (zarr's own
 units obstore wrote read back through s3fs with ``pending(check=True)``: 0 of 256 damaged.  ``--errors``: a
 closed port, a missing bucket and an unknown option give one-line StoreErrors through s3fs; through obstore the
 closed port escapes as ``obstore.exceptions.GenericError`` (a 38-line message), the missing bucket is a
-``FileNotFoundError`` (then "no group found", as with s3fs), the unknown option is refused by :func:`s3_config`.
+``FileNotFoundError`` (then "no group found", as with s3fs), the unknown option is refused by ``objstore.s3_config``.
 
 What is measured
 ----------------
@@ -99,7 +99,6 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import datetime as dt
 import json
 import os
 import pickle
@@ -122,182 +121,15 @@ COMMIT_EVERY = 256  # the driver's commit batch (distntk.store.writer._COMMIT_UN
 REQUESTS_PATH = "/__requests__"  # answered by the counting proxy itself, never forwarded
 
 
-# --------------------------------------------------------------------------- the prototype adapter
-# s3fs (and its botocore config) names -> obstore S3Config / ClientConfig / RetryConfig; see the module docstring
-# and obstore's S3Config.  ``None``: the key is fsspec's own (caching, block sizes), nothing to translate.
-_S3_TOP = {"endpoint_url": "endpoint", "key": "access_key_id", "secret": "secret_access_key",
-           "token": "session_token", "anon": "skip_signature", "requester_pays": "request_payer",
-           "skip_instance_cache": None, "use_listings_cache": None, "listings_expiry_time": None,
-           "max_concurrency": None, "default_block_size": None, "default_fill_cache": None,
-           "default_cache_type": None, "cache_regions": None, "fixed_upload_size": None, "asynchronous": None,
-           "loop": None}
-_S3_CLIENT_KWARGS = {"region_name": "region", "endpoint_url": "endpoint", "aws_access_key_id": "access_key_id",
-                     "aws_secret_access_key": "secret_access_key", "aws_session_token": "session_token"}
-_S3_ADDITIONAL = {"ServerSideEncryption": "server_side_encryption", "SSEKMSKeyId": "sse_kms_key_id",
-                  "BucketKeyEnabled": "sse_bucket_key_enabled", "RequestPayer": "request_payer"}
-_STORES: dict = {}  # (kind, bucket, prefix, options) -> obstore store: one client (and pool) per store, as fsspec
-# obstore's own default (10 retries from 100 ms with full jitter) gives up within about 1.5 s of refused
-# connections (measured: --errors); this backoff outlasts the 3 s outage that botocore and distntk's retries ride out.
-RETRY = {"max_retries": 10, "retry_timeout": dt.timedelta(seconds=60),
-         "backoff": {"init_backoff": dt.timedelta(seconds=0.25), "max_backoff": dt.timedelta(seconds=8), "base": 2}}
+# --------------------------------------------------------------------------- the adapter
+# The translation of the --storage-option keys and the AWS_* environment to obstore's configuration lives in
+# distntk.store.objstore (the actors use it since this measurement); the driver's cases below route every zarr
+# open through it (obstore_group), to measure the driver with obstore too.
+from distntk.store import objstore  # noqa: E402
+from distntk.store.objstore import obstore_zarr_store  # noqa: E402
 
 
-def _seconds(value) -> dt.timedelta:
-    return dt.timedelta(seconds=float(value))
-
-
-def s3_config(storage_options: dict | None, environ=os.environ) -> tuple[dict, dict, dict | None, object]:
-    """``(S3Config, ClientConfig, RetryConfig or None, credential provider or None)`` for s3fs's ``storage_options``
-    (plus what the ``AWS_*`` environment means to botocore but not to obstore).  An option with no obstore
-    equivalent raises ``ValueError`` naming it (``storage_errors`` makes that a one-line StoreError)."""
-    opts = dict(storage_options or {})
-    cfg: dict = {}
-    client: dict = {}
-    retry: dict | None = dict(RETRY) if RETRY else None
-    unsupported = []
-    for k, v in opts.items():
-        if k in _S3_TOP:
-            if _S3_TOP[k] is not None:
-                cfg[_S3_TOP[k]] = bool(v) if k in ("anon", "requester_pays") else v
-        elif k == "client_kwargs":
-            for ck, cv in (v or {}).items():
-                if ck in _S3_CLIENT_KWARGS:
-                    cfg[_S3_CLIENT_KWARGS[ck]] = cv
-                elif ck == "verify":
-                    if cv is False:
-                        client["allow_invalid_certificates"] = True
-                    elif isinstance(cv, str):  # a CA bundle file; obstore takes the PEM text
-                        client["root_certificate"] = Path(cv).read_text()
-                elif ck == "use_ssl":
-                    if cv is False:
-                        client["allow_http"] = True
-                else:
-                    unsupported.append(f"client_kwargs.{ck}")
-        elif k == "config_kwargs":
-            for ck, cv in (v or {}).items():
-                if ck == "max_pool_connections":
-                    continue  # botocore's pool cap (distntk sets 128); obstore's reqwest pool has no cap
-                elif ck == "connect_timeout":
-                    client["connect_timeout"] = _seconds(cv)
-                elif ck == "read_timeout":
-                    client["read_timeout"] = _seconds(cv)
-                elif ck == "region_name":
-                    cfg["region"] = cv
-                elif ck == "retries":
-                    n = (cv or {}).get("total_max_attempts", (cv or {}).get("max_attempts"))
-                    if n is not None:
-                        retry = {**(retry or {}), "max_retries": max(0, int(n) - 1)}
-                elif ck == "s3":
-                    if (cv or {}).get("addressing_style") == "virtual":
-                        cfg["virtual_hosted_style_request"] = True
-                elif ck == "signature_version":
-                    if str(cv).lower() == "unsigned":
-                        cfg["skip_signature"] = True
-                elif ck == "proxies":
-                    client["proxy_url"] = next(iter((cv or {}).values()), None)
-                else:
-                    unsupported.append(f"config_kwargs.{ck}")
-        elif k == "s3_additional_kwargs":
-            for ck, cv in (v or {}).items():
-                if ck in _S3_ADDITIONAL:
-                    cfg[_S3_ADDITIONAL[ck]] = cv
-                else:
-                    unsupported.append(f"s3_additional_kwargs.{ck}")
-        elif k == "use_ssl":
-            if v is False:
-                client["allow_http"] = True
-        elif k != "profile":
-            unsupported.append(k)
-    if unsupported:
-        raise ValueError(f"storage option(s) {', '.join(sorted(unsupported))} have no obstore equivalent")
-    # botocore takes an http:// endpoint as it is; obstore refuses it ("builder error") without allow_http
-    endpoint = cfg.get("endpoint") or environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL") or \
-        environ.get("AWS_ENDPOINT") or ""
-    if endpoint.startswith("http://"):
-        client["allow_http"] = True
-    if "root_certificate" not in client and environ.get("AWS_CA_BUNDLE"):  # botocore reads it, obstore does not
-        with contextlib.suppress(OSError):
-            client["root_certificate"] = Path(environ["AWS_CA_BUNDLE"]).read_text()
-    # obstore reads AWS_ACCESS_KEY_ID & co., web identity, ECS and IMDS, but no profile and no ~/.aws files
-    provider = None
-    profile = opts.get("profile") or environ.get("AWS_PROFILE") or environ.get("AWS_DEFAULT_PROFILE")
-    if profile and "access_key_id" not in cfg and "skip_signature" not in cfg:
-        provider = _botocore_credentials(profile)
-    return cfg, client, retry, provider
-
-
-def _botocore_credentials(profile: str):
-    """A credential provider that asks botocore for a named profile's credentials (refreshed by botocore)."""
-    import botocore.session
-
-    creds = botocore.session.Session(profile=profile).get_credentials()
-    if creds is None:
-        raise ValueError(f"no credentials for AWS profile {profile!r}")
-
-    def provider() -> dict:
-        frozen = creds.get_frozen_credentials()
-        return {"access_key_id": frozen.access_key, "secret_access_key": frozen.secret_key,
-                "token": frozen.token, "expires_at": None}
-
-    return provider
-
-
-def gcs_config(storage_options: dict | None) -> tuple[dict, dict]:
-    """``(GCSConfig, ClientConfig)`` for gcsfs's ``storage_options`` (not exercised here: no GCS server)."""
-    opts = dict(storage_options or {})
-    cfg: dict = {}
-    unsupported = []
-    for k, v in opts.items():
-        if k == "token":
-            if v == "anon":
-                cfg["skip_signature"] = True
-            elif isinstance(v, dict):
-                cfg["service_account_key"] = json.dumps(v)
-            elif isinstance(v, str) and v not in ("google_default", "cloud", "cache", "browser"):
-                kind = json.loads(Path(v).read_text()).get("type")
-                cfg["service_account" if kind == "service_account" else "application_credentials"] = v
-            elif v is not None and not isinstance(v, str):
-                unsupported.append("token (a credentials object: obstore.auth.google.GoogleCredentialProvider)")
-        elif k == "endpoint_url":
-            cfg["base_url"] = v
-        elif k in ("project", "access", "consistency", "cache_timeout", "skip_instance_cache", "block_size",
-                   "check_connection", "asynchronous", "loop"):
-            continue
-        else:
-            unsupported.append(k)  # requester_pays, session_kwargs, ...
-    if unsupported:
-        raise ValueError(f"storage option(s) {', '.join(sorted(unsupported))} have no obstore equivalent")
-    client = {"allow_http": True} if str(cfg.get("base_url", "")).startswith("http://") else {}
-    return cfg, client
-
-
-def obstore_zarr_store(path: str, storage_options: dict | None = None, read_only: bool = False):
-    """zarr's ``ObjectStore`` for an ``s3://``/``s3a://``/``gs://``/``gcs://`` location, else ``None`` (a local path,
-    ``memory://``: zarr's own stores, as now).  Stores are cached per location and options, as fsspec caches its
-    filesystems, so one process keeps one connection pool per store."""
-    from zarr.storage import ObjectStore
-
-    scheme, sep, rest = str(path).partition("://")
-    if not sep or scheme.lower() not in ("s3", "s3a", "gs", "gcs"):
-        return None
-    bucket, _, prefix = rest.partition("/")
-    key = (scheme.lower(), bucket, prefix.strip("/"), json.dumps(storage_options or {}, sort_keys=True, default=str))
-    store = _STORES.get(key)
-    if store is None:
-        from obstore.store import GCSStore, S3Store
-
-        if scheme.lower() in ("s3", "s3a"):
-            cfg, client, retry, provider = s3_config(storage_options)
-            store = S3Store(bucket, prefix=prefix.strip("/") or None, config=cfg, client_options=client or None,
-                            retry_config=retry, credential_provider=provider)
-        else:
-            cfg, client = gcs_config(storage_options)
-            store = GCSStore(bucket, prefix=prefix.strip("/") or None, config=cfg, client_options=client or None)
-        _STORES[key] = store
-    return ObjectStore(store, read_only=read_only)
-
-
-def obstore_group(path, mode: str, storage_options: dict | None = None):
+def obstore_group(path, mode: str, storage_options: dict | None = None, client: str = "fsspec"):
     """``distntk.store.locations.zarr_group`` with object storage through obstore (the rest unchanged)."""
     import zarr
 
@@ -305,7 +137,7 @@ def obstore_group(path, mode: str, storage_options: dict | None = None):
 
     store = obstore_zarr_store(str(path), storage_options, read_only=mode == "r")
     if store is None:
-        return _ORIGINAL_GROUP(path, mode, storage_options)
+        return _ORIGINAL_GROUP(path, mode, storage_options, client)
     return zarr.open_group(store, mode=mode, zarr_format=ds.ZARR_FORMAT, use_consolidated=False)
 
 
@@ -318,6 +150,7 @@ def _use_client(client: str) -> None:
     from distntk.store import locations as ds
 
     if client == "s3fs":
+        os.environ[objstore.CLIENT_ENV] = "fsspec"  # the actors' writes too (they take obstore by default)
         import s3fs  # noqa: F401
         import zarr.storage  # noqa: F401
         return
@@ -632,11 +465,10 @@ def _child_errors(job: dict) -> None:
         except Exception as exc:  # noqa: BLE001 - what escapes distntk's translation is the finding
             raised, text = f"{type(exc).__module__}.{type(exc).__name__} (not translated)", str(exc)
         _error_line(job, what, raised, text, time.perf_counter() - t0)
-    global RETRY
     _dropped_connections(job, "adapter's retry config")
     if job["client"] == "obstore":
-        RETRY = None
-        _STORES.clear()
+        objstore.RETRY = None
+        objstore._STORES.clear()
         _dropped_connections(job, "obstore's default retry config")
 
 

@@ -46,7 +46,8 @@ _BACKENDS = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs")
 # Top-level packages whose exceptions fsspec backends let through unwrapped (e.g. botocore's
 # EndpointConnectionError for an unreachable endpoint, google.auth's errors for missing credentials).
 _TRANSPORT_PACKAGES = {"botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "google", "fsspec", "requests",
-                       "urllib3"}
+                       "urllib3", "obstore"}
+_DENIED = {"PermissionDeniedError", "UnauthenticatedError"}  # obstore's refusals (not PermissionError)
 _SCHEME = "://"
 _FILE = "file" + _SCHEME
 
@@ -131,8 +132,8 @@ def storage_errors(path, action: str, catch: tuple = (OSError, ValueError), erro
         raise error(f"{proto}:// stores need {package}, which is not installed: "
                     f"pip install 'distntk[{extra}]'") from None
     except PermissionError as exc:  # S3's AccessDenied/Forbidden, a read-only mount: whose rights to change
-        raise error(f"cannot {action} {path}: access denied ({one_line(exc)}): the credentials this "
-                    "process uses may not do that") from None
+        raise error(f"cannot {action} {path}: access denied, the credentials this process uses may not do "
+                    f"that ({one_line(exc, 80)})") from None
     except catch as exc:
         raise error(f"cannot {action} {path}: {one_line(exc)}") from None
     except TypeError as exc:  # a --storage-option the backend does not take (s3fs passes them on to its session)
@@ -143,6 +144,9 @@ def storage_errors(path, action: str, catch: tuple = (OSError, ValueError), erro
     except Exception as exc:
         if type(exc).__module__.split(".")[0] not in _TRANSPORT_PACKAGES:
             raise
+        if type(exc).__name__ in _DENIED:
+            raise error(f"cannot {action} {path}: access denied, the credentials this process uses may not do "
+                        f"that ({type(exc).__name__}: {one_line(exc, 80)})") from None
         raise error(f"cannot {action} {path}: {type(exc).__name__}: {one_line(exc)}") from None
 
 
@@ -172,12 +176,22 @@ def _group_kwargs(path, storage_options: dict | None) -> dict:
     return kwargs
 
 
-def zarr_group(path, mode: str, storage_options: dict | None = None):
+def zarr_group(path, mode: str, storage_options: dict | None = None, client: str = "fsspec"):
     """The one place a store location becomes a Zarr group (paths and fsspec URLs alike): zarr's
     ``open_group`` in ``mode``, its errors as zarr raises them (:func:`open_group` and :func:`create_group`
-    translate them; a benchmark may replace this function to route the opens through another client)."""
+    translate them; a benchmark may replace this function to route the opens through another client).
+
+    ``client="obstore"`` (an actor's chunk writes): an ``s3://`` or ``gs://`` location through obstore
+    where it fits (:func:`distntk.store.objstore.obstore_zarr_store`), else through fsspec as always."""
     import zarr
 
+    if client == "obstore":
+        from .objstore import obstore_zarr_store
+
+        store = obstore_zarr_store(str(path), storage_options, read_only=mode == "r")
+        if store is not None:
+            check_storage_options(path, storage_options)
+            return zarr.open_group(store, mode=mode, zarr_format=ZARR_FORMAT, use_consolidated=False)
     return zarr.open_group(str(path), mode=mode, **_group_kwargs(path, storage_options))
 
 
@@ -188,13 +202,14 @@ def not_found() -> tuple:
     return (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError)
 
 
-def open_group(path, mode: str = "r", storage_options: dict | None = None):
+def open_group(path, mode: str = "r", storage_options: dict | None = None, client: str = "fsspec"):
     """The Zarr group at ``path`` (``mode`` ``"r"`` or ``"r+"``), or ``None`` when no group is there.
 
-    What the filesystem raises is a one-line :class:`StoreError` ("cannot open store ...")."""
+    What the filesystem raises is a one-line :class:`StoreError` ("cannot open store ...").  ``client``:
+    as for :func:`zarr_group`."""
     with storage_errors(path, "open store"):
         try:
-            return zarr_group(path, mode, storage_options)
+            return zarr_group(path, mode, storage_options, client)
         except not_found():
             return None
 

@@ -432,7 +432,9 @@ def write_chunks(target: ChunkTarget, items: list) -> list:
     arrays = _WORKER_ARRAYS.get(key)
     if arrays is None:
         try:
-            g = open_group(target.path, "r+", target.storage_options)  # opens: writes no metadata
+            # opens (writes no metadata) through obstore on object storage where it fits: 3x less CPU per
+            # chunk than s3fs (distntk.store.objstore)
+            g = open_group(target.path, "r+", target.storage_options, client="obstore")
             with storage_errors(target.path, "open store"):
                 found = None if g is None else str(g.attrs.get("store_id", ""))
                 arrays = {name: g[name].async_array for name in target.names} if found == target.store_id else (
