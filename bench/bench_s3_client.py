@@ -135,7 +135,7 @@ def obstore_group(path, mode: str, storage_options: dict | None = None, client: 
 
     from distntk.store import locations as ds
 
-    store = obstore_zarr_store(str(path), storage_options, read_only=mode == "r")
+    store = obstore_zarr_store(ds.protocol(path), ds.url_path(path), storage_options, read_only=mode == "r")
     if store is None:
         return _ORIGINAL_GROUP(path, mode, storage_options, client)
     return zarr.open_group(store, mode=mode, zarr_format=ds.ZARR_FORMAT, use_consolidated=False)

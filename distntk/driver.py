@@ -401,9 +401,10 @@ def _predictions(exp, ray_once: _RayOnce, actors, progress, phase) -> Callable:
     if exp.limit.memory == "sampled":
         what = (f"solving the limit over the infinite past (a basis window of L = {exp.limit.basis_L}, then "
                 f"{exp.limit.segments} path segments of {exp.limit.segment_steps} steps on Ray actors)")
-    elif getattr(exp, "ar", None) is not None:
-        what = (f"solving the AR(1) limit (windows of L = {exp.L} values, {exp.limit.segments} path segments of "
-                f"{exp.limit.segment_steps} steps, in this process)")
+    elif getattr(exp, "source", None) is not None:  # a continuous source: the AR(1) or a user's sampler
+        name = "AR(1)" if getattr(exp, "ar", None) is not None else "sampler's"
+        what = (f"solving the {name} limit (windows of L = {exp.L} values, {exp.limit.segments} path segments "
+                f"of {exp.limit.segment_steps} steps, in this process)")
     else:
         what = f"solving the limit (window L = {exp.L}, kernel by quadrature)"
     if exp.limit.memory != "sampled":

@@ -6,9 +6,10 @@ object store once, starts ``actors`` Ray actors that each hold it (explicit
 ``num_cpus``, ``max_restarts``, ``max_task_retries``, spread over the nodes) in
 an :class:`ActorPool`, keeps at most ``in_flight`` units queued per actor, and
 drains completions in batches (one blocking ``ray.wait`` for the first, a
-non-blocking one for the rest, one ``ray.get``).  Each completion reaches
-``on_result(unit, result, UnitInfo)`` in the driver, which is therefore the
-single writer of whatever it stores; ``on_batch()`` follows each batch.
+non-blocking one for the rest, one ``ray.get``).  Iterating the :class:`UnitRun`
+it returns yields each drained batch of ``(unit, result, UnitInfo)`` in the driver
+(an empty one about once a second while none complete), so the driver records,
+checks and commits between batches.
 Service events (a lost actor, a resubmitted unit, a replaced actor) go to the
 ``logging`` logger ``distntk.service``.
 
@@ -411,6 +412,8 @@ class UnitRun:
                         if j in delivered:
                             continue
                         if attempts[j] >= self.max_attempts:
+                            if out:  # what completed before it is delivered first
+                                yield out
                             raise ServiceError(f"unit {u} failed {attempts[j]} times: actor lost "
                                                f"({type(value).__name__})") from None
                         summary["retried"] += 1
@@ -421,6 +424,8 @@ class UnitRun:
                             _log.warning("actor slot %d replaced by a new actor", k)
                         continue
                     if isinstance(value, BaseException):
+                        if out:
+                            yield out
                         raise ServiceError(f"unit {u}: {type(value).__name__}: {one_line(value)}") from None
                     if j in delivered:
                         continue

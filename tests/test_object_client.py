@@ -11,7 +11,7 @@ import pytest
 from raytools import tiny_spec
 
 from distntk.spec import load_spec
-from distntk.store import create_store, open_result_store, write_chunks
+from distntk.store import create_store, open_result_store, protocol, url_path, write_chunks
 from distntk.store import writer as writer_mod
 from distntk.store.objstore import CLIENT_ENV, obstore_zarr_store, s3_config
 
@@ -35,12 +35,15 @@ def test_s3fs_option_names_translate_and_unknown_ones_are_named():
 
 
 def test_only_object_storage_goes_through_obstore(monkeypatch, tmp_path):
-    assert obstore_zarr_store(str(tmp_path / "x.zarr")) is None
-    assert obstore_zarr_store("memory://x.zarr") is None
-    assert obstore_zarr_store("s3://b/x.zarr", {"session": object()}) is None  # no obstore name: fsspec
-    assert obstore_zarr_store("s3://b/x.zarr", {"endpoint_url": "http://127.0.0.1:9"}) is not None
+    def store(url, options=None):
+        return obstore_zarr_store(protocol(url), url_path(url), options)
+
+    assert store(str(tmp_path / "x.zarr")) is None
+    assert store("memory://x.zarr") is None
+    assert store("s3://b/x.zarr", {"session": object()}) is None  # no obstore name: fsspec
+    assert store("s3://b/x.zarr", {"endpoint_url": "http://127.0.0.1:9"}) is not None
     monkeypatch.setenv(CLIENT_ENV, "fsspec")
-    assert obstore_zarr_store("s3://b/x.zarr", {"endpoint_url": "http://127.0.0.1:9"}) is None
+    assert store("s3://b/x.zarr", {"endpoint_url": "http://127.0.0.1:9"}) is None
 
 
 @pytest.mark.parametrize("client", ["obstore", "fsspec"])

@@ -51,8 +51,10 @@ The package, one module per concern:
   and the spec a store was made from.
 * :mod:`distntk.store.writer`: creating a store, the workers' chunks, the driver's :class:`UnitWriter` and
   the record commits.
+* :mod:`distntk.store.objstore`: the workers' client on object storage, obstore where it fits (its names
+  are not re-exported: only the location layer and the writer use them).
 
-Every public name of the four is importable from ``distntk.store`` (``from distntk.store import
+Every public name of the first four is importable from ``distntk.store`` (``from distntk.store import
 open_store``); the submodules are imported on first use, so ``distntk.store.locations`` and
 ``distntk.store.schema`` load no storage library.
 """
@@ -67,7 +69,7 @@ _EXPORTS = {
                   "check_writable", "create_group", "filesystem", "group_exists", "is_local", "is_url",
                   "join_location", "local_path", "local_read_store", "location", "needs_shared_filesystem",
                   "not_found", "open_group", "open_group_async", "probe_write", "protocol", "storage_errors",
-                  "zarr_group"),
+                  "url_path", "zarr_group"),
     "schema": ("COORDS", "DECODE_ERRORS", "PER_REPLICA", "PER_UNIT", "PREDICTION_NAMES", "PROBE_PREDICTIONS",
                "RECORD_FIELDS", "RISK_PREDICTIONS", "SCHEMA", "SE_NAMES", "StoreVariables", "TARGET_PREDICTIONS",
                "VALUE_WINDOW_DIMS", "VAR", "check_array_meta", "check_attributes", "check_coords", "chunk_digest",

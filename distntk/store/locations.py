@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 
 from .._text import one_line
 from ..errors import DistntkError
 
-__all__ = ["StoreError", "ZARR_FORMAT", "PROBE", "location", "is_url", "is_local", "local_path", "protocol",
+__all__ = ["StoreError", "ZARR_FORMAT", "PROBE", "location", "is_url", "is_local", "local_path", "protocol", "url_path",
            "needs_shared_filesystem", "join_location", "check_storage_options", "storage_errors", "filesystem",
            "zarr_group", "open_group", "open_group_async", "create_group", "group_exists", "local_read_store",
            "not_found", "probe_write", "check_writable", "check_location"]
@@ -49,6 +50,7 @@ _TRANSPORT_PACKAGES = {"botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "g
                        "urllib3", "obstore"}
 _DENIED = {"PermissionDeniedError", "UnauthenticatedError"}  # obstore's refusals (not PermissionError)
 _SCHEME = "://"
+_log = logging.getLogger("distntk.store")
 _FILE = "file" + _SCHEME
 
 
@@ -89,6 +91,12 @@ def local_path(path) -> str:
 def protocol(path) -> str:
     """The fsspec protocol of ``path``, lower case: ``s3``, ``gs``, ``memory``, ...; ``file`` for a path."""
     return str(path).split(_SCHEME, 1)[0].lower() if is_url(path) else "file"
+
+
+def url_path(path) -> str:
+    """What follows the scheme of an fsspec URL (``bucket/key`` of ``s3://bucket/key``); ``path`` as given
+    for a local path."""
+    return str(path).split(_SCHEME, 1)[1] if is_url(path) else str(path)
 
 
 def needs_shared_filesystem(path) -> bool:
@@ -188,10 +196,17 @@ def zarr_group(path, mode: str, storage_options: dict | None = None, client: str
     if client == "obstore":
         from .objstore import obstore_zarr_store
 
-        store = obstore_zarr_store(str(path), storage_options, read_only=mode == "r")
+        store = obstore_zarr_store(protocol(path), url_path(path), storage_options, read_only=mode == "r")
         if store is not None:
             check_storage_options(path, storage_options)
-            return zarr.open_group(store, mode=mode, zarr_format=ZARR_FORMAT, use_consolidated=False)
+            try:
+                return zarr.open_group(store, mode=mode, zarr_format=ZARR_FORMAT, use_consolidated=False)
+            except not_found():
+                raise
+            except Exception as exc:  # noqa: BLE001  (what obstore cannot reach, s3fs may: a redirect, a region)
+                if type(exc).__name__ in _DENIED:
+                    raise
+                _log.info("%s: obstore cannot open it (%s: %s); through fsspec", path, type(exc).__name__, exc)
     return zarr.open_group(str(path), mode=mode, **_group_kwargs(path, storage_options))
 
 

@@ -128,6 +128,13 @@ def s3_config(storage_options: dict | None, environ=os.environ) -> tuple[dict, d
     profile = opts.get("profile") or environ.get("AWS_PROFILE") or environ.get("AWS_DEFAULT_PROFILE")
     if profile and "access_key_id" not in cfg and "skip_signature" not in cfg:
         provider = _botocore_credentials(profile)
+    if "region" not in cfg and not (environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")):
+        with contextlib.suppress(Exception):  # botocore's region from ~/.aws/config, which obstore does not read
+            import botocore.session
+
+            region = botocore.session.Session(profile=profile or None).get_config_variable("region")
+            if region:
+                cfg["region"] = region
     return cfg, client, retry, provider
 
 
@@ -139,10 +146,10 @@ def _botocore_credentials(profile: str):
     if creds is None:
         raise ValueError(f"no credentials for AWS profile {profile!r}")
 
-    def provider() -> dict:
+    def provider() -> dict:  # asked again every 5 minutes: botocore refreshes an assumed role's or SSO session
         frozen = creds.get_frozen_credentials()
         return {"access_key_id": frozen.access_key, "secret_access_key": frozen.secret_key,
-                "token": frozen.token, "expires_at": None}
+                "token": frozen.token, "expires_at": dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)}
 
     return provider
 
@@ -176,12 +183,13 @@ def gcs_config(storage_options: dict | None) -> tuple[dict, dict]:
     return cfg, client
 
 
-def obstore_zarr_store(path: str, storage_options: dict | None = None, read_only: bool = False):
-    """zarr's ``ObjectStore`` for an ``s3://``/``s3a://``/``gs://``/``gcs://`` location, or ``None`` (see the
-    module docstring).  Stores are cached per location and options, as fsspec caches its filesystems, so a
-    process keeps one connection pool per store."""
-    scheme, sep, rest = str(path).partition("://")
-    if not sep or scheme.lower() not in ("s3", "s3a", "gs", "gcs") or os.environ.get(CLIENT_ENV) == "fsspec":
+def obstore_zarr_store(scheme: str, rest: str, storage_options: dict | None = None, read_only: bool = False):
+    """zarr's ``ObjectStore`` for the location ``scheme://rest`` when the scheme is ``s3``, ``s3a``, ``gs`` or
+    ``gcs``, or ``None`` (see the module docstring; the location layer splits the location,
+    :func:`distntk.store.locations.zarr_group`).  Stores are cached per location and options, as fsspec
+    caches its filesystems, so a process keeps one connection pool per store."""
+    scheme = scheme.lower()
+    if scheme not in ("s3", "s3a", "gs", "gcs") or os.environ.get(CLIENT_ENV) == "fsspec":
         return None
     try:
         from obstore.store import GCSStore, S3Store
@@ -189,12 +197,12 @@ def obstore_zarr_store(path: str, storage_options: dict | None = None, read_only
     except ImportError:
         return None
     bucket, _, prefix = rest.partition("/")
-    key = (scheme.lower(), bucket, prefix.strip("/"), read_only,
+    key = (scheme, bucket, prefix.strip("/"), read_only,
            json.dumps(storage_options or {}, sort_keys=True, default=str))
     store = _STORES.get(key)
     if store is None:
         try:
-            if scheme.lower() in ("s3", "s3a"):
+            if scheme in ("s3", "s3a"):
                 cfg, client, retry, provider = s3_config(storage_options)
                 base = S3Store(bucket, prefix=prefix.strip("/") or None, config=cfg, client_options=client or None,
                                retry_config=retry, credential_provider=provider)

@@ -79,6 +79,7 @@ from .locations import (
     open_group,
     storage_errors,
 )
+from .objstore import CLIENT_ENV
 from .reader import StoreReader, open_store_group
 from .schema import (
     PER_REPLICA,
@@ -162,8 +163,9 @@ class ResultStore(StoreReader):
         if self.schema < 3:
             return None
         names = PER_REPLICA if VAR.risk in self.group else (VAR.output,)
+        client = "fsspec" if os.environ.get(CLIENT_ENV) == "fsspec" else "obstore"
         return ChunkTarget(self.path, self._storage_options, str(self.attrs.get("store_id", "")), tuple(self.widths),
-                           self.block, names)
+                           self.block, names, client)
 
     def commits(self) -> "_Commits":
         """Schema 3: the store's record commits (one per opened store: the driver's view of ``unit``)."""
@@ -411,6 +413,8 @@ class ChunkTarget:
     widths: tuple
     block: int
     names: tuple  # the per-replica arrays: ("output",) or ("output", "risk")
+    client: str = "obstore"  # the workers' client on object storage: "fsspec" when the driver has
+    # DISTNTK_OBJECT_CLIENT=fsspec (decided in the driver, so it reaches the actors of any cluster)
 
 
 _WORKER_ARRAYS: dict = {}  # in a worker process: (path, store_id) -> {name: zarr.Array}, or why it cannot write
@@ -434,7 +438,7 @@ def write_chunks(target: ChunkTarget, items: list) -> list:
         try:
             # opens (writes no metadata) through obstore on object storage where it fits: 3x less CPU per
             # chunk than s3fs (distntk.store.objstore)
-            g = open_group(target.path, "r+", target.storage_options, client="obstore")
+            g = open_group(target.path, "r+", target.storage_options, client=target.client)
             with storage_errors(target.path, "open store"):
                 found = None if g is None else str(g.attrs.get("store_id", ""))
                 arrays = {name: g[name].async_array for name in target.names} if found == target.store_id else (
