@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(PY) -m distntk demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -63,7 +63,7 @@ def test_readme_quickstart_is_make_demo_and_make_test():
     assert [ln for b in blocks for ln in b.splitlines() if ln.strip()] == ["make demo", "make test"]
     make = (ROOT / "Makefile").read_text()
     assert re.search(r"^demo: .*\n\t\$\(PY\) -m distntk demo$", make, re.M)
-    assert re.search(r"^test: .*\n\t\$\(PY\) -m pytest -q$", make, re.M)
+    assert re.search(r"^test: .*\n\t\$\(PY\) -m pytest -q( --durations=\d+)?$", make, re.M)
 
 
 def test_readme_links_resolve_inside_the_repository():
