@@ -144,13 +144,17 @@ def obstore_group(path, mode: str, storage_options: dict | None = None, client: 
 _ORIGINAL_GROUP = None
 
 
+def _worker_client(job: dict) -> str:
+    """The ``ChunkTarget.client`` of a case: the actors' writes through the client under test."""
+    return "fsspec" if job["client"] == "s3fs" else "obstore"
+
+
 def _use_client(client: str) -> None:
     """Import ``client`` (outside any clock) and, for obstore, route distntk's opens through the adapter."""
     global _ORIGINAL_GROUP
     from distntk.store import locations as ds
 
     if client == "s3fs":
-        os.environ[objstore.CLIENT_ENV] = "fsspec"  # the actors' writes too (they take obstore by default)
         import s3fs  # noqa: F401
         import zarr.storage  # noqa: F401
         return
@@ -377,7 +381,7 @@ def _child_actor(job: dict) -> None:
     units = _job_units(job)
     n = job["units"]
     target = ChunkTarget(job["url"], job["opts"], job["store_id"], tuple(job["widths"]), job["block"],
-                         tuple(job["names"]))
+                         tuple(job["names"]), _worker_client(job))
     warm = write_chunks(target, [(u, result) for u in units[n:n + PER_CALL]])  # opens the store: not measured
     assert all(isinstance(r, dict) for r in warm), warm[0]
     receipts = []
@@ -493,7 +497,7 @@ def _dropped_connections(job: dict, retry: str) -> None:
     writer._WORKER_ARRAYS.clear()
     with latency_proxy(job["upstream_port"], 0.0, drop_seconds=3.0) as p:
         target = ChunkTarget(job["url"], {**job["opts"], "endpoint_url": p.endpoint_url}, job["store_id"],
-                             tuple(job["widths"]), job["block"], tuple(job["names"]))
+                             tuple(job["widths"]), job["block"], tuple(job["names"]), _worker_client(job))
         assert isinstance(write_chunks(target, [(units[0], result)])[0], dict)  # opened, connections pooled
         p.drop()
         time.sleep(0.2)

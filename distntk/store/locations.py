@@ -140,8 +140,7 @@ def storage_errors(path, action: str, catch: tuple = (OSError, ValueError), erro
         raise error(f"{proto}:// stores need {package}, which is not installed: "
                     f"pip install 'distntk[{extra}]'") from None
     except PermissionError as exc:  # S3's AccessDenied/Forbidden, a read-only mount: whose rights to change
-        raise error(f"cannot {action} {path}: access denied, the credentials this process uses may not do "
-                    f"that ({one_line(exc, 80)})") from None
+        raise error(_denied(path, action, one_line(exc, 80))) from None
     except catch as exc:
         raise error(f"cannot {action} {path}: {one_line(exc)}") from None
     except TypeError as exc:  # a --storage-option the backend does not take (s3fs passes them on to its session)
@@ -153,9 +152,14 @@ def storage_errors(path, action: str, catch: tuple = (OSError, ValueError), erro
         if type(exc).__module__.split(".")[0] not in _TRANSPORT_PACKAGES:
             raise
         if type(exc).__name__ in _DENIED:
-            raise error(f"cannot {action} {path}: access denied, the credentials this process uses may not do "
-                        f"that ({type(exc).__name__}: {one_line(exc, 80)})") from None
+            raise error(_denied(path, action, f"{type(exc).__name__}: {one_line(exc, 80)}")) from None
         raise error(f"cannot {action} {path}: {type(exc).__name__}: {one_line(exc)}") from None
+
+
+def _denied(path, action: str, detail: str) -> str:
+    """The one line for a refused request (s3fs's PermissionError, obstore's PermissionDeniedError): whose
+    rights are missing first, the backend's words after (they may be cut)."""
+    return f"cannot {action} {path}: access denied, the credentials this process uses may not do that ({detail})"
 
 
 # --------------------------------------------------------------------------- opening a location

@@ -9,10 +9,10 @@ conditional writes, the creation probe, catalogs' listings) stay on s3fs/gcsfs.
 
 :func:`obstore_zarr_store` returns ``None`` (the caller then opens the location through fsspec, as
 before) when the location is not ``s3://``/``s3a://``/``gs://``/``gcs://``, when obstore is not
-installed, when ``DISTNTK_OBJECT_CLIENT=fsspec`` is set, or when a storage option has no obstore
-equivalent (:func:`s3_config`, :func:`gcs_config`): every ``--storage-option`` that works today keeps
-working.  The s3fs names are translated (``endpoint_url``, ``key``, ``secret``, ``token``, ``anon``,
-``client_kwargs.region_name``, ...), and what the ``AWS_*`` environment means to botocore but not to
+installed, or when a storage option has no obstore equivalent (:func:`s3_config`, :func:`gcs_config`):
+every ``--storage-option`` that works today keeps working.  ``DISTNTK_OBJECT_CLIENT=fsspec`` in the
+driver's environment keeps the actors on fsspec (:data:`CLIENT_ENV`).  The s3fs names are translated
+(``endpoint_url``, ``key``, ``secret``, ``token``, ``anon``, ``client_kwargs.region_name``, ...), and what the ``AWS_*`` environment means to botocore but not to
 obstore (an ``http://`` endpoint, ``AWS_PROFILE``, ``AWS_CA_BUNDLE``) is carried over.  Retries back off
 from 0.25 s to 8 s for up to 60 s (obstore's default gives up within about 1.5 s of refused
 connections).  obstore's errors are translated by :func:`~distntk.store.storage_errors` like s3fs's.
@@ -28,7 +28,8 @@ from pathlib import Path
 
 __all__ = ["CLIENT_ENV", "gcs_config", "obstore_zarr_store", "s3_config"]
 
-CLIENT_ENV = "DISTNTK_OBJECT_CLIENT"  # "fsspec": the actors use s3fs/gcsfs too
+CLIENT_ENV = "DISTNTK_OBJECT_CLIENT"  # "fsspec" in the driver's environment: the actors use s3fs/gcsfs too
+# (read once, by the driver, into ChunkTarget.client: it reaches the actors of any cluster)
 
 _S3_TOP = {"endpoint_url": "endpoint", "key": "access_key_id", "secret": "secret_access_key",
            "token": "session_token", "anon": "skip_signature", "requester_pays": "request_payer",
@@ -189,7 +190,7 @@ def obstore_zarr_store(scheme: str, rest: str, storage_options: dict | None = No
     :func:`distntk.store.locations.zarr_group`).  Stores are cached per location and options, as fsspec
     caches its filesystems, so a process keeps one connection pool per store."""
     scheme = scheme.lower()
-    if scheme not in ("s3", "s3a", "gs", "gcs") or os.environ.get(CLIENT_ENV) == "fsspec":
+    if scheme not in ("s3", "s3a", "gs", "gcs"):
         return None
     try:
         from obstore.store import GCSStore, S3Store
