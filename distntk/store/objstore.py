@@ -12,7 +12,8 @@ before) when the location is not ``s3://``/``s3a://``/``gs://``/``gcs://``, when
 installed, or when a storage option has no obstore equivalent (:func:`s3_config`, :func:`gcs_config`):
 every ``--storage-option`` that works today keeps working.  ``DISTNTK_OBJECT_CLIENT=fsspec`` in the
 driver's environment keeps the actors on fsspec (:data:`CLIENT_ENV`).  The s3fs names are translated
-(``endpoint_url``, ``key``, ``secret``, ``token``, ``anon``, ``client_kwargs.region_name``, ...), and what the ``AWS_*`` environment means to botocore but not to
+(``endpoint_url``, ``key``, ``secret``, ``token``, ``anon``, ``client_kwargs.region_name``, ...), and
+what the ``AWS_*`` environment means to botocore but not to
 obstore (an ``http://`` endpoint, ``AWS_PROFILE``, ``AWS_CA_BUNDLE``) is carried over.  Retries back off
 from 0.25 s to 8 s for up to 60 s (obstore's default gives up within about 1.5 s of refused
 connections).  obstore's errors are translated by :func:`~distntk.store.storage_errors` like s3fs's.
