@@ -3,8 +3,11 @@
 A real ``driver.run`` (one embedded 2-CPU Ray, started once, 2 actors) of a near-zero-compute spec
 (sticky chain, N = 16, four replicas per unit, T = 0.25) into
 
-* a local store, and the moto S3 server on loopback, directly and behind ``tests/latency_proxy.py``
-  at 20 ms and 50 ms per response;
+* a local store; the same behind zarr's ``LatencyStore`` (``zarr.testing.store``: an asyncio sleep of
+  0 or 50 ms before every get and set, no server behind it), in the driver *and* in every actor: the
+  benchmark puts it there by replacing ``distntk.store.locations.zarr_group`` in each Ray worker
+  process (Ray's ``worker_process_setup_hook``) for the stores under one directory; and the moto S3
+  server on loopback, directly and behind ``tests/latency_proxy.py`` at 20 ms and 50 ms per response;
 * by two paths: **workers write** (a schema-3 store, the default: actors store their units' chunks
   and return digests, the driver commits records in chunks of up to 1,024 units) and **driver
   writes** (a schema-2 store, created first: the driver's pipelined writer of distntk 0.5);
@@ -24,6 +27,7 @@ checked), wall and CPU.  With ``--logical K C``: ``K`` actor processes with ``C`
 
     python bench/bench_workers.py                 # about 4 minutes on 2 cores
     python bench/bench_workers.py --units 4096
+    python bench/bench_workers.py --units 4096 --where "LatencyStore 0 ms" "LatencyStore 50 ms"
     python bench/bench_workers.py --open 100000 --where   # the open phase only
     python bench/bench_workers.py --logical 4 128 --where  # 512 logical workers in 4 processes
 """
@@ -51,6 +55,33 @@ from s3_server import running_s3_server  # noqa: E402
 def _cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+def _latency_hook(dirs: dict):
+    """A setup hook for a process (the driver and each Ray worker): the stores under a directory of ``dirs``
+    (directory -> seconds) are opened through zarr's ``LatencyStore`` over a ``LocalStore``, every get and
+    set delayed by that many seconds; every other location as before."""
+
+    def install() -> None:
+        import zarr
+        from zarr.storage import LocalStore
+        from zarr.testing.store import LatencyStore
+
+        import distntk.store.locations as loc
+
+        plain = loc.zarr_group
+
+        def zarr_group(path, mode, storage_options=None, client="fsspec"):
+            for top, delay in dirs.items():
+                if str(path).startswith(top):
+                    store = LatencyStore(LocalStore(str(path), read_only=mode == "r"),
+                                         get_latency=delay, set_latency=delay)
+                    return zarr.open_group(store, mode=mode, zarr_format=loc.ZARR_FORMAT, use_consolidated=False)
+            return plain(path, mode, storage_options, client)
+
+        loc.zarr_group = zarr_group
+
+    return install
 
 
 def _case(url: str, opts: dict | None, n: int, path: str) -> dict:
@@ -140,7 +171,10 @@ def _logical(actors: int, per: int, rounds: int = 6) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--units", type=int, default=2048)
-    ap.add_argument("--where", nargs="*", default=["local", "S3 loopback", "S3 + 20 ms", "S3 + 50 ms"])
+    ap.add_argument("--where", nargs="*", default=["local", "LatencyStore 0 ms", "LatencyStore 50 ms", "S3 loopback",
+                                                   "S3 + 20 ms", "S3 + 50 ms"])
+    ap.add_argument("--paths", nargs="+", default=["workers write", "driver writes"],
+                    choices=["workers write", "driver writes"])
     ap.add_argument("--open", type=int, default=0, help="also time opening a local store of this many done units")
     ap.add_argument("--logical", type=int, nargs=2, metavar=("ACTORS", "PER_ACTOR"),
                     help="also time ACTORS x PER_ACTOR logical workers (calls in flight) on units that sleep 1 s")
@@ -154,7 +188,20 @@ def main() -> None:
         print(json.dumps(_open_phase(args.open, tmp)), flush=True)
     if not args.where and not args.logical:
         return
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    lat = {f"LatencyStore {ms} ms": (str(tmp / f"latency{ms}") + os.sep, ms / 1e3) for ms in (0, 50)}
+    hook = _latency_hook(dict(lat.values()))
+    hook()  # in the driver; the same in every Ray worker process
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
+             runtime_env={"worker_process_setup_hook": hook})
+
+    @ray.remote(num_cpus=0)
+    def hooked() -> str:
+        import distntk.store.locations as loc
+
+        return loc.zarr_group.__qualname__
+
+    # the latency cases measure what they say only if a worker process opens stores through the hook
+    assert ray.get(hooked.remote()) == "_latency_hook.<locals>.install.<locals>.zarr_group"
     try:
         if args.logical:
             print(json.dumps(_logical(*args.logical)), flush=True)
@@ -167,13 +214,14 @@ def main() -> None:
             port = int(s3.endpoint_url.rsplit(":", 1)[1])
             with latency_proxy(port, 0.020) as p20, latency_proxy(port, 0.050) as p50:
                 where = {"local": lambda tag: (str(tmp / f"{tag}.zarr"), None),
+                         **{name: (lambda tag, top=top: (top + f"{tag}.zarr", None)) for name, (top, _) in lat.items()},
                          "S3 loopback": lambda tag: (f"s3://bench/{tag}.zarr", s3.storage_options()),
                          "S3 + 20 ms": lambda tag: (f"s3://bench/{tag}.zarr",
                                                     {**s3.storage_options(), "endpoint_url": p20.endpoint_url}),
                          "S3 + 50 ms": lambda tag: (f"s3://bench/{tag}.zarr",
                                                     {**s3.storage_options(), "endpoint_url": p50.endpoint_url})}
                 for name in args.where:
-                    for path in ("workers write", "driver writes"):
+                    for path in args.paths:
                         got = {}
                         for n in (64, args.units):
                             url, opts = where[name](f"{name.replace(' ', '')}-{path[0]}-{n}-{os.getpid()}")
