@@ -56,8 +56,8 @@ if TYPE_CHECKING:
     from .experiment import Experiment
 
 __all__ = ["Cost", "CostError", "LimitCost", "estimate_cost", "estimate_limit", "check_cost", "total_cost",
-           "SECONDS_PER_UNIT_STEP", "SECONDS_PER_NODE_STEP", "SECONDS_PER_PATH_STEP", "LIMIT_BASE_SECONDS",
-           "ACTOR_BASE_BYTES",
+           "replica_steps", "SECONDS_PER_UNIT_STEP", "SECONDS_PER_NODE_STEP", "SECONDS_PER_PATH_STEP",
+           "LIMIT_BASE_SECONDS", "ACTOR_BASE_BYTES",
            "DEFAULT_MAX_CORE_HOURS", "machine_memory"]
 
 SECONDS_PER_UNIT_STEP = 2.2e-9
@@ -178,27 +178,39 @@ def estimate_limit(exp: Experiment) -> LimitCost:
     return LimitCost(method, Q, float(Q) * steps, LIMIT_BASE_SECONDS + rate * Q * steps, spread)
 
 
+def replica_steps(exp: Experiment) -> dict[int, float]:
+    """``{N: unit_steps(N)}``: the hidden-unit updates of one replica of each width (the module docstring's
+    formula); a work unit of width ``N`` and ``R`` replicas takes about ``R unit_steps(N)``
+    :data:`SECONDS_PER_UNIT_STEP` seconds of CPU."""
+    n_t, P, L = len(exp.times), len(exp.probes), exp.L
+    B = L if exp.model.burn_in is None else int(exp.model.burn_in)
+    H = _risk_histories(exp)
+    return {int(N): float(N) * (B + int(exp.T * N)) + n_t * float(N) * L * (P + H) for N in exp.replicas.widths}
+
+
+def _risk_histories(exp: Experiment) -> int:
+    """``H``: the histories the risk is averaged over (0 without the risk)."""
+    if not exp.record_risk:
+        return 0
+    if getattr(exp, "source", None) is not None:  # continuous: the risk averages stationary windows drawn once
+        from .continuous import RISK_WINDOWS
+
+        return RISK_WINDOWS
+    from .chain import window_chain
+
+    return window_chain(exp.chain, exp.L, max_histories=max(exp.limit.max_histories, 1)).n_histories
+
+
 def estimate_cost(exp: Experiment, limit: bool = True) -> Cost:
     """The :class:`Cost` of every replica of ``exp`` (formulas in the module docstring), and of its limit
     unless ``limit`` is false (choosing the rule takes up to a few seconds)."""
     d = exp.chain.dim
-    n_t, P, L = len(exp.times), len(exp.probes), exp.L
-    from .chain import window_chain
-
-    if not exp.record_risk:
-        H = 0
-    elif getattr(exp, "source", None) is not None:  # continuous: the risk averages stationary windows drawn once
-        from .continuous import RISK_WINDOWS
-
-        H = RISK_WINDOWS
-    else:
-        H = window_chain(exp.chain, L, max_histories=max(exp.limit.max_histories, 1)).n_histories
-    B = L if exp.model.burn_in is None else int(exp.model.burn_in)
+    n_t, P = len(exp.times), len(exp.probes)
+    H = _risk_histories(exp)
+    B = exp.L if exp.model.burn_in is None else int(exp.model.burn_in)
     per_width = exp.replicas.n_init * exp.replicas.n_data
-    steps = 0.0
-    for N in exp.replicas.widths:
-        N = float(N)
-        steps += per_width * (N * (B + int(exp.T * N)) + n_t * N * L * (P + H))
+    per_replica = replica_steps(exp)
+    steps = sum(per_width * per_replica[int(N)] for N in exp.replicas.widths)
     R = min(exp.replicas.block, exp.replicas.n_data)
     Nmax = float(max(exp.replicas.widths))
     chunk = max(256.0, Nmax // 8)

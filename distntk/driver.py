@@ -8,7 +8,11 @@
    a different spec is refused (keys named).
 3. Plan: the experiment's units that are not marked ``done`` (resume).
 4. Run: hand them to :func:`distntk.service.run_units` in calls of up to
-   :data:`UNITS_PER_CALL` units (fewer when there are few units per actor).
+   :data:`UNITS_PER_CALL` units and :data:`CALL_SECONDS` of estimated compute
+   (:func:`distntk.cost.replica_steps`; fewer units when there are few per
+   actor), with 2 calls in flight per actor, more (up to :data:`MAX_IN_FLIGHT`)
+   when calls are short: one computes while the others' writes wait on the
+   store, so its latency is hidden.
    On a schema-3 store the workers write: each actor computes a unit
    (``Experiment.compute``), stores its chunks itself
    (:func:`distntk.store.write_chunks`) and returns a receipt of about 100
@@ -49,12 +53,14 @@ if TYPE_CHECKING:
 import contextlib
 import dataclasses
 import itertools
+import math
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
 
+from .cost import SECONDS_PER_UNIT_STEP, replica_steps
 from .lease import acquire
 from .service import RunSummary, UnitFailed, UnitInfo, check_address, cluster_cpus, connect, run_units
 from .spec import Spec
@@ -63,6 +69,9 @@ from .store import ResultStore, check_location, location, open_or_create, write_
 __all__ = ["RunReport", "run", "run_many", "run_sweep", "member_store", "UNITS_PER_CALL"]
 
 UNITS_PER_CALL = 16  # the most units in one Ray call (fewer when the run has fewer than 8 calls per actor)
+CALL_SECONDS = 1.0  # a call holds at most this much estimated compute (one unit at least): short calls balance
+HIDE_SECONDS = 0.25  # the store latency per call that an actor's other calls in flight hide (see _in_flight)
+MAX_IN_FLIGHT = 8  # calls per actor, at most
 _COMPUTING = threading.Lock()  # in an actor process: the calls in flight (threads) compute one at a time
 
 
@@ -217,17 +226,35 @@ class _Compute:
                 for (unit, result, wall), d in zip(done, digests, strict=True)]
 
 
-def _calls(todo: list, n_actors: int) -> list:
-    """``[(k, unit)]`` -> ``[(k, (unit, ...))]``: consecutive units of one store, up to :data:`UNITS_PER_CALL`
-    per call, and at least 8 calls per actor where there are enough units (the last calls balance the load)."""
+def _calls(todo: list, n_actors: int, seconds: Callable) -> tuple[list, float]:
+    """``[(k, unit)]`` -> ``([(k, (unit, ...))], s)``: consecutive units of one store in calls of up to
+    :data:`UNITS_PER_CALL` units and :data:`CALL_SECONDS` of estimated compute (``seconds(k, unit)``; one
+    unit at least), and at least 8 calls per actor where there are enough units (the last calls balance the
+    load); ``s`` is the median call's estimated compute."""
     per = max(1, min(UNITS_PER_CALL, len(todo) // max(1, 8 * n_actors)))
     out: list = []
     for k, unit in todo:
-        if out and out[-1][0] == k and len(out[-1][1]) < per:
+        s = seconds(k, unit)
+        if out and out[-1][0] == k and len(out[-1][1]) < per and out[-1][2] + s <= CALL_SECONDS:
             out[-1][1].append(unit)
+            out[-1][2] += s
         else:
-            out.append((k, [unit]))
-    return [(k, tuple(us)) for k, us in out]
+            out.append([k, [unit], s])
+    return [(k, tuple(us)) for k, us, _ in out], sorted(c[2] for c in out)[len(out) // 2] if out else 0.0
+
+
+def _in_flight(call_seconds: float) -> int:
+    """Calls in flight per actor: one computes while the others wait for their writes.  A call's writes
+    (about one store latency) are hidden when the calls queued behind it compute for longer: ``1 +
+    HIDE_SECONDS / call_seconds``, between 2 and :data:`MAX_IN_FLIGHT`.  Long calls keep 2, so that what is
+    queued on an actor (and would wait there if that actor is slow) stays short."""
+    return int(min(MAX_IN_FLIGHT, max(2, 1 + math.ceil(HIDE_SECONDS / max(call_seconds, 1e-9)))))
+
+
+def _unit_seconds(experiments: list) -> Callable:
+    """``seconds(k, unit)``: the estimated compute of ``unit`` of ``experiments[k]`` (:mod:`distntk.cost`)."""
+    steps = [replica_steps(exp) for exp in experiments]
+    return lambda k, unit: (unit.data_stop - unit.data_start) * steps[k][unit.width] * SECONDS_PER_UNIT_STEP
 
 
 def run_many(
@@ -301,7 +328,9 @@ def run_many(
         with contextlib.ExitStack() as writers:
             ws = [writers.enter_context(rs.writer(max_pending=max_pending)) if plan[1] else None
                   for rs, plan in zip(stores, plans, strict=True)]
-            calls = _interleave(_calls(todo, actors or max(1, int(cluster_cpus()))))
+            calls, call_s = _calls(todo, actors or max(1, int(cluster_cpus())),
+                                   _unit_seconds([spec.experiment for spec, _ in jobs]))
+            calls = _interleave(calls)
             said: set = set()
 
             def record(item, outs, info: UnitInfo) -> None:
@@ -326,7 +355,8 @@ def run_many(
 
             compute = _Compute((spec.experiment for spec, _ in jobs), targets)
             try:
-                with run_units(compute, calls, actors=actors, progress=progress, desc=desc,
+                with run_units(compute, calls, actors=actors, in_flight=_in_flight(call_s), progress=progress,
+                               desc=desc,
                                size=lambda item: sum(u.data_stop - u.data_start for u in item[1]),
                                count=lambda item: len(item[1]), item_name="replicas") as run:
                     for batch in run:  # about once a second: record the receipts, check the leases, commit

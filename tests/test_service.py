@@ -219,3 +219,23 @@ def test_in_flight_is_bounded_per_actor(local_ray):
     slots = 2 * 2
     for j in range(slots, 24):
         assert starts[j] >= delivered[j - slots] - 1e-3, j
+
+
+def test_calls_hold_about_a_second_of_work_and_short_calls_keep_more_in_flight():
+    """The driver's plan: a call holds at most UNITS_PER_CALL units and CALL_SECONDS of estimated compute
+    (one unit at least), units of one store only, every unit once in order; calls of milliseconds keep up
+    to MAX_IN_FLIGHT in flight per actor (a store's latency hidden behind the others), calls of a second
+    or more keep 2 (little queued on a slow actor)."""
+    from distntk.driver import CALL_SECONDS, MAX_IN_FLIGHT, UNITS_PER_CALL, _calls, _in_flight
+
+    todo = [(k, (k, j)) for k in (0, 1) for j in range(400)]
+    cost = {0: 0.3, 1: 1e-4}  # seconds per unit: store 0 slow, store 1 fast
+    calls, median = _calls(todo, 2, lambda k, unit: cost[k])
+    assert [(k, u) for k, us in calls for u in us] == todo
+    assert all(all(u[0] == k for u in us) for k, us in calls)
+    assert max(len(us) for k, us in calls if k == 0) == int(CALL_SECONDS / 0.3)
+    assert max(len(us) for k, us in calls if k == 1) == UNITS_PER_CALL
+    assert _in_flight(median) in range(2, MAX_IN_FLIGHT + 1)
+    assert _calls([(0, u) for u in range(5)], 1, lambda k, unit: 7.0)[0] == [(0, (u,)) for u in range(5)]
+    assert _in_flight(16 * 1e-4) == MAX_IN_FLIGHT and _in_flight(1.0) == 2 and _in_flight(7.0) == 2
+    assert len(_calls([(0, u) for u in range(40)], 2, lambda k, unit: 0.0)[0]) >= 16  # >= 8 calls per actor
