@@ -34,13 +34,19 @@ count ``Q`` times the memory steps each node is run through: ``H L`` on the
 window chain (window limit); ``S (n + burn) + H_b L_b`` for the sampled
 infinite-past limit (``S`` path segments of ``n`` steps, each started ``burn``
 steps early, and the basis window's ``H_b`` histories of ``L_b`` steps); ``L (S n
-+ n_b)`` for continuous data, AR(1) or sampler (every window evaluated from zero memory; a
-sampler's own time is not counted).  ``Q`` is not
++ n_b)`` for continuous data, AR(1) or sampler (every window evaluated from zero memory).  ``Q`` is not
 guessed: the rule is chosen here, on at most 64 histories, as the solve chooses
 it (a fraction of a second up to a few seconds at ``rho`` near 1), and the solve
 reuses it.  CPU-seconds use :data:`SECONDS_PER_NODE_STEP` (window) and
 :data:`SECONDS_PER_PATH_STEP` (sampled and AR(1)), the upper ends of the
 measured figures (``bench/bench_limit_cost.py``), plus :data:`LIMIT_BASE_SECONDS`.
+
+A sampler's own time (``[chain] kind = "sampler"``) is measured, not modelled: the fastest of 3
+one-path draws of 1,024 values, per value (:attr:`distntk.sampler.Sampler.seconds_per_step`; it runs
+the sampler, once, when a cost is first estimated), times the values drawn one path at a time: each
+replica's ``B + floor(T N)`` (in ``core_hours`` and :attr:`Cost.draw_seconds`) and the limit's ``S (n +
+L - 1)`` (in its ``core_seconds``).  The many-path draws of short windows (the basis, the risk's
+windows) are a few calls and are not counted.
 """
 
 from __future__ import annotations
@@ -97,6 +103,7 @@ class Cost:
     replicas: int
     units: int
     limits: tuple[LimitCost, ...] = ()  # one per experiment whose limit was costed
+    draw_seconds: float = 0.0  # a sampler's own CPU drawing the replicas' paths (in core_hours)
 
     @property
     def limit_core_hours(self) -> float:
@@ -106,7 +113,9 @@ class Cost:
         """One line: ``... replicas about 0.73 core-hours (at 2.2 ns/unit-step), limit (...) about 21 s ...``."""
         reps = (f"{self.replicas} replicas in {self.units} units, {self.unit_steps:.3g} unit-steps, about "
                 f"{_hours(self.core_hours - self.limit_core_hours)} core-hours "
-                f"(at {SECONDS_PER_UNIT_STEP * 1e9:g} ns/unit-step)")
+                f"(at {SECONDS_PER_UNIT_STEP * 1e9:g} ns/unit-step"
+                + (f", the sampler's draws {_duration(self.draw_seconds) if self.draw_seconds >= 1 else 'under 1 s'} "
+                   "of it" if self.draw_seconds else "") + ")")
         if len(self.limits) == 1:
             reps += f"; {self.limits[0].describe()}"
         elif self.limits:
@@ -122,7 +131,8 @@ def total_cost(costs: Iterable[Cost]) -> Cost:
     return Cost(unit_steps=sum(c.unit_steps for c in costs), core_hours=sum(c.core_hours for c in costs),
                 store_bytes=sum(c.store_bytes for c in costs), unit_bytes=max(c.unit_bytes for c in costs),
                 replicas=sum(c.replicas for c in costs), units=sum(c.units for c in costs),
-                limits=tuple(lc for c in costs for lc in c.limits))
+                limits=tuple(lc for c in costs for lc in c.limits),
+                draw_seconds=sum(c.draw_seconds for c in costs))
 
 
 def _duration(s: float) -> str:
@@ -161,6 +171,8 @@ def estimate_limit(exp: Experiment) -> LimitCost:
         rule = quadrature_rule(model, win, exp.limit.resolution, exp.seed, exp.limit.tol, 1 << 21, 64)
         steps = exp.L * (exp.limit.segments * exp.limit.segment_steps + 2048)
         method, rate, spread = source.kind, SECONDS_PER_PATH_STEP, 1
+        # a sampler's own time: its segments, one path of segment_steps + L - 1 values each
+        drawn = exp.limit.segments * (exp.limit.segment_steps + exp.L - 1) * _draw_seconds(exp)
     elif exp.limit.memory == "sampled":
         win = window_chain(exp.chain, exp.limit.basis_L, max_histories=1 << 20)
         rule = quadrature_rule(model, win, exp.limit.resolution, 0, exp.limit.tol, 1 << 21, 64)
@@ -169,13 +181,21 @@ def estimate_limit(exp: Experiment) -> LimitCost:
         burn = burn_in(model.rho, exp.limit.l0 if exp.limit.l0 is not None else exp.limit.basis_L)
         steps = exp.limit.segments * (exp.limit.segment_steps + burn) + win.n_histories * win.L
         method, rate, spread = "sampled", SECONDS_PER_PATH_STEP, exp.limit.segments
+        drawn = 0.0
     else:
         win = window_chain(exp.chain, exp.L, max_histories=max(exp.limit.max_histories, MAX_HISTORIES))
         rule = quadrature_rule(model, win, exp.limit.resolution, 0, exp.limit.tol, 1 << 21, 64)
         steps = win.n_histories * win.L
         method, rate, spread = "window", SECONDS_PER_NODE_STEP, 1
+        drawn = 0.0
     Q = len(rule.pts)
-    return LimitCost(method, Q, float(Q) * steps, LIMIT_BASE_SECONDS + rate * Q * steps, spread)
+    return LimitCost(method, Q, float(Q) * steps, LIMIT_BASE_SECONDS + rate * Q * steps + drawn, spread)
+
+
+def _draw_seconds(exp: Experiment) -> float:
+    """A sampler's CPU seconds per value of a one-path draw (measured on first use; 0 for other chains)."""
+    source = getattr(exp, "source", None)
+    return float(source.seconds_per_step) if getattr(source, "kind", None) == "sampler" else 0.0
 
 
 def replica_steps(exp: Experiment) -> dict[int, float]:
@@ -221,8 +241,10 @@ def estimate_cost(exp: Experiment, limit: bool = True) -> Cost:
     store = 8.0 * n_rep * n_t * (P + (1 if exp.record_risk else 0))
     units = len(exp.replicas.widths) * exp.replicas.n_init * -(-exp.replicas.n_data // exp.replicas.block)
     lim = (estimate_limit(exp),) if limit else ()
-    hours = steps * SECONDS_PER_UNIT_STEP / 3600.0 + sum(c.core_seconds for c in lim) / 3600.0
-    return Cost(steps, hours, store, unit, n_rep, units, lim)
+    per_step = _draw_seconds(exp)  # a sampler: each replica draws one path of B + floor(T N) values
+    drawn = per_step * per_width * sum(B + int(exp.T * N) for N in exp.replicas.widths) if per_step else 0.0
+    hours = (steps * SECONDS_PER_UNIT_STEP + drawn + sum(c.core_seconds for c in lim)) / 3600.0
+    return Cost(steps, hours, store, unit, n_rep, units, lim, drawn)
 
 
 def machine_memory() -> float:

@@ -7,6 +7,8 @@ so that the two kinds give independent Monte Carlo estimates of the same limit. 
 sampler's contract, one way each.
 """
 
+import time
+
 import numpy as np
 from scipy.special import ndtri
 
@@ -22,6 +24,14 @@ def ar1(rng, n_paths, n_steps, phi=0.5, sigma=0.6):
     for k in range(1, n_steps):
         x[:, k, 0] = phi * x[:, k - 1, 0] + sigma * eps[k - 1]
     return x
+
+
+def ar1_spin(rng, n_paths, n_steps, phi=0.5, sigma=0.6, spin=0.0):
+    """:func:`ar1`, plus ``spin`` seconds of CPU per step (a busy wait on the process clock): a slow sampler."""
+    until = time.process_time() + spin * n_steps
+    while time.process_time() < until:
+        pass
+    return ar1(rng, n_paths, n_steps, phi, sigma)
 
 
 def ar1_2d(rng, n_paths, n_steps, phi=(0.5, -0.3), sigma=(1.0, 0.5)):
