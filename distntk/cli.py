@@ -239,10 +239,10 @@ def _run_phased(args, address: str | None, where: str, phases: _Phases) -> int:
         if todo:
             print(f"distntk run: estimate for the whole {what.split()[0]}: {cost.describe()}", file=sys.stderr)
 
-    shipped = [c for _, spec in members if (c := _shipped_code(spec))] if args.address else []
+    shipped = _shipped_code([spec for _, spec in members]) if args.address else None
     kwargs = dict(address=address, actors=args.actors, progress=not args.no_progress, announce=announce,
                   command="distntk " + " ".join(shlex.quote(a) for a in _redacted(args.argv)),
-                  storage_options=options, runtime_env=shipped[0] if shipped else None, check=args.check)
+                  storage_options=options, runtime_env=shipped, check=args.check)
     t0 = time.perf_counter()
     kwargs["phase"] = phases
     try:
@@ -294,15 +294,17 @@ def _open_checked(path, storage_options=None):
     return ds
 
 
-def _shipped_code(spec) -> dict | None:
-    """The Ray ``runtime_env`` that ships the modules of a ``module:function`` target and of a
-    ``kind = "sampler"`` chain to the cluster (``--address``).
+def _shipped_code(specs: list) -> dict | None:
+    """The Ray ``runtime_env`` that ships the modules of the ``module:function`` targets and
+    ``kind = "sampler"`` chains of ``specs`` (a run's, or every member's of a sweep) to the cluster
+    (``--address``).
 
     The workers unpickle them by reference, so their modules must import there; a
     cluster joined from a laptop does not have them (``ray job submit --working-dir`` would).
-    Each module's file (or its top-level package's directory) goes in ``py_modules``.
+    Each module's file (or its top-level package's directory) goes in ``py_modules``, once.
     """
-    names = [spec.experiment.target.name, getattr(getattr(spec.experiment, "source", None), "name", "")]
+    names = [name for spec in specs for name in (spec.experiment.target.name,
+                                                 getattr(getattr(spec.experiment, "source", None), "name", ""))]
     paths = []
     for name in names:
         if ":" not in str(name):

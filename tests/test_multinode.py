@@ -103,16 +103,26 @@ def test_two_nodes_token_auth_job_submit(tmp_path):
         assert direct.returncode == 0, direct.stderr[-3000:]
         assert f"units to compute on Ray cluster 127.0.0.1:{gcs}" in direct.stderr
 
-        # ... with a `module:function` target that only the driver's machine has (on its PYTHONPATH, not the
-        # cluster's): --address ships the module in a runtime_env, so the workers can unpickle the target
+        # ... with a `module:function` target and a `kind = "sampler"` chain that only the driver's machine has
+        # (on its PYTHONPATH, not the cluster's): --address ships both modules in a runtime_env, so the workers
+        # can unpickle them (the sampler's limit segments and the units both run on the cluster)
         laptop = tmp_path / "laptop"
         laptop.mkdir()
         (laptop / "my_target_mod.py").write_text(
             "import numpy as np\n\ndef f(x):\n    return np.tanh(x[:, -1, 0] + 0.8 * x[:, -2, 0])\n")
+        (laptop / "my_sampler_mod.py").write_text(
+            "import numpy as np\n\ndef ar1(rng, n_paths, n_steps, phi=0.5):\n"
+            "    x = np.zeros((n_paths, n_steps, 1))\n"
+            "    z = rng.standard_normal((max(n_steps, 1), n_paths))\n"
+            "    if n_steps:\n        x[:, 0, 0] = z[0] / np.sqrt(1 - phi**2)\n"
+            "    for k in range(1, n_steps):\n        x[:, k, 0] = phi * x[:, k - 1, 0] + z[k]\n"
+            "    return x\n")
         user_spec = laptop / "user.toml"
-        user_spec.write_text(spec_path.read_text().replace(
-            'name = "tanh_linear"\ninner = [1.0, 0.8]\nouter = [0.0, 0.0, 0.3]', 'name = "my_target_mod:f"\nm = 2'))
-        assert "my_target_mod:f" in user_spec.read_text()
+        user_spec.write_text(
+            'name = "laptop-code"\nseed = 3\n[chain]\nkind = "sampler"\nsampler = "my_sampler_mod:ar1"\n'
+            '[target]\nname = "my_target_mod:f"\nm = 2\n[training]\nT = 1.0\ntimes = [0.5, 1.0]\nL = 3\n'
+            '[limit]\nresolution = 4\nsegments = 4\nsegment_steps = 256\n'
+            '[replicas]\nwidths = [16]\nn_init = 2\nn_data = 2\nblock = 1\n')
         shipped = subprocess.run(["distntk", "run", str(user_spec), "--store", str(tmp_path / "user.zarr"),
                                   "--address", f"127.0.0.1:{gcs}", "--actors", "2", "--no-progress", "--allow-code"],
                                  env={**client, "PYTHONPATH": str(laptop)}, capture_output=True, text=True,

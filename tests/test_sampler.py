@@ -307,3 +307,20 @@ def test_the_cost_estimate_counts_the_samplers_own_time(samplers):
     assert cs.limits[0].core_seconds - cf.limits[0].core_seconds >= 0.9 * spin * segment_values
     assert (cs.core_hours - cf.core_hours) * 3600 >= 0.9 * spin * (values + segment_values)
     assert "the sampler's draws" in cs.describe() and "the sampler's draws" in cf.describe()
+
+
+def test_address_ships_the_code_of_every_member(samplers, tmp_path, monkeypatch):
+    """``--address`` ships (Ray ``py_modules``) the module of every code target and sampler of the run, a
+    sweep's members included, each once: a sweep used to ship its first member's modules only."""
+    from distntk.cli import _shipped_code
+
+    for name in ("mod_a", "mod_b"):
+        (tmp_path / f"{name}.py").write_text("import numpy as np\n\ndef f(x):\n    return np.tanh(x[:, -1, 0])\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    old = '[target]\nname = "linear"\nweights = [1.0, 0.5]'
+    assert old in _SPEC
+    specs = [parse_spec(_SPEC.replace(old, f'[target]\nname = "{m}:f"\nm = 1'), allow_code=True)
+             for m in ("mod_a", "mod_b", "mod_a")]
+    assert _shipped_code(specs) == {"py_modules": [str(tmp_path / "mod_a.py"), str(SAMPLERS / "ar1_sampler.py"),
+                                                   str(tmp_path / "mod_b.py")]}
+    assert _shipped_code(specs[1:2]) == {"py_modules": [str(tmp_path / "mod_b.py"), str(SAMPLERS / "ar1_sampler.py")]}
