@@ -370,7 +370,11 @@ def run_many(
                                 report(k, w.completed())
                 summary = run.summary
             except UnitFailed as exc:
-                raise UnitFailed(getattr(exc.cause, "distntk_unit", exc.unit), exc.cause) from None
+                unit = getattr(exc.cause, "distntk_unit", None)
+                if unit is None:  # the call failed before its units computed (a module the workers lack, ...)
+                    units = exc.unit[1]
+                    unit = f"{units[0]}" + (f" (and {len(units) - 1} more of its call)" if len(units) > 1 else "")
+                raise UnitFailed(unit, exc.cause) from None
             peaks, puts = [], []
             for k, w in enumerate(ws):
                 if w is not None:
