@@ -114,8 +114,7 @@ class Cost:
         reps = (f"{self.replicas} replicas in {self.units} units, {self.unit_steps:.3g} unit-steps, about "
                 f"{_hours(self.core_hours - self.limit_core_hours)} core-hours "
                 f"(at {SECONDS_PER_UNIT_STEP * 1e9:g} ns/unit-step"
-                + (f", the sampler's draws {_duration(self.draw_seconds) if self.draw_seconds >= 1 else 'under 1 s'} "
-                   "of it" if self.draw_seconds else "") + ")")
+                + (f", the sampler's draws {_duration(self.draw_seconds)} of it" if self.draw_seconds else "") + ")")
         if len(self.limits) == 1:
             reps += f"; {self.limits[0].describe()}"
         elif self.limits:
@@ -136,8 +135,10 @@ def total_cost(costs: Iterable[Cost]) -> Cost:
 
 
 def _duration(s: float) -> str:
+    if s < 1:
+        return f"{s:.2g} s"
     if s < 90:
-        return f"{max(s, 1):.0f} s"
+        return f"{s:.0f} s"
     if s < 5400:
         return f"{s / 60:.0f} min"
     return f"{s / 3600:.1f} h"
@@ -202,9 +203,16 @@ def replica_steps(exp: Experiment) -> dict[int, float]:
     """``{N: unit_steps(N)}``: the hidden-unit updates of one replica of each width (the module docstring's
     formula); a work unit of width ``N`` and ``R`` replicas takes about ``R unit_steps(N)``
     :data:`SECONDS_PER_UNIT_STEP` seconds of CPU."""
-    n_t, P, L = len(exp.times), len(exp.probes), exp.L
-    B = L if exp.model.burn_in is None else int(exp.model.burn_in)
-    H = _risk_histories(exp)
+    return _replica_steps(exp, _risk_histories(exp))
+
+
+def _burn_in(exp: Experiment) -> int:
+    """``B``: the steps each replica runs before its training time starts."""
+    return exp.L if exp.model.burn_in is None else int(exp.model.burn_in)
+
+
+def _replica_steps(exp: Experiment, H: int) -> dict[int, float]:
+    n_t, P, L, B = len(exp.times), len(exp.probes), exp.L, _burn_in(exp)
     return {int(N): float(N) * (B + int(exp.T * N)) + n_t * float(N) * L * (P + H) for N in exp.replicas.widths}
 
 
@@ -226,10 +234,9 @@ def estimate_cost(exp: Experiment, limit: bool = True) -> Cost:
     unless ``limit`` is false (choosing the rule takes up to a few seconds)."""
     d = exp.chain.dim
     n_t, P = len(exp.times), len(exp.probes)
-    H = _risk_histories(exp)
-    B = exp.L if exp.model.burn_in is None else int(exp.model.burn_in)
+    H, B = _risk_histories(exp), _burn_in(exp)
     per_width = exp.replicas.n_init * exp.replicas.n_data
-    per_replica = replica_steps(exp)
+    per_replica = _replica_steps(exp, H)
     steps = sum(per_width * per_replica[int(N)] for N in exp.replicas.widths)
     R = min(exp.replicas.block, exp.replicas.n_data)
     Nmax = float(max(exp.replicas.widths))
