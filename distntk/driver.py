@@ -248,7 +248,7 @@ def _in_flight(call_seconds: float) -> int:
     (about one store latency) are hidden when the calls queued behind it compute for longer: ``1 +
     HIDE_SECONDS / call_seconds``, between 2 and :data:`MAX_IN_FLIGHT`.  Long calls keep 2, so that what is
     queued on an actor (and would wait there if that actor is slow) stays short."""
-    return int(min(MAX_IN_FLIGHT, max(2, 1 + math.ceil(HIDE_SECONDS / max(call_seconds, 1e-9)))))
+    return min(MAX_IN_FLIGHT, max(2, 1 + math.ceil(HIDE_SECONDS / max(call_seconds, 1e-9))))
 
 
 def _unit_seconds(experiments: list) -> Callable:

@@ -110,7 +110,6 @@ OUTLIER_Z = 10.0
 OUTLIER_MIN_UNITS = 8
 _MAD_SCALE = 1.4826
 PREDICTIONS = PROBE_PREDICTIONS + TARGET_PREDICTIONS + (VAR.probe_window,)
-_RISK_PREDICTIONS = RISK_PREDICTIONS
 
 
 def _unit_text(u: Unit) -> str:
@@ -212,15 +211,15 @@ def _prediction_problems(values: dict, undefined: tuple = ()) -> list[str]:
 def _problems(path, storage_options=None):
     """``(store, arrays, damaged units {Unit: why}, flagged units {Unit: why}, prediction problems [str])``."""
     rs = open_result_store(path, mode="r", storage_options=storage_options)
-    missing = [n for n in rs.missing_arrays() if n not in PREDICTIONS + _RISK_PREDICTIONS]
+    missing = [n for n in rs.missing_arrays() if n not in PREDICTIONS + RISK_PREDICTIONS]
     _refuse_missing(rs.path, [n for n in missing if n != VAR.risk])
     arrays, damaged = rs.scan()
     if missing:  # the risk array: every done unit lost its risk
         lost = "array 'risk' is missing (the spec records the risk)"
         finished = done_units(arrays[VAR.done], rs.block)
-        damaged = {u: lost for u in rs.all_units() if finished[rs.region(u)[0], u.init, rs.region(u)[3]]} | \
-            dict(damaged)
-    names = PREDICTIONS + (_RISK_PREDICTIONS if _records_risk(rs.canonical) else ())
+        regions = ((u, rs.region(u)) for u in rs.all_units())
+        damaged = {u: lost for u, (wi, i, _, b) in regions if finished[wi, i, b]} | dict(damaged)
+    names = PREDICTIONS + (RISK_PREDICTIONS if _records_risk(rs.canonical) else ())
     present = prediction_names(rs.group.array_keys())
     values = {}
     for name in dict.fromkeys(names + tuple(present)):
@@ -505,7 +504,7 @@ async def _read_store(path: str, storage_options: dict | None, parsed: dict | No
     parsed = {} if parsed is None else parsed
     local = not is_url(path)
     g, attrs = await _open_group(path, storage_options, local_reads=local)
-    names = _COORDS + _PER_REPLICA + _bookkeeping_names() + PREDICTIONS + _RISK_PREDICTIONS + SE_NAMES
+    names = _COORDS + _PER_REPLICA + _bookkeeping_names() + PREDICTIONS + RISK_PREDICTIONS + SE_NAMES
     with storage_errors(path, "read store"):  # a transport error, or metadata that do not parse: this store only
         if local:
             got = [await _read_array(path, g, n, parsed) for n in names]
@@ -562,7 +561,7 @@ def _checked_from(path: str, attrs: dict, got: dict) -> tuple[xr.Dataset, dict] 
     check_coords(path, canonical, {n: values[n] for n in _COORDS + (VAR.probe_window,)})
     has_risk = _records_risk(canonical)
     _refuse_missing(path, [VAR.risk] if has_risk and values[VAR.risk] is None else [])
-    preds = _prediction_problems({n: values[n] for n in PREDICTIONS + (_RISK_PREDICTIONS if has_risk else ())},
+    preds = _prediction_problems({n: values[n] for n in PREDICTIONS + (RISK_PREDICTIONS if has_risk else ())},
                                  undefined_predictions(canonical)) or \
         _predictions_digest_problem(attrs, {n: values[n] for n in prediction_names(values)})
     if preds:

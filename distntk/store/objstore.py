@@ -53,14 +53,14 @@ def _seconds(value) -> dt.timedelta:
     return dt.timedelta(seconds=float(value))
 
 
-def s3_config(storage_options: dict | None, environ=os.environ) -> tuple[dict, dict, dict | None, object]:
-    """``(S3Config, ClientConfig, RetryConfig or None, credential provider or None)`` for s3fs's ``storage_options``
+def s3_config(storage_options: dict | None, environ=os.environ) -> tuple[dict, dict, dict, object]:
+    """``(S3Config, ClientConfig, RetryConfig, credential provider or None)`` for s3fs's ``storage_options``
     (plus what the ``AWS_*`` environment means to botocore but not to obstore).  An option with no obstore
     equivalent raises ``ValueError`` naming it (``storage_errors`` makes that a one-line StoreError)."""
     opts = dict(storage_options or {})
     cfg: dict = {}
     client: dict = {}
-    retry: dict | None = dict(RETRY) if RETRY else None
+    retry = dict(RETRY)
     unsupported = []
     for k, v in opts.items():
         if k in _S3_TOP:
@@ -93,7 +93,7 @@ def s3_config(storage_options: dict | None, environ=os.environ) -> tuple[dict, d
                 elif ck == "retries":
                     n = (cv or {}).get("total_max_attempts", (cv or {}).get("max_attempts"))
                     if n is not None:
-                        retry = {**(retry or {}), "max_retries": max(0, int(n) - 1)}
+                        retry["max_retries"] = max(0, int(n) - 1)
                 elif ck == "s3":
                     if (cv or {}).get("addressing_style") == "virtual":
                         cfg["virtual_hosted_style_request"] = True
