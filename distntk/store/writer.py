@@ -388,9 +388,9 @@ class _Commits:
             (sum(len(us) for us in self.fut[1].values()) if self.fut is not None else 0)
 
 
-async def _retrying(path: str, what: str, attempt: Callable):
+async def _retrying(path: str, what: str, attempt: Callable, on_retry: Callable | None = None):
     """Await ``attempt()`` until it succeeds, retrying storage and transport errors with backoff
-    (:data:`_RETRY_DELAYS`); then a one-line :class:`StoreError`."""
+    (:data:`_RETRY_DELAYS`; ``on_retry()`` before each retry); then a one-line :class:`StoreError`."""
     for n, delay in enumerate(_RETRY_DELAYS + (None,)):
         try:
             with storage_errors(path, "write store", catch=(OSError,)):
@@ -398,6 +398,8 @@ async def _retrying(path: str, what: str, attempt: Callable):
         except StoreError as exc:
             if delay is None:
                 raise StoreError(f"{exc} (after {n} retries)") from None
+            if on_retry is not None:
+                on_retry()
             _log.warning("%s failed (%s); retry %d in %.2f s", what, exc, n + 1, delay)
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
@@ -611,17 +613,10 @@ class UnitWriter:
             block = False
 
     async def _write(self, regions: list, n: int) -> list:
-        for attempt, delay in enumerate(_RETRY_DELAYS + (None,)):
-            try:
-                with storage_errors(self.rs.path, "write store", catch=(OSError,)):
-                    return await self._regions.write(regions)
-            except StoreError as exc:
-                if delay is None:
-                    raise StoreError(f"{exc} (after {attempt} retries)") from None
-                self.retries += 1
-                _log.warning("write of %d units failed (%s); retry %d in %.2f s", n, exc, attempt + 1, delay)
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+        def count() -> None:
+            self.retries += 1
+
+        return await _retrying(self.rs.path, f"write of {n} units", lambda: self._regions.write(regions), count)
 
 
 async def _running_loop() -> asyncio.AbstractEventLoop:
